@@ -1,0 +1,1 @@
+"""The `carrierpay` command line (typer)."""

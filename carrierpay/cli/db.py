@@ -1,0 +1,104 @@
+"""`carrierpay db …`: the embedded PostgreSQL cluster and migrations."""
+
+from __future__ import annotations
+
+import typer
+
+from carrierpay import config, db, migrate
+from carrierpay.cli.common import DatabaseUrlOption, console, fail, user_errors
+
+app = typer.Typer(
+    help=(
+        "Run the embedded PostgreSQL and migrate the schema.\n\n"
+        "Examples:\n\n"
+        "  carrierpay db up && carrierpay db migrate\n\n"
+        "  psql \"$(carrierpay db url)\" -c '\\dn'\n\n"
+        "With CARRIERPAY_DATABASE_URL (or --database-url) set, commands use that server and start nothing."
+    ),
+    no_args_is_help=True,
+)
+
+
+@app.command()
+@user_errors
+def up(database_url: str | None = DatabaseUrlOption) -> None:
+    """Create (first time) and start the embedded cluster, and create the database."""
+    where = db.target(database_url)
+    if where.embedded is None:
+        console.print(f"using the configured server; nothing to start ({_redact(where.url)})")
+        return
+    cluster = where.embedded
+    if cluster.init():
+        console.print(f"created cluster in {cluster.datadir}")
+    if cluster.start():
+        console.print(f"started PostgreSQL on port {cluster.port} (socket dir {cluster.socket_dir})")
+    else:
+        console.print(f"already running on port {cluster.port}")
+    if cluster.ensure_database(config.DATABASE_NAME):
+        console.print(f"created database {config.DATABASE_NAME}")
+    console.print(cluster.url(config.DATABASE_NAME))
+
+
+@app.command()
+@user_errors
+def down(database_url: str | None = DatabaseUrlOption) -> None:
+    """Stop the embedded cluster (its data stays)."""
+    where = db.target(database_url)
+    if where.embedded is None:
+        fail("a configured server is not ours to stop", hint="unset CARRIERPAY_DATABASE_URL to manage the embedded one")
+    console.print("stopped" if where.embedded.stop() else "not running")
+
+
+@app.command()
+@user_errors
+def status(database_url: str | None = DatabaseUrlOption) -> None:
+    """Show whether the database is up and whether migrations are pending."""
+    where = db.target(database_url)
+    if where.embedded is not None:
+        st = where.embedded.status()
+        console.print(f"embedded cluster: {'running' if st.running else 'stopped'} "
+                      f"(data {st.datadir}, port {st.port}, pid {st.pid})")
+        if not st.running:
+            raise typer.Exit(1)
+    todo = migrate.plan(where.url)
+    console.print("schema: up to date" if todo.up_to_date else
+                  f"schema: {len(todo.pending_revisions)} revision(s), {len(todo.changed_files)} file(s) pending")
+
+
+@app.command()
+@user_errors
+def url(database_url: str | None = DatabaseUrlOption) -> None:
+    """Print the connection URL (for psql, scripts, CARRIERPAY_DATABASE_URL)."""
+    typer.echo(db.target(database_url).url)
+
+
+@app.command("migrate")
+@user_errors
+def migrate_cmd(
+    check: bool = typer.Option(False, "--check", help="Only list what is pending; exit 1 if anything is."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Run alembic upgrade head and re-apply db/procedures and db/triggers, in one transaction."""
+    target_url = db.running_url(database_url)
+    if check:
+        todo = migrate.plan(target_url)
+        for rev in todo.pending_revisions:
+            console.print(f"pending revision {rev}")
+        for name in todo.changed_files:
+            console.print(f"pending file {name}")
+        if not todo.up_to_date:
+            raise typer.Exit(1)
+        console.print("up to date")
+        return
+    done = migrate.migrate(target_url)
+    if done.up_to_date:
+        console.print("up to date; nothing changed")
+    else:
+        console.print(f"applied {len(done.pending_revisions)} revision(s); "
+                      f"re-applied SQL files ({len(done.changed_files)} changed)")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

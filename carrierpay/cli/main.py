@@ -1,0 +1,24 @@
+"""Entry point of the `carrierpay` command."""
+
+from __future__ import annotations
+
+import typer
+
+from carrierpay.cli import db as db_cmd
+from carrierpay.cli.common import state
+
+app = typer.Typer(
+    help="carrierpay: direct carrier billing on PostgreSQL. Start with `carrierpay db up`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db_cmd.app, name="db")
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full error details.")) -> None:
+    state["verbose"] = verbose
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,173 @@
+"""`carrierpay db migrate`: alembic revisions, then the repeatable SQL files, in one transaction.
+
+Tables, types and indexes are versioned alembic revisions (db/migrations). Functions, views and
+triggers (db/procedures, db/triggers) are repeatable: every file is CREATE OR REPLACE and is
+re-applied when any file changed or any revision ran, so a revision that rebuilds a table
+always gets its triggers back. A checksum per file is recorded so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from carrierpay.paths import sql_root
+
+# One key for every migrator of a database: concurrent runs queue instead of interleaving.
+MIGRATION_LOCK_KEY = 0x43504D49  # "CPMI"
+REPEATABLE_DIRS = ("procedures", "triggers")
+
+
+class MigrationError(RuntimeError):
+    """A migration failed; the database was left as it was before the run."""
+
+
+@dataclass
+class MigrationPlan:
+    pending_revisions: list[str] = field(default_factory=list)
+    changed_files: list[str] = field(default_factory=list)
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending_revisions and not self.changed_files
+
+
+@dataclass
+class RepeatableFile:
+    name: str  # e.g. "procedures/api.sql"
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def repeatable_files(root: Path | None = None) -> list[RepeatableFile]:
+    """Procedures first (triggers call them), each directory in file-name order."""
+    root = root or sql_root()
+    files = []
+    for directory in REPEATABLE_DIRS:
+        for path in sorted((root / directory).glob("*.sql")):
+            files.append(RepeatableFile(f"{directory}/{path.name}", path))
+    return files
+
+
+def _alembic_config(root: Path) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    return cfg
+
+
+def _engine(url: str):
+    sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    return create_engine(sa_url, poolclass=NullPool)
+
+
+_BOOTSTRAP = """
+create schema if not exists carrierpay_meta;
+create table if not exists carrierpay_meta.repeatable_sql (
+    file_name  text primary key,
+    checksum   text not null,
+    applied_at timestamptz not null default clock_timestamp()
+);
+comment on table carrierpay_meta.repeatable_sql is
+    'Checksum of each db/procedures and db/triggers file as last applied by carrierpay db migrate';
+"""
+
+
+def _pending(conn, root: Path) -> MigrationPlan:
+    script = ScriptDirectory.from_config(_alembic_config(root))
+    context = MigrationContext.configure(
+        conn, opts={"version_table": "alembic_version", "version_table_schema": "carrierpay_meta"}
+    )
+    current = set(context.get_current_heads())
+    pending = []
+    for rev in script.walk_revisions():  # newest first
+        if rev.revision in current:
+            break
+        pending.append(rev.revision)
+    pending.reverse()
+
+    applied: dict[str, str] = {}
+    exists = conn.execute(text("select to_regclass('carrierpay_meta.repeatable_sql') is not null")).scalar()
+    if exists:
+        applied = dict(conn.execute(text("select file_name, checksum from carrierpay_meta.repeatable_sql")).all())
+    changed = [f.name for f in repeatable_files(root) if applied.get(f.name) != f.checksum]
+    return MigrationPlan(pending_revisions=pending, changed_files=changed)
+
+
+def plan(url: str, root: Path | None = None) -> MigrationPlan:
+    """What `migrate` would do, without doing it."""
+    root = root or sql_root()
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return _pending(conn, root)
+    finally:
+        engine.dispose()
+
+
+def _line_of(sql: str, position: int | None) -> int | None:
+    if not position:
+        return None
+    return sql.count("\n", 0, position - 1) + 1
+
+
+def _apply_file(driver_conn: psycopg.Connection, item: RepeatableFile) -> None:
+    sql = item.sql
+    try:
+        with driver_conn.cursor() as cur:
+            cur.execute(sql.encode())  # bytes: no parameter parsing, several statements allowed
+    except psycopg.Error as exc:
+        diag = exc.diag
+        line = _line_of(sql, int(diag.statement_position) if diag.statement_position else None)
+        where = f"{item.name}:{line}" if line else item.name
+        message = diag.message_primary or str(exc)
+        context = f" ({diag.context.strip().splitlines()[0]})" if diag.context else ""
+        raise MigrationError(f"{where}: {message}{context}") from exc
+
+
+def migrate(url: str, root: Path | None = None) -> MigrationPlan:
+    """Bring the database to the latest state in one transaction. Returns what was done."""
+    root = root or sql_root()
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            conn.exec_driver_sql(_BOOTSTRAP.replace("%", "%%"))
+            todo = _pending(conn, root)
+            if todo.up_to_date:
+                return todo
+            cfg = _alembic_config(root)
+            cfg.attributes["connection"] = conn
+            try:
+                command.upgrade(cfg, "head")
+            except Exception as exc:  # alembic wraps driver errors; keep the revision in the message
+                raise MigrationError(f"alembic upgrade failed: {exc}") from exc
+            driver_conn = conn.connection.driver_connection
+            for item in repeatable_files(root):
+                _apply_file(driver_conn, item)
+                conn.execute(
+                    text(
+                        "insert into carrierpay_meta.repeatable_sql (file_name, checksum) "
+                        "values (:name, :sum) on conflict (file_name) do update "
+                        "set checksum = excluded.checksum, applied_at = clock_timestamp()"
+                    ),
+                    {"name": item.name, "sum": item.checksum},
+                )
+            return todo
+    finally:
+        engine.dispose()
