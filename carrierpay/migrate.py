@@ -140,8 +140,12 @@ def _apply_file(driver_conn: psycopg.Connection, item: RepeatableFile) -> None:
         raise MigrationError(f"{where}: {message}{context}") from exc
 
 
-def migrate(url: str, root: Path | None = None) -> MigrationPlan:
-    """Bring the database to the latest state in one transaction. Returns what was done."""
+def migrate(url: str, root: Path | None = None, *, revision: str = "head") -> MigrationPlan:
+    """Bring the database to the latest state in one transaction. Returns what was done.
+
+    `revision` other than head stops at that revision and skips the repeatable files (they are
+    written for the latest tables); it exists to prove step-by-step upgrades reach the same schema.
+    """
     root = root or sql_root()
     engine = _engine(url)
     try:
@@ -154,9 +158,11 @@ def migrate(url: str, root: Path | None = None) -> MigrationPlan:
             cfg = _alembic_config(root)
             cfg.attributes["connection"] = conn
             try:
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
             except Exception as exc:  # alembic wraps driver errors; keep the revision in the message
                 raise MigrationError(f"alembic upgrade failed: {exc}") from exc
+            if revision != "head":
+                return todo
             driver_conn = conn.connection.driver_connection
             for item in repeatable_files(root):
                 _apply_file(driver_conn, item)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 import psycopg
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 
@@ -41,9 +42,11 @@ def user_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (ClusterError, MigrationError, psycopg.OperationalError, psycopg.Error) as exc:
+        except (ClusterError, MigrationError, psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
             if state["verbose"]:
                 err_console.print_exception()
+            if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+                exc = exc.orig
             hint = getattr(exc, "hint", None)
             if isinstance(exc, psycopg.OperationalError) and hint is None:
                 hint = "is the database running? try: carrierpay db status"

@@ -1,0 +1,3 @@
+from carrierpay.cli.main import run
+
+run()

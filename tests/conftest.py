@@ -1,0 +1,131 @@
+"""Test harness: one embedded PostgreSQL per run, one migrated template, a fresh copy per test.
+
+`pytest` needs the pgTAP and plpgsql_check server extensions. When they are missing we install
+them if we are root, and otherwise stop at once with the apt-get line to run: the SQL tests are
+never silently skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from carrierpay import migrate
+from carrierpay.embedded import SUPERUSER, SUPPORTED_MAJOR, EmbeddedCluster, create_available_extensions
+
+REQUIRED_DEBIAN_PACKAGES = {
+    "pgtap": f"postgresql-{SUPPORTED_MAJOR}-pgtap",
+    "plpgsql_check": f"postgresql-{SUPPORTED_MAJOR}-plpgsql-check",
+}
+TEMPLATE_DB = "carrierpay_template"
+TEST_EXTENSIONS = ("pgcrypto", "pgtap", "plpgsql_check")
+
+
+def _extension_dir() -> Path:
+    from carrierpay.embedded import find_bindir
+
+    pg_config = find_bindir() / "pg_config"
+    if pg_config.exists():
+        out = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True, check=True)
+        return Path(out.stdout.strip()) / "extension"
+    return Path(f"/usr/share/postgresql/{SUPPORTED_MAJOR}/extension")
+
+
+def _missing_packages() -> list[str]:
+    ext_dir = _extension_dir()
+    return [pkg for ext, pkg in REQUIRED_DEBIAN_PACKAGES.items() if not (ext_dir / f"{ext}.control").exists()]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = _missing_packages()
+    if not missing:
+        return
+    install_line = f"apt-get install -y {' '.join(missing)}"
+    if os.geteuid() != 0:
+        pytest.exit(f"the SQL tests need {', '.join(missing)}; run as root: {install_line}", returncode=4)
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=False, env=env, capture_output=True)
+    result = subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=env, capture_output=True, text=True)
+    if result.returncode != 0 or _missing_packages():
+        pytest.exit(f"could not install {', '.join(missing)}: {result.stderr.strip()[-500:]}\n"
+                    f"run: {install_line}", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway embedded cluster (fsync off) in a directory the postgres user can reach."""
+    home = Path(tempfile.mkdtemp(prefix="carrierpay-test-", dir=os.environ.get("CARRIERPAY_TEST_TMPDIR", "/tmp")))
+    os.chmod(home, 0o755)
+    cluster = EmbeddedCluster(home, fast=True)
+    cluster.init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _make_template(cluster: EmbeddedCluster, name: str) -> str:
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}"')
+        conn.execute(f'create database "{name}" template template0 encoding utf8')
+    url = cluster.url(name)
+    create_available_extensions(url, TEST_EXTENSIONS)
+    migrate.migrate(url)
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"alter database \"{name}\" with is_template true allow_connections false")
+    return name
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_cluster) -> str:
+    """A database migrated to head once per run, with pgTAP and plpgsql_check; tests copy it."""
+    return _make_template(pg_cluster, TEMPLATE_DB)
+
+
+@pytest.fixture
+def db_url(pg_cluster, template_db):
+    """A fresh, migrated database for one test; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    janitor = DatabaseJanitor(
+        user=SUPERUSER,
+        host="127.0.0.1",
+        port=pg_cluster.port,
+        dbname=name,
+        template_dbname=template_db,
+        password=None,
+    )
+    janitor.init()
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def empty_db_url(pg_cluster):
+    """A fresh database with nothing migrated."""
+    name = f"e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'create database "{name}" template template0 encoding utf8')
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def conn(db_url):
+    """An autocommit connection to the test's own database."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection

@@ -1,0 +1,71 @@
+"""The embedded cluster refuses to touch data it does not understand, and copes with busy ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from carrierpay.embedded import ClusterError, EmbeddedCluster
+
+
+@pytest.fixture
+def home():
+    path = Path(tempfile.mkdtemp(prefix="carrierpay-embedded-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    cluster = EmbeddedCluster(path)
+    if cluster.is_initialized() and cluster.status().running:
+        cluster.stop()
+
+
+def test_datadir_of_another_version_is_refused_and_kept(home):
+    datadir = home / "pgdata"
+    datadir.mkdir()
+    (datadir / "PG_VERSION").write_text("14\n")
+    (datadir / "precious").write_text("keep me")
+    with pytest.raises(ClusterError, match="PostgreSQL 14 cluster"):
+        EmbeddedCluster(home).init()
+    with pytest.raises(ClusterError, match="PostgreSQL 14 cluster"):
+        EmbeddedCluster(home).start()
+    assert (datadir / "precious").read_text() == "keep me"
+
+
+def test_damaged_datadir_is_refused_and_kept(home):
+    datadir = home / "pgdata"
+    datadir.mkdir()
+    (datadir / "PG_VERSION").write_text("15\n")
+    with pytest.raises(ClusterError, match="damaged"):
+        EmbeddedCluster(home).start()
+    assert (datadir / "PG_VERSION").exists()
+
+
+def test_foreign_files_in_datadir_are_refused_and_kept(home):
+    datadir = home / "pgdata"
+    datadir.mkdir()
+    (datadir / "notes.txt").write_text("not a cluster")
+    with pytest.raises(ClusterError, match="holds no PostgreSQL cluster"):
+        EmbeddedCluster(home).init()
+    assert (datadir / "notes.txt").read_text() == "not a cluster"
+
+
+def test_busy_port_is_skipped_and_second_start_reports_running(home):
+    cluster = EmbeddedCluster(home, fast=True)
+    cluster.init()
+    preferred = cluster._preferred_port()
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", preferred))
+    blocker.listen()
+    try:
+        assert cluster.start() is True
+        assert cluster.port != preferred
+        assert cluster.start() is False
+        assert cluster.status().running
+    finally:
+        blocker.close()
+        assert cluster.stop() is True
+    assert cluster.stop() is False
+    assert not cluster.status().running

@@ -1,0 +1,118 @@
+"""Migrations: from empty to head, step by step, repeated, concurrent, and broken SQL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+
+import psycopg
+import pytest
+from alembic.script import ScriptDirectory
+
+from carrierpay import migrate
+from carrierpay.embedded import find_bindir
+from carrierpay.paths import sql_root
+
+
+def schema_dump(url: str) -> str:
+    out = subprocess.run(
+        [str(find_bindir() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges", url],
+        capture_output=True, text=True, check=True,
+    )
+    # pg_dump's \restrict lines carry a random key per run; comments carry nothing of the schema.
+    noise = ("--", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in out.stdout.splitlines() if not line.startswith(noise))
+
+
+def test_migrating_from_empty_matches_step_by_step_upgrade(empty_db_url, pg_cluster):
+    migrate.migrate(empty_db_url)
+    at_once = schema_dump(empty_db_url)
+
+    with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("create database stepwise template template0")
+    stepwise_url = pg_cluster.url("stepwise")
+    try:
+        script = ScriptDirectory(str(sql_root() / "migrations"))
+        revisions = [rev.revision for rev in script.walk_revisions()][::-1]
+        assert revisions, "no alembic revisions found"
+        for rev in revisions:
+            migrate.migrate(stepwise_url, revision=rev)
+        migrate.migrate(stepwise_url)
+        assert schema_dump(stepwise_url) == at_once
+    finally:
+        with psycopg.connect(pg_cluster.url("postgres"), autocommit=True) as conn:
+            conn.execute("drop database stepwise with (force)")
+
+
+def test_second_run_changes_nothing(empty_db_url):
+    first = migrate.migrate(empty_db_url)
+    assert first.pending_revisions and first.changed_files
+    before = schema_dump(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        stamps = conn.execute("select file_name, applied_at from carrierpay_meta.repeatable_sql").fetchall()
+    second = migrate.migrate(empty_db_url)
+    assert second.up_to_date
+    assert migrate.plan(empty_db_url).up_to_date
+    assert schema_dump(empty_db_url) == before
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select file_name, applied_at from carrierpay_meta.repeatable_sql").fetchall() == stamps
+
+
+def test_plan_lists_pending_work(empty_db_url):
+    todo = migrate.plan(empty_db_url)
+    assert "0001" in todo.pending_revisions
+    assert "procedures/clock.sql" in todo.changed_files
+
+
+def test_concurrent_migrators_queue_on_the_lock(empty_db_url):
+    errors = []
+
+    def run():
+        try:
+            migrate.migrate(empty_db_url)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert migrate.plan(empty_db_url).up_to_date
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select count(*) from carrierpay_meta.alembic_version").fetchone()[0] == 1
+
+
+@pytest.fixture
+def broken_sql_root(tmp_path):
+    root = tmp_path / "db"
+    shutil.copytree(sql_root(), root)
+    (root / "procedures" / "zz_broken.sql").write_text(
+        "-- a deliberately broken file\n"
+        "create or replace function cp.fine() returns int language sql as $$ select 1 $$;\n"
+        "\n"
+        "create or replace functio cp.broken() returns int language sql as $$ select 1 $$;\n"
+    )
+    return root
+
+
+def test_broken_sql_file_names_file_and_line_and_changes_nothing(empty_db_url, broken_sql_root):
+    with pytest.raises(migrate.MigrationError) as raised:
+        migrate.migrate(empty_db_url, root=broken_sql_root)
+    assert "procedures/zz_broken.sql:4" in str(raised.value)
+    with psycopg.connect(empty_db_url) as conn:
+        leftovers = conn.execute(
+            "select nspname from pg_namespace where nspname in ('cp', 'api', 'carrierpay_meta')"
+        ).fetchall()
+    assert leftovers == []
+
+
+def test_broken_file_after_a_good_migration_keeps_the_previous_state(empty_db_url, broken_sql_root):
+    migrate.migrate(empty_db_url)
+    before = schema_dump(empty_db_url)
+    with pytest.raises(migrate.MigrationError):
+        migrate.migrate(empty_db_url, root=broken_sql_root)
+    assert schema_dump(empty_db_url) == before
+    assert "procedures/zz_broken.sql" in migrate.plan(empty_db_url, root=broken_sql_root).changed_files
