@@ -12,6 +12,8 @@ with targets as (
                (select t.tgrelid from pg_trigger t where t.tgfoid = p.oid and not t.tgisinternal limit 1),
                0
            )::regclass as relid,
+           (select t.tgoldtable from pg_trigger t where t.tgfoid = p.oid limit 1) as oldtable,
+           (select t.tgnewtable from pg_trigger t where t.tgfoid = p.oid limit 1) as newtable,
            p.prorettype = 'trigger'::regtype as is_trigger
     from pg_proc p
     join pg_namespace n on n.oid = p.pronamespace
@@ -20,7 +22,8 @@ with targets as (
 )
 select t.name, c.lineno, c.statement, c.message, c.detail
 from targets t
-cross join lateral plpgsql_check_function_tb(t.fn, t.relid, fatal_errors => false) c
+cross join lateral plpgsql_check_function_tb(t.fn, t.relid, fatal_errors => false,
+                                           oldtable => t.oldtable, newtable => t.newtable) c
 where c.level = 'error' and not (t.is_trigger and t.relid = 0)
 """
 

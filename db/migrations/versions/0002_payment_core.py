@@ -362,6 +362,10 @@ create table cp.hour_stats (
 
 
 def upgrade() -> None:
+    # sched: the scheduling engine's entry points (run by `carrierpay scheduler run`).
+    op.execute("create schema if not exists sched")
+    op.execute("grant usage on schema sched to carrierpay_admin")
+    op.execute("alter default privileges in schema sched revoke execute on functions from public")
     op.execute(TYPES)
     op.execute(TABLES)
 

@@ -1,0 +1,184 @@
+-- The daemons' side (role carrierpay_adapter): claim carrier calls in batches, complete them in
+-- batches, record callbacks, expire leases and find what needs reconciling.
+
+-- Lease up to p_limit ready calls of a carrier to one worker. Returns one call document each.
+create or replace function adapter.claim_calls(p_carrier text, p_limit integer, p_lease interval, p_worker text)
+returns setof jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_carrier_id integer;
+begin
+    select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
+    if v_carrier_id is null then
+        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+    end if;
+    return query
+    with picked as (
+        select q.call_id from cp.call_queue q
+        where q.carrier_id = v_carrier_id and q.lease_until is null and q.available_at <= cp.clock_now()
+        order by q.available_at
+        limit p_limit
+        for update skip locked
+    ), leased as (
+        update cp.call_queue q set lease_until = cp.clock_now() + p_lease, worker = p_worker
+        from picked where q.call_id = picked.call_id
+        returning q.call_id
+    ), calls as (
+        update cp.carrier_call c set status = 'leased'
+        from leased where c.call_id = leased.call_id
+        returning c.*
+    ), procs as (
+        update cp.procedure p set status = 'in_flight'
+        where p.status = 'pending' and p.procedure_id in (select procedure_id from calls)
+        returning p.procedure_id
+    )
+    select cp.call_document(calls::cp.carrier_call) || jsonb_build_object('lease_until', cp.clock_now() + p_lease)
+    from calls;  -- procs runs regardless: data-modifying CTEs always execute
+end
+$$;
+
+-- Apply a batch of carrier outcomes in one transaction, and log each interaction.
+-- p_results: [{"call_id", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
+--              "amount_minor", "balance_minor", "latency_ms", "request", "response"}, ...]
+create or replace function adapter.complete_calls(p_results jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_result jsonb;
+    v_call cp.carrier_call;
+    v_applied text;
+    v_summary jsonb := '{}';
+begin
+    if jsonb_typeof(p_results) is distinct from 'array' then
+        perform cp.fail('CP080', 'complete_calls takes a JSON array of results');
+    end if;
+    -- Lock in call id order so concurrent batches cannot deadlock on each other.
+    for v_result in
+        select r from jsonb_array_elements(p_results) r order by (r->>'call_id')::bigint
+    loop
+        v_applied := cp.apply_call_result((v_result->>'call_id')::bigint, v_result);
+        select * into v_call from cp.carrier_call where call_id = (v_result->>'call_id')::bigint;
+        insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
+                                    latency_ms, request, response)
+        values (v_call.call_id, v_call.procedure_id, v_call.carrier_id, v_call.operation, v_result->>'outcome',
+                v_result->>'reason', v_result->>'carrier_code', (v_result->>'latency_ms')::int,
+                v_result->'request', v_result->'response');
+        v_summary := jsonb_set(v_summary, array[v_applied],
+                               to_jsonb(coalesce((v_summary->>v_applied)::int, 0) + 1));
+    end loop;
+    return v_summary;
+end
+$$;
+
+-- Record a carrier callback (async result, late result, receipt). Idempotent: the same callback
+-- twice changes nothing the second time; a callback may arrive before the synchronous answer.
+-- p_payload: {"correlator" | "carrier_ref", "outcome", "reason", "carrier_code", "amount_minor", "dedupe_key", ...}
+create or replace function adapter.record_callback(p_carrier text, p_payload jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_carrier_id integer;
+    v_call cp.carrier_call;
+    v_key text;
+    v_applied text;
+begin
+    select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
+    if v_carrier_id is null then
+        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+    end if;
+    v_key := coalesce(p_payload->>'dedupe_key', md5(p_payload::text));
+    insert into cp.callback_inbox (carrier_id, dedupe_key, payload) values (v_carrier_id, v_key, p_payload)
+    on conflict do nothing;
+    if not found then
+        return jsonb_build_object('id', v_key, 'status', 'duplicate');
+    end if;
+    select * into v_call from cp.carrier_call
+    where carrier_id = v_carrier_id
+      and (correlator = p_payload->>'correlator'
+           or (p_payload->>'correlator' is null and carrier_ref = p_payload->>'carrier_ref'))
+    order by call_id desc limit 1;
+    if not found then
+        -- Kept in the inbox for late matching; the reconciler looks here too.
+        return jsonb_build_object('id', v_key, 'status', 'unmatched');
+    end if;
+    v_applied := cp.apply_call_result(v_call.call_id, p_payload);
+    insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code, request,
+                                response)
+    values (v_call.call_id, v_call.procedure_id, v_call.carrier_id, v_call.operation, p_payload->>'outcome',
+            p_payload->>'reason', p_payload->>'carrier_code', null, p_payload - 'raw');
+    return jsonb_build_object('id', v_key, 'status', v_applied, 'call_id', v_call.call_id);
+end
+$$;
+
+-- Leases that ran out (a daemon died or stalled). Calls safe to repeat go back to the queue with
+-- the same correlator; others (charges, refunds) may have reached the carrier, so they become
+-- unknown and wait for reconciliation: never a blind retry.
+create or replace function adapter.expire_leases(p_limit integer default 1000) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_call cp.carrier_call;
+    v_requeued integer := 0;
+    v_unknown integer := 0;
+begin
+    for v_call in
+        select c.* from cp.call_queue q join cp.carrier_call c using (call_id)
+        where q.lease_until < cp.clock_now()
+        order by q.call_id
+        limit p_limit
+        for update of q, c skip locked
+    loop
+        if v_call.safe_to_repeat then
+            update cp.call_queue set lease_until = null, worker = null, available_at = cp.clock_now()
+            where call_id = v_call.call_id;
+            update cp.carrier_call set status = 'queued' where call_id = v_call.call_id;
+            v_requeued := v_requeued + 1;
+        else
+            perform cp.apply_call_result(v_call.call_id,
+                jsonb_build_object('outcome', 'unknown', 'reason', 'lease_expired'));
+            v_unknown := v_unknown + 1;
+        end if;
+    end loop;
+    return jsonb_build_object('requeued', v_requeued, 'unknown', v_unknown);
+end
+$$;
+
+-- Calls whose outcome is unknown (or awaited) and due for a reconciliation attempt, leased to
+-- the reconciler by pushing their next attempt out on the back-off (5 min, 1 h, then daily).
+create or replace function adapter.claim_reconciliations(p_carrier text, p_limit integer) returns setof jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+begin
+    return query
+    with picked as (
+        select c.call_id from cp.carrier_call c join cp.carrier k using (carrier_id)
+        where k.code = p_carrier and c.status in ('unknown', 'awaiting_result')
+          and c.next_reconcile_at <= cp.clock_now()
+        order by c.next_reconcile_at
+        limit p_limit
+        for update of c skip locked
+    ), bumped as (
+        update cp.carrier_call c
+        set reconcile_attempts = c.reconcile_attempts + 1,
+            next_reconcile_at = cp.clock_now() + case c.reconcile_attempts when 0 then interval '1 hour'
+                                                                           else interval '1 day' end
+        from picked where c.call_id = picked.call_id
+        returning c.*
+    )
+    select cp.call_document(bumped::cp.carrier_call) || jsonb_build_object(
+        'status', bumped.status, 'carrier_ref', bumped.carrier_ref, 'reconcile_attempts', bumped.reconcile_attempts)
+    from bumped;
+end
+$$;
+
+grant execute on function
+    adapter.claim_calls(text, integer, interval, text), adapter.complete_calls(jsonb),
+    adapter.record_callback(text, jsonb), adapter.expire_leases(integer),
+    adapter.claim_reconciliations(text, integer)
+to carrierpay_adapter;

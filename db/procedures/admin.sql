@@ -1,0 +1,224 @@
+-- Onboarding for operators (role carrierpay_admin): carriers, merchants, products, price points.
+
+-- Fetch a required text field from a spec document, or raise CP090 naming it.
+create or replace function cp.spec_text(p_spec jsonb, p_field text) returns text
+language plpgsql immutable
+set search_path = pg_catalog, cp
+as $$
+begin
+    if p_spec->>p_field is null or p_spec->>p_field = '' then
+        perform cp.fail('CP090', format('carrier spec: %s is required', p_field));
+    end if;
+    return p_spec->>p_field;
+end
+$$;
+
+-- Create or update a carrier from its spec document (carriers/<code>/carrier.yaml as jsonb).
+create or replace function admin.onboard_carrier(p_spec jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_code text := cp.spec_text(p_spec, 'code');
+    v_country text := upper(cp.spec_text(p_spec, 'country'));
+    v_regulation text := coalesce(p_spec->>'regulation', 'DEFAULT');
+    v_tz text := cp.spec_text(p_spec, 'timezone');
+    v_currency text := upper(cp.spec_text(p_spec, 'currency'));
+    v_id integer;
+    v_prefix text;
+begin
+    perform cp.spec_text(p_spec, 'name');
+    perform cp.spec_text(p_spec, 'mcc');
+    perform cp.spec_text(p_spec, 'mnc');
+    if v_code !~ '^[a-z0-9_]+$' then
+        perform cp.fail('CP090', format('carrier spec: code %L must be lowercase letters, digits and _', v_code));
+    end if;
+    if not exists (select 1 from pg_timezone_names where name = v_tz) then
+        perform cp.fail('CP090', format('carrier spec: timezone %L is not a known IANA zone', v_tz));
+    end if;
+    if v_currency !~ '^[A-Z]{3}$' then
+        perform cp.fail('CP090', format('carrier spec: currency %L is not an ISO 4217 code', v_currency));
+    end if;
+    if not exists (select 1 from cp.country where country = v_country) then
+        perform cp.fail('CP090', format('carrier spec: country %L is not configured (cp.country)', v_country));
+    end if;
+    if not exists (select 1 from cp.regulation where code = v_regulation) then
+        perform cp.fail('CP090', format('carrier spec: regulation %L is not a known preset', v_regulation));
+    end if;
+    if jsonb_typeof(p_spec->'number_ranges') is distinct from 'array' or jsonb_array_length(p_spec->'number_ranges') = 0 then
+        perform cp.fail('CP090', 'carrier spec: number_ranges must list at least one E.164 prefix');
+    end if;
+
+    insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, tps, carrier_share_bp,
+                            regulation_code, rules_override, spec)
+    values (v_code, p_spec->>'name', v_country, p_spec->>'mcc', p_spec->>'mnc', v_currency, v_tz,
+            coalesce((p_spec#>>'{throughput,tps}')::integer, 10),
+            coalesce((p_spec#>>'{terms,carrier_share_bp}')::integer, 0),
+            v_regulation, coalesce(p_spec->'rules', '{}'), p_spec)
+    on conflict (code) do update set
+        name = excluded.name, country = excluded.country, mcc = excluded.mcc, mnc = excluded.mnc,
+        currency = excluded.currency, timezone = excluded.timezone, tps = excluded.tps,
+        carrier_share_bp = excluded.carrier_share_bp, regulation_code = excluded.regulation_code,
+        rules_override = excluded.rules_override, spec = excluded.spec
+    returning carrier_id into v_id;
+
+    delete from cp.carrier_prefix where carrier_id = v_id;
+    for v_prefix in select jsonb_array_elements_text(p_spec->'number_ranges') loop
+        if v_prefix !~ '^\+[0-9]{1,14}$' then
+            perform cp.fail('CP090', format('carrier spec: number range %L is not an E.164 prefix', v_prefix));
+        end if;
+        if exists (select 1 from cp.carrier_prefix where prefix = v_prefix) then
+            perform cp.fail('CP090', format('carrier spec: number range %s already belongs to another carrier', v_prefix));
+        end if;
+        insert into cp.carrier_prefix (prefix, carrier_id) values (v_prefix, v_id);
+    end loop;
+    return jsonb_build_object('id', v_id, 'code', v_code, 'status', 'onboarded');
+end
+$$;
+
+-- Enable or disable a carrier (a disabled carrier takes no new payments).
+create or replace function admin.set_carrier_enabled(p_carrier text, p_enabled boolean) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_id integer;
+begin
+    update cp.carrier set enabled = p_enabled where code = p_carrier returning carrier_id into v_id;
+    if v_id is null then
+        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+    end if;
+    return jsonb_build_object('id', v_id, 'code', p_carrier, 'status', case when p_enabled then 'enabled' else 'disabled' end);
+end
+$$;
+
+-- Create a merchant, its database role (member of carrierpay_merchant) and its webhook secret.
+create or replace function admin.add_merchant(p_code text, p_name text, p_webhook_url text default null,
+                                              p_platform_fee_bp integer default 0)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_role text := 'cp_merchant_' || p_code;
+    v_secret text := encode(public.gen_random_bytes(32), 'hex');
+    v_id integer;
+begin
+    if p_code is null or p_code !~ '^[a-z0-9_]{1,40}$' then
+        perform cp.fail('CP080', format('merchant code %L must be 1-40 lowercase letters, digits or _', p_code));
+    end if;
+    if exists (select 1 from cp.merchant where code = p_code) then
+        perform cp.fail('CP080', format('merchant %L already exists', p_code));
+    end if;
+    -- Roles are cluster-wide: another database on the server may have made this one already.
+    if not exists (select 1 from pg_roles where rolname = v_role) then
+        execute format('create role %I login', v_role);
+    end if;
+    execute format('grant carrierpay_merchant to %I', v_role);
+    insert into cp.merchant (code, name, db_role, webhook_url, webhook_secret, platform_fee_bp)
+    values (p_code, p_name, v_role, p_webhook_url, v_secret, p_platform_fee_bp)
+    returning merchant_id into v_id;
+    return jsonb_build_object('id', v_id, 'code', p_code, 'status', 'created', 'db_role', v_role,
+                              'webhook_secret', v_secret);
+end
+$$;
+
+-- Issue a new webhook signing secret for a merchant.
+create or replace function admin.rotate_merchant_secret(p_merchant text) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_secret text := encode(public.gen_random_bytes(32), 'hex');
+    v_id integer;
+begin
+    update cp.merchant set webhook_secret = v_secret where code = p_merchant returning merchant_id into v_id;
+    if v_id is null then
+        perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
+    end if;
+    return jsonb_build_object('id', v_id, 'code', p_merchant, 'status', 'rotated', 'webhook_secret', v_secret);
+end
+$$;
+
+-- Create a product (or update its retry settings) for a merchant.
+create or replace function admin.add_product(p_merchant text, p_code text, p_name text,
+                                             p_retry_policy text default 'step_down',
+                                             p_retry_timing text default 'best_hour')
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant_id integer;
+    v_id integer;
+begin
+    select merchant_id into v_merchant_id from cp.merchant where code = p_merchant;
+    if v_merchant_id is null then
+        perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
+    end if;
+    if p_retry_policy not in ('step_down', 'accumulate', 'defer') or p_retry_timing not in ('fixed', 'best_hour') then
+        perform cp.fail('CP080', 'retry policy must be step_down, accumulate or defer; timing fixed or best_hour');
+    end if;
+    insert into cp.product (merchant_id, code, name, retry_policy, retry_timing)
+    values (v_merchant_id, p_code, p_name, p_retry_policy, p_retry_timing)
+    on conflict (merchant_id, code) do update
+        set name = excluded.name, retry_policy = excluded.retry_policy, retry_timing = excluded.retry_timing
+    returning product_id into v_id;
+    return jsonb_build_object('id', v_id, 'code', p_code, 'status', 'saved');
+end
+$$;
+
+-- Add a price point: what a product costs on one carrier (or in one country) for one plan,
+-- and which variant is delivered for it.
+create or replace function admin.add_price_point(p_merchant text, p_product text, p_plan text,
+                                                 p_amount_minor bigint, p_currency text, p_variant text,
+                                                 p_carrier text default null, p_country text default null)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_product_id integer;
+    v_carrier cp.carrier;
+    v_id integer;
+begin
+    select p.product_id into v_product_id
+    from cp.product p join cp.merchant m using (merchant_id)
+    where m.code = p_merchant and p.code = p_product;
+    if v_product_id is null then
+        perform cp.fail('CP003', format('unknown product %L of merchant %L', p_product, p_merchant));
+    end if;
+    if (p_carrier is null) = (p_country is null) then
+        perform cp.fail('CP080', 'a price point names exactly one of carrier or country');
+    end if;
+    if p_plan is null or p_plan not in ('one_time', 'daily', 'weekly', 'monthly') then
+        perform cp.fail('CP080', format('plan %L must be one_time, daily, weekly or monthly', p_plan));
+    end if;
+    if p_amount_minor is null or p_amount_minor <= 0 then
+        perform cp.fail('CP006', 'a price point amount must be a positive number of minor units');
+    end if;
+    if p_carrier is not null then
+        select * into v_carrier from cp.carrier where code = p_carrier;
+        if not found then
+            perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+        end if;
+        if v_carrier.currency <> upper(p_currency) then
+            perform cp.fail('CP008', format('carrier %s bills in %s, not %s', p_carrier, v_carrier.currency, p_currency));
+        end if;
+    end if;
+    insert into cp.price_point (product_id, carrier_id, country, plan, amount_minor, currency, variant)
+    values (v_product_id, v_carrier.carrier_id, upper(p_country), p_plan::cp.plan, p_amount_minor,
+            upper(p_currency), p_variant)
+    on conflict (product_id, coalesce(carrier_id, 0), coalesce(country, ''), plan, amount_minor)
+        do update set variant = excluded.variant, active = true
+    returning price_point_id into v_id;
+    return jsonb_build_object('id', v_id, 'status', 'saved', 'amount_minor', p_amount_minor, 'variant', p_variant);
+end
+$$;
+
+grant execute on function
+    admin.onboard_carrier(jsonb), admin.set_carrier_enabled(text, boolean),
+    admin.add_merchant(text, text, text, integer), admin.rotate_merchant_secret(text),
+    admin.add_product(text, text, text, text, text),
+    admin.add_price_point(text, text, text, bigint, text, text, text, text)
+to carrierpay_admin;

@@ -1,0 +1,445 @@
+-- The merchant-facing SQL API (DESIGN §9). Every function takes the merchant code first, checks
+-- the calling role may act for it, and returns a jsonb document with at least id and status.
+-- Calls with an effect carry an idempotency key: a repeat returns the first result unchanged.
+
+-- One-time purchase: validate, apply the regulation, queue the carrier charge.
+create or replace function api.charge(p_merchant text, p_msisdn text, p_product text, p_idempotency_key text,
+                                      p_amount_minor bigint default null, p_metadata jsonb default '{}')
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_msisdn text;
+    v_carrier cp.carrier;
+    v_subscriber cp.subscriber;
+    v_product cp.product;
+    v_pp cp.price_point;
+    v_rules jsonb;
+    v_optin cp.optin;
+    v_proc cp.procedure;
+    v_earlier jsonb;
+begin
+    v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'charge',
+        jsonb_build_object('msisdn', p_msisdn, 'product', p_product, 'amount', p_amount_minor, 'metadata', p_metadata));
+    if v_earlier is not null then
+        return v_earlier;
+    end if;
+    v_msisdn := cp.normalize_msisdn(p_msisdn);
+    v_carrier := cp.carrier_for_msisdn(v_msisdn);
+    select * into v_product from cp.product where merchant_id = v_merchant.merchant_id and code = p_product;
+    if not found then
+        perform cp.fail('CP003', format('unknown product %L', p_product));
+    end if;
+    if p_amount_minor is not null and p_amount_minor <= 0 then
+        perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
+    end if;
+    select * into v_pp from cp.price_point pp
+    where pp.product_id = v_product.product_id and pp.plan = 'one_time' and pp.active
+      and (pp.carrier_id = v_carrier.carrier_id or (pp.carrier_id is null and pp.country = v_carrier.country))
+      and (p_amount_minor is null or pp.amount_minor = p_amount_minor)
+    order by pp.carrier_id is null, pp.amount_minor desc
+    limit 1;
+    if not found then
+        if p_amount_minor is null then
+            perform cp.fail('CP007', format('product %L has no one-time price on carrier %s', p_product, v_carrier.code));
+        end if;
+        perform cp.fail('CP006', format('%s is not a price point of product %L on carrier %s',
+                                        p_amount_minor, p_product, v_carrier.code));
+    end if;
+    if v_pp.currency <> v_carrier.currency then
+        perform cp.fail('CP008', format('price point in %s but carrier %s bills in %s',
+                                        v_pp.currency, v_carrier.code, v_carrier.currency));
+    end if;
+    v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
+    v_rules := cp.effective_rules(v_carrier.carrier_id);
+    if coalesce((v_rules->>'optin_one_time')::boolean, false) then
+        -- The regulation wants a confirmed opt-in (api.request_optin + api.confirm_optin) per purchase.
+        select * into v_optin from cp.optin
+        where optin_id = (p_metadata->>'optin_id')::bigint and merchant_id = v_merchant.merchant_id
+          and subscriber_id = v_subscriber.subscriber_id and product_id = v_product.product_id
+          and purpose = 'charge' and status = 'confirmed'
+        for update;
+        if not found then
+            perform cp.fail('CP024', format('carrier %s requires a confirmed opt-in for this purchase '
+                                            '(pass its optin_id in p_metadata)', v_carrier.code));
+        end if;
+        update cp.optin set status = 'used' where optin_id = v_optin.optin_id;
+    end if;
+    perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
+    v_proc := cp.new_procedure('charge', v_subscriber, v_merchant.merchant_id, v_pp.amount_minor, v_pp.currency,
+                               v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => p_metadata);
+    perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_pp.amount_minor));
+    return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key, cp.procedure_document(v_proc));
+end
+$$;
+
+-- Create an opt-in: a PIN sent by SMS, to be confirmed with api.confirm_optin.
+create or replace function cp.create_optin(p_merchant cp.merchant, p_subscriber cp.subscriber, p_product cp.product,
+                                           p_purpose text, p_subscription_id bigint)
+returns cp.optin
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_rules jsonb := cp.effective_rules(p_subscriber.carrier_id);
+    v_pin text := lpad(((('x' || encode(public.gen_random_bytes(4), 'hex'))::bit(32)::bigint) % 10000)::text, 4, '0');
+    v_optin cp.optin;
+begin
+    insert into cp.optin (merchant_id, subscriber_id, product_id, subscription_id, purpose, pin_hash,
+                          max_attempts, expires_at, created_at)
+    values (p_merchant.merchant_id, p_subscriber.subscriber_id, p_product.product_id, p_subscription_id, p_purpose,
+            public.crypt(v_pin, public.gen_salt('bf', 4)), (v_rules->>'pin_max_attempts')::int,
+            cp.clock_now() + make_interval(mins => (v_rules->>'pin_ttl_minutes')::int), cp.clock_now())
+    returning * into v_optin;
+    perform cp.queue_sms(p_subscriber.subscriber_id,
+                         format('Your %s PIN for %s (%s) is %s. Do not share it.', p_merchant.name, p_product.name,
+                                case p_purpose when 'subscribe' then 'subscription' else 'purchase' end, v_pin),
+                         'pin', p_merchant.merchant_id, p_sensitive => true);
+    return v_optin;
+end
+$$;
+
+-- Ask for an opt-in before a one-time purchase (where the regulation requires one): sends a PIN.
+create or replace function api.request_optin(p_merchant text, p_msisdn text, p_product text, p_idempotency_key text)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_msisdn text;
+    v_carrier cp.carrier;
+    v_subscriber cp.subscriber;
+    v_product cp.product;
+    v_optin cp.optin;
+    v_earlier jsonb;
+begin
+    v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'request_optin',
+        jsonb_build_object('msisdn', p_msisdn, 'product', p_product));
+    if v_earlier is not null then
+        return v_earlier;
+    end if;
+    v_msisdn := cp.normalize_msisdn(p_msisdn);
+    v_carrier := cp.carrier_for_msisdn(v_msisdn);
+    select * into v_product from cp.product where merchant_id = v_merchant.merchant_id and code = p_product;
+    if not found then
+        perform cp.fail('CP003', format('unknown product %L', p_product));
+    end if;
+    v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
+    v_optin := cp.create_optin(v_merchant, v_subscriber, v_product, 'charge', null);
+    return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key,
+        jsonb_build_object('id', v_optin.optin_id, 'status', 'pending', 'expires_at', v_optin.expires_at));
+end
+$$;
+
+-- Subscribe: double opt-in where the regulation needs it, else activate and queue the first charge.
+create or replace function api.subscribe(p_merchant text, p_msisdn text, p_product text, p_plan text,
+                                         p_idempotency_key text)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_msisdn text;
+    v_carrier cp.carrier;
+    v_subscriber cp.subscriber;
+    v_product cp.product;
+    v_sub cp.subscription;
+    v_pp cp.price_point;
+    v_optin cp.optin;
+    v_earlier jsonb;
+begin
+    v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'subscribe',
+        jsonb_build_object('msisdn', p_msisdn, 'product', p_product, 'plan', p_plan));
+    if v_earlier is not null then
+        return v_earlier;
+    end if;
+    if p_plan is null or p_plan not in ('daily', 'weekly', 'monthly') then
+        perform cp.fail('CP052', format('plan %L must be daily, weekly or monthly', p_plan));
+    end if;
+    v_msisdn := cp.normalize_msisdn(p_msisdn);
+    v_carrier := cp.carrier_for_msisdn(v_msisdn);
+    select * into v_product from cp.product where merchant_id = v_merchant.merchant_id and code = p_product;
+    if not found then
+        perform cp.fail('CP003', format('unknown product %L', p_product));
+    end if;
+    v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
+    select * into v_pp from cp.price_point pp
+    where pp.product_id = v_product.product_id and pp.plan = p_plan::cp.plan and pp.active
+      and (pp.carrier_id = v_carrier.carrier_id or (pp.carrier_id is null and pp.country = v_carrier.country))
+    order by pp.carrier_id is null, pp.amount_minor desc
+    limit 1;
+    if not found then
+        perform cp.fail('CP052', format('product %L has no %s plan on carrier %s', p_product, p_plan, v_carrier.code));
+    end if;
+    perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
+    insert into cp.subscription (merchant_id, subscriber_id, product_id, plan, status, price_point_id, status_since,
+                                 created_at)
+    values (v_merchant.merchant_id, v_subscriber.subscriber_id, v_product.product_id, p_plan::cp.plan,
+            'pending_optin', v_pp.price_point_id, cp.clock_now(), cp.clock_now())
+    returning * into v_sub;
+    if coalesce((cp.effective_rules(v_carrier.carrier_id)->>'optin_subscription')::boolean, false) then
+        v_optin := cp.create_optin(v_merchant, v_subscriber, v_product, 'subscribe', v_sub.subscription_id);
+    else
+        perform cp.activate_subscription(v_sub.subscription_id);
+        select * into v_sub from cp.subscription where subscription_id = v_sub.subscription_id;
+    end if;
+    return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key,
+        cp.subscription_document(v_sub.subscription_id) || jsonb_strip_nulls(jsonb_build_object(
+            'optin_id', v_optin.optin_id, 'optin_expires_at', v_optin.expires_at)));
+end
+$$;
+
+-- Confirm an opt-in with the PIN the subscriber received. A wrong PIN is not an exception (the
+-- attempt must be counted): it returns status pin_wrong with error CP031 and the attempts left.
+create or replace function api.confirm_optin(p_merchant text, p_optin_id bigint, p_pin text) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_optin cp.optin;
+begin
+    select * into v_optin from cp.optin where optin_id = p_optin_id and merchant_id = v_merchant.merchant_id
+    for update;
+    if not found then
+        perform cp.fail('CP030', format('no opt-in %s for merchant %L', p_optin_id, p_merchant));
+    end if;
+    if v_optin.status in ('confirmed', 'used') then
+        if v_optin.pin_hash = public.crypt(coalesce(p_pin, ''), v_optin.pin_hash) then
+            -- Confirming twice with the right PIN is a repeat, not an error.
+            return jsonb_strip_nulls(jsonb_build_object('id', v_optin.optin_id, 'status', 'confirmed',
+                                                        'subscription_id', v_optin.subscription_id));
+        end if;
+        perform cp.fail('CP034', format('opt-in %s is already confirmed', p_optin_id));
+    end if;
+    if v_optin.status = 'failed' or v_optin.attempts >= v_optin.max_attempts then
+        perform cp.fail('CP033', format('opt-in %s: too many wrong PINs; start again', p_optin_id));
+    end if;
+    if v_optin.status = 'expired' or v_optin.expires_at <= cp.clock_now() then
+        perform cp.fail('CP032', format('opt-in %s expired at %s; start again', p_optin_id, v_optin.expires_at));
+    end if;
+    if v_optin.pin_hash <> public.crypt(coalesce(p_pin, ''), v_optin.pin_hash) then
+        update cp.optin set attempts = attempts + 1,
+               status = case when attempts + 1 >= max_attempts then 'failed'::cp.optin_status else status end
+        where optin_id = v_optin.optin_id returning * into v_optin;
+        if v_optin.status = 'failed' and v_optin.subscription_id is not null then
+            update cp.subscription set status = 'cancelled', cancel_reason = 'optin_failed', cancelled_at = cp.clock_now()
+            where subscription_id = v_optin.subscription_id and status = 'pending_optin';
+        end if;
+        return jsonb_build_object('id', v_optin.optin_id, 'status', case when v_optin.status = 'failed' then 'failed'
+                                                                         else 'pin_wrong' end,
+                                  'error', jsonb_build_object('code', case when v_optin.status = 'failed' then 'CP033'
+                                                                           else 'CP031' end,
+                                                              'message', 'wrong PIN'),
+                                  'attempts_left', v_optin.max_attempts - v_optin.attempts);
+    end if;
+    update cp.optin set status = 'confirmed', confirmed_at = cp.clock_now() where optin_id = v_optin.optin_id;
+    insert into cp.consent (subscriber_id, merchant_id, product_id, method, evidence, given_at)
+    values (v_optin.subscriber_id, v_optin.merchant_id, v_optin.product_id, 'pin',
+            jsonb_build_object('optin_id', v_optin.optin_id, 'purpose', v_optin.purpose), cp.clock_now());
+    if v_optin.subscription_id is not null then
+        perform cp.activate_subscription(v_optin.subscription_id);
+    end if;
+    return jsonb_strip_nulls(jsonb_build_object('id', v_optin.optin_id, 'status', 'confirmed',
+                                                'subscription_id', v_optin.subscription_id));
+end
+$$;
+
+-- The public view of a subscription.
+create or replace function cp.subscription_document(p_subscription_id bigint) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select jsonb_strip_nulls(jsonb_build_object(
+        'id', s.subscription_id, 'status', s.status, 'plan', s.plan,
+        'product', p.code, 'msisdn', sb.msisdn, 'next_charge_at', s.next_charge_at,
+        'paid_through', s.paid_through, 'cancel_reason', s.cancel_reason, 'cancelled_at', s.cancelled_at,
+        'created_at', s.created_at))
+    from cp.subscription s join cp.product p using (product_id) join cp.subscriber sb using (subscriber_id)
+    where s.subscription_id = p_subscription_id
+$$;
+
+-- Cancel a subscription now. A charge already in flight may still succeed (and can be refunded);
+-- nothing renews afterwards.
+create or replace function api.cancel_subscription(p_merchant text, p_subscription_id bigint,
+                                                   p_reason text default null)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_sub cp.subscription;
+begin
+    select * into v_sub from cp.subscription
+    where subscription_id = p_subscription_id and merchant_id = v_merchant.merchant_id
+    for update;
+    if not found then
+        perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
+    end if;
+    if v_sub.status = 'cancelled' then
+        perform cp.fail('CP051', format('subscription %s is already cancelled', p_subscription_id));
+    end if;
+    update cp.subscription
+    set status = 'cancelled', cancel_reason = coalesce(p_reason, 'merchant'), cancelled_at = cp.clock_now(),
+        next_charge_at = null
+    where subscription_id = v_sub.subscription_id;
+    perform cp.notify_merchant(v_merchant.merchant_id, 'subscription.cancelled',
+                               cp.subscription_document(v_sub.subscription_id), p_subscription_id => v_sub.subscription_id);
+    return cp.subscription_document(v_sub.subscription_id);
+end
+$$;
+
+-- Refund all or part of a collected payment, through the carrier's refund operation.
+create or replace function api.refund(p_merchant text, p_payment_id bigint, p_idempotency_key text,
+                                      p_amount_minor bigint default null, p_reason text default null)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_charge cp.procedure;
+    v_subscriber cp.subscriber;
+    v_refundable bigint;
+    v_amount bigint;
+    v_window integer;
+    v_refund cp.procedure;
+    v_call cp.carrier_call;
+    v_earlier jsonb;
+begin
+    v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'refund',
+        jsonb_build_object('payment', p_payment_id, 'amount', p_amount_minor, 'reason', p_reason));
+    if v_earlier is not null then
+        return v_earlier;
+    end if;
+    select * into v_charge from cp.procedure
+    where procedure_id = p_payment_id and merchant_id = v_merchant.merchant_id and kind = 'charge'
+    for update;
+    if not found then
+        perform cp.fail('CP040', format('no payment %s for merchant %L', p_payment_id, p_merchant));
+    end if;
+    if v_charge.status not in ('succeeded', 'partially_refunded') then
+        perform cp.fail('CP043', format('payment %s is %s: only collected payments can be refunded',
+                                        p_payment_id, v_charge.status));
+    end if;
+    v_window := (cp.effective_rules(v_charge.carrier_id)->>'refund_window_days')::int;
+    if v_charge.final_at + make_interval(days => v_window) < cp.clock_now() then
+        perform cp.fail('CP042', format('payment %s is outside the %s-day refund window', p_payment_id, v_window));
+    end if;
+    -- Refunds already succeeded or still in progress count against what can be refunded.
+    select v_charge.collected_minor - coalesce(sum(amount_minor), 0) into v_refundable
+    from cp.procedure
+    where parent_id = v_charge.procedure_id and kind = 'refund' and status <> 'failed';
+    v_amount := coalesce(p_amount_minor, v_refundable);
+    if v_amount <= 0 then
+        perform cp.fail('CP006', format('refund amount %s must be positive', v_amount));
+    end if;
+    if v_amount > v_refundable then
+        perform cp.fail('CP041', format('refund of %s exceeds the %s %s still refundable on payment %s',
+                                        v_amount, v_refundable, v_charge.currency, p_payment_id));
+    end if;
+    select * into v_subscriber from cp.subscriber where subscriber_id = v_charge.subscriber_id;
+    v_refund := cp.new_procedure('refund', v_subscriber, v_merchant.merchant_id, v_amount, v_charge.currency,
+                                 v_charge.product_id, v_charge.price_point_id, v_charge.variant,
+                                 v_charge.subscription_id, p_parent_id => v_charge.procedure_id,
+                                 p_metadata => jsonb_strip_nulls(jsonb_build_object('reason', p_reason)));
+    select * into v_call from cp.carrier_call
+    where procedure_id = v_charge.procedure_id and operation = 'charge' and status = 'done'
+    order by call_id desc limit 1;
+    perform cp.queue_call(v_refund.procedure_id, 'refund',
+        cp.charge_params(v_refund, v_amount) || jsonb_build_object(
+            'original', jsonb_build_object('correlator', v_call.correlator, 'carrier_ref', v_call.carrier_ref,
+                                           'amount_minor', v_charge.collected_minor)));
+    return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key, cp.procedure_document(v_refund));
+end
+$$;
+
+-- Ask the carrier whether the subscriber's balance covers an amount; poll api.payment for the answer.
+create or replace function api.check_balance(p_merchant text, p_msisdn text, p_amount_minor bigint) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_msisdn text := cp.normalize_msisdn(p_msisdn);
+    v_carrier cp.carrier := cp.carrier_for_msisdn(v_msisdn);
+    v_subscriber cp.subscriber;
+    v_proc cp.procedure;
+begin
+    if p_amount_minor is null or p_amount_minor <= 0 then
+        perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
+    end if;
+    v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
+    v_proc := cp.new_procedure('balance_check', v_subscriber, v_merchant.merchant_id, p_amount_minor,
+                               v_carrier.currency);
+    perform cp.queue_call(v_proc.procedure_id, 'balance',
+                          jsonb_build_object('msisdn', v_msisdn, 'amount_minor', p_amount_minor,
+                                             'currency', v_carrier.currency));
+    return cp.procedure_document(v_proc);
+end
+$$;
+
+-- A payment (any procedure of the merchant): status, amounts, carrier attempts and history.
+create or replace function api.payment(p_merchant text, p_payment_id bigint) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_proc cp.procedure;
+begin
+    select * into v_proc from cp.procedure where procedure_id = p_payment_id and merchant_id = v_merchant.merchant_id;
+    if not found then
+        perform cp.fail('CP040', format('no payment %s for merchant %L', p_payment_id, p_merchant));
+    end if;
+    return cp.procedure_document(v_proc) || jsonb_build_object(
+        'attempts', coalesce((select jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                        'attempt', c.attempt, 'operation', c.operation, 'status', c.status, 'outcome', c.outcome,
+                        'reason', c.reason, 'carrier_code', c.carrier_code, 'created_at', c.created_at,
+                        'finished_at', c.finished_at)) order by c.call_id)
+                    from cp.carrier_call c where c.procedure_id = v_proc.procedure_id), '[]'::jsonb),
+        'refunds', coalesce((select jsonb_agg(jsonb_build_object('id', r.procedure_id, 'status', r.status,
+                                                                 'amount_minor', r.amount_minor) order by r.procedure_id)
+                    from cp.procedure r where r.parent_id = v_proc.procedure_id), '[]'::jsonb),
+        'history', coalesce((select jsonb_agg(jsonb_build_object('at', e.occurred_at, 'event', e.kind,
+                                                                 'to', e.payload->'to') order by e.event_id)
+                    from cp.event e where e.aggregate_type = 'procedure' and e.aggregate_id = v_proc.procedure_id),
+                    '[]'::jsonb));
+end
+$$;
+
+-- A subscription: status, dates and its charges.
+create or replace function api.subscription(p_merchant text, p_subscription_id bigint) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+begin
+    if not exists (select 1 from cp.subscription where subscription_id = p_subscription_id
+                   and merchant_id = v_merchant.merchant_id) then
+        perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
+    end if;
+    return cp.subscription_document(p_subscription_id) || jsonb_build_object(
+        'charges', coalesce((select jsonb_agg(jsonb_build_object('id', p.procedure_id, 'status', p.status,
+                                                                 'amount_minor', p.amount_minor, 'period', p.period_index)
+                                              order by p.procedure_id)
+                    from cp.procedure p where p.subscription_id = p_subscription_id and p.kind = 'charge'), '[]'::jsonb),
+        'history', coalesce((select jsonb_agg(jsonb_build_object('at', e.occurred_at, 'event', e.kind,
+                                                                 'to', e.payload->'to') order by e.event_id)
+                    from cp.event e where e.aggregate_type = 'subscription' and e.aggregate_id = p_subscription_id),
+                    '[]'::jsonb));
+end
+$$;
+
+grant execute on function
+    api.charge(text, text, text, text, bigint, jsonb), api.request_optin(text, text, text, text),
+    api.subscribe(text, text, text, text, text), api.confirm_optin(text, bigint, text),
+    api.cancel_subscription(text, bigint, text), api.refund(text, bigint, text, bigint, text),
+    api.check_balance(text, text, bigint), api.payment(text, bigint), api.subscription(text, bigint)
+to carrierpay_merchant, carrierpay_admin;

@@ -1,0 +1,161 @@
+-- Shared building blocks: stable errors, merchant authorization, events, subscriber lookup.
+-- Error codes (SQLSTATE class CP) are listed in docs/sql-api.md; raise them only through
+-- cp.fail so the same cause always carries the same code.
+
+-- Raise one of carrierpay's documented errors.
+create or replace function cp.fail(p_code text, p_message text, p_detail text default null)
+returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    raise exception using errcode = p_code, message = p_message, detail = coalesce(p_detail, '');
+end
+$$;
+
+-- The merchant whose code is given, after checking that the calling role may act for it.
+create or replace function cp.authorize_merchant(p_merchant text) returns cp.merchant
+language plpgsql stable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_merchant cp.merchant;
+begin
+    select * into v_merchant from cp.merchant where code = p_merchant;
+    if not found then
+        perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
+    end if;
+    -- Merchant roles may act only for themselves; the owner and carrierpay_admin members for anyone.
+    if session_user::text <> v_merchant.db_role
+       and not pg_has_role(session_user, 'carrierpay_admin', 'member')
+       and not exists (select 1 from pg_roles where rolname = session_user and rolsuper)
+       and session_user::text <> (select pg_get_userbyid(n.nspowner) from pg_namespace n where n.nspname = 'cp')
+    then
+        perform cp.fail('CP002', format('role %s may not act for merchant %L', session_user, p_merchant));
+    end if;
+    return v_merchant;
+end
+$$;
+
+-- Append a state-change event to the outbox (same transaction as the change).
+create or replace function cp.emit_event(
+    p_aggregate_type text, p_aggregate_id bigint, p_kind text, p_payload jsonb default '{}'
+) returns void
+language sql
+set search_path = pg_catalog, cp
+as $$
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    values (p_aggregate_type, p_aggregate_id, p_kind, cp.clock_now(), coalesce(p_payload, '{}'))
+$$;
+
+-- Validate an MSISDN as E.164 (+ and 7 to 15 digits, no leading zero).
+create or replace function cp.normalize_msisdn(p_msisdn text) returns text
+language plpgsql immutable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_clean text := regexp_replace(coalesce(p_msisdn, ''), '[\s\-().]', '', 'g');
+begin
+    if v_clean ~ '^00[1-9]' then
+        v_clean := '+' || substr(v_clean, 3);
+    end if;
+    if v_clean !~ '^\+[1-9][0-9]{6,14}$' then
+        perform cp.fail('CP005', format('malformed MSISDN %L: expected E.164 such as +447700900123', p_msisdn));
+    end if;
+    return v_clean;
+end
+$$;
+
+-- The carrier whose number range holds this MSISDN (longest prefix wins).
+create or replace function cp.carrier_for_msisdn(p_msisdn text) returns cp.carrier
+language plpgsql stable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_carrier cp.carrier;
+begin
+    select c.* into v_carrier
+    from cp.carrier_prefix p join cp.carrier c using (carrier_id)
+    where p.prefix = any (array(select left(p_msisdn, n) from generate_series(2, length(p_msisdn)) n))
+    order by length(p.prefix) desc
+    limit 1;
+    if not found then
+        perform cp.fail('CP004', format('no known carrier serves %s', p_msisdn));
+    end if;
+    if not v_carrier.enabled then
+        perform cp.fail('CP070', format('carrier %s is disabled', v_carrier.code));
+    end if;
+    return v_carrier;
+end
+$$;
+
+-- The subscriber for an MSISDN, created on first sight, locked for the rest of the transaction
+-- so that concurrent purchases by the same person see each other's spend.
+create or replace function cp.lock_subscriber(p_msisdn text, p_carrier_id integer) returns cp.subscriber
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_subscriber cp.subscriber;
+begin
+    insert into cp.subscriber (msisdn, carrier_id, created_at)
+    values (p_msisdn, p_carrier_id, cp.clock_now())
+    on conflict (msisdn) do nothing;
+    select * into v_subscriber from cp.subscriber where msisdn = p_msisdn for update;
+    if v_subscriber.carrier_id <> p_carrier_id then
+        -- The number moved to another carrier (porting): follow the current range.
+        update cp.subscriber set carrier_id = p_carrier_id where subscriber_id = v_subscriber.subscriber_id
+        returning * into v_subscriber;
+    end if;
+    return v_subscriber;
+end
+$$;
+
+-- The subscriber's local timezone: their own, else their carrier's.
+create or replace function cp.subscriber_timezone(p_subscriber_id bigint) returns text
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select coalesce(s.timezone, c.timezone)
+    from cp.subscriber s join cp.carrier c using (carrier_id)
+    where s.subscriber_id = p_subscriber_id
+$$;
+
+-- Idempotency: returns the stored response of an earlier call with this key, or null when this
+-- call is the first (its row is then held until commit, so concurrent duplicates wait for it).
+create or replace function cp.idempotency_begin(
+    p_merchant_id integer, p_key text, p_operation text, p_request jsonb
+) returns jsonb
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_hash text := md5(p_operation || ':' || p_request::text);
+    v_row cp.idempotency;
+begin
+    if p_key is null or length(p_key) = 0 or length(p_key) > 200 then
+        perform cp.fail('CP080', 'an idempotency key of 1 to 200 characters is required');
+    end if;
+    insert into cp.idempotency (merchant_id, idem_key, operation, request_hash)
+    values (p_merchant_id, p_key, p_operation, v_hash)
+    on conflict do nothing;
+    if found then
+        return null;
+    end if;
+    select * into v_row from cp.idempotency where merchant_id = p_merchant_id and idem_key = p_key;
+    if v_row.operation <> p_operation or v_row.request_hash <> v_hash then
+        perform cp.fail('CP010', format('idempotency key %L was already used with different parameters', p_key));
+    end if;
+    return v_row.response;
+end
+$$;
+
+-- Idempotency: remember the response of the first call with this key.
+create or replace function cp.idempotency_finish(p_merchant_id integer, p_key text, p_response jsonb)
+returns jsonb
+language sql
+set search_path = pg_catalog, cp
+as $$
+    update cp.idempotency set response = p_response where merchant_id = p_merchant_id and idem_key = p_key;
+    select p_response;
+$$;

@@ -1,0 +1,377 @@
+-- Procedures and their carrier calls: creating them, and applying carrier outcomes to the
+-- procedure, the ledger, the entitlement, the subscription and the merchant notification in
+-- one transaction.
+
+-- Queue one carrier call for a procedure. Its correlator is derived from the call id, so a repeat
+-- of this call carries the same correlator and a new attempt (a new call) gets a new one.
+create or replace function cp.queue_call(p_procedure_id bigint, p_operation text, p_params jsonb,
+                                         p_available_at timestamptz default null, p_attempt integer default 1)
+returns bigint
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_proc cp.procedure;
+    v_carrier cp.carrier;
+    v_op jsonb;
+    v_call_id bigint := nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id'));
+begin
+    select * into v_proc from cp.procedure where procedure_id = p_procedure_id;
+    select * into v_carrier from cp.carrier where carrier_id = v_proc.carrier_id;
+    v_op := v_carrier.spec->'operations'->p_operation;
+    if v_op is null then
+        perform cp.fail('CP071', format('carrier %s does not offer operation %s', v_carrier.code, p_operation));
+    end if;
+    insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat,
+                                 attempt, correlator, params, created_at)
+    overriding system value
+    values (v_call_id, p_procedure_id, v_proc.carrier_id, p_operation, coalesce(v_op->>'pattern', 'sync'),
+            coalesce((v_op->>'safe_to_repeat')::boolean, p_operation not in ('charge', 'refund')),
+            p_attempt, 'cp-' || v_call_id, coalesce(p_params, '{}'), cp.clock_now());
+    insert into cp.call_queue (call_id, carrier_id, available_at)
+    values (v_call_id, v_proc.carrier_id, coalesce(p_available_at, cp.clock_now()));
+    return v_call_id;
+end
+$$;
+
+-- The call document adapters receive: what the connector needs to talk to the carrier.
+create or replace function cp.call_document(p_call cp.carrier_call) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select p_call.params || jsonb_build_object(
+        'call_id', p_call.call_id, 'procedure_id', p_call.procedure_id,
+        'carrier', (select code from cp.carrier where carrier_id = p_call.carrier_id),
+        'operation', p_call.operation, 'pattern', p_call.pattern, 'attempt', p_call.attempt,
+        'correlator', p_call.correlator)
+$$;
+
+-- Create a procedure row (status pending) and return it.
+create or replace function cp.new_procedure(p_kind cp.procedure_kind, p_subscriber cp.subscriber,
+                                            p_merchant_id integer, p_amount bigint, p_currency text,
+                                            p_product_id integer default null, p_price_point_id integer default null,
+                                            p_variant text default null, p_subscription_id bigint default null,
+                                            p_period_index integer default null, p_parent_id bigint default null,
+                                            p_metadata jsonb default '{}')
+returns cp.procedure
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_proc cp.procedure;
+begin
+    insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, product_id, price_point_id,
+                              subscription_id, parent_id, period_index, amount_minor, currency, variant,
+                              metadata, created_at, updated_at)
+    values (p_kind, p_merchant_id, p_subscriber.subscriber_id, p_subscriber.carrier_id, p_product_id,
+            p_price_point_id, p_subscription_id, p_parent_id, p_period_index, p_amount, p_currency, p_variant,
+            coalesce(p_metadata, '{}'), cp.clock_now(), cp.clock_now())
+    returning * into v_proc;
+    return v_proc;
+end
+$$;
+
+-- Parameters of a charge call for a procedure (amount may differ from the procedure's on step-down).
+create or replace function cp.charge_params(p_proc cp.procedure, p_amount bigint) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select jsonb_build_object(
+        'msisdn', s.msisdn, 'amount_minor', p_amount, 'currency', p_proc.currency,
+        'description', coalesce(pr.name, 'purchase'), 'product_code', pr.code, 'merchant_code', m.code,
+        'variant', p_proc.variant)
+    from cp.subscriber s
+    left join cp.product pr on pr.product_id = p_proc.product_id
+    left join cp.merchant m on m.merchant_id = p_proc.merchant_id
+    where s.subscriber_id = p_proc.subscriber_id
+$$;
+
+-- Queue an SMS to a subscriber, held until the regulation's quiet hours are over.
+create or replace function cp.queue_sms(p_subscriber_id bigint, p_text text, p_purpose text,
+                                        p_merchant_id integer default null, p_sensitive boolean default false)
+returns bigint
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_subscriber cp.subscriber;
+    v_carrier cp.carrier;
+    v_proc cp.procedure;
+    v_at timestamptz;
+begin
+    select * into v_subscriber from cp.subscriber where subscriber_id = p_subscriber_id;
+    select * into v_carrier from cp.carrier where carrier_id = v_subscriber.carrier_id;
+    -- A PIN the subscriber is waiting for is not marketing: it goes now; notices respect quiet hours.
+    v_at := case when p_purpose = 'pin' then cp.clock_now()
+                 else cp.next_sms_time(cp.effective_rules(v_carrier.carrier_id),
+                                       cp.subscriber_timezone(p_subscriber_id), cp.clock_now()) end;
+    v_proc := cp.new_procedure('sms', v_subscriber, p_merchant_id, 0, v_carrier.currency,
+                               p_metadata => jsonb_build_object('purpose', p_purpose));
+    perform cp.queue_call(v_proc.procedure_id, 'send_sms',
+                          jsonb_build_object('msisdn', v_subscriber.msisdn, 'text', p_text, 'purpose', p_purpose,
+                                             'sensitive', p_sensitive),
+                          v_at);
+    return v_proc.procedure_id;
+end
+$$;
+
+-- Add a signed-webhook notification for the merchant (sent by the webhook dispatcher).
+create or replace function cp.notify_merchant(p_merchant_id integer, p_kind text, p_payload jsonb,
+                                              p_procedure_id bigint default null, p_subscription_id bigint default null)
+returns void
+language sql
+set search_path = pg_catalog, cp
+as $$
+    insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
+                                          next_attempt_at, created_at)
+    select p_merchant_id, p_kind, p_procedure_id, p_subscription_id, p_payload, cp.clock_now(), cp.clock_now()
+    where p_merchant_id is not null
+$$;
+
+-- The public view of a procedure, as api.* functions return it.
+create or replace function cp.procedure_document(p_proc cp.procedure) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select jsonb_strip_nulls(jsonb_build_object(
+        'id', p_proc.procedure_id, 'kind', p_proc.kind, 'status', p_proc.status,
+        'amount_minor', p_proc.amount_minor, 'currency', p_proc.currency,
+        'collected_minor', p_proc.collected_minor, 'refunded_minor', p_proc.refunded_minor,
+        'variant', p_proc.variant, 'reason', p_proc.reason, 'subscription_id', p_proc.subscription_id,
+        'payment_id', p_proc.parent_id, 'msisdn', (select msisdn from cp.subscriber where subscriber_id = p_proc.subscriber_id),
+        'carrier', (select code from cp.carrier where carrier_id = p_proc.carrier_id),
+        'product', (select code from cp.product where product_id = p_proc.product_id),
+        'result', nullif(p_proc.result, '{}'::jsonb),
+        'created_at', p_proc.created_at, 'final_at', p_proc.final_at))
+$$;
+
+-- Count an attempt and its success in the carrier × local hour statistics (append-only rows;
+-- sched.fold_hour_stats folds them, so no shared counter row is updated on the payment path).
+create or replace function cp.record_hour_stat(p_proc cp.procedure, p_success boolean) returns void
+language sql
+set search_path = pg_catalog, cp
+as $$
+    insert into cp.hour_stats_delta (carrier_id, local_hour, attempts, successes)
+    values (p_proc.carrier_id,
+            extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p_proc.subscriber_id))::smallint,
+            1, case when p_success then 1 else 0 end)
+$$;
+
+-- A charge call succeeded: collect, post the journal, deliver, advance the subscription, notify.
+create or replace function cp.charge_succeeded(p_proc cp.procedure, p_call cp.carrier_call, p_amount bigint)
+returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_proc cp.procedure;
+    v_rules jsonb := cp.effective_rules(p_proc.carrier_id);
+    v_valid_until timestamptz;
+begin
+    update cp.procedure
+    set collected_minor = p_amount, status = 'succeeded', reason = null
+    where procedure_id = p_proc.procedure_id
+    returning * into v_proc;
+    perform cp.post_charge_journal(v_proc.procedure_id, p_amount);
+    perform cp.record_hour_stat(v_proc, true);
+    if v_proc.subscription_id is not null then
+        v_valid_until := cp.subscription_charge_succeeded(v_proc);
+    end if;
+    insert into cp.entitlement (procedure_id, merchant_id, subscriber_id, product_id, variant, amount_minor,
+                                granted_at, valid_until)
+    values (v_proc.procedure_id, v_proc.merchant_id, v_proc.subscriber_id, v_proc.product_id,
+            coalesce(v_proc.variant, 'default'), v_proc.collected_minor, cp.clock_now(), v_valid_until);
+    perform cp.notify_merchant(v_proc.merchant_id, 'payment.succeeded', cp.procedure_document(v_proc),
+                               v_proc.procedure_id, v_proc.subscription_id);
+    if coalesce((v_rules->>'receipt_after_charge')::boolean, false) then
+        perform cp.queue_sms(v_proc.subscriber_id,
+                             format('Receipt: you paid %s %s to %s for %s. Help: reply HELP.',
+                                    to_char(v_proc.collected_minor / 100.0, 'FM999999990.00'), v_proc.currency,
+                                    (select name from cp.merchant where merchant_id = v_proc.merchant_id),
+                                    (select name from cp.product where product_id = v_proc.product_id)),
+                             'receipt', v_proc.merchant_id);
+    end if;
+end
+$$;
+
+-- A charge call definitely failed. A transient error gets a new attempt (a new call, so a new
+-- correlator) under the same procedure; anything else fails the procedure, and a subscription's
+-- retry policy decides what happens next.
+create or replace function cp.charge_failed(p_proc cp.procedure, p_call cp.carrier_call, p_reason text)
+returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_proc cp.procedure;
+begin
+    perform cp.record_hour_stat(p_proc, false);
+    if p_reason = 'transient' and p_call.attempt < 3 and p_proc.status = 'in_flight' then
+        perform cp.queue_call(p_proc.procedure_id, 'charge', p_call.params,
+                              cp.clock_now() + make_interval(secs => 30 * p_call.attempt), p_call.attempt + 1);
+        return;
+    end if;
+    update cp.procedure set status = 'failed', reason = p_reason
+    where procedure_id = p_proc.procedure_id returning * into v_proc;
+    perform cp.notify_merchant(v_proc.merchant_id, 'payment.failed', cp.procedure_document(v_proc),
+                               v_proc.procedure_id, v_proc.subscription_id);
+    if v_proc.subscription_id is not null then
+        perform cp.subscription_charge_failed(v_proc, p_reason);
+    end if;
+end
+$$;
+
+-- A refund call succeeded: compensating journal, parent's refunded amount, revoke when full.
+create or replace function cp.refund_succeeded(p_refund cp.procedure) returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_parent cp.procedure;
+    v_refund cp.procedure;
+begin
+    perform cp.post_refund_journal(p_refund.procedure_id, p_refund.amount_minor);
+    update cp.procedure set status = 'succeeded', collected_minor = amount_minor
+    where procedure_id = p_refund.procedure_id returning * into v_refund;
+    update cp.procedure
+    set refunded_minor = refunded_minor + p_refund.amount_minor,
+        status = case when refunded_minor + p_refund.amount_minor >= collected_minor
+                      then 'refunded'::cp.procedure_status else 'partially_refunded'::cp.procedure_status end
+    where procedure_id = p_refund.parent_id
+    returning * into v_parent;
+    if v_parent.status = 'refunded' then
+        update cp.entitlement set revoked_at = cp.clock_now() where procedure_id = v_parent.procedure_id;
+    end if;
+    perform cp.notify_merchant(v_refund.merchant_id, 'refund.succeeded', cp.procedure_document(v_refund),
+                               v_refund.procedure_id);
+end
+$$;
+
+-- Apply one carrier outcome to its call and procedure. Returns what happened, for the caller's log:
+-- 'applied', 'duplicate' (the call was already settled the same way) or 'conflict'.
+create or replace function cp.apply_call_result(p_call_id bigint, p_result jsonb) returns text
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_call cp.carrier_call;
+    v_proc cp.procedure;
+    v_outcome text := p_result->>'outcome';
+    v_reason text := p_result->>'reason';
+    v_amount bigint;
+    v_new_status cp.call_status;
+begin
+    select * into v_call from cp.carrier_call where call_id = p_call_id for update;
+    if not found then
+        perform cp.fail('CP072', format('unknown carrier call %s', p_call_id));
+    end if;
+    if v_outcome is null or v_outcome not in ('succeeded', 'failed', 'unknown', 'pending') then
+        perform cp.fail('CP080', format('call %s: outcome must be succeeded, failed, unknown or pending, not %L',
+                                        p_call_id, v_outcome));
+    end if;
+    if v_call.status in ('done', 'failed') then
+        -- Already settled (a duplicate callback, or the callback beat the synchronous answer).
+        if (v_call.status = 'done') = (v_outcome = 'succeeded') or v_outcome in ('unknown', 'pending') then
+            return 'duplicate';
+        end if;
+        perform cp.emit_event('carrier_call', v_call.call_id, 'outcome_conflict',
+                              jsonb_build_object('settled', v_call.status, 'reported', p_result - 'request' - 'response',
+                                                 'procedure_id', v_call.procedure_id));
+        return 'conflict';
+    end if;
+    if v_call.status = 'queued' then
+        -- A late answer for a call whose lease had expired and was requeued: take it.
+        delete from cp.call_queue where call_id = v_call.call_id;
+        update cp.carrier_call set status = 'leased' where call_id = v_call.call_id returning * into v_call;
+    end if;
+
+    -- Throttled before anything was charged: the same call goes back to the queue, same correlator.
+    if v_outcome = 'failed' and v_reason = 'throttled' and v_call.status = 'leased' then
+        update cp.call_queue set lease_until = null, worker = null,
+               available_at = cp.clock_now() + make_interval(secs => coalesce((p_result->>'retry_after_s')::int, 5))
+        where call_id = v_call.call_id;
+        update cp.carrier_call set status = 'queued', carrier_code = p_result->>'carrier_code'
+        where call_id = v_call.call_id;
+        return 'applied';
+    end if;
+
+    if v_outcome = 'pending' then
+        if v_call.status = 'leased' then
+            delete from cp.call_queue where call_id = v_call.call_id;
+            update cp.carrier_call
+            set status = 'awaiting_result', carrier_ref = coalesce(p_result->>'carrier_ref', carrier_ref),
+                next_reconcile_at = cp.clock_now() + interval '5 minutes'
+            where call_id = v_call.call_id;
+        end if;
+        return 'applied';
+    end if;
+
+    if v_outcome = 'unknown' then
+        if v_call.status = 'unknown' then
+            return 'duplicate';
+        end if;
+        delete from cp.call_queue where call_id = v_call.call_id;
+        update cp.carrier_call
+        set status = 'unknown', outcome = 'unknown', reason = coalesce(v_reason, 'unknown'),
+            carrier_code = p_result->>'carrier_code', carrier_ref = coalesce(p_result->>'carrier_ref', carrier_ref),
+            next_reconcile_at = cp.clock_now() + interval '5 minutes'
+        where call_id = v_call.call_id;
+        update cp.procedure set status = 'unknown'
+        where procedure_id = v_call.procedure_id and status = 'in_flight';
+        return 'applied';
+    end if;
+
+    v_new_status := case when v_outcome = 'succeeded' then 'done' else 'failed' end;
+    delete from cp.call_queue where call_id = v_call.call_id;
+    update cp.carrier_call
+    set status = v_new_status, outcome = v_outcome, reason = v_reason,
+        carrier_code = p_result->>'carrier_code', carrier_ref = coalesce(p_result->>'carrier_ref', carrier_ref),
+        next_reconcile_at = null
+    where call_id = v_call.call_id
+    returning * into v_call;
+
+    select * into v_proc from cp.procedure where procedure_id = v_call.procedure_id for update;
+    if v_proc.status = 'pending' then
+        update cp.procedure set status = 'in_flight' where procedure_id = v_proc.procedure_id returning * into v_proc;
+    end if;
+    if v_proc.status = 'unknown' and v_call.operation <> v_proc.kind::text then
+        return 'applied';
+    end if;
+
+    if v_call.operation = 'charge' then
+        v_amount := coalesce((p_result->>'amount_minor')::bigint, (v_call.params->>'amount_minor')::bigint);
+        if v_outcome = 'succeeded' then
+            if v_amount <> (v_call.params->>'amount_minor')::bigint then
+                perform cp.emit_event('carrier_call', v_call.call_id, 'amount_mismatch',
+                                      jsonb_build_object('asked', v_call.params->'amount_minor', 'charged', v_amount,
+                                                         'procedure_id', v_call.procedure_id));
+            end if;
+            perform cp.charge_succeeded(v_proc, v_call, v_amount);
+        else
+            perform cp.charge_failed(v_proc, v_call, coalesce(v_reason, 'rejected'));
+        end if;
+    elsif v_call.operation = 'refund' then
+        if v_outcome = 'succeeded' then
+            perform cp.refund_succeeded(v_proc);
+        else
+            update cp.procedure set status = 'failed', reason = coalesce(v_reason, 'rejected')
+            where procedure_id = v_proc.procedure_id;
+        end if;
+    elsif v_call.operation = 'balance' then
+        update cp.procedure
+        set status = case when v_outcome = 'succeeded' then 'succeeded'::cp.procedure_status else 'failed' end,
+            reason = v_reason,
+            result = jsonb_strip_nulls(jsonb_build_object(
+                'balance_minor', (p_result->>'balance_minor')::bigint,
+                'sufficient', case when p_result ? 'balance_minor'
+                                   then (p_result->>'balance_minor')::bigint >= v_proc.amount_minor end))
+        where procedure_id = v_proc.procedure_id;
+    else
+        update cp.procedure
+        set status = case when v_outcome = 'succeeded' then 'succeeded'::cp.procedure_status else 'failed' end,
+            reason = v_reason
+        where procedure_id = v_proc.procedure_id;
+    end if;
+    return 'applied';
+end
+$$;

@@ -1,0 +1,190 @@
+-- Regulation as data: presets per country or region, overridden per carrier, evaluated here.
+-- Amount caps are in minor units of the preset's cap_currency and apply only to carriers billing
+-- in that currency; a carrier in another currency states its own caps in rules_override.
+
+-- The rules in force for a carrier: built-in defaults, then its preset, then its overrides.
+create or replace function cp.effective_rules(p_carrier_id integer) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select jsonb_build_object(
+               'optin_subscription', false, 'optin_one_time', false,
+               'pin_ttl_minutes', 10, 'pin_max_attempts', 3,
+               'refund_window_days', 30, 'max_attempts_per_day', 3,
+               'grace_days', 3, 'cancel_after_days', 30,
+               'receipt_after_charge', false, 'sms_quiet_hours', '[]'::jsonb
+           )
+           || r.rules
+           || c.rules_override
+           || case when c.spec ? 'charging_hours' then jsonb_build_object('charging_hours', c.spec->'charging_hours')
+                   else '{}'::jsonb end
+    from cp.carrier c join cp.regulation r on r.code = c.regulation_code
+    where c.carrier_id = p_carrier_id
+$$;
+
+-- A rule's amount cap for this currency, or null when none applies.
+create or replace function cp.rule_cap(p_rules jsonb, p_name text, p_currency text) returns bigint
+language sql immutable
+set search_path = pg_catalog, cp
+as $$
+    select case when p_rules ? p_name and coalesce(p_rules->>'cap_currency', p_currency) = p_currency
+                then (p_rules->>p_name)::bigint end
+$$;
+
+-- Whether a local time of day lies inside a window written 'HH:MM-HH:MM' (may wrap midnight).
+create or replace function cp.in_window(p_local time, p_window text) returns boolean
+language plpgsql immutable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_from time;
+    v_to time;
+begin
+    if p_window is null or p_window = '' then
+        return true;
+    end if;
+    v_from := split_part(p_window, '-', 1)::time;
+    v_to := split_part(p_window, '-', 2)::time;
+    if v_from = v_to then
+        return true;
+    elsif v_from < v_to then
+        return p_local >= v_from and p_local < v_to;
+    end if;
+    return p_local >= v_from or p_local < v_to;
+end
+$$;
+
+-- Whether SMS may be sent at this local moment under the rules' quiet hours.
+-- sms_quiet_hours is a list of {"days": [ISO weekdays 1..7], "from": "HH:MM", "to": "HH:MM"}.
+create or replace function cp.sms_allowed_at(p_rules jsonb, p_local timestamp) returns boolean
+language sql immutable
+set search_path = pg_catalog, cp
+as $$
+    select not exists (
+        select 1
+        from jsonb_array_elements(coalesce(p_rules->'sms_quiet_hours', '[]')) q
+        where extract(isodow from p_local)::int in (select jsonb_array_elements_text(q->'days')::int)
+          and cp.in_window(p_local::time, (q->>'from') || '-' || (q->>'to'))
+    )
+$$;
+
+-- The first moment at or after p_at when SMS is allowed (quiet hours defer, they never drop).
+create or replace function cp.next_sms_time(p_rules jsonb, p_timezone text, p_at timestamptz) returns timestamptz
+language plpgsql stable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_local timestamp := p_at at time zone p_timezone;
+    v_step integer := 0;
+begin
+    -- Quarter-hour steps over at most 8 days cover every weekly pattern.
+    while not cp.sms_allowed_at(p_rules, v_local) and v_step < 8 * 96 loop
+        v_local := date_trunc('hour', v_local) + make_interval(mins => (extract(minute from v_local)::int / 15 + 1) * 15);
+        v_step := v_step + 1;
+    end loop;
+    return greatest(p_at, v_local at time zone p_timezone);
+end
+$$;
+
+-- Check a charge against the per-transaction, daily and monthly caps and the charging hours.
+create or replace function cp.check_charge_rules(
+    p_subscriber_id bigint, p_carrier_id integer, p_amount bigint, p_currency text
+) returns void
+language plpgsql stable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_rules jsonb := cp.effective_rules(p_carrier_id);
+    v_tz text := cp.subscriber_timezone(p_subscriber_id);
+    v_local timestamp := cp.clock_now() at time zone v_tz;
+    v_cap bigint;
+    v_spent bigint;
+begin
+    v_cap := cp.rule_cap(v_rules, 'max_transaction_minor', p_currency);
+    if v_cap is not null and p_amount > v_cap then
+        perform cp.fail('CP020', format('amount %s exceeds the per-transaction cap of %s %s', p_amount, v_cap, p_currency));
+    end if;
+    if not cp.in_window(v_local::time, v_rules->>'charging_hours') then
+        perform cp.fail('CP023', format('charging is allowed only %s local time (now %s)',
+                                        v_rules->>'charging_hours', to_char(v_local, 'HH24:MI')));
+    end if;
+    v_cap := cp.rule_cap(v_rules, 'daily_cap_minor', p_currency);
+    if v_cap is not null then
+        v_spent := cp.spent_since(p_subscriber_id, date_trunc('day', v_local) at time zone v_tz);
+        if v_spent + p_amount > v_cap then
+            perform cp.fail('CP021', format('daily cap of %s %s reached (already %s)', v_cap, p_currency, v_spent));
+        end if;
+    end if;
+    v_cap := cp.rule_cap(v_rules, 'monthly_cap_minor', p_currency);
+    if v_cap is not null then
+        v_spent := cp.spent_since(p_subscriber_id, date_trunc('month', v_local) at time zone v_tz);
+        if v_spent + p_amount > v_cap then
+            perform cp.fail('CP022', format('monthly cap of %s %s reached (already %s)', v_cap, p_currency, v_spent));
+        end if;
+    end if;
+end
+$$;
+
+-- What a subscriber has spent (or has in flight) since a moment, net of refunds.
+create or replace function cp.spent_since(p_subscriber_id bigint, p_since timestamptz) returns bigint
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select coalesce(sum(case when status in ('succeeded', 'partially_refunded', 'refunded')
+                             then collected_minor - refunded_minor
+                             else amount_minor end), 0)::bigint
+    from cp.procedure
+    where subscriber_id = p_subscriber_id and kind = 'charge' and created_at >= p_since
+      and status in ('pending', 'in_flight', 'unknown', 'succeeded', 'partially_refunded', 'refunded')
+$$;
+
+-- Create or replace a regulation preset.
+create or replace function admin.upsert_regulation(p_code text, p_name text, p_source text, p_rules jsonb)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+begin
+    insert into cp.regulation (code, name, source, rules) values (p_code, p_name, p_source, p_rules)
+    on conflict (code) do update set name = excluded.name, source = excluded.source, rules = excluded.rules;
+    return jsonb_build_object('id', p_code, 'status', 'saved');
+end
+$$;
+
+grant execute on function admin.upsert_regulation(text, text, text, jsonb) to carrierpay_admin;
+
+-- Shipped presets, drawn from public rules; each names its source. Verify before claiming compliance.
+insert into cp.regulation (code, name, source, rules) values
+('DEFAULT', 'No specific rules', 'carrierpay defaults', '{}'),
+('EU', 'EU electronic-communications exclusion',
+ 'PSD2 Art. 3(l); EBA Q&A 2018_4181',
+ '{"cap_currency": "EUR", "max_transaction_minor": 5000, "monthly_cap_minor": 30000,
+   "optin_subscription": true, "refund_window_days": 14}'),
+('GB', 'United Kingdom',
+ 'Payment Services Regulations 2017; PSA Code of Practice 15',
+ '{"cap_currency": "GBP", "max_transaction_minor": 4000, "monthly_cap_minor": 24000,
+   "optin_subscription": true, "optin_one_time": true, "receipt_after_charge": true,
+   "refund_window_days": 30}'),
+('ZA', 'South Africa',
+ 'WASPA Code of Conduct',
+ '{"optin_subscription": true,
+   "sms_quiet_hours": [{"days": [7], "from": "00:00", "to": "00:00"},
+                       {"days": [6], "from": "13:00", "to": "09:00"},
+                       {"days": [1,2,3,4,5], "from": "20:00", "to": "08:00"}],
+   "monthly_confirmation_minor": 20000, "cap_currency": "ZAR"}'),
+('IN', 'India',
+ 'TRAI regulations on value-added services and commercial communications',
+ '{"optin_subscription": true, "renewal_notice_hours": 24,
+   "sms_quiet_hours": [{"days": [1,2,3,4,5,6,7], "from": "21:00", "to": "09:00"}],
+   "refund_window_days": 1}'),
+('NG', 'Nigeria', 'NCC directive on value-added services (2018)',
+ '{"optin_subscription": true}'),
+('PK', 'Pakistan', 'PTA regulations on value-added services',
+ '{"optin_subscription": true, "cap_currency": "PKR", "daily_cap_minor": 2000}')
+on conflict (code) do update set name = excluded.name, source = excluded.source, rules = excluded.rules;
+
+insert into cp.country (country, name, vat_bp) values
+('GB', 'United Kingdom', 2000), ('DE', 'Germany', 1900), ('FR', 'France', 2000),
+('ZA', 'South Africa', 1500), ('IN', 'India', 1800), ('NG', 'Nigeria', 750),
+('PK', 'Pakistan', 1950), ('KE', 'Kenya', 1600), ('BR', 'Brazil', 0), ('US', 'United States', 0)
+on conflict (country) do update set name = excluded.name, vat_bp = excluded.vat_bp;

@@ -1,0 +1,317 @@
+-- Subscription lifecycle: periods in the subscriber's local time, renewals, retries, grace,
+-- suspension and cancellation. Each renewal attempt is its own charge procedure; a partial
+-- unique index on cp.procedure allows at most one live charge per subscription period.
+
+-- Start of period p_index of a subscription: the local anchor plus whole plan steps, converted in
+-- the subscriber's zone. Counting from the anchor keeps month ends right (31 Jan → 28/29 Feb → 31 Mar).
+create or replace function cp.period_start(p_anchor_local timestamp, p_plan cp.plan, p_index integer,
+                                           p_timezone text)
+returns timestamptz
+language sql immutable
+set search_path = pg_catalog, cp
+as $$
+    select (p_anchor_local + case p_plan
+                when 'daily' then make_interval(days => p_index)
+                when 'weekly' then make_interval(weeks => p_index)
+                when 'monthly' then make_interval(months => p_index)
+                else interval '0' end) at time zone p_timezone
+$$;
+
+-- The price point a subscription attempt should charge: the plan's price points on this carrier
+-- (or in its country), highest first, stepping down p_level places (never below the lowest).
+create or replace function cp.renewal_price_point(p_subscription cp.subscription, p_level integer)
+returns cp.price_point
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    with candidates as (
+        select pp.*, row_number() over (order by pp.amount_minor desc) - 1 as level, count(*) over () as n
+        from cp.price_point pp
+        join cp.subscriber s on s.subscriber_id = p_subscription.subscriber_id
+        join cp.carrier c on c.carrier_id = s.carrier_id
+        where pp.product_id = p_subscription.product_id and pp.plan = p_subscription.plan and pp.active
+          and (pp.carrier_id = c.carrier_id
+               or (pp.carrier_id is null and pp.country = c.country
+                   and not exists (select 1 from cp.price_point x where x.product_id = pp.product_id
+                                   and x.plan = pp.plan and x.carrier_id = c.carrier_id and x.active)))
+    )
+    select (c.price_point_id, c.product_id, c.carrier_id, c.country, c.plan, c.amount_minor, c.currency,
+            c.variant, c.active)::cp.price_point
+    from candidates c
+    where c.level = least(greatest(p_level, 0), c.n - 1)
+$$;
+
+-- Create the charge procedure and call for the subscription's current period.
+create or replace function cp.start_renewal(p_subscription_id bigint) returns bigint
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_sub cp.subscription;
+    v_subscriber cp.subscriber;
+    v_product cp.product;
+    v_pp cp.price_point;
+    v_full cp.price_point;
+    v_amount bigint;
+    v_partial boolean := false;
+    v_proc cp.procedure;
+begin
+    select * into v_sub from cp.subscription where subscription_id = p_subscription_id for update;
+    select * into v_subscriber from cp.subscriber where subscriber_id = v_sub.subscriber_id;
+    select * into v_product from cp.product where product_id = v_sub.product_id;
+    v_full := cp.renewal_price_point(v_sub, 0);
+    v_pp := cp.renewal_price_point(v_sub, v_sub.retry_level);
+    v_amount := v_pp.amount_minor;
+    if v_product.retry_policy = 'accumulate' and (v_sub.retry_level > 0 or v_sub.collected_in_period > 0) then
+        -- Collect the period's price in parts: never more than what is still owed.
+        v_amount := least(v_pp.amount_minor, v_full.amount_minor - v_sub.collected_in_period);
+        v_pp := v_full;
+        v_partial := true;
+    end if;
+    v_proc := cp.new_procedure('charge', v_subscriber, v_sub.merchant_id, v_amount, v_pp.currency,
+                               v_sub.product_id, v_pp.price_point_id, v_pp.variant, v_sub.subscription_id,
+                               v_sub.period_index,
+                               p_metadata => case when v_partial then jsonb_build_object('partial', true)
+                                                  else '{}'::jsonb end);
+    perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_amount));
+    update cp.subscription
+    set next_charge_at = null,
+        attempts_today = case when attempts_day = (cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id))::date
+                              then attempts_today + 1 else 1 end,
+        attempts_day = (cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id))::date
+    where subscription_id = v_sub.subscription_id;
+    return v_proc.procedure_id;
+end
+$$;
+
+-- Activate a subscription (after opt-in, or at once where none is needed) and queue its first charge.
+create or replace function cp.activate_subscription(p_subscription_id bigint) returns bigint
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    update cp.subscription
+    set status = 'active',
+        anchor_local = cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id),
+        period_index = 0
+    where subscription_id = p_subscription_id;
+    return cp.start_renewal(p_subscription_id);
+end
+$$;
+
+-- A renewal charge succeeded. Returns the end of the paid period (the entitlement's validity),
+-- or null while an accumulating period is still short of its price.
+create or replace function cp.subscription_charge_succeeded(p_proc cp.procedure) returns timestamptz
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_sub cp.subscription;
+    v_tz text;
+    v_full bigint;
+    v_paid_through timestamptz;
+begin
+    select * into v_sub from cp.subscription where subscription_id = p_proc.subscription_id for update;
+    v_tz := cp.subscriber_timezone(v_sub.subscriber_id);
+    if p_proc.metadata ? 'partial' then
+        v_full := (cp.renewal_price_point(v_sub, 0)).amount_minor;
+        update cp.subscription set collected_in_period = collected_in_period + p_proc.collected_minor
+        where subscription_id = v_sub.subscription_id returning * into v_sub;
+        if v_sub.collected_in_period < v_full then
+            if v_sub.status <> 'cancelled' then
+                update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
+                where subscription_id = v_sub.subscription_id;
+            end if;
+            return null;
+        end if;
+    end if;
+    if v_sub.status = 'suspended' then
+        -- Service had stopped: the paid period starts now rather than at the missed due date.
+        v_sub.anchor_local := cp.clock_now() at time zone v_tz;
+        v_sub.period_index := 0;
+    end if;
+    v_paid_through := cp.period_start(v_sub.anchor_local, v_sub.plan, v_sub.period_index + 1, v_tz);
+    update cp.subscription
+    set anchor_local = v_sub.anchor_local,
+        period_index = v_sub.period_index + 1,
+        paid_through = v_paid_through,
+        next_charge_at = case when status = 'cancelled' then null else v_paid_through end,
+        status = case when status = 'cancelled' then status else 'active' end,
+        retry_level = 0,
+        collected_in_period = 0
+    where subscription_id = v_sub.subscription_id;
+    return v_paid_through;
+end
+$$;
+
+-- A renewal charge failed for good: stop on a permanent reason, otherwise pick the next attempt
+-- by the product's policy and move through retrying → grace → suspended → cancelled by age.
+create or replace function cp.subscription_charge_failed(p_proc cp.procedure, p_reason text) returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_sub cp.subscription;
+    v_product cp.product;
+    v_rules jsonb;
+    v_due timestamptz;
+    v_age interval;
+    v_target cp.subscription_status;
+    v_path cp.subscription_status[] := array['active', 'retrying', 'grace', 'suspended', 'cancelled'];
+    v_step cp.subscription_status;
+begin
+    select * into v_sub from cp.subscription where subscription_id = p_proc.subscription_id for update;
+    if v_sub.status in ('cancelled', 'pending_optin') then
+        return;
+    end if;
+    if p_reason in ('subscriber_invalid', 'barred', 'consent_refused') then
+        update cp.subscription set status = 'cancelled', cancel_reason = p_reason, cancelled_at = cp.clock_now(),
+                                   next_charge_at = null
+        where subscription_id = v_sub.subscription_id;
+        perform cp.notify_merchant(v_sub.merchant_id, 'subscription.cancelled',
+                                   jsonb_build_object('id', v_sub.subscription_id, 'reason', p_reason),
+                                   p_subscription_id => v_sub.subscription_id);
+        return;
+    end if;
+    select * into v_product from cp.product where product_id = v_sub.product_id;
+    v_rules := cp.effective_rules((select carrier_id from cp.subscriber where subscriber_id = v_sub.subscriber_id));
+    v_due := coalesce(v_sub.paid_through, (select min(created_at) from cp.procedure
+                                           where subscription_id = v_sub.subscription_id));
+    v_age := cp.clock_now() - v_due;
+    v_target := case
+        when v_age >= make_interval(days => (v_rules->>'cancel_after_days')::int) then 'cancelled'
+        when v_age >= make_interval(days => (v_rules->>'grace_days')::int) then 'suspended'
+        when v_age >= interval '1 day' then 'grace'
+        else 'retrying' end;
+    -- Walk the path one legal step at a time so every intermediate state is recorded.
+    foreach v_step in array v_path loop
+        exit when array_position(v_path, v_sub.status) >= array_position(v_path, v_target);
+        if array_position(v_path, v_step) = array_position(v_path, v_sub.status) + 1 then
+            update cp.subscription set status = v_step,
+                   cancel_reason = case when v_step = 'cancelled' then 'unpaid' end,
+                   cancelled_at = case when v_step = 'cancelled' then cp.clock_now() end
+            where subscription_id = v_sub.subscription_id returning * into v_sub;
+        end if;
+    end loop;
+    if v_sub.status = 'cancelled' then
+        update cp.subscription set next_charge_at = null where subscription_id = v_sub.subscription_id;
+        perform cp.notify_merchant(v_sub.merchant_id, 'subscription.cancelled',
+                                   jsonb_build_object('id', v_sub.subscription_id, 'reason', 'unpaid'),
+                                   p_subscription_id => v_sub.subscription_id);
+        return;
+    end if;
+    if p_reason = 'insufficient_funds' and v_product.retry_policy in ('step_down', 'accumulate') then
+        update cp.subscription set retry_level = retry_level + 1 where subscription_id = v_sub.subscription_id;
+    end if;
+    update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
+    where subscription_id = v_sub.subscription_id;
+end
+$$;
+
+-- When to try a subscription's charge next: the product's fixed hours, or the local hour with the
+-- best observed success rate (with 10% exploration), inside the charging window, at least an hour
+-- away, and on a later day once the day's attempts are used up.
+create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_sub cp.subscription;
+    v_product cp.product;
+    v_carrier_id integer;
+    v_rules jsonb;
+    v_tz text;
+    v_now timestamptz := cp.clock_now();
+    v_local timestamp;
+    v_earliest timestamp;
+    v_best timestamp;
+begin
+    select * into v_sub from cp.subscription where subscription_id = p_subscription_id;
+    select * into v_product from cp.product where product_id = v_sub.product_id;
+    select carrier_id into v_carrier_id from cp.subscriber where subscriber_id = v_sub.subscriber_id;
+    v_rules := cp.effective_rules(v_carrier_id);
+    v_tz := cp.subscriber_timezone(v_sub.subscriber_id);
+    v_local := v_now at time zone v_tz;
+    v_earliest := v_local + interval '1 hour';
+    if v_sub.attempts_day = v_local::date and v_sub.attempts_today >= (v_rules->>'max_attempts_per_day')::int then
+        v_earliest := greatest(v_earliest, v_local::date + 1);
+    end if;
+    with slots as (
+        select date_trunc('hour', v_earliest) + make_interval(hours => h) as slot
+        from generate_series(1, 48) h
+    ), allowed as (
+        select slot from slots
+        where cp.in_window(slot::time, v_rules->>'charging_hours')
+          and (v_product.retry_timing = 'best_hour'
+               or extract(hour from slot)::int = any (v_product.fixed_retry_hours))
+    )
+    select a.slot into v_best
+    from allowed a
+    left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
+    order by case when v_product.retry_timing = 'fixed' then 0
+                  when random() < 0.1 then random()  -- explore: any allowed hour may win
+                  else -((coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2)) end,
+             a.slot
+    limit 1;
+    return coalesce(v_best, v_earliest) at time zone v_tz;
+end
+$$;
+
+-- Fold the append-only hour statistics into their per-carrier × hour totals.
+create or replace function sched.fold_hour_stats() returns integer
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_rows integer;
+begin
+    with folded as (
+        delete from cp.hour_stats_delta returning carrier_id, local_hour, attempts, successes
+    ), sums as (
+        select carrier_id, local_hour, sum(attempts) a, sum(successes) s from folded group by 1, 2
+    )
+    insert into cp.hour_stats as h (carrier_id, local_hour, attempts, successes)
+    select carrier_id, local_hour, a, s from sums
+    on conflict (carrier_id, local_hour) do update
+        set attempts = h.attempts + excluded.attempts, successes = h.successes + excluded.successes;
+    get diagnostics v_rows = row_count;
+    return v_rows;
+end
+$$;
+
+-- Queue charges for subscriptions that are due, in batches. Several schedulers may run at once:
+-- each due row is locked (SKIP LOCKED) and its next_charge_at cleared in the same transaction.
+create or replace function sched.run_due(p_limit integer default 1000) returns integer
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_sub record;
+    v_count integer := 0;
+    v_rules jsonb;
+    v_local timestamp;
+begin
+    for v_sub in
+        select s.subscription_id, s.subscriber_id, sb.carrier_id
+        from cp.subscription s join cp.subscriber sb using (subscriber_id)
+        where s.next_charge_at <= cp.clock_now()
+          and s.status in ('active', 'retrying', 'grace', 'suspended')
+        order by s.next_charge_at
+        limit p_limit
+        for update of s skip locked
+    loop
+        v_rules := cp.effective_rules(v_sub.carrier_id);
+        v_local := cp.clock_now() at time zone cp.subscriber_timezone(v_sub.subscriber_id);
+        if not cp.in_window(v_local::time, v_rules->>'charging_hours') then
+            update cp.subscription set next_charge_at = cp.next_retry_time(subscription_id)
+            where subscription_id = v_sub.subscription_id;
+            continue;
+        end if;
+        perform cp.start_renewal(v_sub.subscription_id);
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end
+$$;
+
+grant execute on function sched.run_due(integer), sched.fold_hour_stats() to carrierpay_admin;
