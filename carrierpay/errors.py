@@ -1,0 +1,75 @@
+"""carrierpay's SQLSTATEs (raised by cp.fail in db/procedures) mapped to Python exceptions, in one place.
+
+The table of codes and meanings lives in docs/sql-api.md; Python holds no business rule, only
+names for the codes so callers can catch them.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+
+class CarrierpayError(Exception):
+    """An error raised by carrierpay's SQL API, with its stable code."""
+
+    code = "CP000"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+def _kind(name: str, code: str) -> type[CarrierpayError]:
+    return type(name, (CarrierpayError,), {"code": code, "__doc__": f"SQLSTATE {code}"})
+
+
+UnknownMerchant = _kind("UnknownMerchant", "CP001")
+MerchantForbidden = _kind("MerchantForbidden", "CP002")
+UnknownProduct = _kind("UnknownProduct", "CP003")
+UnknownCarrierForNumber = _kind("UnknownCarrierForNumber", "CP004")
+MalformedMsisdn = _kind("MalformedMsisdn", "CP005")
+InvalidAmount = _kind("InvalidAmount", "CP006")
+NoPricePoint = _kind("NoPricePoint", "CP007")
+CurrencyMismatch = _kind("CurrencyMismatch", "CP008")
+IdempotencyConflict = _kind("IdempotencyConflict", "CP010")
+TransactionCapExceeded = _kind("TransactionCapExceeded", "CP020")
+DailyCapExceeded = _kind("DailyCapExceeded", "CP021")
+MonthlyCapExceeded = _kind("MonthlyCapExceeded", "CP022")
+OutsideChargingHours = _kind("OutsideChargingHours", "CP023")
+OptinRequired = _kind("OptinRequired", "CP024")
+OptinNotFound = _kind("OptinNotFound", "CP030")
+WrongPin = _kind("WrongPin", "CP031")
+PinExpired = _kind("PinExpired", "CP032")
+TooManyPinAttempts = _kind("TooManyPinAttempts", "CP033")
+OptinAlreadyConfirmed = _kind("OptinAlreadyConfirmed", "CP034")
+PaymentNotFound = _kind("PaymentNotFound", "CP040")
+RefundExceedsCollected = _kind("RefundExceedsCollected", "CP041")
+RefundWindowClosed = _kind("RefundWindowClosed", "CP042")
+PaymentNotRefundable = _kind("PaymentNotRefundable", "CP043")
+SubscriptionNotFound = _kind("SubscriptionNotFound", "CP050")
+SubscriptionAlreadyCancelled = _kind("SubscriptionAlreadyCancelled", "CP051")
+PlanNotOffered = _kind("PlanNotOffered", "CP052")
+IllegalTransition = _kind("IllegalTransition", "CP060")
+LedgerUnbalanced = _kind("LedgerUnbalanced", "CP061")
+LedgerImmutable = _kind("LedgerImmutable", "CP062")
+CarrierUnavailable = _kind("CarrierUnavailable", "CP070")
+OperationNotOffered = _kind("OperationNotOffered", "CP071")
+UnknownCall = _kind("UnknownCall", "CP072")
+InvalidArgument = _kind("InvalidArgument", "CP080")
+InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
+
+BY_CODE: dict[str, type[CarrierpayError]] = {
+    cls.code: cls for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, CarrierpayError) and cls is not CarrierpayError
+}
+
+
+def translate(exc: psycopg.Error) -> Exception:
+    """The carrierpay exception for a database error carrying one of our codes, else the error itself."""
+    code = getattr(exc, "sqlstate", None) or ""
+    cls = BY_CODE.get(code)
+    if cls is None:
+        return exc
+    message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)
+    return cls(message, code)
