@@ -9,17 +9,24 @@ set search_path = pg_catalog, cp
 as $$
 declare
     v_carrier_id integer;
+    v_granted integer;
+    v_claimed integer;
 begin
     select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
     if v_carrier_id is null then
         perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+    end if;
+    -- The carrier's calls-per-second budget is shared by every adapter process.
+    v_granted := cp.take_budget(v_carrier_id, p_limit);
+    if v_granted = 0 then
+        return;
     end if;
     return query
     with picked as (
         select q.call_id from cp.call_queue q
         where q.carrier_id = v_carrier_id and q.lease_until is null and q.available_at <= cp.clock_now()
         order by q.available_at
-        limit p_limit
+        limit v_granted
         for update skip locked
     ), leased as (
         update cp.call_queue q set lease_until = cp.clock_now() + p_lease, worker = p_worker
@@ -36,6 +43,8 @@ begin
     )
     select cp.call_document(calls::cp.carrier_call) || jsonb_build_object('lease_until', cp.clock_now() + p_lease)
     from calls;  -- procs runs regardless: data-modifying CTEs always execute
+    get diagnostics v_claimed = row_count;
+    perform cp.return_budget(v_carrier_id, v_granted - v_claimed);
 end
 $$;
 

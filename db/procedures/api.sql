@@ -176,10 +176,10 @@ begin
         perform cp.fail('CP052', format('product %L has no %s plan on carrier %s', p_product, p_plan, v_carrier.code));
     end if;
     perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
-    insert into cp.subscription (merchant_id, subscriber_id, product_id, plan, status, price_point_id, status_since,
-                                 created_at)
-    values (v_merchant.merchant_id, v_subscriber.subscriber_id, v_product.product_id, p_plan::cp.plan,
-            'pending_optin', v_pp.price_point_id, cp.clock_now(), cp.clock_now())
+    insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status, price_point_id,
+                                 status_since, created_at)
+    values (v_merchant.merchant_id, v_subscriber.subscriber_id, v_carrier.carrier_id, v_product.product_id,
+            p_plan::cp.plan, 'pending_optin', v_pp.price_point_id, cp.clock_now(), cp.clock_now())
     returning * into v_sub;
     if coalesce((cp.effective_rules(v_carrier.carrier_id)->>'optin_subscription')::boolean, false) then
         v_optin := cp.create_optin(v_merchant, v_subscriber, v_product, 'subscribe', v_sub.subscription_id);

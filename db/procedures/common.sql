@@ -106,6 +106,7 @@ begin
         -- The number moved to another carrier (porting): follow the current range.
         update cp.subscriber set carrier_id = p_carrier_id where subscriber_id = v_subscriber.subscriber_id
         returning * into v_subscriber;
+        update cp.subscription set carrier_id = p_carrier_id where subscriber_id = v_subscriber.subscriber_id;
     end if;
     return v_subscriber;
 end

@@ -41,6 +41,15 @@ as $$
     where c.level = least(greatest(p_level, 0), c.n - 1)
 $$;
 
+-- The retry policy on insufficient funds: the carrier's rules may override the product's.
+create or replace function cp.retry_policy(p_subscription cp.subscription) returns text
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select coalesce(cp.effective_rules(p_subscription.carrier_id)->>'retry_policy', p.retry_policy)
+    from cp.product p where p.product_id = p_subscription.product_id
+$$;
+
 -- Create the charge procedure and call for the subscription's current period.
 create or replace function cp.start_renewal(p_subscription_id bigint) returns bigint
 language plpgsql
@@ -62,7 +71,7 @@ begin
     v_full := cp.renewal_price_point(v_sub, 0);
     v_pp := cp.renewal_price_point(v_sub, v_sub.retry_level);
     v_amount := v_pp.amount_minor;
-    if v_product.retry_policy = 'accumulate' and (v_sub.retry_level > 0 or v_sub.collected_in_period > 0) then
+    if cp.retry_policy(v_sub) = 'accumulate' and (v_sub.retry_level > 0 or v_sub.collected_in_period > 0) then
         -- Collect the period's price in parts: never more than what is still owed.
         v_amount := least(v_pp.amount_minor, v_full.amount_minor - v_sub.collected_in_period);
         v_pp := v_full;
@@ -200,7 +209,7 @@ begin
                                    p_subscription_id => v_sub.subscription_id);
         return;
     end if;
-    if p_reason = 'insufficient_funds' and v_product.retry_policy in ('step_down', 'accumulate') then
+    if p_reason = 'insufficient_funds' and cp.retry_policy(v_sub) in ('step_down', 'accumulate') then
         update cp.subscription set retry_level = retry_level + 1 where subscription_id = v_sub.subscription_id;
     end if;
     update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
@@ -240,15 +249,14 @@ begin
         select date_trunc('hour', v_earliest) + make_interval(hours => h) as slot
         from generate_series(1, 48) h
     ), allowed as (
-        select slot from slots
-        where cp.in_window(slot::time, v_rules->>'charging_hours')
-          and (v_product.retry_timing = 'best_hour'
-               or extract(hour from slot)::int = any (v_product.fixed_retry_hours))
+        select slot from slots where cp.in_window(slot::time, v_rules->>'charging_hours')
     )
     select a.slot into v_best
     from allowed a
     left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
-    order by case when v_product.retry_timing = 'fixed' then 0
+    order by case when v_product.retry_timing = 'fixed'
+                  -- fixed hours first; if none falls inside the window, the window's first hour
+                  then case when extract(hour from a.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
                   when random() < 0.1 then random()  -- explore: any allowed hour may win
                   else -((coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2)) end,
              a.slot
@@ -279,39 +287,131 @@ begin
 end
 $$;
 
--- Queue charges for subscriptions that are due, in batches. Several schedulers may run at once:
--- each due row is locked (SKIP LOCKED) and its next_charge_at cleared in the same transaction.
-create or replace function sched.run_due(p_limit integer default 1000) returns integer
+-- Queue charges for subscriptions that are due, in batches, carrier by carrier. Several
+-- schedulers may run at once: each due row is locked (SKIP LOCKED) and its next_charge_at
+-- cleared in the same transaction, and a carrier's budget is computed by one scheduler at a
+-- time (advisory lock), so the queue never holds more than tps × p_lookahead_s ready charges.
+create or replace function sched.run_due(p_limit integer default 1000, p_lookahead_s integer default 60)
+returns integer
 language plpgsql security definer
 set search_path = pg_catalog, cp
 as $$
 declare
+    v_carrier cp.carrier;
+    v_rules jsonb;
+    v_room integer;
     v_sub record;
     v_count integer := 0;
-    v_rules jsonb;
     v_local timestamp;
 begin
+    for v_carrier in select * from cp.carrier where enabled order by carrier_id loop
+        exit when v_count >= p_limit;
+        continue when not pg_try_advisory_xact_lock(1129336644, v_carrier.carrier_id);  -- 'CPSD'
+        v_rules := cp.effective_rules(v_carrier.carrier_id);
+        perform sched.queue_reminders(v_carrier, v_rules, p_limit);
+        select v_carrier.tps * p_lookahead_s - count(*) into v_room
+        from cp.call_queue where carrier_id = v_carrier.carrier_id and lease_until is null;
+        continue when v_room <= 0;
+        for v_sub in
+            select s.subscription_id, s.subscriber_id, s.attempts_today, s.attempts_day
+            from cp.subscription s
+            where s.carrier_id = v_carrier.carrier_id and s.next_charge_at <= cp.clock_now()
+              and s.status in ('active', 'retrying', 'grace', 'suspended')
+            order by s.next_charge_at
+            limit least(v_room, p_limit - v_count)
+            for update of s skip locked
+        loop
+            v_local := cp.clock_now() at time zone cp.subscriber_timezone(v_sub.subscriber_id);
+            if not cp.in_window(v_local::time, v_rules->>'charging_hours')
+               or (v_sub.attempts_day = v_local::date
+                   and v_sub.attempts_today >= (v_rules->>'max_attempts_per_day')::int) then
+                update cp.subscription set next_charge_at = cp.next_retry_time(subscription_id)
+                where subscription_id = v_sub.subscription_id;
+                continue;
+            end if;
+            perform cp.start_renewal(v_sub.subscription_id);
+            v_count := v_count + 1;
+        end loop;
+    end loop;
+    return v_count;
+end
+$$;
+
+-- Queue renewal reminder SMS where the regulation asks for notice (e.g. 24 h before an Indian
+-- renewal), once per period. Quiet hours hold the SMS back; they never drop it.
+create or replace function sched.queue_reminders(p_carrier cp.carrier, p_rules jsonb, p_limit integer)
+returns integer
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_notice interval := make_interval(hours => (p_rules->>'renewal_notice_hours')::int);
+    v_sub record;
+    v_count integer := 0;
+begin
+    if v_notice is null then
+        return 0;
+    end if;
     for v_sub in
-        select s.subscription_id, s.subscriber_id, sb.carrier_id
-        from cp.subscription s join cp.subscriber sb using (subscriber_id)
-        where s.next_charge_at <= cp.clock_now()
-          and s.status in ('active', 'retrying', 'grace', 'suspended')
-        order by s.next_charge_at
+        select s.subscription_id, s.subscriber_id, s.merchant_id, s.period_index, s.next_charge_at,
+               p.name as product_name, m.name as merchant_name,
+               (cp.renewal_price_point(s, 0)).amount_minor as amount
+        from cp.subscription s join cp.product p using (product_id) join cp.merchant m on m.merchant_id = s.merchant_id
+        where s.carrier_id = p_carrier.carrier_id and s.status = 'active'
+          and s.next_charge_at <= cp.clock_now() + v_notice and s.next_charge_at > cp.clock_now()
+          and s.reminded_period is distinct from s.period_index
         limit p_limit
         for update of s skip locked
     loop
-        v_rules := cp.effective_rules(v_sub.carrier_id);
-        v_local := cp.clock_now() at time zone cp.subscriber_timezone(v_sub.subscriber_id);
-        if not cp.in_window(v_local::time, v_rules->>'charging_hours') then
-            update cp.subscription set next_charge_at = cp.next_retry_time(subscription_id)
-            where subscription_id = v_sub.subscription_id;
-            continue;
-        end if;
-        perform cp.start_renewal(v_sub.subscription_id);
+        perform cp.queue_sms(v_sub.subscriber_id,
+            format('Reminder: your %s subscription from %s renews on %s for %s %s. To stop, reply STOP.',
+                   v_sub.product_name, v_sub.merchant_name,
+                   to_char(v_sub.next_charge_at at time zone cp.subscriber_timezone(v_sub.subscriber_id),
+                           'DD Mon HH24:MI'),
+                   to_char(v_sub.amount / 100.0, 'FM999999990.00'), p_carrier.currency),
+            'reminder', v_sub.merchant_id);
+        update cp.subscription set reminded_period = period_index where subscription_id = v_sub.subscription_id;
         v_count := v_count + 1;
     end loop;
     return v_count;
 end
 $$;
 
-grant execute on function sched.run_due(integer), sched.fold_hour_stats() to carrierpay_admin;
+-- Take up to p_wanted calls from a carrier's per-second throughput budget (real time, not the
+-- business clock: carriers count real requests). Returns how many were granted.
+create or replace function cp.take_budget(p_carrier_id integer, p_wanted integer) returns integer
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_now timestamptz := date_trunc('second', clock_timestamp());
+    v_tps integer;
+    v_window timestamptz;
+    v_used integer;
+    v_granted integer;
+begin
+    select tps into v_tps from cp.carrier where carrier_id = p_carrier_id;
+    insert into cp.carrier_budget (carrier_id, window_start, used) values (p_carrier_id, v_now, 0)
+    on conflict (carrier_id) do nothing;
+    select window_start, used into v_window, v_used from cp.carrier_budget where carrier_id = p_carrier_id for update;
+    if v_window < v_now then
+        v_window := v_now;
+        v_used := 0;
+    end if;
+    v_granted := greatest(0, least(p_wanted, v_tps - v_used));
+    update cp.carrier_budget set window_start = v_window, used = v_used + v_granted where carrier_id = p_carrier_id;
+    return v_granted;
+end
+$$;
+
+-- Give back budget taken but not used (fewer calls were ready than granted).
+create or replace function cp.return_budget(p_carrier_id integer, p_unused integer) returns void
+language sql
+set search_path = pg_catalog, cp
+as $$
+    update cp.carrier_budget set used = greatest(0, used - p_unused)
+    where carrier_id = p_carrier_id and p_unused > 0
+      and window_start = date_trunc('second', clock_timestamp())
+$$;
+
+grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats() to carrierpay_admin;

@@ -91,7 +91,7 @@ def test_unpaid_subscription_walks_through_grace_and_suspension_to_cancellation(
         if claim(conn, "test_ng"):
             settle(conn, latest_charge(conn)[0], "failed", "insufficient_funds")
         seen.append(conn.execute("select status::text from cp.subscription").fetchone()[0])
-    assert seen[-1] == "cancelled"
+    assert seen[-1] == "cancelled", " ".join(seen)
     order = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
     assert order == ["retrying", "grace", "suspended", "cancelled"]
     history = [row[0] for row in conn.execute(

@@ -1,0 +1,59 @@
+-- Scheduling: period arithmetic across month ends and DST, windows, quiet hours, budgets, reminders.
+\set QUIET on
+begin;
+\ir fixtures/world.sql
+select plan(21);
+
+-- Monthly periods count from the anchor: 31 January renews on the last day of February, then 31 March.
+select is(cp.period_start('2030-01-31 10:00', 'monthly', 1, 'UTC'), '2030-02-28 10:00+00'::timestamptz, 'Jan 31 + 1 month');
+select is(cp.period_start('2032-01-31 10:00', 'monthly', 1, 'UTC'), '2032-02-29 10:00+00'::timestamptz, 'leap February');
+select is(cp.period_start('2030-01-31 10:00', 'monthly', 2, 'UTC'), '2030-03-31 10:00+00'::timestamptz,
+          'the day of month comes back after February');
+select is(cp.period_start('2030-01-15 09:00', 'weekly', 3, 'UTC'), '2030-02-05 09:00+00'::timestamptz, 'weekly');
+-- Europe/London springs forward on 2030-03-31: a daily period keeps local 09:00, so it lasts 23 h.
+select is(cp.period_start('2030-03-30 09:00', 'daily', 1, 'Europe/London') -
+          cp.period_start('2030-03-30 09:00', 'daily', 0, 'Europe/London'), interval '23 hours', 'spring-forward day');
+select is(cp.period_start('2030-10-26 09:00', 'daily', 1, 'Europe/London') -
+          cp.period_start('2030-10-26 09:00', 'daily', 0, 'Europe/London'), interval '25 hours', 'fall-back day');
+select is(cp.period_start('2030-03-30 09:00', 'daily', 1, 'Asia/Kolkata'), '2030-03-31 03:30+00'::timestamptz,
+          'half-hour offset zone');
+select is(cp.period_start('2030-03-30 09:00', 'daily', 1, 'Africa/Lagos'), '2030-03-31 08:00+00'::timestamptz,
+          'no-DST zone');
+
+-- Windows, including ones that wrap midnight.
+select ok(cp.in_window('10:00', '08:00-22:00'), 'inside a day window');
+select ok(not cp.in_window('23:00', '08:00-22:00'), 'outside a day window');
+select ok(cp.in_window('23:30', '22:00-06:00') and cp.in_window('05:00', '22:00-06:00'), 'wrapping window');
+
+-- ZA quiet hours: Sunday all day, Saturday before 09:00 and after 13:00, weekdays 20:00-08:00.
+select ok(not cp.sms_allowed_at((select rules from cp.regulation where code = 'ZA'), '2030-03-03 12:00'), 'ZA Sunday');
+select ok(not cp.sms_allowed_at((select rules from cp.regulation where code = 'ZA'), '2030-03-04 21:00'), 'ZA Monday night');
+select ok(cp.sms_allowed_at((select rules from cp.regulation where code = 'ZA'), '2030-03-04 10:00'), 'ZA Monday morning');
+select is(cp.next_sms_time((select rules from cp.regulation where code = 'ZA'), 'Africa/Johannesburg',
+                           '2030-03-02 14:00+02'), '2030-03-04 08:00+02'::timestamptz,
+          'a Saturday-afternoon SMS waits until Monday 08:00');
+select is(cp.next_sms_time((select rules from cp.regulation where code = 'IN'), 'Asia/Kolkata',
+                           '2030-03-04 22:10+05:30'), '2030-03-05 09:00+05:30'::timestamptz,
+          'an Indian commercial SMS after 21:00 waits until 09:00');
+
+-- The shared per-second budget never grants more than the carrier's tps within one second.
+update cp.carrier set tps = 5 where code = 'test_gb';
+select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 3, 'budget grants what is asked');
+select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 2, 'then only what is left');
+select cp.return_budget((select carrier_id from cp.carrier where code = 'test_gb'), 1);
+select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 1, 'returned budget is reusable');
+
+-- A charge-less carrier window: run_due moves due renewals to the next allowed hour instead of charging.
+select set_config('cp.tests.sub', (api.subscribe('acme', '+2348020000077', 'club', 'daily', 'w1'))->>'optin_id', true);
+update cp.optin set status = 'confirmed';
+select cp.activate_subscription((select subscription_id from cp.subscription));
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select max(procedure_id) from cp.procedure where kind = 'charge'), 'succeeded');
+update cp.carrier set spec = spec || '{"charging_hours": "08:00-09:00"}' where code = 'test_ng';
+select admin.set_clock((select next_charge_at + interval '1 minute' from cp.subscription));
+select is(sched.run_due(100), 0, 'no charge outside the charging window');
+select ok((select (next_charge_at at time zone 'Africa/Lagos')::time = '08:00' from cp.subscription),
+          'the renewal moved to the window''s first hour');
+
+select * from finish();
+rollback;
