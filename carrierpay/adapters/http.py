@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 from jinja2 import TemplateError
+from markupsafe import Markup
 from yarl import URL
 
 from carrierpay.adapters.auth import AuthUnavailable, OutgoingRequest, build_auth, build_ssl_context
@@ -225,6 +226,11 @@ class HttpConnector:
         spec_request = step["request"]
         context = {**context, "auth": await self.auth.template_vars()}
         encoding = spec_request.get("encoding", "none" if "body" not in spec_request else "json")
+        # Partials are rendered first and marked safe, so an XML partial is not escaped twice.
+        context["partials"] = {
+            name: Markup(render_text(source, context, xml=encoding == "xml"))
+            for name, source in (self.spec.data.get("templates") or {}).items()
+        }
         path = render_text(spec_request["path"], context)
         url = URL(path) if path.startswith(("http://", "https://")) else URL(self.base_url + "/" + path.lstrip("/"))
         query = render_value(spec_request.get("query") or {}, context)

@@ -92,6 +92,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
         for name, value in auth["headers"].items():
             yield from _template_errors(f"auth.headers.{name}", value)
 
+    for name, source in (data.get("templates") or {}).items():
+        yield from _template_errors(f"templates.{name}", source)
     yield from _results_errors("results", data.get("results") or [])
     for op_name, operation in data["operations"].items():
         base = f"operations.{op_name}"

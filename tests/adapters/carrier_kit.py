@@ -9,6 +9,7 @@ from typing import Any
 _ids = itertools.count(1)
 
 ONEAPI_GB_SECRETS = {"ONEAPI_GB_CLIENT_ID": "carrierpay-gb", "ONEAPI_GB_CLIENT_SECRET": "gb-client-secret-7f3a"}
+PARLAYX_ZA_SECRETS = {"PARLAYX_ZA_SP_ID": "000201", "PARLAYX_ZA_SP_PASSWORD": "za-sp-password-91c2"}
 
 
 def make_call(operation: str = "charge", **fields: Any) -> dict[str, Any]:
