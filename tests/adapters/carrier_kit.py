@@ -47,3 +47,75 @@ def assert_no_secrets(results: list[dict[str, Any]], *secrets: str) -> None:
     logged = json.dumps([{"request": r["request"], "response": r["response"]} for r in results])
     for secret in secrets:
         assert secret not in logged, f"secret {secret[:3]}... leaked into a log"
+
+
+AGGREGATOR_NG_SECRETS = {
+    "AGGREGATOR_NG_API_KEY": "ng-api-key-55aa",
+    "AGGREGATOR_NG_API_SECRET": "ng-signing-secret-0c9e",
+    "AGGREGATOR_NG_CALLBACK_SECRET": "ng-callback-secret-77d1",
+}
+
+
+class CallbackSink:
+    """A minimal callback server: verifies and parses with the connector helper, records the first
+    result per correlator (as the database will) and every delivery; can refuse the first N."""
+
+    def __init__(self, spec, secrets, *, refuse_first: int = 0) -> None:
+        self.spec = spec
+        self.secrets = secrets
+        self.refuse_first = refuse_first
+        self.deliveries: list[dict] = []  # every parsed callback, duplicates included
+        self.rejections: list[str] = []
+        self.settled: dict[str, dict] = {}
+        self.arrived = None
+        self._runner = None
+        self.url = ""
+
+    async def __aenter__(self):
+        import asyncio
+
+        from aiohttp import web
+
+        self.arrived = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/callbacks/{code}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callbacks/{self.spec.code}"
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self._runner.cleanup()
+
+    async def _handle(self, request):
+        from aiohttp import web
+
+        from carrierpay.adapters.callbacks import CallbackError, verify_and_parse_callback
+
+        body = await request.read()
+        if self.refuse_first > 0:
+            self.refuse_first -= 1
+            return web.Response(status=500, text="busy")
+        try:
+            parsed = verify_and_parse_callback(
+                self.spec, request.method, request.headers, request.query, body, request.remote, secrets=self.secrets
+            )
+        except CallbackError as exc:
+            self.rejections.append(str(exc))
+            return web.Response(status=exc.status, text=str(exc))
+        self.deliveries.append(parsed)
+        self.settled.setdefault(parsed["correlator"], parsed)
+        self.arrived.set()
+        return web.Response(text="OK")
+
+    async def wait_for(self, correlator: str, timeout: float = 10.0) -> dict:
+        import asyncio
+
+        async def settled():
+            while correlator not in self.settled:
+                self.arrived.clear()
+                await self.arrived.wait()
+            return self.settled[correlator]
+
+        return await asyncio.wait_for(settled(), timeout)
