@@ -369,6 +369,31 @@ class HttpConnector:
                 pass
         return self.redactor.text(text, extra_secrets)
 
+    # ------------------------------------------------------------------ result files
+
+    async def fetch_report(self, **params: Any) -> list[dict[str, Any]]:
+        """Download the report the spec's `reports.request` names; `params` join the template context."""
+        from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, parse_report
+
+        config = self.spec.data.get("reports")
+        if not config:
+            raise ReportUnavailable(f"{self.spec.code} publishes no reports")
+        context = {**self._context({}), **params}
+        try:
+            request = await self._build_request({"request": config["request"]}, context)
+            await self.limiter.acquire()
+            status, _, body, _ = await self._send(request, self.spec.timeouts["total_s"])
+            if status == 401 and self.auth.invalidate():
+                request = await self._build_request({"request": config["request"]}, context)
+                status, _, body, _ = await self._send(request, self.spec.timeouts["total_s"])
+        except (AuthUnavailable, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ReportUnavailable(f"report download failed: {exc.__class__.__name__}: {exc}") from exc
+        if status == 404:
+            raise ReportNotReady(f"{self.spec.code}: report {params or ''} is not published yet")
+        if status != 200:
+            raise ReportUnavailable(f"{self.spec.code}: report download answered HTTP {status}")
+        return parse_report(self.spec, body)
+
     # ------------------------------------------------------------------ OAuth token endpoint
 
     async def _fetch_token(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, Any]:

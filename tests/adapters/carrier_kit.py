@@ -9,6 +9,7 @@ from typing import Any
 _ids = itertools.count(1)
 
 ONEAPI_GB_SECRETS = {"ONEAPI_GB_CLIENT_ID": "carrierpay-gb", "ONEAPI_GB_CLIENT_SECRET": "gb-client-secret-7f3a"}
+BATCH_IN_SECRETS = {"BATCH_IN_USERNAME": "carrierpay-in", "BATCH_IN_PASSWORD": "in-batch-password-3e8b"}
 PARLAYX_ZA_SECRETS = {"PARLAYX_ZA_SP_ID": "000201", "PARLAYX_ZA_SP_PASSWORD": "za-sp-password-91c2"}
 
 
