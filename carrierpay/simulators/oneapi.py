@@ -1,0 +1,282 @@
+"""A GSMA OneAPI Payment (REST) carrier: OAuth2 client credentials, amountTransaction charges and
+refunds in decimal major units, clientCorrelator idempotency, reservations, POL/SVC errors.
+
+`OneApiFlavor` bends it into other OneAPI-like operators (API key instead of OAuth2, XML answers,
+other paths and error codes) so a new carrier can be onboarded from a spec alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from carrierpay.simulators.base import Result, Simulator
+
+ONEAPI_CODES = {
+    "insufficient_funds": ("POL1000", "The subscriber's balance is insufficient"),
+    "barred": ("POL2003", "The subscriber is barred from this service"),
+    "limit_exceeded": ("POL1001", "Charging threshold exceeded"),
+    "consent_refused": ("POL0253", "The subscriber has not consented"),
+    "unknown_subscriber": ("SVC0004", "No valid addresses provided in message part endUserId"),
+    "invalid": ("SVC0002", "Invalid input value"),
+    "throttled": ("SVC1000", "Request rate exceeded"),
+    "transient": ("SVC0001", "A service error occurred; the transaction was not applied"),
+    "not_found": ("SVC0270", "Charge not applied: no such transaction"),
+}
+
+
+@dataclass
+class OneApiFlavor:
+    prefix: str = "/1"
+    auth: str = "oauth2"  # oauth2 | api_key
+    api_key_header: str = "X-API-Key"
+    response_format: str = "json"  # json | xml
+    codes: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(ONEAPI_CODES))
+    token_ttl_s: float = 3600.0
+
+
+def _xml(name: str, value: Any) -> str:
+    if isinstance(value, dict):
+        inner = "".join(_xml(key, item) for key, item in value.items() if item is not None)
+        return f"<{name}>{inner}</{name}>"
+    if isinstance(value, list):
+        return "".join(_xml(name, item) for item in value)
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+class OneApiSimulator(Simulator):
+    dialect = "oneapi"
+    txid_prefix = "OA"
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "carrierpay",
+        client_secret: str = "oneapi-client-secret",
+        api_key: str = "oneapi-api-key",
+        flavor: OneApiFlavor | None = None,
+        currency: str = "GBP",
+        timezone: str = "Europe/London",
+        **options: Any,
+    ) -> None:
+        super().__init__(currency=currency, timezone=timezone, **options)
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.api_key = api_key
+        self.flavor = flavor or OneApiFlavor()
+        self.tokens: dict[str, float] = {}
+        self.tokens_issued = 0
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued token, as an operator's token store restart would."""
+        self.tokens.clear()
+
+    def routes(self, app: web.Application) -> None:
+        prefix = self.flavor.prefix.rstrip("/")
+        base = prefix + "/payment/{end_user}/transactions"
+        app.router.add_post("/oauth/token", self.token)
+        app.router.add_post(base + "/amount", self.amount)
+        app.router.add_get(base + "/amount", self.status)
+        app.router.add_post(base + "/amountReservation", self.reserve)
+        app.router.add_post(base + "/amountReservation/{txid}", self.charge_reservation)
+        app.router.add_get(prefix + "/customerprofile/{end_user}/balance", self.balance_query)
+
+    # ---------------------------------------------------------------- wire helpers
+
+    def answer(self, status: int, document: dict[str, Any]) -> web.Response:
+        if self.flavor.response_format == "xml":
+            ((name, value),) = document.items()
+            body = '<?xml version="1.0" encoding="UTF-8"?>' + _xml(name, value)
+            return web.Response(status=status, text=body, content_type="application/xml")
+        return web.Response(status=status, text=json.dumps(document), content_type="application/json")
+
+    def error(self, code: str, status: int | None = None, variables: list[str] | None = None) -> web.Response:
+        message_id, text = self.flavor.codes[code]
+        kind = "policyException" if message_id.startswith("POL") else "serviceException"
+        if status is None:
+            status = {"throttled": 429, "transient": 503, "not_found": 404}.get(
+                code, 403 if kind == "policyException" else 400
+            )
+        return self.answer(status, {"requestError": {kind: {"messageId": message_id, "text": text,
+                                                            "variables": variables or []}}})  # fmt: skip
+
+    def authorised(self, request: web.Request) -> bool:
+        if self.flavor.auth == "api_key":
+            return request.headers.get(self.flavor.api_key_header) == self.api_key
+        header = request.headers.get("Authorization", "")
+        token = header[7:] if header.startswith("Bearer ") else ""
+        expiry = self.tokens.get(token)
+        return expiry is not None and expiry > time.monotonic()
+
+    def unauthorised(self) -> web.Response:
+        return web.json_response({"error": "invalid_token"}, status=401)
+
+    @staticmethod
+    def msisdn_of(request: web.Request) -> str:
+        end_user = request.match_info["end_user"]
+        return end_user[4:] if end_user.startswith("tel:") else end_user
+
+    def transaction_document(self, result: Result, status: str, body: dict[str, Any] | None = None):
+        transaction = result.transaction
+        assert transaction is not None
+        info = ((body or {}).get("paymentAmount") or {}).get("chargingInformation") or {}
+        return {
+            "amountTransaction": {
+                "endUserId": f"tel:{transaction.msisdn}",
+                "paymentAmount": {
+                    "chargingInformation": {
+                        "amount": self.major(transaction.amount_minor),
+                        "currency": transaction.currency,
+                        "description": info.get("description") or transaction.description,
+                    },
+                    "totalAmountCharged": self.major(transaction.amount_minor),
+                },
+                "clientCorrelator": transaction.correlator,
+                "referenceCode": (body or {}).get("referenceCode") or transaction.correlator,
+                "serverReferenceCode": transaction.txid,
+                "originalServerReferenceCode": transaction.original_txid,
+                "resourceURL": f"{self.url}{self.flavor.prefix}/payment/tel:{transaction.msisdn}"
+                f"/transactions/amount/{transaction.txid}",
+                "transactionOperationStatus": status,
+            }
+        }
+
+    # ---------------------------------------------------------------- handlers
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        header = request.headers.get("Authorization", "")
+        supplied = (form.get("client_id"), form.get("client_secret"))
+        if header.startswith("Basic "):
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            supplied = (user, password)
+        if supplied != (self.client_id, self.client_secret):
+            return web.json_response({"error": "invalid_client"}, status=401)
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.monotonic() + self.flavor.token_ttl_s
+        self.tokens_issued += 1
+        return web.json_response({"access_token": token, "token_type": "bearer", "expires_in": self.flavor.token_ttl_s})
+
+    async def _read_transaction(self, request: web.Request) -> dict[str, Any] | None:
+        try:
+            document = json.loads(await request.read())
+        except ValueError:
+            return None
+        body = document.get("amountTransaction") if isinstance(document, dict) else None
+        return body if isinstance(body, dict) else None
+
+    async def amount(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        body = await self._read_transaction(request)
+        if body is None or not body.get("clientCorrelator"):
+            return self.error("invalid", variables=["amountTransaction.clientCorrelator"])
+        operation_status = body.get("transactionOperationStatus")
+        operation = {"Charged": "charge", "Refunded": "refund"}.get(operation_status)
+        if operation is None:
+            return self.error("invalid", variables=["transactionOperationStatus"])
+        fault = self.pre_fault(operation)
+        if fault in ("throttle", "transient"):
+            return self.error("throttled" if fault == "throttle" else "transient")
+        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        amount_minor = self.minor(info.get("amount"))
+        if amount_minor is None or info.get("currency") != self.currency:
+            return self.error("invalid", variables=["chargingInformation.amount/currency"])
+        msisdn = self.msisdn_of(request)
+        correlator = str(body["clientCorrelator"])
+        if operation == "charge":
+            result = self.billing.charge(correlator, msisdn, amount_minor, info.get("description") or "")
+        else:
+            result = self.billing.refund(correlator, msisdn, amount_minor, body.get("originalServerReferenceCode"))
+        garbage = self.garbage_response(fault) if fault else None
+        if garbage:
+            return garbage
+        await self.after_apply(fault, request)
+        if not result.ok:
+            return self.error(result.code)
+        return self.answer(201, self.transaction_document(result, operation_status, body))
+
+    async def status(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        correlator = request.query.get("clientCorrelator", "")
+        fault = self.pre_fault("status")
+        if fault in ("throttle", "transient"):
+            return self.error("throttled" if fault == "throttle" else "transient")
+        for kind, status in (("charge", "Charged"), ("capture", "Charged"), ("refund", "Refunded")):
+            result = self.billing.lookup(correlator, kind)
+            if result is not None:
+                return (
+                    self.answer(200, self.transaction_document(result, status))
+                    if result.ok
+                    else self.error(result.code)
+                )
+        return self.error("not_found", variables=[correlator])
+
+    async def reserve(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        body = await self._read_transaction(request)
+        if body is None or not body.get("clientCorrelator"):
+            return self.error("invalid")
+        fault = self.pre_fault("reserve")
+        if fault in ("throttle", "transient"):
+            return self.error("throttled" if fault == "throttle" else "transient")
+        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        amount_minor = self.minor(info.get("amount"))
+        if amount_minor is None or info.get("currency") != self.currency:
+            return self.error("invalid")
+        result = self.billing.reserve(str(body["clientCorrelator"]), self.msisdn_of(request), amount_minor)
+        if not result.ok:
+            return self.error(result.code)
+        return self.answer(201, self.transaction_document(result, "Reserved", body))
+
+    async def charge_reservation(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        body = await self._read_transaction(request)
+        if body is None or not body.get("clientCorrelator") or body.get("transactionOperationStatus") != "Charged":
+            return self.error("invalid")
+        fault = self.pre_fault("capture")
+        if fault in ("throttle", "transient"):
+            return self.error("throttled" if fault == "throttle" else "transient")
+        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        amount_minor = self.minor(info.get("amount"))
+        if amount_minor is None:
+            return self.error("invalid")
+        result = self.billing.capture(str(body["clientCorrelator"]), request.match_info["txid"], amount_minor)
+        garbage = self.garbage_response(fault) if fault else None
+        if garbage:
+            return garbage
+        await self.after_apply(fault, request)
+        if not result.ok:
+            return self.error(result.code)
+        return self.answer(201, self.transaction_document(result, "Charged", body))
+
+    async def balance_query(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        fault = self.pre_fault("balance")
+        if fault in ("throttle", "transient"):
+            return self.error("throttled" if fault == "throttle" else "transient")
+        msisdn = self.msisdn_of(request)
+        balance = self.billing.balance(msisdn)
+        if balance is None:
+            return self.error("unknown_subscriber")
+        return self.answer(200, {"accountBalance": {"endUserId": f"tel:{msisdn}",
+                                                    "balance": {"amount": self.major(balance),
+                                                                "currency": self.currency}}})  # fmt: skip
