@@ -21,3 +21,61 @@ SET_CARRIER_ENABLED = "select admin.set_carrier_enabled(%(carrier)s, %(enabled)s
 ADVANCE_CLOCK = "select admin.advance_clock(%(by)s)"
 SET_CLOCK = "select admin.set_clock(%(at)s)"
 CLOCK_NOW = "select cp.clock_now()"
+
+# Webhook dispatcher (role carrierpay_adapter).
+CLAIM_NOTIFICATIONS = "select adapter.claim_notifications(%(limit)s, %(lease)s)"
+COMPLETE_NOTIFICATIONS = "select adapter.complete_notifications(%(results)s)"
+
+# Operator CLI (role carrierpay_admin).
+ADD_MERCHANT = "select admin.add_merchant(%(code)s, %(name)s, %(webhook_url)s, %(platform_fee_bp)s)"
+LIST_MERCHANTS = (
+    "select code, name, db_role, webhook_url, platform_fee_bp, created_at from cp.merchant order by code"
+)
+ROTATE_MERCHANT_SECRET = "select admin.rotate_merchant_secret(%(code)s)"
+ADD_PRODUCT = "select admin.add_product(%(merchant)s, %(code)s, %(name)s, %(retry_policy)s, %(retry_timing)s)"
+ADD_PRICE_POINT = (
+    "select admin.add_price_point(%(merchant)s, %(product)s, %(plan)s, %(amount)s, %(currency)s, %(variant)s,"
+    " %(carrier)s, %(country)s)"
+)
+LIST_PRICE_POINTS = """
+select m.code, p.code, coalesce(c.code, pp.country), pp.plan::text, pp.amount_minor, pp.currency, pp.variant, pp.active
+from cp.price_point pp join cp.product p using (product_id) join cp.merchant m using (merchant_id)
+left join cp.carrier c on c.carrier_id = pp.carrier_id
+where m.code = %(merchant)s and (%(product)s::text is null or p.code = %(product)s)
+order by p.code, pp.plan, pp.amount_minor desc
+"""
+SUBSCRIBER_SHOW = """
+select s.subscriber_id, s.msisdn, c.code, coalesce(s.timezone, c.timezone), s.created_at,
+       (select count(*) from cp.subscription x where x.subscriber_id = s.subscriber_id and x.status <> 'cancelled'),
+       (select count(*) from cp.procedure p where p.subscriber_id = s.subscriber_id and p.kind = 'charge'),
+       (select coalesce(sum(collected_minor - refunded_minor), 0) from cp.procedure p
+         where p.subscriber_id = s.subscriber_id and p.kind = 'charge')
+from cp.subscriber s join cp.carrier c using (carrier_id) where s.msisdn = %(msisdn)s
+"""
+SUBSCRIBER_HISTORY = """
+select p.created_at, p.kind::text, p.procedure_id, p.status::text, p.amount_minor, p.currency, m.code, p.reason
+from cp.procedure p join cp.subscriber s using (subscriber_id) left join cp.merchant m using (merchant_id)
+where s.msisdn = %(msisdn)s order by p.procedure_id
+"""
+
+# Merchant API wrappers (any role allowed to act for the merchant).
+API_CHARGE = "select api.charge(%(merchant)s, %(msisdn)s, %(product)s, %(key)s, %(amount)s, %(metadata)s)"
+API_SUBSCRIBE = "select api.subscribe(%(merchant)s, %(msisdn)s, %(product)s, %(plan)s, %(key)s)"
+API_CONFIRM_OPTIN = "select api.confirm_optin(%(merchant)s, %(optin_id)s, %(pin)s)"
+API_REFUND = "select api.refund(%(merchant)s, %(payment_id)s, %(key)s, %(amount)s, %(reason)s)"
+API_CANCEL = "select api.cancel_subscription(%(merchant)s, %(subscription_id)s, %(reason)s)"
+API_PAYMENT = "select api.payment(%(merchant)s, %(payment_id)s)"
+API_SUBSCRIPTION = "select api.subscription(%(merchant)s, %(subscription_id)s)"
+
+# Reports (role carrierpay_reporter): each view of the report schema by its short name.
+REPORT_VIEWS = {
+    "revenue": "report.revenue",
+    "success": "report.success_by_carrier",
+    "hours": "report.success_by_hour",
+    "retries": "report.retries_per_success",
+    "churn": "report.churn",
+    "refunds": "report.refunds",
+    "calls": "report.open_calls",
+    "ledger": "report.ledger_balances",
+    "unbalanced": "report.unbalanced_journals",
+}

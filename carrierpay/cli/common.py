@@ -11,6 +11,7 @@ import sqlalchemy.exc
 import typer
 from rich.console import Console
 
+from carrierpay import db, errors
 from carrierpay.embedded import ClusterError
 from carrierpay.migrate import MigrationError
 
@@ -42,6 +43,8 @@ def user_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except errors.CarrierpayError as exc:
+            fail(f"{exc.code}: {exc}", hint="error codes are listed in docs/sql-api.md")
         except (ClusterError, MigrationError, psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
             if state["verbose"]:
                 err_console.print_exception()
@@ -58,3 +61,43 @@ def user_errors(func: Callable) -> Callable:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def call_sql(database_url: str | None, query: str, params: dict | list | None = None) -> list[tuple]:
+    """Run one named query on the running database; our SQLSTATEs become CarrierpayError."""
+    url = db.running_url(database_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            return conn.execute(query, params).fetchall()
+        except psycopg.Error as exc:
+            translated = errors.translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+
+def print_document(document: dict) -> None:
+    """A jsonb result of the SQL API, as pretty JSON."""
+    console.print_json(data=document)
+
+
+def print_rows(columns: list[str], rows: list[tuple], fmt: str = "table", title: str | None = None) -> None:
+    """Rows as a rich table, or CSV / JSON for scripts."""
+    import csv
+    import json
+
+    if fmt == "json":
+        typer.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*["" if value is None else str(value) for value in row])
+        console.print(table)

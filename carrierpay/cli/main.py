@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from carrierpay.cli import db as db_cmd
+from carrierpay.cli import merchants, pay, products, report, subscribers, webhooks
 from carrierpay.cli.common import state
 
 app = typer.Typer(
@@ -13,6 +14,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(merchants.app, name="merchant")
+app.add_typer(products.app, name="product")
+app.add_typer(subscribers.app, name="subscriber")
+app.add_typer(pay.app, name="pay")
+app.add_typer(webhooks.app, name="webhooks")
+app.command("report")(report.report)
 
 
 @app.callback()

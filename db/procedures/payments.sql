@@ -115,7 +115,7 @@ begin
 end
 $$;
 
--- Add a signed-webhook notification for the merchant (sent by the webhook dispatcher).
+-- Add a signed-webhook notification for the merchant (sent by the webhook dispatcher), when it has a URL.
 create or replace function cp.notify_merchant(p_merchant_id integer, p_kind text, p_payload jsonb,
                                               p_procedure_id bigint default null, p_subscription_id bigint default null)
 returns void
@@ -125,7 +125,8 @@ as $$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
                                           next_attempt_at, created_at)
     select p_merchant_id, p_kind, p_procedure_id, p_subscription_id, p_payload, cp.clock_now(), cp.clock_now()
-    where p_merchant_id is not null
+    from cp.merchant m
+    where m.merchant_id = p_merchant_id and m.webhook_url is not null
 $$;
 
 -- The public view of a procedure, as api.* functions return it.

@@ -1,0 +1,48 @@
+"""`carrierpay merchant …`: onboard the companies that sell through carrierpay."""
+
+from __future__ import annotations
+
+import typer
+
+from carrierpay import queries
+from carrierpay.cli.common import DatabaseUrlOption, call_sql, print_document, print_rows, user_errors
+
+app = typer.Typer(
+    help=(
+        "Merchants: their database role (which may act only for them) and webhook secret.\n\n"
+        "Examples:\n\n"
+        "  carrierpay merchant add acme 'Acme Games' --webhook-url https://acme.example/hooks --fee-bp 1000\n\n"
+        "  carrierpay merchant rotate-secret acme"
+    ),
+    no_args_is_help=True,
+)
+
+
+@app.command()
+@user_errors
+def add(
+    code: str = typer.Argument(..., help="Short code: lowercase letters, digits, _"),
+    name: str = typer.Argument(..., help="Display name"),
+    webhook_url: str | None = typer.Option(None, help="Where signed notifications are posted"),
+    fee_bp: int = typer.Option(0, "--fee-bp", help="Platform fee in basis points of the net amount"),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Create a merchant and its database role; prints the webhook secret once."""
+    rows = call_sql(database_url, queries.ADD_MERCHANT,
+                    {"code": code, "name": name, "webhook_url": webhook_url, "platform_fee_bp": fee_bp})
+    print_document(rows[0][0])
+
+
+@app.command("list")
+@user_errors
+def list_(database_url: str | None = DatabaseUrlOption) -> None:
+    """List merchants."""
+    rows = call_sql(database_url, queries.LIST_MERCHANTS)
+    print_rows(["code", "name", "db_role", "webhook_url", "fee_bp", "created_at"], rows)
+
+
+@app.command("rotate-secret")
+@user_errors
+def rotate_secret(code: str, database_url: str | None = DatabaseUrlOption) -> None:
+    """Issue a new webhook signing secret (the old one stops working at once)."""
+    print_document(call_sql(database_url, queries.ROTATE_MERCHANT_SECRET, {"code": code})[0][0])

@@ -1,0 +1,37 @@
+"""`carrierpay report …`: the DBA views of the report schema, as tables, CSV or JSON."""
+
+from __future__ import annotations
+
+import psycopg
+import typer
+
+from carrierpay import db, queries
+from carrierpay.cli.common import DatabaseUrlOption, fail, print_rows, user_errors
+
+VIEW_NAMES = ", ".join(queries.REPORT_VIEWS)
+
+
+def report(
+    view: str = typer.Argument("success", help=f"One of: {VIEW_NAMES}, or 'all'"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Show a report view (revenue, success by carrier or local hour, retries, churn, refunds, open calls ...).
+
+    Examples: carrierpay report revenue; carrierpay report calls --format json
+    """
+    run_report(view, fmt, database_url)
+
+
+@user_errors
+def run_report(view: str, fmt: str, database_url: str | None) -> None:
+    if fmt not in ("table", "csv", "json"):
+        fail(f"unknown format {fmt!r}", hint="use table, csv or json")
+    names = list(queries.REPORT_VIEWS) if view == "all" else [view]
+    for name in names:
+        if name not in queries.REPORT_VIEWS:
+            fail(f"unknown report {name!r}", hint=f"choose one of: {VIEW_NAMES}")
+    with psycopg.connect(db.running_url(database_url), autocommit=True) as conn:
+        for name in names:
+            cur = conn.execute(f"select * from {queries.REPORT_VIEWS[name]} order by 1, 2")  # names from our allow-list
+            print_rows([c.name for c in cur.description], cur.fetchall(), fmt, title=queries.REPORT_VIEWS[name])

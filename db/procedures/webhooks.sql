@@ -1,0 +1,55 @@
+-- Merchant webhooks: the dispatcher claims due notifications, signs and posts them, and reports
+-- back. Delivery is at least once; merchants deduplicate by the notification id.
+
+-- Lease due notifications to a dispatcher: each comes with the URL and the merchant's secret.
+create or replace function adapter.claim_notifications(p_limit integer, p_lease interval default interval '1 minute')
+returns setof jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+begin
+    return query
+    with due as (
+        select n.notification_id from cp.merchant_notification n
+        where n.status = 'pending' and n.next_attempt_at <= cp.clock_now()
+        order by n.next_attempt_at
+        limit p_limit
+        for update skip locked
+    ), leased as (
+        update cp.merchant_notification n set next_attempt_at = cp.clock_now() + p_lease
+        from due where n.notification_id = due.notification_id
+        returning n.*
+    )
+    select jsonb_build_object('notification_id', l.notification_id, 'kind', l.kind, 'url', m.webhook_url,
+                              'secret', m.webhook_secret, 'attempt', l.attempts + 1,
+                              'body', jsonb_build_object('id', l.notification_id, 'type', l.kind,
+                                                         'created_at', l.created_at, 'data', l.payload))
+    from leased l join cp.merchant m using (merchant_id);
+end
+$$;
+
+-- Record delivery results: [{"notification_id", "delivered": bool, "error"}]. Failures back off
+-- exponentially (30 s doubling, at most 6 h) and give up after 15 attempts.
+create or replace function adapter.complete_notifications(p_results jsonb) returns integer
+language plpgsql security definer
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_rows integer;
+begin
+    update cp.merchant_notification n
+    set attempts = n.attempts + 1,
+        status = case when (r->>'delivered')::boolean then 'delivered'
+                      when n.attempts + 1 >= 15 then 'failed' else 'pending' end,
+        delivered_at = case when (r->>'delivered')::boolean then cp.clock_now() end,
+        last_error = case when (r->>'delivered')::boolean then null else left(r->>'error', 500) end,
+        next_attempt_at = cp.clock_now() + least(interval '6 hours', interval '30 seconds' * power(2, n.attempts))
+    from jsonb_array_elements(p_results) r
+    where n.notification_id = (r->>'notification_id')::bigint and n.status = 'pending';
+    get diagnostics v_rows = row_count;
+    return v_rows;
+end
+$$;
+
+grant execute on function adapter.claim_notifications(integer, interval), adapter.complete_notifications(jsonb)
+to carrierpay_adapter;
