@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from carrierpay.cli import db as db_cmd
+from carrierpay.cli import history
 from carrierpay.cli.common import state
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(history.app, name="history")
 
 
 @app.callback()

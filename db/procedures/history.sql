@@ -61,19 +61,31 @@ as $$
     left join cp.subscription s on s.subscription_id = coalesce(d.subscription_id, p.subscription_id)
 $$;
 
--- Lock the buckets of the oldest unshipped rows that no other shipper holds; returns those held.
-create or replace function cp.history_lock_buckets(p_buckets integer[]) returns integer[]
+-- Walk the buckets of the oldest unshipped rows (one element per row, in id order) and lock
+-- those no other shipper holds, until the held buckets cover p_limit rows; returns them.
+-- Rows of buckets held elsewhere are stepped over, so concurrent shippers spread out instead
+-- of all waiting on the buckets of the very oldest rows.
+create or replace function cp.history_lock_buckets(p_row_buckets integer[], p_limit integer) returns integer[]
 language plpgsql volatile
 set search_path = pg_catalog, cp
 as $$
 declare
     v_bucket integer;
+    v_tried integer[] := '{}';
     v_held integer[] := '{}';
+    v_rows integer := 0;
 begin
-    foreach v_bucket in array p_buckets loop
-        if pg_try_advisory_xact_lock(1129334868, v_bucket) then
-            v_held := v_held || v_bucket;
+    foreach v_bucket in array p_row_buckets loop
+        if v_bucket = any(v_held) then
+            v_rows := v_rows + 1;
+        elsif not v_bucket = any(v_tried) then
+            v_tried := v_tried || v_bucket;
+            if pg_try_advisory_xact_lock(1129334868, v_bucket) then
+                v_held := v_held || v_bucket;
+                v_rows := v_rows + 1;
+            end if;
         end if;
+        exit when v_rows >= p_limit;
     end loop;
     return v_held;
 end
@@ -91,13 +103,11 @@ as $$
 declare
     v_held integer[];
 begin
-    -- Scan a few batches deep so a second shipper finds buckets the first one does not hold.
-    select cp.history_lock_buckets(coalesce(array_agg(b.bucket order by b.first_id), '{}'))
+    -- Look several batches deep so a second shipper finds buckets the first one does not hold.
+    select cp.history_lock_buckets(coalesce(array_agg(r.bucket order by r.event_id), '{}'), p_limit)
       into v_held
-      from (select cp.history_bucket(e.aggregate_type, e.aggregate_id) as bucket, min(e.event_id) as first_id
-              from (select e2.aggregate_type, e2.aggregate_id, e2.event_id
-                      from cp.event e2 order by e2.event_id limit p_limit * 4) e
-             group by 1) b;
+      from (select cp.history_bucket(e.aggregate_type, e.aggregate_id) as bucket, e.event_id
+              from cp.event e order by e.event_id limit p_limit * 16) r;
     if cardinality(v_held) = 0 then
         return;
     end if;
@@ -131,12 +141,10 @@ as $$
 declare
     v_held integer[];
 begin
-    select cp.history_lock_buckets(coalesce(array_agg(b.bucket order by b.first_id), '{}'))
+    select cp.history_lock_buckets(coalesce(array_agg(r.bucket order by r.log_id), '{}'), p_limit)
       into v_held
-      from (select cp.history_bucket('carrier_call', l.call_id) as bucket, min(l.log_id) as first_id
-              from (select l2.call_id, l2.log_id
-                      from cp.carrier_log l2 order by l2.log_id limit p_limit * 4) l
-             group by 1) b;
+      from (select cp.history_bucket('carrier_call', l.call_id) as bucket, l.log_id
+              from cp.carrier_log l order by l.log_id limit p_limit * 16) r;
     if cardinality(v_held) = 0 then
         return;
     end if;
