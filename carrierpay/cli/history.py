@@ -95,7 +95,7 @@ def print_lag(main_url: str) -> None:
         table.add_column(column)
     for row in shipper_mod.lag(main_url):
         table.add_row(row["outbox"], str(row["unshipped"]), _s(row["oldest_id"]), _age(row["oldest_age"]),
-                      _s(row["last_shipped_at"]), _s(row["last_error"]))
+                      _when(row["last_shipped_at"]), _s(row["last_error"]))
     console.print(table)
 
 
@@ -198,6 +198,10 @@ def _j(value) -> str:
 
 def _s(value) -> str:
     return "" if value is None else str(value)
+
+
+def _when(value) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _age(value: timedelta | None) -> str:

@@ -82,7 +82,7 @@ class Redactor:
 
     def __post_init__(self):
         # Secret key names as they appear inside text: query strings, JSON text, XML elements.
-        names = "|".join(sorted({re.escape(k) for k in _spellings(self.secret_keys)}, key=len, reverse=True))
+        names = "|".join(_spelling_pattern(k) for k in sorted(self.secret_keys, key=len, reverse=True))
         patterns = (
             re.compile(rf'("(?:{names})"\s*:\s*")((?:[^"\\]|\\.)*)(")', re.I),
             re.compile(rf"(<(?:\w+:)?(?:{names})\b[^>]*>)([^<]*)(</)", re.I),
@@ -154,26 +154,9 @@ def _split(value: str) -> Iterable[str]:
     return (normalise_key(part) for part in value.split(",") if part.strip())
 
 
-def _spellings(keys: Iterable[str]) -> set[str]:
-    """The usual ways a normalised key is written in text (clientsecret → client_secret, client-secret…)."""
-    known = {
-        "clientsecret": ("client_secret", "client-secret", "clientSecret"),
-        "accesstoken": ("access_token", "accessToken"),
-        "refreshtoken": ("refresh_token", "refreshToken"),
-        "idtoken": ("id_token",),
-        "sppassword": ("sp_password", "spPassword"),
-        "apikey": ("api_key", "api-key", "apiKey"),
-        "xapikey": ("x-api-key",),
-        "systempassword": ("system_password",),
-        "pincode": ("pin_code",),
-    }
-    out: set[str] = set()
-    for key in keys:
-        if key in {"to", "from"}:
-            continue
-        out.add(key)
-        out.update(known.get(key, ()))
-    return out
+def _spelling_pattern(key: str) -> str:
+    """A normalised key as written in text: clientsecret matches client_secret, clientSecret, client-secret."""
+    return "[-_.]?".join(re.escape(ch) for ch in key)
 
 
 DEFAULT = Redactor()

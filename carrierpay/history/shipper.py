@@ -80,11 +80,11 @@ class Shipper:
 
     def ship_batch(self) -> tuple[int, int]:
         """Ship one batch; returns (events, logs) shipped. Raises StoreUnavailable, leaving the outbox intact."""
-        if not self._store_ready:
-            self.store.ensure_ready()
-            self._store_ready = True
         conn = self._db()
         try:
+            if not self._store_ready:
+                self.store.ensure_ready()
+                self._store_ready = True
             with conn.transaction():
                 events = conn.execute(QUERIES["claim_events"], [self.batch_size]).fetchall()
                 logs = conn.execute(QUERIES["claim_logs"], [self.batch_size]).fetchall()

@@ -230,9 +230,16 @@ select o.outbox,
  cross join (select max(h.last_shipped_at) as last_shipped_at,
                     (array_agg(h.last_error order by h.last_error_at desc nulls last))[1] as last_error,
                     max(h.last_error_at) as last_error_at
-               from cp.history_shipper h) s;
+               from cp.history_shipper h) s0
+ -- an error is news only until some shipper succeeds after it
+ cross join lateral (select s0.last_shipped_at,
+                            case when s0.last_error_at > coalesce(s0.last_shipped_at, '-infinity') then s0.last_error end
+                                as last_error,
+                            case when s0.last_error_at > coalesce(s0.last_shipped_at, '-infinity') then s0.last_error_at end
+                                as last_error_at) s;
 comment on view report.history_lag is
-    'History shipping lag: unshipped outbox rows and the age of the oldest, per outbox';
+    'History shipping lag: unshipped outbox rows and the age of the oldest, per outbox; the last shipper '
+    'error while no shipment succeeded after it';
 
 -- Every shipper that ever ran, its progress and its last error.
 create or replace view report.history_shippers as

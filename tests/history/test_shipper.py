@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -120,6 +121,7 @@ def test_store_failing_mid_run_loses_nothing(db_url, world, store, conn):
     shipper.drain()
     assert set(all_documents(store)) == before
     assert world.outbox_keys() == set()
+    assert [r["last_error"] for r in lag(db_url)] == [None, None]  # shipped since: no longer news
     for paid in payments:
         keys = [document_key(d) for d in timeline(store, "procedure", paid["procedure_id"])]
         assert keys == paid["documents"]
@@ -261,3 +263,35 @@ def test_pin_and_oauth_token_never_reach_the_store(db_url, world, store, history
     docs = timeline(store, "procedure", pid)
     assert docs[0]["body"]["sms"]["text"] == "Your PIN is [REDACTED]. Reply STOP to cancel"
     assert docs[1]["body"]["request"]["headers"]["Content-Type"] == "application/json"
+
+
+def test_daemon_loop_backs_off_while_the_store_is_down_then_catches_up(db_url, world, store):
+    paid = world.payment_with_calls(world.subscriber(), calls=1)
+    before = world.outbox_keys()
+    failures = []
+
+    def down_twice(n, _docs):
+        if n <= 2:
+            failures.append(n)
+            raise StoreUnavailable("not yet")
+
+    shipper = Shipper(db_url, WrappedStore(store, before=down_twice), batch_size=2)
+    stop = threading.Event()
+    results = []
+    worker = threading.Thread(target=shipper.run, kwargs={
+        "interval": 0.05, "stop": stop, "retention": False, "on_result": results.append})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while world.outbox_keys() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        late = world.event("procedure", paid["procedure_id"], "late")  # arrives while the loop idles
+        while world.outbox_keys() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+        shipper.close()
+    assert failures == [1, 2] and sum(1 for r in results if r.errors) == 2
+    assert set(all_documents(store)) == before | {("event", late)}
+    assert world.outbox_keys() == set()
