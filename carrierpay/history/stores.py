@@ -228,8 +228,9 @@ class PostgresStore:
 
         try:
             return self._run(insert)
-        except psycopg.errors.UndefinedTable:
-            # A partition dropped by retention (or the schema) since we cached it: rebuild and retry once.
+        except (psycopg.errors.CheckViolation, psycopg.errors.UndefinedTable):
+            # No partition for a day we believed existed: another process's retention dropped it
+            # since we cached it ("no partition of relation … found for row"). Rebuild and retry once.
             self._partitions.clear()
             self.ensure_ready()
             return self._run(insert)
