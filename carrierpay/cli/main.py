@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from carrierpay.cli import db as db_cmd
-from carrierpay.cli import merchants, pay, products, report, subscribers, webhooks
+from carrierpay.cli import history, merchants, pay, products, report, subscribers, webhooks
 from carrierpay.cli.common import state
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.add_typer(products.app, name="product")
 app.add_typer(subscribers.app, name="subscriber")
 app.add_typer(pay.app, name="pay")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(history.app, name="history")
 app.command("report")(report.report)
 
 

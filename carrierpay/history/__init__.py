@@ -1,0 +1,1 @@
+"""History: the outbox shipper, the history stores (PostgreSQL, MongoDB), timelines and retention."""
