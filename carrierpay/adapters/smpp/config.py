@@ -130,6 +130,7 @@ class SmppConfig:
     dlr_id_format: str = "as_is"
     dlr_error_map: dict[str, str] = field(default_factory=dict)
     command_status_map: dict[int, str] = field(default_factory=dict)
+    mo_id_tlv: int | None = None
 
     @property
     def short_code(self) -> str:
@@ -151,6 +152,8 @@ def load_smpp_config(section: Mapping[str, Any], *, throughput_tps: float | None
     dlr = s.pop("dlr", None) or {}
     csm = s.pop("command_status_map", None) or {}
     s.pop("bind_mode", None)
+    if isinstance(s.get("mo_id_tlv"), str):
+        s["mo_id_tlv"] = int(s["mo_id_tlv"], 16)
     if s.get("system_type") is not None:
         check_bind_credentials(s["system_id"], "", s.get("system_type", ""))
     if s.get("tps") is None and throughput_tps is not None:
