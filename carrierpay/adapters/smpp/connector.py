@@ -20,10 +20,12 @@ import hashlib
 import inspect
 import itertools
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from aiosmpplib import ESME, PhoneNumber, SmppError, SubmitSm
@@ -124,6 +126,8 @@ class _Hook(AbstractHook):
             self._owner._writing(smpp_message)
 
     async def received(self, smpp_message, pdu: bytes, client_id: str) -> None:
+        if smpp_message is None:
+            self._owner._last_unparsed = pdu
         try:
             await self._owner._received(smpp_message, pdu)
         except Exception:  # a callback bug must not take the session down with it
@@ -205,8 +209,19 @@ class _Esme(ESME):
         # A response can only come on the session that carried the request: whatever the old
         # session left unanswered is settled now, before the new bind.
         self._owner._session_lost("connection_lost")
+        self._owner._last_unparsed = b""
         try:
             await super().connect()
+        except ValueError:
+            # SMPP 3.4 (4.1.2) lets an SMSC omit the body of a failed bind_resp; the library insists
+            # on one and raises ValueError, hiding the status we need to report.
+            self._close_transport()
+            raw = self._owner._last_unparsed
+            if len(raw) >= 16:
+                _, command_id, status, _ = struct.unpack("!IIII", raw[:16])
+                if command_id == int(SmppCommand.BIND_TRANSCEIVER_RESP) and status:
+                    raise SmppError(SmppCommand.BIND_TRANSCEIVER_RESP, _status(status)) from None
+            raise
         except BaseException:
             self._close_transport()
             raise
@@ -226,10 +241,34 @@ class _Esme(ESME):
             try:
                 return DeliverSm.from_pdu(pdu, header, self.default_encoding, self.custom_codecs)
             except Exception:
+                pass
+            try:
+                # e.g. a receipt carried only in TLVs, with an empty short_message the library refuses
+                return _parse_deliver_sm(pdu)
+            except Exception:
                 log.warning("malformed deliver_sm from SMSC: %s", pdu.hex())
                 await self._send_data(GenericNack(header.sequence_num, SmppCommandStatus.ESME_RSYSERR))
                 return None
         return await super()._handle_request(pdu, header)
+
+    async def _receive_data(self):
+        try:
+            return await super()._receive_data()
+        finally:
+            # The library keeps the sender running for up to a second while it winds a dead session
+            # down; anything written then can never be answered. Stop it from writing at once.
+            self._session_state = SmppSessionState.CLOSED
+            self._bound.clear()
+            self._owner._bound.clear()
+
+    async def _end_task(self, task: asyncio.Task) -> None:
+        # The library gives each task half a second to finish after the session ended. The sender
+        # and the keep-alive only ever wait there (on the queue or a timer), so that is dead time
+        # on every re-bind and stop; the part bookkeeping copes with a sender cut off anywhere.
+        if task.get_name() in ("Sender", "Connection keeper"):
+            await self._cancel_task(task, task.get_name())
+            return
+        await super()._end_task(task)
 
     async def start(self) -> None:
         # The library lets exceptions other than transport/ValueError escape start(), which would
@@ -246,6 +285,72 @@ class _Esme(ESME):
                 self._session_state = SmppSessionState.CLOSED
                 self._close_transport()
                 await self.retry_timer.wait()
+
+
+def _status(value: int) -> SmppCommandStatus:
+    try:
+        return SmppCommandStatus(value)
+    except ValueError:
+        return SmppCommandStatus.ESME_RUNKNOWNERR
+
+
+# TLVs whose value is an unsigned integer (SMPP 3.4 section 5.3.2), by length in octets.
+_INT_TLVS = {0x0427, 0x0204, 0x020C, 0x020E, 0x020F, 0x0005, 0x0006, 0x0008, 0x000D, 0x000F, 0x0010}
+
+
+def _parse_deliver_sm(pdu: bytes) -> DeliverSm:
+    """A lenient deliver_sm decoder for what the library's strict one refuses."""
+    pos = 16
+
+    def cstr() -> str:
+        nonlocal pos
+        end = pdu.index(b"\x00", pos)
+        value = pdu[pos:end].decode("latin-1")
+        pos = end + 1
+        return value
+
+    def u8() -> int:
+        nonlocal pos
+        pos += 1
+        return pdu[pos - 1]
+
+    def enum(cls, value):
+        try:
+            return cls(value)
+        except ValueError:
+            return cls(0)
+
+    service_type = cstr()
+    src_ton, src_npi = u8(), u8()
+    source = PhoneNumber(cstr()[:20], enum(TON, src_ton), enum(NPI, src_npi))
+    dst_ton, dst_npi = u8(), u8()
+    destination = PhoneNumber(cstr()[:20], enum(TON, dst_ton), enum(NPI, dst_npi))
+    esm_class, _protocol_id, _priority = u8(), u8(), u8()
+    cstr(), cstr()  # schedule_delivery_time, validity_period
+    registered_delivery, _replace, data_coding, _default_id, sm_length = u8(), u8(), u8(), u8(), u8()
+    raw = pdu[pos : pos + sm_length]
+    pos += sm_length
+    tlvs = []
+    while pos + 4 <= len(pdu):
+        tag, length = struct.unpack_from("!HH", pdu, pos)
+        value = pdu[pos + 4 : pos + 4 + length]
+        pos += 4 + length
+        if tag == 0x0424:  # message_payload stands in for short_message
+            raw = raw or value
+            continue
+        tlvs.append(SimpleNamespace(tag=tag, value=int.from_bytes(value, "big") if tag in _INT_TLVS else value))
+    if esm_class & gsm.UDHI:
+        concat, raw = gsm.parse_udh(raw)
+        if concat:
+            tlvs += [SimpleNamespace(tag=0x020C, value=concat[0]), SimpleNamespace(tag=0x020E, value=concat[1]),
+                     SimpleNamespace(tag=0x020F, value=concat[2])]
+    message = DeliverSm(short_message="-", source=source, destination=destination, service_type=service_type[:5],
+                        esm_class=esm_class, registered_delivery=registered_delivery)
+    # Set after construction: the dataclass refuses an empty text, which is legal on the wire.
+    message.short_message = gsm.decode(raw, data_coding)
+    message.optional_params = tlvs
+    message.encoding = "ucs2" if data_coding == gsm.DCS_UCS2 else None
+    return message
 
 
 class SmppConnector:
@@ -275,6 +380,7 @@ class SmppConnector:
         self.on_mo = on_mo
         self.on_receipt = on_receipt
         self.binds = 0
+        self._last_unparsed = b""
         self._window = asyncio.Semaphore(self.config.window)
         self._parts: dict[str, _Part] = {}
         self._by_seq: dict[int, _Part] = {}
@@ -478,7 +584,9 @@ class SmppConnector:
             )
         return request, out
 
-    async def _submit_part(self, call: Mapping[str, Any], index: int, segment: gsm.Segment, kwargs: dict) -> _PartResult:
+    async def _submit_part(
+        self, call: Mapping[str, Any], index: int, segment: gsm.Segment, kwargs: dict
+    ) -> _PartResult:
         attempts = 0
         while True:
             attempts += 1
@@ -599,7 +707,8 @@ class SmppConnector:
                 return
         mo_id = None
         if self.config.mo_id_tlv is not None and self.config.mo_id_tlv in tlvs:
-            mo_id = str(tlvs[self.config.mo_id_tlv]).rstrip("\x00")
+            raw_id = tlvs[self.config.mo_id_tlv]
+            mo_id = (raw_id.decode("latin-1") if isinstance(raw_id, bytes) else str(raw_id)).rstrip("\x00")
         if not mo_id:
             # Without an SMSC id, a redelivered MO is recognisable only by content and minute.
             minute = datetime.now(UTC).strftime("%Y%m%d%H%M")
