@@ -154,8 +154,6 @@ def load_smpp_config(section: Mapping[str, Any], *, throughput_tps: float | None
     s.pop("bind_mode", None)
     if isinstance(s.get("mo_id_tlv"), str):
         s["mo_id_tlv"] = int(s["mo_id_tlv"], 16)
-    if s.get("system_type") is not None:
-        check_bind_credentials(s["system_id"], "", s.get("system_type", ""))
     if s.get("tps") is None and throughput_tps is not None:
         s["tps"] = throughput_tps
     s["source_short_codes"] = tuple(s["source_short_codes"])
