@@ -97,7 +97,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
     yield from _results_errors("results", data.get("results") or [])
     for op_name, operation in data["operations"].items():
         base = f"operations.{op_name}"
-        if operation["pattern"] == "callback" and "callbacks" not in data:
+        # Over SMPP the asynchronous answer is the delivery receipt, not an HTTP callback.
+        if operation["pattern"] == "callback" and "callbacks" not in data and data.get("transport") != "smpp":
             yield f"{base}.pattern: 'callback' needs a top-level 'callbacks' section"
         if operation["pattern"] == "report" and "reports" not in data:
             yield f"{base}.pattern: 'report' needs a top-level 'reports' section"

@@ -113,7 +113,9 @@ def test_invalid_specs_name_the_offending_path(mutate, expected):
 
 def test_smpp_section_is_checked_against_its_own_schema_file():
     data = base_spec()
-    data.update(transport="smpp", smpp={"host": "127.0.0.1"})
+    smpp = {"host": "127.0.0.1", "port": 2775, "system_id": "carrierpay", "password_secret": "SMSC_PASSWORD",
+            "source_short_codes": ["33001"]}
+    data.update(transport="smpp", smpp=dict(smpp))
     data.pop("base_url")
     for operation in data["operations"].values():
         for key in ("request", "response", "results"):
@@ -121,6 +123,8 @@ def test_smpp_section_is_checked_against_its_own_schema_file():
     assert validate_spec(data) == []
     data["smpp"] = "not an object"
     assert validate_spec(data) == ["smpp: 'not an object' is not of type 'object'"]
+    data["smpp"] = {key: value for key, value in smpp.items() if key != "password_secret"}
+    assert validate_spec(data) == ["smpp: 'password_secret' is a required property"]
 
 
 def test_base_url_override_order(monkeypatch):
