@@ -9,6 +9,10 @@ from __future__ import annotations
 import psycopg
 
 
+class MigrationError(RuntimeError):
+    """A migration failed; the database was left as it was before the run."""
+
+
 class CarrierpayError(Exception):
     """An error raised by carrierpay's SQL API, with its stable code."""
 

@@ -20,15 +20,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from carrierpay.errors import MigrationError
 from carrierpay.paths import sql_root
+
+__all__ = ["MigrationError", "MigrationPlan", "migrate", "plan", "repeatable_files"]
 
 # One key for every migrator of a database: concurrent runs queue instead of interleaving.
 MIGRATION_LOCK_KEY = 0x43504D49  # "CPMI"
 REPEATABLE_DIRS = ("procedures", "triggers")
-
-
-class MigrationError(RuntimeError):
-    """A migration failed; the database was left as it was before the run."""
 
 
 @dataclass

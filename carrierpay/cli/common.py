@@ -7,13 +7,12 @@ import sys
 from collections.abc import Callable
 
 import psycopg
-import sqlalchemy.exc
 import typer
 from rich.console import Console
 
 from carrierpay import db, errors
 from carrierpay.embedded import ClusterError
-from carrierpay.migrate import MigrationError
+from carrierpay.errors import MigrationError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +26,12 @@ DatabaseUrlOption = typer.Option(
 )
 
 state = {"verbose": False}
+
+
+def _sqlalchemy_errors() -> tuple[type[Exception], ...]:
+    """SQLAlchemy's DBAPIError, only if a command already imported it (it is slow to import)."""
+    module = sys.modules.get("sqlalchemy.exc")
+    return (module.DBAPIError,) if module else ()
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> None:
@@ -45,10 +50,10 @@ def user_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except errors.CarrierpayError as exc:
             fail(f"{exc.code}: {exc}", hint="error codes are listed in docs/sql-api.md")
-        except (ClusterError, MigrationError, psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
+        except (ClusterError, MigrationError, psycopg.Error, *_sqlalchemy_errors()) as exc:
             if state["verbose"]:
                 err_console.print_exception()
-            if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+            if getattr(exc, "orig", None) is not None:  # SQLAlchemy wraps the driver's error
                 exc = exc.orig
             hint = getattr(exc, "hint", None)
             if isinstance(exc, psycopg.OperationalError) and hint is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carrierpay import config, db, migrate
+from carrierpay import config, db
 from carrierpay.cli.common import DatabaseUrlOption, console, fail, user_errors
 
 app = typer.Typer(
@@ -60,6 +60,8 @@ def status(database_url: str | None = DatabaseUrlOption) -> None:
                       f"(data {st.datadir}, port {st.port}, pid {st.pid})")
         if not st.running:
             raise typer.Exit(1)
+    from carrierpay import migrate
+
     todo = migrate.plan(where.url)
     console.print("schema: up to date" if todo.up_to_date else
                   f"schema: {len(todo.pending_revisions)} revision(s), {len(todo.changed_files)} file(s) pending")
@@ -79,6 +81,8 @@ def migrate_cmd(
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Run alembic upgrade head and re-apply db/procedures and db/triggers, in one transaction."""
+    from carrierpay import migrate
+
     target_url = db.running_url(database_url)
     if check:
         todo = migrate.plan(target_url)

@@ -7,7 +7,7 @@ import logging
 
 import typer
 
-from carrierpay import db, webhooks
+from carrierpay import db
 from carrierpay.cli.common import DatabaseUrlOption, user_errors
 from carrierpay.daemon import install_stop_handlers
 
@@ -20,6 +20,8 @@ def run(interval: float = typer.Option(1.0, help="Seconds between polls when idl
         batch: int = typer.Option(100, help="Notifications per batch"),
         database_url: str | None = DatabaseUrlOption) -> None:
     """Deliver pending notifications (HMAC-SHA256 signed POSTs), retrying with back-off."""
+    from carrierpay import webhooks
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     url = db.running_url(database_url)
 

@@ -9,9 +9,9 @@ drop view if exists report.revenue, report.success_by_carrier, report.success_by
 create view report.revenue as
 select c.code as carrier, c.country, m.code as merchant, p.currency,
        count(*) filter (where p.collected_minor > 0) as payments,
-       sum(p.collected_minor) as collected_minor,
-       sum(p.refunded_minor) as refunded_minor,
-       sum(p.collected_minor - p.refunded_minor) as net_minor
+       sum(p.collected_minor)::bigint as collected_minor,
+       sum(p.refunded_minor)::bigint as refunded_minor,
+       sum(p.collected_minor - p.refunded_minor)::bigint as net_minor
 from cp.procedure p
 join cp.carrier c using (carrier_id)
 join cp.merchant m using (merchant_id)
@@ -76,7 +76,7 @@ select c.code as carrier, m.code as merchant, r.currency,
        count(*) as refunds,
        count(*) filter (where r.status = 'succeeded') as succeeded,
        count(*) filter (where r.status = 'failed') as failed,
-       coalesce(sum(r.amount_minor) filter (where r.status = 'succeeded'), 0) as refunded_minor
+       coalesce(sum(r.amount_minor) filter (where r.status = 'succeeded'), 0)::bigint as refunded_minor
 from cp.procedure r join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
 where r.kind = 'refund'
 group by c.code, m.code, r.currency;
@@ -92,7 +92,7 @@ group by c.code, k.operation, k.status;
 -- Balance of every ledger account (debit positive).
 create view report.ledger_balances as
 select a.kind, coalesce(c.code, m.code, a.country, 'platform') as owner, a.currency,
-       coalesce(sum(e.amount_minor), 0) as balance_minor
+       coalesce(sum(e.amount_minor), 0)::bigint as balance_minor
 from cp.ledger_account a
 left join cp.ledger_entry e using (account_id)
 left join cp.carrier c on c.carrier_id = a.carrier_id
@@ -101,7 +101,7 @@ group by a.account_id, a.kind, c.code, m.code, a.country, a.currency;
 
 -- Journals that do not balance: must always be empty.
 create view report.unbalanced_journals as
-select journal_id, sum(amount_minor) as off_by_minor
+select journal_id, sum(amount_minor)::bigint as off_by_minor
 from cp.ledger_entry group by journal_id having sum(amount_minor) <> 0;
 
 grant select on report.revenue, report.success_by_carrier, report.success_by_hour, report.retries_per_success,

@@ -1,0 +1,95 @@
+"""The operator CLI groups as subprocesses against a real database, with their error cases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def cli(db_url):
+    env = os.environ | {"CARRIERPAY_DATABASE_URL": db_url, "COLUMNS": "250"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "carrierpay", *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    return run
+
+
+def document(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_onboard_a_merchant_sell_and_refund_from_the_command_line(cli, conn):
+    conn.execute("select admin.onboard_carrier(%s::jsonb)", [json.dumps({
+        "code": "cli_ng", "name": "CLI NG", "country": "NG", "mcc": "621", "mnc": "30", "currency": "NGN",
+        "timezone": "Africa/Lagos", "number_ranges": ["+234803"], "regulation": "NG",
+        "operations": {"charge": {"pattern": "sync"}, "refund": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}},
+    })])
+    added = document(cli("merchant", "add", "shop", "Shop Ltd", "--webhook-url", "http://127.0.0.1:9/h"))
+    assert added["status"] == "created" and len(added["webhook_secret"]) == 64
+    assert "shop" in cli("merchant", "list").stdout
+    rotated = document(cli("merchant", "rotate-secret", "shop"))
+    assert rotated["webhook_secret"] != added["webhook_secret"]
+
+    assert document(cli("product", "add", "shop", "gold", "Gold pack"))["status"] == "saved"
+    assert document(cli("product", "price", "shop", "gold", "one_time", "15000", "NGN", "gold_1",
+                        "--carrier", "cli_ng"))["amount_minor"] == 15000
+    assert "gold_1" in cli("product", "prices", "shop").stdout
+
+    charge = document(cli("pay", "charge", "shop", "+2348030000001", "gold", "--key", "order-1"))
+    assert charge["status"] == "pending" and charge["amount_minor"] == 15000
+    again = document(cli("pay", "charge", "shop", "+2348030000001", "gold", "--key", "order-1"))
+    assert again["id"] == charge["id"]
+
+    # An adapter settles it; then the refund goes through the CLI.
+    conn.execute("select adapter.claim_calls('cli_ng', 10, interval '1 minute', 't')")
+    call_id = conn.execute("select call_id from cp.carrier_call where procedure_id = %s", [charge["id"]]).fetchone()[0]
+    conn.execute("select adapter.complete_calls(%s::jsonb)",
+                 [json.dumps([{"call_id": call_id, "outcome": "succeeded"}])])
+    shown = document(cli("pay", "show", "shop", str(charge["id"])))
+    assert shown["status"] == "succeeded" and shown["attempts"][0]["outcome"] == "succeeded"
+    refund = document(cli("pay", "refund", "shop", str(charge["id"]), "--amount", "5000"))
+    assert refund["kind"] == "refund" and refund["amount_minor"] == 5000
+
+    subscriber = cli("subscriber", "show", "+2348030000001")
+    assert subscriber.returncode == 0 and "cli_ng" in subscriber.stdout
+    history = cli("subscriber", "history", "+2348030000001")
+    assert "charge" in history.stdout and "refund" in history.stdout
+
+    revenue = cli("report", "revenue", "--format", "json")
+    rows = json.loads(revenue.stdout)
+    assert rows == [{"carrier": "cli_ng", "country": "NG", "merchant": "shop", "currency": "NGN", "payments": 1,
+                     "collected_minor": 15000, "refunded_minor": 0, "net_minor": 15000}]
+    csv_out = cli("report", "calls", "--format", "csv")
+    assert csv_out.returncode == 0 and csv_out.stdout.startswith("carrier,operation,status")
+
+
+def test_user_errors_are_one_line_with_a_code_and_no_traceback(cli):
+    cases = [
+        (("pay", "charge", "nobody", "+2348030000001", "gold"), "CP001"),
+        (("merchant", "add", "Bad Code", "x"), "CP080"),
+        (("product", "add", "ghost", "p", "P"), "CP001"),
+        (("pay", "show", "nobody", "1"), "CP001"),
+        (("report", "nonsense"), "unknown report"),
+        (("report", "revenue", "--format", "xml"), "unknown format"),
+        (("subscriber", "show", "+999"), "no subscriber"),
+    ]
+    for args, expected in cases:
+        result = cli(*args)
+        assert result.returncode != 0, args
+        assert expected in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+
+
+def test_every_group_explains_itself():
+    for group in ("db", "merchant", "product", "subscriber", "pay", "webhooks", "history", "report"):
+        result = subprocess.run([sys.executable, "-m", "carrierpay", group, "--help"], capture_output=True,
+                                text=True, env=os.environ | {"COLUMNS": "200"})
+        assert result.returncode == 0 and "Usage" in result.stdout, group
