@@ -2,7 +2,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(30);
+select plan(32);
 
 -- NG: subscribing needs double SMS confirmation; nothing is charged before it.
 create temp table doc as select api.subscribe('acme', '+2348020000001', 'club', 'daily', 's1') as d;
@@ -66,6 +66,14 @@ select is((api.cancel_subscription('acme', (select (d->>'id')::bigint from gb)))
 select throws_ok(format($$ select api.confirm_optin('acme', %s, %L) $$, (select d->>'optin_id' from gb),
                         pg_temp.pin('+447700900001')), 'CP051', null,
                  'confirming the opt-in of a cancelled subscription cannot activate it');
+
+-- The right PIN activates a GB subscription and queues its first monthly charge.
+create temp table gb3 as select api.subscribe('acme', '+447700900003', 'club', 'monthly', 's6') as d;
+select is((api.confirm_optin('acme', (select (d->>'optin_id')::bigint from gb3), pg_temp.pin('+447700900003')))
+          ->>'status', 'confirmed', 'GB: the right PIN confirms');
+select is((select s.status::text || ' ' || p.amount_minor || ' ' || p.currency from cp.subscription s
+           join cp.procedure p using (subscription_id) where s.subscription_id = (select (d->>'id')::bigint from gb3)),
+          'active 499 GBP', 'GB: active, first monthly charge queued');
 
 -- Three wrong PINs cancel the pending subscription.
 create temp table gb2 as select api.subscribe('acme', '+447700900002', 'club', 'monthly', 's3') as d;
