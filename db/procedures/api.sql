@@ -222,6 +222,11 @@ begin
     if v_optin.status = 'expired' or v_optin.expires_at <= cp.clock_now() then
         perform cp.fail('CP032', format('opt-in %s expired at %s; start again', p_optin_id, v_optin.expires_at));
     end if;
+    if exists (select 1 from cp.subscription
+               where subscription_id = v_optin.subscription_id and status = 'cancelled') then
+        perform cp.fail('CP051', format('subscription %s was cancelled before its opt-in was confirmed',
+                                        v_optin.subscription_id));
+    end if;
     if v_optin.pin_hash <> public.crypt(coalesce(p_pin, ''), v_optin.pin_hash) then
         update cp.optin set attempts = attempts + 1,
                status = case when attempts + 1 >= max_attempts then 'failed'::cp.optin_status else status end

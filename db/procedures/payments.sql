@@ -335,7 +335,10 @@ begin
     if v_proc.status = 'pending' then
         update cp.procedure set status = 'in_flight' where procedure_id = v_proc.procedure_id returning * into v_proc;
     end if;
-    if v_proc.status = 'unknown' and v_call.operation <> v_proc.kind::text then
+    -- An unknown procedure is settled only by a result of its own operation.
+    if v_proc.status = 'unknown' and v_call.operation <> (case v_proc.kind when 'balance_check' then 'balance'
+                                                                           when 'sms' then 'send_sms'
+                                                                           else v_proc.kind::text end) then
         return 'applied';
     end if;
 

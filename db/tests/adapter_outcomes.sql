@@ -1,0 +1,108 @@
+-- The adapters' side: leases that expire, unknown outcomes reconciled (never blindly repeated),
+-- callbacks that arrive early or twice, throttling, transient retries.
+\set QUIET on
+begin;
+\ir fixtures/world.sql
+select plan(32);
+
+-- A charge whose lease runs out may have reached the carrier: it becomes unknown, never requeued.
+create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
+create temp table bal as select (api.check_balance('acme', '+2348020000002', 100)->>'id')::bigint as id;
+select is((select count(*)::int from pg_temp.claim('test_ng')), 2, 'charge and balance calls leased');
+select is(adapter.expire_leases(), '{"unknown": 0, "requeued": 0}'::jsonb, 'nothing expires inside the lease');
+select admin.advance_clock(interval '2 minutes');
+select is(adapter.expire_leases(), '{"unknown": 1, "requeued": 1}'::jsonb,
+          'after the lease: the charge goes unknown, the balance call is requeued');
+select is((select status::text from cp.procedure where procedure_id = (select id from pay)), 'unknown',
+          'the charge procedure is unknown');
+select is((select status::text || ' ' || reason from cp.carrier_call where procedure_id = (select id from pay)),
+          'unknown lease_expired', 'its call is unknown (lease expired)');
+select is((select count(*)::int from cp.call_queue q join cp.carrier_call c using (call_id)
+           where c.procedure_id = (select id from pay)), 0, 'and is not in the work queue');
+select is((select status::text from cp.carrier_call where procedure_id = (select id from bal)), 'queued',
+          'the balance call is queued again');
+select is((select correlator from cp.carrier_call where procedure_id = (select id from bal)), (select 'cp-' || call_id
+           from cp.carrier_call where procedure_id = (select id from bal)), 'with the same correlator');
+select is((select count(*)::int from pg_temp.claim('test_ng')), 1, 'a claim gets the balance call only');
+select is(adapter.expire_leases(), '{"unknown": 0, "requeued": 0}'::jsonb, 'expiry is not applied twice');
+
+-- Reconciliation: after 5 minutes the unknown call is handed to the reconciler, on a back-off.
+select is((select count(*)::int from adapter.claim_reconciliations('test_ng', 10)), 0, 'not yet due');
+select admin.advance_clock(interval '5 minutes');
+select is((select d->>'correlator' from adapter.claim_reconciliations('test_ng', 10) d),
+          (select correlator from cp.carrier_call where procedure_id = (select id from pay)),
+          'due: the reconciler gets the call, with its original correlator to ask about');
+select is((select count(*)::int from adapter.claim_reconciliations('test_ng', 10)), 0,
+          'claimed once: pushed out on the back-off');
+select is((select next_reconcile_at - cp.clock_now() from cp.carrier_call where procedure_id = (select id from pay)),
+          interval '1 hour', 'next try in an hour');
+-- The status query says it did go through.
+select is(pg_temp.settle((select id from pay), 'succeeded'), '{"applied": 1}'::jsonb, 'the reconciled outcome applies');
+select is((select status::text || ' ' || collected_minor from cp.procedure where procedure_id = (select id from pay)),
+          'succeeded 20000', 'unknown -> succeeded: collected once');
+select is((select count(*)::int from cp.carrier_call where procedure_id = (select id from pay)), 1,
+          'no second charge call was ever made');
+select is((select count(*)::int from cp.journal where procedure_id = (select id from pay)), 1, 'one journal');
+
+-- A callback that arrives before the synchronous answer, then the answer, then the callback again.
+create temp table pay2 as select (api.charge('acme', '+2348020000003', 'gems', 'c2')->>'id')::bigint as id;
+select pg_temp.claim('test_ng');
+create temp table cb as select jsonb_build_object(
+    'correlator', (select correlator from cp.carrier_call where procedure_id = (select id from pay2)),
+    'outcome', 'succeeded', 'carrier_ref', 'NG-77', 'dedupe_key', 'ng-cb-77') as payload;
+select is((adapter.record_callback('test_ng', (select payload from cb)))->>'status', 'applied',
+          'the early callback settles the call');
+select is(adapter.complete_calls(jsonb_build_array(jsonb_build_object(
+              'call_id', (select call_id from cp.carrier_call where procedure_id = (select id from pay2)),
+              'outcome', 'succeeded'))), '{"duplicate": 1}'::jsonb,
+          'the synchronous answer for that call is a duplicate');
+select is((adapter.record_callback('test_ng', (select payload from cb)))->>'status', 'duplicate',
+          'the same callback again is a duplicate (inbox key)');
+select is((adapter.record_callback('test_ng', (select payload from cb) - 'dedupe_key' || '{"retry": 2}'))->>'status',
+          'duplicate', 'a resent callback under another key is a duplicate too');
+select is((select count(*)::int from cp.journal where procedure_id = (select id from pay2)), 1,
+          'one journal, whatever the number of answers');
+select is((select count(*)::int from cp.entitlement where procedure_id = (select id from pay2)), 1, 'one delivery');
+select is((adapter.record_callback('test_ng', jsonb_build_object(
+              'correlator', (select correlator from cp.carrier_call where procedure_id = (select id from pay2)),
+              'outcome', 'failed', 'reason', 'insufficient_funds')))->>'status', 'conflict',
+          'a contradicting late callback is recorded as a conflict');
+select is((select status::text from cp.procedure where procedure_id = (select id from pay2)), 'succeeded',
+          'and changes nothing');
+select is((adapter.record_callback('test_ng', '{"correlator": "nobody", "outcome": "succeeded"}'))->>'status',
+          'unmatched', 'a callback for no known call is kept unmatched');
+
+-- Throttled: the same call goes back to the queue (same correlator); transient: a new attempt.
+create temp table pay3 as select (api.charge('acme', '+2348020000004', 'gems', 'c3')->>'id')::bigint as id;
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay3), 'failed', 'throttled');
+select is((select string_agg(status::text || ' ' || attempt, ',') from cp.carrier_call
+           where procedure_id = (select id from pay3)), 'queued 1', 'throttled: the same call is queued again');
+select admin.advance_clock(interval '10 seconds');
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay3), 'failed', 'transient');
+select is((select string_agg(status::text || ' ' || attempt || ' ' || correlator, ',' order by call_id)
+           from cp.carrier_call where procedure_id = (select id from pay3)),
+          (select string_agg(s, ',') from (select min(call_id) c from cp.carrier_call
+               where procedure_id = (select id from pay3)) m,
+           lateral (values ('failed 1 cp-' || m.c), ('queued 2 cp-' || (select max(call_id) from cp.carrier_call
+               where procedure_id = (select id from pay3)))) v(s)),
+          'transient failure: a new attempt with a new correlator');
+select is((select status::text from cp.procedure where procedure_id = (select id from pay3)), 'in_flight',
+          'the procedure stays in flight between attempts');
+
+-- A balance check reported unknown is settled by its later answer like any procedure.
+create temp table bal2 as select (api.check_balance('acme', '+2348020000005', 100)->>'id')::bigint as id;
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from bal2), 'unknown', 'timeout');
+select pg_temp.settle((select id from bal2), 'succeeded', null, '{"balance_minor": 500}');
+select is((select status::text || ' ' || (result->>'balance_minor') from cp.procedure
+           where procedure_id = (select id from bal2)), 'succeeded 500', 'unknown balance check -> succeeded');
+
+-- Outcomes must be one of the known words.
+select throws_ok(format($$ select adapter.complete_calls('[{"call_id": %s, "outcome": "maybe"}]') $$,
+                        (select min(call_id) from cp.carrier_call)), 'CP080', null,
+                 'an unknown outcome word is refused');
+
+select * from finish();
+rollback;
