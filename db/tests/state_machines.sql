@@ -34,9 +34,9 @@ begin
                     returning procedure_id into v_id;
                     update cp.procedure set status = to_status::cp.procedure_status where procedure_id = v_id;
                 elsif p_machine = 'subscription' then
-                    insert into cp.subscription (merchant_id, subscriber_id, product_id, plan, status,
+                    insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status,
                                                  price_point_id, status_since)
-                    values (v_sub.merchant_id, v_sub.subscriber_id, v_sub.product_id, v_sub.plan,
+                    values (v_sub.merchant_id, v_sub.subscriber_id, v_sub.carrier_id, v_sub.product_id, v_sub.plan,
                             from_status::cp.subscription_status, v_sub.price_point_id, now())
                     returning subscription_id into v_id;
                     update cp.subscription set status = to_status::cp.subscription_status
