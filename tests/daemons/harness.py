@@ -57,6 +57,17 @@ def msisdn(carrier: str, n: int) -> str:
     return prefix + str(n).zfill(13 - len(prefix))
 
 
+def charge_requests(sim: Any) -> list[dict]:
+    """The charge requests a simulator received (throttled and repeated ones included)."""
+    def is_charge(request: dict) -> bool:
+        if request["method"] != "POST":
+            return False
+        path, body = request["path"], request["body"]
+        return (path.endswith("/transactions/amount") and '"Charged"' in body) or "chargeAmount>" in body \
+            or path in ("/v1/charges", "/api/v2/charges")
+    return [request for request in sim.received if is_charge(request)]
+
+
 def make_simulators(clock: SimClock, seed: int = 7) -> dict[str, Any]:
     return {
         "oneapi_gb": OneApiSimulator(client_id=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_ID"],
