@@ -119,7 +119,7 @@ class World:
 
     def __init__(self, db_url: str, *, carriers: list[str] | None = None, rules: dict | None = None,
                  gb_rules: dict | None = None, reconciler: bool = False, adapters: bool = True,
-                 timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 2.0, not_deduplicated: tuple[str, ...] = ()) -> None:
         self.url = db_url
         self.codes = carriers or list(CARRIERS)
         self.clock = SimClock()
@@ -129,6 +129,7 @@ class World:
         self.with_reconciler = reconciler
         self.with_adapters = adapters
         self.timeout_s = timeout_s
+        self.not_deduplicated = not_deduplicated  # carriers whose charge is NOT safe to repeat
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self.callbacks: CallbackServer | None = None
@@ -142,6 +143,8 @@ class World:
         for code, sim in self.sims.items():
             rules = self.gb_rules if code == "oneapi_gb" else self.rules
             self.specs[code] = spec_for(code, sim.url, rules=rules, timeout_s=self.timeout_s)
+            if code in self.not_deduplicated:
+                self.specs[code]["operations"]["charge"]["safe_to_repeat"] = False
         await asyncio.to_thread(setup_database, self.url, self.specs, self.clock)
         self.callbacks = await self._stack.enter_async_context(CallbackServer(self.url, secrets=SECRETS))
         self.factory = connector_factory(secrets=SECRETS, callback_base=self.callbacks.base_url)
