@@ -29,7 +29,7 @@ class Connector(Protocol):
     async def execute(self, call: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
-ConnectorFactory = Callable[[str, dict], Awaitable[Connector]]
+ConnectorFactory = Callable[[str, dict], Awaitable[Connector]]  # see carrierpay.adapters.registry
 
 
 def worker_name() -> str:
@@ -43,8 +43,24 @@ async def _claim(conn: psycopg.AsyncConnection, carrier: str, limit: int, lease:
 
 
 async def _complete(conn: psycopg.AsyncConnection, results: list[dict]) -> dict:
-    cur = await conn.execute(queries.COMPLETE_CALLS, {"results": Jsonb(results)})
-    return (await cur.fetchone())[0]
+    """Complete a batch in one transaction. If the batch is refused (one bad result must not hold
+    the others hostage), complete the results one by one; a result that still fails stays leased,
+    and the lease expiry settles it safely (requeue, or unknown for money)."""
+    try:
+        cur = await conn.execute(queries.COMPLETE_CALLS, {"results": Jsonb(results)})
+        return (await cur.fetchone())[0]
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.Error as exc:
+        if len(results) == 1:
+            log.error("could not complete call %s: %s", results[0].get("call_id"), str(exc).strip())
+            return {"error": 1}
+        log.warning("batch of %d refused (%s); completing one by one", len(results), str(exc).strip())
+    summary: dict[str, int] = {}
+    for result in results:
+        for key, count in (await _complete(conn, [result])).items():
+            summary[key] = summary.get(key, 0) + count
+    return summary
 
 
 async def _call_safely(connector: Connector, call: dict) -> dict:
@@ -58,6 +74,16 @@ async def _call_safely(connector: Connector, call: dict) -> dict:
     return result
 
 
+def _outcomes(results: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for result in results:
+        key = result.get("outcome") or "?"
+        if result.get("reason") and result.get("outcome") != "succeeded":
+            key += f"/{result['reason']}"
+        counts[key] = counts.get(key, 0) + 1
+    return " ".join(f"{key}={count}" for key, count in sorted(counts.items()))
+
+
 class AdapterDaemon:
     def __init__(
         self,
@@ -69,6 +95,7 @@ class AdapterDaemon:
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
         worker: str | None = None,
+        reload_interval: float = 30.0,
     ):
         self.url = url
         self.connector_factory = connector_factory
@@ -77,27 +104,48 @@ class AdapterDaemon:
         self.lease = lease
         self.poll_interval = poll_interval
         self.worker = worker or worker_name()
+        self.reload_interval = reload_interval
         self.connectors: dict[str, Connector] = {}
+        self.broken: dict[str, str] = {}  # carriers whose connector could not be built, and why
         self.completed = 0
+        self._loaded_at = float("-inf")
 
     async def _load_connectors(self, conn: psycopg.AsyncConnection) -> None:
+        """Build a connector for every enabled carrier (once), and drop those no longer enabled."""
         cur = await conn.execute(queries.ENABLED_CARRIERS)
-        for code, spec in await cur.fetchall():
-            if self.only and code not in self.only:
+        enabled = {code: spec for code, spec in await cur.fetchall() if not self.only or code in self.only}
+        for code in list(self.connectors):
+            if code not in enabled:
+                await _close(self.connectors.pop(code))
+        for code, spec in enabled.items():
+            if code in self.connectors or code in self.broken:
                 continue
-            if code not in self.connectors:
+            try:
                 self.connectors[code] = await self.connector_factory(code, spec)
+            except Exception as exc:  # a carrier we cannot speak to must not stop the others
+                self.broken[code] = f"{type(exc).__name__}: {exc}"
+                log.error("carrier %s skipped: %s", code, self.broken[code])
+        self._loaded_at = asyncio.get_running_loop().time()
+
+    async def _run_carrier(self, conn: psycopg.AsyncConnection, code: str, connector: Connector) -> int:
+        calls = await _claim(conn, code, self.batch, self.lease, self.worker)
+        if not calls:
+            return 0
+        results = list(await asyncio.gather(*(_call_safely(connector, call) for call in calls)))
+        summary = await _complete(conn, results)
+        log.info("%s: %d calls: %s (%s)", code, len(results), _outcomes(results),
+                 " ".join(f"{key}={value}" for key, value in sorted(summary.items())))
+        return len(results)
 
     async def run_once(self, conn: psycopg.AsyncConnection) -> int:
-        """Claim, call and complete one batch per carrier. Returns how many calls were settled."""
-        settled = 0
-        for code, connector in self.connectors.items():
-            calls = await _claim(conn, code, self.batch, self.lease, self.worker)
-            if not calls:
-                continue
-            results = await asyncio.gather(*(_call_safely(connector, call) for call in calls))
-            await _complete(conn, list(results))
-            settled += len(results)
+        """Claim, call and complete one batch per carrier, carriers side by side (a slow carrier does
+        not hold up the others). Returns how many calls were settled."""
+        if asyncio.get_running_loop().time() - self._loaded_at > self.reload_interval:
+            await self._load_connectors(conn)
+        counts = await asyncio.gather(
+            *(self._run_carrier(conn, code, connector) for code, connector in list(self.connectors.items()))
+        )
+        settled = sum(counts)
         self.completed += settled
         return settled
 
@@ -123,7 +171,15 @@ class AdapterDaemon:
             await run_until_stopped(self._body, stop, name="adapters")
         finally:
             for connector in self.connectors.values():
-                close = getattr(connector, "close", None)
-                if close:
-                    await close()
+                await _close(connector)
+            self.connectors.clear()
+
+
+async def _close(connector: Connector) -> None:
+    close = getattr(connector, "close", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # closing is best effort
+            log.debug("closing a connector failed", exc_info=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -253,8 +254,7 @@ class HttpConnector:
     async def _exchange(
         self, step: dict[str, Any], context: dict[str, Any], timeout: float, call: Mapping[str, Any]
     ) -> Exchange:
-        pin = call.get("pin")
-        extra_secrets = [str(pin)] if pin not in (None, "") else []
+        extra_secrets = sensitive_values(call)
         for attempt in (1, 2):
             try:
                 request = await self._build_request(step, context)
@@ -404,6 +404,20 @@ class HttpConnector:
             except ValueError:
                 answer = None
             return response.status, answer
+
+
+def sensitive_values(call: Mapping[str, Any]) -> list[str]:
+    """Values of this call that must never reach a log: its PIN, and for a text marked sensitive
+    (a PIN SMS) the whole text and every run of 4 to 8 digits in it."""
+    values = []
+    pin = call.get("pin")
+    if pin not in (None, ""):
+        values.append(str(pin))
+    text = call.get("text")
+    if call.get("sensitive") and text:
+        values.append(str(text))
+        values.extend(re.findall(r"\d{4,8}", str(text)))
+    return values
 
 
 def _text_or_none(value: Any) -> str | None:

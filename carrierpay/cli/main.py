@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from carrierpay.cli import carriers as carriers_cmd
+from carrierpay.cli import daemons as daemons_cmd
 from carrierpay.cli import db as db_cmd
 from carrierpay.cli import history, merchants, pay, products, report, subscribers, webhooks
 from carrierpay.cli.common import state
@@ -14,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db_cmd.app, name="db")
+app.add_typer(carriers_cmd.app, name="carrier")
 app.add_typer(merchants.app, name="merchant")
 app.add_typer(products.app, name="product")
 app.add_typer(subscribers.app, name="subscriber")
@@ -21,6 +24,10 @@ app.add_typer(pay.app, name="pay")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(history.app, name="history")
 app.command("report")(report.report)
+app.add_typer(daemons_cmd.adapters_app, name="adapters")
+app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
+app.add_typer(daemons_cmd.callbacks_app, name="callbacks")
+app.add_typer(daemons_cmd.scheduler_app, name="scheduler")
 
 
 @app.callback()

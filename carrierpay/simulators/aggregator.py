@@ -68,6 +68,7 @@ class AggregatorSimulator(Simulator):
         app.router.add_get("/v1/balance", self.balance_query)
         app.router.add_post("/v1/pin/send", self.pin_send)
         app.router.add_post("/v1/pin/verify", self.pin_verify)
+        app.router.add_post("/v1/sms", self.send_sms)
 
     async def stop(self) -> None:
         await super().stop()
@@ -248,3 +249,16 @@ class AggregatorSimulator(Simulator):
         if self._pin_owner.get(pin_id) != form.get("msisdn") or self.pins.get(pin_id) != form.get("pin"):
             return web.json_response({"status": "failed", "error_code": "PIN_INVALID"})
         return web.json_response({"status": "ok", "consent_id": f"C-{pin_id}"})
+
+    async def send_sms(self, request: web.Request) -> web.Response:
+        """A plain signed form: msisdn, text, reference (deduplicated), optional sender."""
+        form, _, early = await self.guarded(request, "send_sms")
+        if early:
+            return early
+        msisdn, text = form.get("msisdn", ""), form.get("text", "")
+        if not msisdn or not text:
+            return self.error(400, "INVALID_REQUEST", "msisdn and text are required")
+        if self.billing.subscriber(msisdn) is None:
+            return web.json_response({"status": "failed", "error_code": "UNKNOWN_SUBSCRIBER"}, status=404)
+        message = self.deliver_text(msisdn, text, form.get("sender", ""), form.get("reference", ""))
+        return web.json_response({"status": "ok", "message_id": message.message_id})

@@ -103,6 +103,18 @@ class Ledger:
 
 
 @dataclass
+class TextMessage:
+    """An SMS the simulated network delivered to a subscriber's handset."""
+
+    message_id: str
+    msisdn: str
+    text: str
+    sender: str
+    at: datetime
+    reference: str = ""
+
+
+@dataclass
 class Result:
     """The neutral answer of the billing core, which each dialect turns into its own wire format."""
 
@@ -354,6 +366,8 @@ class Simulator:
         )
         self.faults = Faults()
         self.received: list[dict[str, Any]] = []  # every request as it arrived, for tests to inspect
+        self.texts: list[TextMessage] = []  # every SMS delivered to a handset, in order
+        self._texts_by_reference: dict[str, TextMessage] = {}
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._window: tuple[int, int] = (0, 0)
@@ -371,6 +385,20 @@ class Simulator:
 
     def balance(self, msisdn: str) -> int | None:
         return self.billing.balance(msisdn)
+
+    def texts_to(self, msisdn: str) -> list[str]:
+        """The texts a subscriber's handset received, oldest first (tests read PINs here)."""
+        return [message.text for message in self.texts if message.msisdn == msisdn]
+
+    def deliver_text(self, msisdn: str, text: str, sender: str = "", reference: str = "") -> TextMessage:
+        """Put an SMS on a handset; a repeat with the same non-empty reference delivers nothing new."""
+        if reference and reference in self._texts_by_reference:
+            return self._texts_by_reference[reference]
+        message = TextMessage(f"SM{len(self.texts) + 1:08d}", msisdn, text, sender, self.clock.now(), reference)
+        self.texts.append(message)
+        if reference:
+            self._texts_by_reference[reference] = message
+        return message
 
     def major(self, amount_minor: int) -> str:
         return str(Decimal(amount_minor).scaleb(-self.exponent).quantize(Decimal(1).scaleb(-self.exponent)))

@@ -61,6 +61,7 @@ class BatchSimulator(Simulator):
         app.router.add_post("/api/v2/refunds", self.refund)
         app.router.add_get("/api/v2/subscribers/{msisdn}/balance", self.balance_query)
         app.router.add_get("/reports/{date}.{fmt}", self.report)
+        app.router.add_post("/api/v2/sms", self.send_sms)
 
     def authorised(self, request: web.Request) -> bool:
         expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -113,6 +114,28 @@ class BatchSimulator(Simulator):
         if balance is None:
             return self.reply(404, status="REJECTED", code="E102", message="unknown subscriber")
         return self.reply(200, status="OK", balance=self.major(balance), currency=self.currency)
+
+    async def send_sms(self, request: web.Request) -> web.Response:
+        """SMS is immediate on this operator: JSON {txn_id, msisdn, text}; txn_id deduplicates."""
+        if not self.authorised(request):
+            return self.reply(401, status="REJECTED", code="E401", message="authentication required")
+        await self.latency()
+        fault = self.pre_fault("send_sms")
+        if fault == "throttle":
+            return self.reply(429, status="REJECTED", code="E429", message="TPS exceeded")
+        if fault == "transient":
+            return self.reply(503, status="REJECTED", code="E503", message="system busy, not accepted")
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return self.reply(400, status="REJECTED", code="E400", message="body is not JSON")
+        msisdn, text = str(body.get("msisdn") or ""), str(body.get("text") or "")
+        if not msisdn or not text:
+            return self.reply(400, status="REJECTED", code="E400", message="msisdn and text are required")
+        if self.billing.subscriber(msisdn) is None:
+            return self.reply(404, status="REJECTED", code="E102", message="unknown subscriber")
+        message = self.deliver_text(msisdn, text, str(body.get("sender") or ""), str(body.get("txn_id") or ""))
+        return self.reply(200, status="SENT", message_id=message.message_id)
 
     def ready_rows(self, date: str) -> list[dict[str, str]]:
         now = self.clock.now()

@@ -87,6 +87,7 @@ class OneApiSimulator(Simulator):
         app.router.add_post(base + "/amountReservation", self.reserve)
         app.router.add_post(base + "/amountReservation/{txid}", self.charge_reservation)
         app.router.add_get(prefix + "/customerprofile/{end_user}/balance", self.balance_query)
+        app.router.add_post(prefix + "/smsmessaging/outbound/{sender}/requests", self.send_sms)
 
     # ---------------------------------------------------------------- wire helpers
 
@@ -280,3 +281,39 @@ class OneApiSimulator(Simulator):
         return self.answer(200, {"accountBalance": {"endUserId": f"tel:{msisdn}",
                                                     "balance": {"amount": self.major(balance),
                                                                 "currency": self.currency}}})  # fmt: skip
+
+    async def send_sms(self, request: web.Request) -> web.Response:
+        """OneAPI SMS: outboundSMSMessageRequest to one or more tel: addresses; clientCorrelator dedupes."""
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        fault = self.pre_fault("send_sms")
+        if fault in ("throttle", "transient"):
+            return self.error("throttled" if fault == "throttle" else "transient")
+        try:
+            document = json.loads(await request.read())
+            body = document["outboundSMSMessageRequest"]
+            addresses = body["address"]
+            text = body["outboundSMSTextMessage"]["message"]
+        except (ValueError, KeyError, TypeError):
+            return self.error("invalid", variables=["outboundSMSMessageRequest"])
+        addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        msisdns = [str(address).removeprefix("tel:") for address in addresses]
+        if not msisdns or not text or any(self.billing.subscriber(msisdn) is None for msisdn in msisdns):
+            return self.error("unknown_subscriber")
+        sender = request.match_info["sender"].removeprefix("tel:")
+        correlator = str(body.get("clientCorrelator") or "")
+        delivered = [
+            self.deliver_text(msisdn, str(text), sender, f"{correlator}:{msisdn}" if correlator else "")
+            for msisdn in msisdns
+        ]
+        request_id = delivered[0].message_id
+        return self.answer(201, {"outboundSMSMessageRequest": {
+            "address": [f"tel:{msisdn}" for msisdn in msisdns],
+            "senderAddress": f"tel:{sender}",
+            "clientCorrelator": correlator or None,
+            "resourceReference": {
+                "resourceURL": f"{self.url}{self.flavor.prefix}/smsmessaging/outbound/{sender}/requests/{request_id}"},
+            "deliveryInfoList": {"deliveryInfo": [
+                {"address": f"tel:{msisdn}", "deliveryStatus": "DeliveredToNetwork"} for msisdn in msisdns]},
+        }})  # fmt: skip

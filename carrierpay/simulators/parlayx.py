@@ -22,6 +22,8 @@ CHARGING_NS = "http://www.csapi.org/schema/parlayx/payment/amount_charging/v2_1/
 ACCOUNT_NS = "http://www.csapi.org/schema/parlayx/account_management/v2_1/local"
 CHARGING_PATH = "/ParlayXPaymentAmountChargingService/services/AmountCharging"
 ACCOUNT_PATH = "/ParlayXAccountManagementService/services/AccountManagement"
+SMS_NS = "http://www.csapi.org/schema/parlayx/sms/send/v2_1/local"
+SMS_PATH = "/SendSmsService/services/SendSms"
 PARLAYX_CODES = {
     **ONEAPI_CODES,
     "authentication": ("SVC0901", "Authentication failed for the SP"),
@@ -60,6 +62,7 @@ class ParlayXSimulator(Simulator):
     def routes(self, app: web.Application) -> None:
         app.router.add_post(CHARGING_PATH, self.soap)
         app.router.add_post(ACCOUNT_PATH, self.soap)
+        app.router.add_post(SMS_PATH, self.soap)
 
     # ---------------------------------------------------------------- wire helpers
 
@@ -111,6 +114,7 @@ class ParlayXSimulator(Simulator):
             "refundAmount": self.refund_amount,
             "getBalance": self.get_balance,
             "queryChargeStatus": self.query_status,
+            "sendSms": self.send_sms,
         }
         if name not in handlers:
             return self.fault("invalid", f"unsupported operation {name}")
@@ -182,3 +186,22 @@ class ParlayXSimulator(Simulator):
                 f"</ns1:result></ns1:queryChargeStatusResponse>"
             )
         return self.fault("not_found", reference)
+
+    async def send_sms(self, operation: etree._Element, request: web.Request) -> web.StreamResponse:
+        """ParlayX SendSms: addresses (tel: URIs), senderName, message; answers a request identifier."""
+        fault = self.pre_fault("send_sms")
+        if fault in ("throttle", "transient"):
+            return self.fault("throttled" if fault == "throttle" else "transient")
+        addresses = [
+            (element.text or "").strip().removeprefix("tel:")
+            for element in operation.xpath(".//*[local-name()='addresses']")
+        ]
+        text = _text(operation, "message")
+        if not addresses or not all(addresses) or not text:
+            return self.fault("invalid", "addresses and message are required")
+        if any(self.billing.subscriber(msisdn) is None for msisdn in addresses):
+            return self.fault("unknown_subscriber")
+        sender = _text(operation, "senderName")
+        delivered = [self.deliver_text(msisdn, text, sender) for msisdn in addresses]
+        return self.envelope(f'<ns1:sendSmsResponse xmlns:ns1="{SMS_NS}"><ns1:result>{delivered[0].message_id}'
+                             f"</ns1:result></ns1:sendSmsResponse>")  # fmt: skip

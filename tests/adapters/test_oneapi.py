@@ -184,7 +184,7 @@ async def test_oauth_token_is_refreshed_before_it_expires():
 
 async def test_operation_not_offered_is_rejected_without_traffic():
     async with oneapi() as (sim, connector):
-        result = await connector.execute(make_call("send_sms", text="hi"))
+        result = await connector.execute(make_call("optin_send_pin"))  # oneapi_gb offers no PIN API
     assert (result["outcome"], result["reason"]) == ("failed", "rejected")
     assert sim.received == []
 

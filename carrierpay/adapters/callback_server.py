@@ -1,0 +1,184 @@
+"""`carrierpay callbacks serve`: the HTTP(S) endpoint carriers call back with asynchronous results.
+
+    POST|GET /callbacks/{carrier}     a carrier's result callback (the spec's `callbacks` section)
+    GET      /health                  200 when the database answers
+
+Each callback is authenticated and read by `verify_and_parse_callback` (signature, Basic, source
+IP, per the spec), then recorded with `adapter.record_callback`, which is idempotent: carriers
+retry until they get a 200, send duplicates, and call back before or after our synchronous
+answer, and every one of those lands once. The server answers 200 only after the database has
+the callback; 403 for a failed authentication and 400 for an unreadable callback (both logged,
+nothing written); 404 for a carrier we do not know; 503 when the database is unavailable, so the
+carrier retries. MO messages and delivery receipts will get their own routes beside this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from carrierpay import queries
+from carrierpay.adapters.callbacks import CallbackError, verify_and_parse_callback
+from carrierpay.adapters.secrets import Secrets
+from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
+from carrierpay.daemon import install_stop_handlers
+
+log = logging.getLogger("carrierpay.callbacks")
+SPEC_CACHE_SECONDS = 30.0
+
+
+class CallbackServer:
+    """An aiohttp application bound to the database; `start()` listens, `stop()` closes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        secrets: Secrets | Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        self.url = url
+        self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+                                        kwargs={"autocommit": True})
+        self._specs: dict[str, tuple[float, CarrierSpec | None]] = {}
+        self._runner: web.AppRunner | None = None
+        self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0}
+        self.base_url = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024)
+        app.router.add_route("*", "/callbacks/{carrier}", self.handle)
+        app.router.add_get("/health", self.health)
+        return app
+
+    async def start(self) -> CallbackServer:
+        await self.pool.open(wait=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        scheme = "https" if self.ssl_context else "http"
+        self.base_url = f"{scheme}://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.pool.close()
+
+    async def __aenter__(self) -> CallbackServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.stop()
+
+    def callback_url(self, carrier: str) -> str:
+        return f"{self.base_url}/callbacks/{carrier}"
+
+    # ------------------------------------------------------------------ handlers
+
+    async def _spec(self, code: str) -> CarrierSpec | None:
+        now = asyncio.get_running_loop().time()
+        cached = self._specs.get(code)
+        if cached and now - cached[0] < SPEC_CACHE_SECONDS:
+            return cached[1]
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(queries.CARRIER_SPEC, {"carrier": code})
+            row = await cur.fetchone()
+        spec = None
+        if row is not None:
+            try:
+                spec = load_spec(row[0])
+            except SpecError as exc:
+                log.error("callbacks for %s cannot be read: stored spec is invalid: %s", code, exc)
+        self._specs[code] = (now, spec)
+        return spec
+
+    async def handle(self, request: web.Request) -> web.Response:
+        code = request.match_info["carrier"]
+        body = await request.read()
+        try:
+            spec = await self._spec(code)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("callback for %s: database unavailable (%s); asking the carrier to retry", code, exc)
+            return web.Response(status=503, text="try again")
+        if spec is None:
+            log.warning("callback for unknown carrier %r from %s", code, request.remote)
+            return web.Response(status=404, text="unknown carrier")
+        try:
+            parsed = verify_and_parse_callback(
+                spec, request.method, request.headers, request.query, body, request.remote, secrets=self.secrets
+            )
+        except CallbackError as exc:
+            kind = "rejected" if exc.status == 403 else "unreadable"
+            self.counts[kind] += 1
+            log.warning("callback for %s from %s %s: %s", code, request.remote, kind, exc)
+            return web.Response(status=exc.status, text=kind)
+        payload = {key: value for key, value in parsed.items() if value is not None}
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(queries.RECORD_CALLBACK, {"carrier": code, "payload": Jsonb(payload)})
+                answer = (await cur.fetchone())[0]
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("callback for %s not recorded, database unavailable (%s)", code, exc)
+            return web.Response(status=503, text="try again")
+        status = answer.get("status")
+        key = "duplicate" if status == "duplicate" else "unmatched" if status == "unmatched" else "recorded"
+        self.counts[key] += 1
+        log.debug("callback %s %s: %s", code, parsed["correlator"], status)
+        return web.Response(text="OK")
+
+    async def health(self, request: web.Request) -> web.Response:
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute("select 1")
+        except Exception:  # any failure means not healthy
+            return web.Response(status=503, text="database unavailable")
+        return web.Response(text="ok")
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(
+    url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    cert: str | None = None,
+    key: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until stopped (SIGTERM/SIGINT), logging counts every minute."""
+    stop = stop or asyncio.Event()
+    install_stop_handlers(stop)
+    context = server_ssl_context(cert, key) if cert and key else None
+    async with CallbackServer(url, host=host, port=port, ssl_context=context) as server:
+        log.info("callback server listening on %s/callbacks/{carrier}", server.base_url)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=60)
+            except TimeoutError:
+                log.info("callbacks: %s", " ".join(f"{k}={v}" for k, v in server.counts.items()))

@@ -1,0 +1,246 @@
+"""`carrierpay reconcile run`: settles carrier calls whose outcome is unknown or still awaited.
+
+Each tick:
+
+1. `adapter.expire_leases` — calls held by a dead or stalled adapter: those safe to repeat go back
+   to the queue; charges and refunds become `unknown` (they may have reached the carrier).
+2. per carrier, `adapter.claim_reconciliations` hands out the unsettled calls that are due (the
+   database pushes each one's next attempt out on the back-off: 5 minutes, 1 hour, then daily),
+   and each is settled the safest way the carrier's spec offers:
+
+   - a charge: a `status` query about the original (its correlator and carrier reference); else
+     the carrier's result file (`reports`), which settles every listed call at once; else it
+     waits for the carrier's late callback. **A charge is never sent again before it is settled.**
+   - a refund or other money operation: the result file when the operation is `report`; else the
+     SAME call again (same correlator) when the spec says the carrier deduplicates it
+     (`safe_to_repeat`); else a status query; else wait.
+   - anything else (balance, SMS, opt-in): sent again when safe to repeat, else closed as
+     `failed/unknown` (nothing to recover; the subscriber can ask again).
+
+Definite answers go back through `adapter.complete_calls` with the ORIGINAL call id, so the
+procedure moves unknown → succeeded | failed and the ledger follows. An answer that settles
+nothing (throttled, transient, unreadable, not yet in a report) leaves the call for its next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import psycopg
+
+from carrierpay import queries
+from carrierpay.adapters.daemon import ConnectorFactory, _call_safely, _close, _complete
+from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable
+from carrierpay.daemon import run_until_stopped, sleep_or_stop
+
+log = logging.getLogger("carrierpay.reconciler")
+
+MONEY = {"charge", "refund", "reserve", "capture"}
+NOT_DEFINITE = {"throttled", "transient", "unknown"}  # failures of OUR query, not of the original
+ALL_CARRIERS = "select code, spec from cp.carrier order by code"
+
+
+@dataclass
+class TickReport:
+    leases: dict = field(default_factory=dict)
+    claimed: int = 0
+    settled: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+    def count(self, route: str, n: int = 1) -> None:
+        self.by_route[route] = self.by_route.get(route, 0) + n
+
+
+def _definite(result: Mapping[str, Any]) -> bool:
+    if result.get("outcome") == "succeeded":
+        return True
+    return result.get("outcome") == "failed" and (result.get("reason") or "rejected") not in NOT_DEFINITE
+
+
+def route_for(spec_data: Mapping[str, Any], call: Mapping[str, Any]) -> str:
+    """How to settle one unsettled call: status | report | resend | wait | close."""
+    operations = spec_data.get("operations") or {}
+    name = call.get("operation")
+    operation = operations.get(name) or {}
+    has_status = "status" in operations
+    has_reports = bool(spec_data.get("reports"))
+    safe = bool(operation.get("safe_to_repeat", name not in ("charge", "refund")))
+    if name == "charge":
+        if has_status:
+            return "status"
+        return "report" if has_reports else "wait"
+    if name in MONEY:
+        if has_reports and operation.get("pattern") == "report":
+            return "report"
+        if safe:
+            return "resend"
+        if has_status:
+            return "status"
+        return "report" if has_reports else "wait"
+    return "resend" if safe else "close"
+
+
+def _settlement(call: Mapping[str, Any], answer: Mapping[str, Any], how: str) -> dict[str, Any]:
+    """The completion document for the ORIGINAL call from a definite answer about it."""
+    outcome = answer["outcome"]
+    result = {
+        "call_id": call["call_id"],
+        "outcome": outcome,
+        "reason": None if outcome == "succeeded" else (answer.get("reason") or "rejected"),
+        "carrier_code": answer.get("carrier_code"),
+        "carrier_message": f"reconciled by {how}" + (f": {answer['carrier_message']}"
+                                                     if answer.get("carrier_message") else ""),
+        "carrier_ref": answer.get("carrier_ref") or call.get("carrier_ref"),
+        "latency_ms": answer.get("latency_ms"),
+        "request": answer.get("request"),
+        "response": answer.get("response"),
+    }
+    if outcome == "succeeded":
+        result["amount_minor"] = answer.get("amount_minor") or call.get("amount_minor")
+    return result
+
+
+class Reconciler:
+    def __init__(
+        self,
+        url: str,
+        connector_factory: ConnectorFactory,
+        *,
+        carriers: list[str] | None = None,
+        batch: int = 200,
+        interval: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.connector_factory = connector_factory
+        self.only = set(carriers or [])
+        self.batch = batch
+        self.interval = interval
+        self.connectors: dict[str, Any] = {}
+        self.specs: dict[str, dict] = {}
+
+    async def _connector(self, code: str, spec: dict) -> Any | None:
+        if code not in self.connectors:
+            try:
+                self.connectors[code] = await self.connector_factory(code, spec)
+            except Exception as exc:  # one unusable carrier must not stop the others
+                log.error("carrier %s cannot be reconciled: %s: %s", code, type(exc).__name__, exc)
+                return None
+        return self.connectors[code]
+
+    async def close(self) -> None:
+        for connector in self.connectors.values():
+            await _close(connector)
+        self.connectors.clear()
+
+    async def tick(self, conn: psycopg.AsyncConnection) -> TickReport:
+        report = TickReport()
+        cur = await conn.execute(queries.EXPIRE_LEASES, {"limit": 10000})
+        report.leases = (await cur.fetchone())[0]
+        cur = await conn.execute(ALL_CARRIERS)
+        for code, spec in await cur.fetchall():
+            if self.only and code not in self.only:
+                continue
+            while True:
+                cur = await conn.execute(queries.CLAIM_RECONCILIATIONS, {"carrier": code, "limit": self.batch})
+                calls = [row[0] for row in await cur.fetchall()]
+                if not calls:
+                    break
+                report.claimed += len(calls)
+                connector = await self._connector(code, spec)
+                if connector is None:
+                    break  # claimed calls come back on the back-off
+                settled = await self.settle(conn, code, spec, connector, calls, report)
+                report.settled += settled
+                if len(calls) < self.batch:
+                    break
+        if report.claimed or any(report.leases.values()):
+            log.info("reconcile: leases %s; claimed %d, settled %d (%s)", report.leases, report.claimed,
+                     report.settled, " ".join(f"{k}={v}" for k, v in sorted(report.by_route.items())))
+        return report
+
+    async def settle(self, conn: psycopg.AsyncConnection, code: str, spec: dict, connector: Any,
+                     calls: list[dict], report: TickReport) -> int:
+        routes: dict[str, list[dict]] = {}
+        for call in calls:
+            routes.setdefault(route_for(spec, call), []).append(call)
+        results: list[dict] = []
+        for route, group in routes.items():
+            report.count(route, len(group))
+        if "status" in routes:
+            answers = await asyncio.gather(*(_call_safely(connector, self._status_call(call))
+                                             for call in routes["status"]))
+            results += [_settlement(call, answer, "status query")
+                        for call, answer in zip(routes["status"], answers, strict=True) if _definite(answer)]
+        if "resend" in routes:
+            answers = await asyncio.gather(*(_call_safely(connector, dict(call)) for call in routes["resend"]))
+            results += [_settlement(call, answer, "repeating the deduplicated call")
+                        for call, answer in zip(routes["resend"], answers, strict=True) if _definite(answer)]
+        for call in routes.get("close", []):
+            results.append({"call_id": call["call_id"], "outcome": "failed", "reason": "unknown",
+                            "carrier_message": "outcome unknown and the operation cannot be repeated or queried"})
+        for call in routes.get("wait", []):
+            log.debug("%s call %s waits for a late callback", code, call["call_id"])
+        settled = 0
+        if results:
+            await _complete(conn, results)
+            settled += len(results)
+        if "report" in routes:
+            settled += await self._settle_by_report(conn, code, connector, routes["report"])
+        return settled
+
+    @staticmethod
+    def _status_call(call: Mapping[str, Any]) -> dict[str, Any]:
+        original = {"correlator": call["correlator"], "carrier_ref": call.get("carrier_ref"),
+                    "amount_minor": call.get("amount_minor")}
+        return {**call, "operation": "status", "original": original}
+
+    async def _settle_by_report(self, conn: psycopg.AsyncConnection, code: str, connector: Any,
+                                calls: list[dict]) -> int:
+        fetch = getattr(connector, "fetch_report", None)
+        if fetch is None:
+            return 0
+        cur = await conn.execute(queries.CALL_LOCAL_DATES, {"call_ids": [c["call_id"] for c in calls]})
+        days: list[date] = sorted(row[0] for row in await cur.fetchall())
+        settled = 0
+        for day in days:
+            try:
+                rows = await fetch(date=day.isoformat())
+            except (ReportNotReady, ReportUnavailable, ReportUnreadable) as exc:
+                log.info("%s report %s: %s", code, day, exc)
+                continue
+            definite = {row["correlator"]: row for row in rows if _definite(row)}
+            if not definite:
+                continue
+            cur = await conn.execute(queries.UNSETTLED_BY_CORRELATOR,
+                                     {"carrier": code, "correlators": list(definite)})
+            matched = await cur.fetchall()
+            results = [_settlement({"call_id": call_id}, definite[correlator], f"report {day}")
+                       for call_id, correlator, _ in matched]
+            for result in results:
+                result["request"], result["response"] = None, {"report": day.isoformat()}
+            if results:
+                await _complete(conn, results)
+                settled += len(results)
+        return settled
+
+    async def run(self, stop: asyncio.Event | None = None, *, once: bool = False) -> None:
+        stop = stop or asyncio.Event()
+
+        async def body(stop: asyncio.Event) -> None:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                while not stop.is_set():
+                    await self.tick(conn)
+                    if once:
+                        stop.set()
+                        return
+                    await sleep_or_stop(stop, self.interval)
+
+        try:
+            await run_until_stopped(body, stop, name="reconciler")
+        finally:
+            await self.close()

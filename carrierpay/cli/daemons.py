@@ -1,0 +1,122 @@
+"""The daemons: `adapters run`, `reconcile run`, `callbacks serve`, `scheduler run`.
+
+Each holds no state of its own, stops cleanly on SIGTERM/SIGINT, survives database restarts,
+and may run as several copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import typer
+
+from carrierpay import db
+from carrierpay.cli.common import DatabaseUrlOption, user_errors
+from carrierpay.daemon import install_stop_handlers
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CarrierOption = typer.Option(None, "--carrier", "-c",
+                             help="Only this carrier (repeatable). Default: every enabled one.")
+CallbackBaseOption = typer.Option(
+    None, "--callback-base-url", envvar="CARRIERPAY_CALLBACK_BASE_URL", show_envvar=True,
+    help="Public address of the callback server, e.g. https://cb.example.com (carriers that call back need it).")
+
+adapters_app = typer.Typer(help="Adapter daemons: claim carrier calls, call the carriers, complete.",
+                           no_args_is_help=True)
+reconcile_app = typer.Typer(help="Reconciler: settle unknown and awaited carrier outcomes.", no_args_is_help=True)
+callbacks_app = typer.Typer(help="Callback server: receive carrier callbacks.", no_args_is_help=True)
+scheduler_app = typer.Typer(help="Scheduler: renewals, retries, reminders, lease expiry.", no_args_is_help=True)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def _with_signals(make) -> None:
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    await make(stop)
+
+
+@adapters_app.command("run")
+@user_errors
+def adapters_run(
+    carrier: list[str] | None = CarrierOption,
+    batch: int = typer.Option(200, "--batch", min=1, help="Calls claimed per carrier per round."),
+    lease: float = typer.Option(60.0, "--lease", min=1, help="Seconds a claimed call stays with this process."),
+    poll: float = typer.Option(1.0, "--poll", min=0.01, help="Seconds between polls when no NOTIFY arrives."),
+    callback_base_url: str | None = CallbackBaseOption,
+    database_url: str | None = DatabaseUrlOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run an adapter daemon until SIGTERM. Logs one line per completed batch."""
+    from carrierpay.adapters.daemon import AdapterDaemon
+    from carrierpay.adapters.registry import connector_factory
+
+    _logging(verbose)
+    url = db.running_url(database_url)
+    daemon = AdapterDaemon(url, connector_factory(callback_base=callback_base_url), carriers=carrier, batch=batch,
+                           lease=timedelta(seconds=lease), poll_interval=poll)
+    logging.getLogger("carrierpay.adapters").info("adapter %s starting (batch %d, lease %ss)", daemon.worker,
+                                                  batch, lease)
+    asyncio.run(_with_signals(daemon.run))
+
+
+@reconcile_app.command("run")
+@user_errors
+def reconcile_run(
+    carrier: list[str] | None = CarrierOption,
+    interval: float = typer.Option(5.0, "--interval", min=0.01, help="Seconds between rounds."),
+    batch: int = typer.Option(200, "--batch", min=1),
+    once: bool = typer.Option(False, "--once", help="One round, then exit."),
+    callback_base_url: str | None = CallbackBaseOption,
+    database_url: str | None = DatabaseUrlOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Expire stale leases and settle unknown/awaited calls (status query, result file, late callback)."""
+    from carrierpay.adapters.reconciler import Reconciler
+    from carrierpay.adapters.registry import connector_factory
+
+    _logging(verbose)
+    reconciler = Reconciler(db.running_url(database_url), connector_factory(callback_base=callback_base_url),
+                            carriers=carrier, batch=batch, interval=interval)
+    asyncio.run(_with_signals(lambda stop: reconciler.run(stop, once=once)))
+
+
+@callbacks_app.command("serve")
+@user_errors
+def callbacks_serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8080, "--port", help="Port to bind (0: any free port)."),
+    cert: str | None = typer.Option(None, "--cert", help="TLS certificate chain (PEM): serve HTTPS."),
+    key: str | None = typer.Option(None, "--key", help="TLS private key (PEM)."),
+    database_url: str | None = DatabaseUrlOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Serve /callbacks/{carrier} until SIGTERM."""
+    from carrierpay.adapters.callback_server import serve
+
+    if bool(cert) != bool(key):
+        raise typer.BadParameter("--cert and --key go together")
+    _logging(verbose)
+    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key))
+
+
+@scheduler_app.command("run")
+@user_errors
+def scheduler_run(
+    interval: float = typer.Option(1.0, "--interval", min=0.01, help="Seconds between ticks."),
+    batch: int = typer.Option(1000, "--batch", min=1),
+    once: bool = typer.Option(False, "--once", help="One tick, then exit."),
+    database_url: str | None = DatabaseUrlOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Queue due renewals and retries, fold hour statistics, expire leases."""
+    from carrierpay import scheduler
+
+    _logging(verbose)
+    url = db.running_url(database_url)
+    asyncio.run(_with_signals(lambda stop: scheduler.run(url, interval=interval, batch=batch, stop=stop, once=once)))

@@ -1,0 +1,231 @@
+"""A whole carrierpay in one test: the four simulators on a shared simulated clock, the carriers
+onboarded from carriers/*/carrier.yaml with their base URLs pointed at the simulators, a merchant
+with one product priced on each carrier, the callback server, and the adapter daemon (and, when
+asked, the reconciler) running as asyncio tasks against the test's own database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapters"))
+from carrier_kit import (  # noqa: E402
+    AGGREGATOR_NG_SECRETS,
+    BATCH_IN_SECRETS,
+    ONEAPI_GB_SECRETS,
+    PARLAYX_ZA_SECRETS,
+)
+
+from carrierpay.adapters.callback_server import CallbackServer  # noqa: E402
+from carrierpay.adapters.daemon import AdapterDaemon  # noqa: E402
+from carrierpay.adapters.reconciler import Reconciler  # noqa: E402
+from carrierpay.adapters.registry import connector_factory  # noqa: E402
+from carrierpay.paths import carriers_root  # noqa: E402
+from carrierpay.simulators import (  # noqa: E402
+    AggregatorSimulator,
+    BatchSimulator,
+    OneApiSimulator,
+    ParlayXSimulator,
+    SimClock,
+)
+
+SECRETS = {**ONEAPI_GB_SECRETS, **PARLAYX_ZA_SECRETS, **AGGREGATOR_NG_SECRETS, **BATCH_IN_SECRETS}
+MERCHANT = "acme"
+PRODUCT = "gems"
+# carrier -> (a subscriber's number prefix, currency, one-time price)
+CARRIERS = {
+    "oneapi_gb": ("+447700900", "GBP", 300),
+    "parlayx_za": ("+2782555", "ZAR", 1000),
+    "aggregator_ng": ("+234803555", "NGN", 10_000),
+    "batch_in": ("+9198765", "INR", 5_000),
+}
+FINAL = ("succeeded", "failed", "refunded", "partially_refunded")
+
+
+def msisdn(carrier: str, n: int) -> str:
+    prefix = CARRIERS[carrier][0]
+    return prefix + str(n).zfill(13 - len(prefix))
+
+
+def charge_requests(sim: Any) -> list[dict]:
+    """The charge requests a simulator received (throttled and repeated ones included)."""
+    def is_charge(request: dict) -> bool:
+        if request["method"] != "POST":
+            return False
+        path, body = request["path"], request["body"]
+        return (path.endswith("/transactions/amount") and '"Charged"' in body) or "chargeAmount>" in body \
+            or path in ("/v1/charges", "/api/v2/charges")
+    return [request for request in sim.received if is_charge(request)]
+
+
+def make_simulators(clock: SimClock, seed: int = 7) -> dict[str, Any]:
+    return {
+        "oneapi_gb": OneApiSimulator(client_id=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_ID"],
+                                     client_secret=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_SECRET"],
+                                     clock=clock, seed=seed),
+        "parlayx_za": ParlayXSimulator(sp_id=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_ID"],
+                                       sp_password=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_PASSWORD"],
+                                       clock=clock, seed=seed),
+        "aggregator_ng": AggregatorSimulator(api_key=AGGREGATOR_NG_SECRETS["AGGREGATOR_NG_API_KEY"],
+                                             api_secret=AGGREGATOR_NG_SECRETS["AGGREGATOR_NG_API_SECRET"],
+                                             callback_secret=AGGREGATOR_NG_SECRETS["AGGREGATOR_NG_CALLBACK_SECRET"],
+                                             clock=clock, seed=seed),
+        "batch_in": BatchSimulator(username=BATCH_IN_SECRETS["BATCH_IN_USERNAME"],
+                                   password=BATCH_IN_SECRETS["BATCH_IN_PASSWORD"], clock=clock, seed=seed),
+    }
+
+
+def spec_for(code: str, base_url: str, *, tps: int = 1000, rules: dict | None = None,
+             timeout_s: float | None = 2.0) -> dict:
+    """The shipped spec, pointed at a simulator; short timeouts so a lost answer is quick."""
+    spec = copy.deepcopy(yaml.safe_load((carriers_root() / code / "carrier.yaml").read_text()))
+    spec["base_url"] = base_url
+    spec["throughput"] = {"tps": tps}
+    if rules is not None:
+        spec["rules"] = rules
+    if timeout_s is not None:
+        spec["timeouts"] = {"connect_s": 1, "total_s": timeout_s}
+        for operation in spec["operations"].values():
+            operation.pop("timeout_s", None)
+    return spec
+
+
+def setup_database(url: str, specs: dict[str, dict], clock: SimClock) -> None:
+    """Onboard the carriers, a merchant, a product priced on each, and align the database clock."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select admin.set_clock(%s)", [clock.now()])
+        for spec in specs.values():
+            conn.execute("select admin.onboard_carrier(%s)", [Jsonb(spec)])
+        conn.execute("select admin.add_merchant(%s, 'Acme Games', null, 1000)", [MERCHANT])
+        conn.execute("select admin.add_product(%s, %s, '100 gems')", [MERCHANT, PRODUCT])
+        for code, (_, currency, amount) in CARRIERS.items():
+            if code in specs:
+                conn.execute("select admin.add_price_point(%s, %s, 'one_time', %s, %s, 'gems_100', %s)",
+                             [MERCHANT, PRODUCT, amount, currency, code])
+
+
+class World:
+    """Use as `async with World(db_url) as world:`; `world.sims[code]`, `world.q(...)`."""
+
+    def __init__(self, db_url: str, *, carriers: list[str] | None = None, rules: dict | None = None,
+                 gb_rules: dict | None = None, reconciler: bool = False, adapters: bool = True,
+                 timeout_s: float = 2.0, not_deduplicated: tuple[str, ...] = ()) -> None:
+        self.url = db_url
+        self.codes = carriers or list(CARRIERS)
+        self.clock = SimClock()
+        self.sims = {code: sim for code, sim in make_simulators(self.clock).items() if code in self.codes}
+        self.rules = rules
+        self.gb_rules = {"optin_one_time": False} if gb_rules is None else gb_rules
+        self.with_reconciler = reconciler
+        self.with_adapters = adapters
+        self.timeout_s = timeout_s
+        self.not_deduplicated = not_deduplicated  # carriers whose charge is NOT safe to repeat
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.callbacks: CallbackServer | None = None
+        self.conn: psycopg.AsyncConnection | None = None
+        self.specs: dict[str, dict] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> World:
+        for sim in self.sims.values():
+            await self._stack.enter_async_context(sim)
+        for code, sim in self.sims.items():
+            rules = self.gb_rules if code == "oneapi_gb" else self.rules
+            self.specs[code] = spec_for(code, sim.url, rules=rules, timeout_s=self.timeout_s)
+            if code in self.not_deduplicated:
+                self.specs[code]["operations"]["charge"]["safe_to_repeat"] = False
+        await asyncio.to_thread(setup_database, self.url, self.specs, self.clock)
+        self.callbacks = await self._stack.enter_async_context(CallbackServer(self.url, secrets=SECRETS))
+        self.factory = connector_factory(secrets=SECRETS, callback_base=self.callbacks.base_url)
+        self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        self.daemon = AdapterDaemon(self.url, self.factory, poll_interval=0.1, lease=timedelta(seconds=30))
+        self.reconciler = Reconciler(self.url, self.factory, interval=0.1)
+        if self.with_adapters:
+            self.start_adapters()
+        if self.with_reconciler:
+            self.start_reconciler()
+        return self
+
+    def start_adapters(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self.daemon.run(self.stop)))
+
+    def start_reconciler(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        if self.conn is not None:
+            await self.conn.close()
+        await self._stack.aclose()
+
+    # ------------------------------------------------------------------ database helpers
+
+    async def q(self, sql: str, *params: Any) -> list[tuple]:
+        cur = await self.conn.execute(sql, params or None)
+        return await cur.fetchall() if cur.description else []
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        rows = await self.q(sql, *params)
+        return rows[0][0] if rows else None
+
+    async def charge(self, number: str, key: str, metadata: dict | None = None) -> int:
+        document = await self.one("select api.charge(%s, %s, %s, %s, null, %s)", MERCHANT, number, PRODUCT, key,
+                                  Jsonb(metadata or {}))
+        return document["id"]
+
+    async def status(self, procedure_id: int) -> str:
+        return await self.one("select status::text from cp.procedure where procedure_id = %s", procedure_id)
+
+    async def wait_status(self, procedure_id: int, wanted: tuple[str, ...] = FINAL, timeout: float = 20.0) -> str:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            status = await self.status(procedure_id)
+            if status in wanted:
+                return status
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"procedure {procedure_id} is {status}, not one of {wanted}")
+            await asyncio.sleep(0.05)
+
+    async def wait_until(self, sql: str, *params: Any, timeout: float = 20.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = await self.one(sql, *params)
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"still false: {sql} {params}")
+            await asyncio.sleep(0.05)
+
+    async def advance(self, delta: timedelta) -> None:
+        """Move the database clock and every simulator's clock together."""
+        self.clock.advance(delta)
+        await self.q("select admin.advance_clock(%s)", delta)
+
+    async def journals_balanced(self) -> bool:
+        unbalanced = await self.one(
+            "select count(*) from (select j.journal_id from cp.journal j join cp.ledger_entry e using (journal_id) "
+            "group by j.journal_id having sum(e.amount_minor) <> 0) u")
+        return unbalanced == 0
+
+    async def receivable(self, carrier: str) -> int:
+        """Our carrier_receivable balance for a carrier (gross charged minus refunded)."""
+        return await self.one(
+            "select coalesce(sum(e.amount_minor), 0)::bigint from cp.ledger_entry e "
+            "join cp.ledger_account a using (account_id) join cp.carrier k on k.carrier_id = a.carrier_id "
+            "where a.kind = 'carrier_receivable' and k.code = %s", carrier)

@@ -1,0 +1,128 @@
+"""api.charge → adapter daemon → simulator → complete → procedure final, for each dialect, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from harness import CARRIERS, MERCHANT, World, charge_requests, msisdn
+
+
+@pytest.mark.parametrize("carrier", list(CARRIERS))
+async def test_charge_succeeds_once_and_the_ledger_balances(db_url, carrier):
+    async with World(db_url, carriers=[carrier], reconciler=True) as world:
+        sim = world.sims[carrier]
+        number = msisdn(carrier, 101)
+        amount = CARRIERS[carrier][2]
+        sim.add_subscriber(number, amount * 3)
+        payment = await world.charge(number, "k-1")
+        if carrier == "batch_in":  # accepted now; the day's result file settles it later
+            await settle_batch(world, payment)
+        assert await world.wait_status(payment) == "succeeded"
+        assert len(sim.ledger.charges(number)) == 1
+        assert sim.ledger.charged_total(number) == amount
+        assert await world.journals_balanced()
+        assert await world.receivable(carrier) == amount
+
+
+async def settle_batch(world: World, payment: int) -> str:
+    """The batch operator accepted the call; move time past the result file's delay."""
+    await world.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
+                           "where procedure_id = %s", payment)
+    await world.advance(timedelta(hours=2))
+    return await world.wait_status(payment)
+
+
+@pytest.mark.parametrize("carrier", list(CARRIERS))
+async def test_insufficient_funds_fails_without_charging(db_url, carrier):
+    async with World(db_url, carriers=[carrier], reconciler=True) as world:
+        sim = world.sims[carrier]
+        number = msisdn(carrier, 102)
+        sim.add_subscriber(number, CARRIERS[carrier][2] - 1)
+        payment = await world.charge(number, "k-poor")
+        status = await (settle_batch(world, payment) if carrier == "batch_in" else world.wait_status(payment))
+        assert status == "failed"
+        assert await world.one("select reason from cp.procedure where procedure_id = %s", payment) == \
+            "insufficient_funds"
+        assert sim.ledger.charges(number) == []
+        assert await world.receivable(carrier) == 0
+
+
+@pytest.mark.parametrize("carrier", list(CARRIERS))
+async def test_refund_reverses_the_charge_at_the_carrier_and_in_the_ledger(db_url, carrier):
+    async with World(db_url, carriers=[carrier], reconciler=True) as world:
+        sim = world.sims[carrier]
+        number = msisdn(carrier, 103)
+        amount = CARRIERS[carrier][2]
+        sim.add_subscriber(number, amount * 2)
+        payment = await world.charge(number, "k-r")
+        if carrier == "batch_in":
+            await settle_batch(world, payment)
+        assert await world.wait_status(payment) == "succeeded"
+        refund = (await world.one("select api.refund(%s, %s, 'r-1')", MERCHANT, payment))["id"]
+        status = await (settle_batch(world, refund) if carrier == "batch_in" else world.wait_status(refund))
+        assert status == "succeeded"
+        assert await world.status(payment) == "refunded"
+        assert sim.ledger.refunded_total(number) == amount
+        assert sim.balance(number) == amount * 2
+        assert await world.journals_balanced()
+        assert await world.receivable(carrier) == 0
+
+
+@pytest.mark.parametrize("carrier", list(CARRIERS))
+async def test_balance_check_reports_the_carriers_balance(db_url, carrier):
+    async with World(db_url, carriers=[carrier]) as world:
+        number = msisdn(carrier, 104)
+        world.sims[carrier].add_subscriber(number, 12_345)
+        check = (await world.one("select api.check_balance(%s, %s, 20000)", MERCHANT, number))["id"]
+        assert await world.wait_status(check) == "succeeded"
+        result = await world.one("select result from cp.procedure where procedure_id = %s", check)
+        assert result == {"balance_minor": 12_345, "sufficient": False}
+
+
+@pytest.mark.parametrize("carrier", ["oneapi_gb", "parlayx_za", "aggregator_ng", "batch_in"])
+async def test_a_throttled_charge_is_requeued_with_the_same_correlator_and_charged_once(db_url, carrier):
+    async with World(db_url, carriers=[carrier], reconciler=True) as world:
+        sim = world.sims[carrier]
+        number = msisdn(carrier, 105)
+        sim.add_subscriber(number, 100_000)
+        sim.faults.inject("throttle", operation="charge", times=2)
+        payment = await world.charge(number, "k-t")
+        # Throttled calls wait 5 s of database time before their next turn.
+        await world.wait_until("select carrier_code is not null from cp.carrier_call where procedure_id = %s",
+                               payment)
+        for _ in range(2):
+            await world.advance(timedelta(seconds=6))
+            await asyncio.sleep(0.3)
+        status = await (settle_batch(world, payment) if carrier == "batch_in" else world.wait_status(payment))
+        assert status == "succeeded"
+        calls = await world.q("select correlator from cp.carrier_call where procedure_id = %s and operation = 'charge'",
+                              payment)
+        assert len(calls) == 1  # one call, repeated under one correlator
+        assert len(sim.ledger.charges(number)) == 1
+        assert len(charge_requests(sim)) == 3  # twice throttled, then charged
+
+
+@pytest.mark.parametrize("carrier", ["oneapi_gb", "parlayx_za", "aggregator_ng"])
+async def test_timeout_after_charge_is_unknown_then_reconciled_without_a_second_charge(db_url, carrier):
+    async with World(db_url, carriers=[carrier], reconciler=True, timeout_s=0.5) as world:
+        sim = world.sims[carrier]
+        sim.faults.late_response_s = 1.0
+        if carrier == "aggregator_ng":
+            sim.callback_attempts = 0  # the result callback is lost too: only a status query can tell
+        number = msisdn(carrier, 106)
+        amount = CARRIERS[carrier][2]
+        sim.add_subscriber(number, amount * 5)
+        sim.faults.inject("timeout_after_charge", operation="charge")
+        payment = await world.charge(number, "k-u")
+        assert await world.wait_status(payment, ("unknown",)) == "unknown"
+        assert len(sim.ledger.charges(number)) == 1  # the carrier did charge
+        await asyncio.sleep(0.5)  # the reconciler must not touch it before its back-off is due
+        assert await world.status(payment) == "unknown"
+        await world.advance(timedelta(minutes=6))
+        assert await world.wait_status(payment) == "succeeded"
+        assert len(sim.ledger.charges(number)) == 1
+        assert len(charge_requests(sim)) == 1  # never sent again: settled by a status query
+        assert await world.receivable(carrier) == amount
+        assert await world.journals_balanced()

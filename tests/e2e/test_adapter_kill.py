@@ -1,0 +1,115 @@
+"""Kill the adapter with SIGKILL while hundreds of charges are in flight, then let a new adapter and
+the reconciler finish: every payment ends final, none is charged twice at any carrier, and our
+ledger agrees with each carrier's own ledger to the minor unit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemons"))
+from harness import CARRIERS, SECRETS, World, msisdn  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DIALECTS = ["oneapi_gb", "parlayx_za", "aggregator_ng"]
+PER_CARRIER = 100
+
+
+async def start_adapter(world: World, log: Path) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        **SECRETS,
+        "PYTHONPATH": str(REPO),
+        "CARRIERPAY_DATABASE_URL": world.url,
+        "CARRIERPAY_CALLBACK_BASE_URL": world.callbacks.base_url,
+    }
+    handle = log.open("ab")
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "carrierpay", "adapters", "run", "--batch", "40", "--lease", "20", "--poll", "0.1",
+        env=env, stdout=handle, stderr=handle, cwd=str(REPO),
+    )
+
+
+async def stop(process: asyncio.subprocess.Process, sig: int = signal.SIGTERM) -> None:
+    if process.returncode is None:
+        process.send_signal(sig)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigkill_mid_flight_loses_and_doubles_nothing(db_url, tmp_path):
+    log = tmp_path / "adapter.log"
+    # parlayx_za is treated as a carrier that does not deduplicate: its expired charges become
+    # unknown and must be settled by status query; the others are requeued under the same correlator.
+    async with World(db_url, carriers=DIALECTS, adapters=False, timeout_s=3.0,
+                     not_deduplicated=("parlayx_za",)) as world:
+        for sim in world.sims.values():
+            sim.faults.latency_s, sim.faults.latency_jitter_s = 0.2, 0.4  # so calls are in flight
+        payments: dict[int, str] = {}
+        for code in DIALECTS:
+            amount = CARRIERS[code][2]
+            for n in range(PER_CARRIER):
+                number = msisdn(code, 1000 + n)
+                # every fifth subscriber cannot pay
+                world.sims[code].add_subscriber(number, amount - 1 if n % 5 == 0 else amount * 3)
+                payments[await world.charge(number, f"kill-{code}-{n}")] = code
+
+        first = await start_adapter(world, log)
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            while sum(len(sim.ledger.transactions) for sim in world.sims.values()) < 40:
+                assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+                await asyncio.sleep(0.02)
+        finally:
+            await stop(first, signal.SIGKILL)
+        leased = await world.one("select count(*) from cp.call_queue where lease_until is not null")
+        assert leased > 0, "the kill should leave leased calls behind"
+
+        # Requests the dead adapter sent are still being processed by the carriers (a carrier
+        # finishes a request within its latency; in production the 5-minute back-off before the
+        # first status query covers this): only then may "no such transaction" mean "not charged".
+        await asyncio.sleep(1.5)
+        # The dead adapter's leases run out; the reconciler expires them, a new adapter carries on.
+        await world.advance(timedelta(minutes=1))
+        second = await start_adapter(world, log)
+        world.start_reconciler()
+        try:
+            for _ in range(120):
+                open_ = await world.one(
+                    "select count(*) from cp.procedure where kind = 'charge' "
+                    "and status not in ('succeeded', 'failed')")
+                if open_ == 0:
+                    break
+                await asyncio.sleep(0.5)
+                await world.advance(timedelta(minutes=6))  # reconciliation back-off is due
+            assert open_ == 0, log.read_text()[-3000:]
+        finally:
+            await stop(second)
+
+        rows = await world.q(
+            "select p.procedure_id, p.status::text, array_agg(c.correlator) from cp.procedure p "
+            "join cp.carrier_call c using (procedure_id) where p.kind = 'charge' "
+            "and c.operation = 'charge' group by p.procedure_id, p.status")
+        assert len(rows) == len(payments)
+        statuses: dict[str, int] = defaultdict(int)
+        for procedure_id, status, correlators in rows:
+            sim = world.sims[payments[procedure_id]]
+            charged = [t for correlator in correlators for t in sim.ledger.charges(correlator=correlator)]
+            assert len(charged) <= 1, f"payment {procedure_id} charged {len(charged)} times"
+            assert (status == "succeeded") == (len(charged) == 1), (procedure_id, status, charged)
+            statuses[status] += 1
+        assert statuses["succeeded"] >= 2 * len(DIALECTS)
+        reconciled = await world.one("select count(*) from cp.carrier_call where reconcile_attempts > 0")
+        assert reconciled > 0, "some charges should have gone through reconciliation"
+        for code in DIALECTS:
+            assert await world.receivable(code) == world.sims[code].ledger.charged_total(), code
+        assert await world.journals_balanced()
+        assert "Traceback" not in log.read_text()
