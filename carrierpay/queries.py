@@ -24,6 +24,10 @@ CALL_LOCAL_DATES = """
     from cp.carrier_call c join cp.carrier k using (carrier_id)
     where c.call_id = any(%(call_ids)s)
 """
+# SMS journeys over SMPP (db/procedures/sms.sql): MO messages, late receipts, receipts that never came.
+RECORD_MO = "select adapter.record_mo(%(carrier)s, %(mo)s)"
+REMATCH_CALLBACKS = "select adapter.rematch_callbacks(%(carrier)s, %(limit)s)"
+EXPIRE_AWAITING = "select adapter.expire_awaiting(%(carrier)s, %(after)s, %(limit)s)"
 
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"
@@ -48,6 +52,10 @@ SHOW_CARRIER = """
 """
 ADVANCE_CLOCK = "select admin.advance_clock(%(by)s)"
 SET_CLOCK = "select admin.set_clock(%(at)s)"
+ADD_SMS_KEYWORD = (
+    "select admin.add_sms_keyword(%(carrier)s, %(short_code)s, %(keyword)s, %(merchant)s, %(product)s, %(plan)s)"
+)
+SET_SMS_TEMPLATE = "select admin.set_sms_template(%(code)s, %(country)s, %(language)s, %(text)s)"
 CLOCK_NOW = "select cp.clock_now()"
 
 # Webhook dispatcher (role carrierpay_adapter).

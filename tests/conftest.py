@@ -7,6 +7,8 @@ never silently skipped.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import subprocess
@@ -57,6 +59,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if result.returncode != 0 or _missing_packages():
         pytest.exit(f"could not install {', '.join(missing)}: {result.stderr.strip()[-500:]}\n"
                     f"run: {install_line}", returncode=4)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Run `async def` tests on a fresh event loop each, with a ceiling so a hang fails instead of blocking."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**arguments), timeout=90))
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import psycopg
@@ -105,6 +105,9 @@ def _settlement(call: Mapping[str, Any], answer: Mapping[str, Any], how: str) ->
     return result
 
 
+SMPP_RECEIPT_EXPIRY = timedelta(hours=1)
+
+
 class Reconciler:
     def __init__(
         self,
@@ -145,6 +148,12 @@ class Reconciler:
         for code, spec in await cur.fetchall():
             if self.only and code not in self.only:
                 continue
+            if spec.get("transport") == "smpp":
+                # Premium MT waits for its delivery receipt: too long a wait makes it unknown, and
+                # receipts that arrived before their submit response are matched again.
+                await conn.execute(queries.EXPIRE_AWAITING,
+                                   {"carrier": code, "after": SMPP_RECEIPT_EXPIRY, "limit": 10000})
+                await conn.execute(queries.REMATCH_CALLBACKS, {"carrier": code, "limit": 10000})
             while True:
                 cur = await conn.execute(queries.CLAIM_RECONCILIATIONS, {"carrier": code, "limit": self.batch})
                 calls = [row[0] for row in await cur.fetchall()]

@@ -4,8 +4,9 @@ from the environment (or CARRIERPAY_SECRETS_FILE) and the base URL from CARRIERP
     factory = connector_factory()            # what AdapterDaemon and the reconciler take
     connector = await factory("oneapi_gb", spec_document)
 
-A transport other than HTTP registers itself with `register_transport("smpp", builder)`; until the
-SMPP connector does so, an SMPP carrier raises NotImplementedError naming the hook.
+An SMPP carrier's session also carries MO messages and delivery receipts into the database, so
+`connector_factory(database_url=...)` builds it (carrierpay.adapters.smpp.bridge); other transports
+can register a builder with `register_transport(name, builder)`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _build_http(spec: CarrierSpec, secrets: Secrets, *, callback_url: str | None
 def _build_smpp(spec: CarrierSpec, secrets: Secrets, *, callback_url: str | None = None) -> Any:
     raise NotImplementedError(
         f"carrier {spec.code} uses transport smpp, and no SMPP connector is registered: "
-        "call carrierpay.adapters.registry.register_transport('smpp', builder) from the SMPP connector module"
+        "SMPP sessions are built by connector_factory(database_url=...), which the daemons use"
     )
 
 
@@ -76,12 +77,21 @@ def connector_factory(
     secrets: Secrets | Mapping[str, str] | None = None,
     base_urls: Mapping[str, str] | None = None,
     callback_base: str | None = None,
+    database_url: str | None = None,
 ) -> ConnectorFactory:
     """A `factory(code, spec) -> connector` for the daemons. `base_urls` (code -> URL) wins over the
     environment; secrets default to the environment and CARRIERPAY_SECRETS_FILE."""
     shared = secrets if isinstance(secrets, Secrets) else (Secrets(secrets) if secrets else None)
 
     async def factory(code: str, spec: Mapping[str, Any]) -> Any:
+        if spec.get("transport") == "smpp":
+            # An SMPP session also receives MO messages and receipts, which it writes to the database.
+            if database_url is None:
+                raise ValueError(f"carrier {code} speaks SMPP: the connector factory needs the database URL")
+            from carrierpay.adapters.smpp.bridge import smpp_connector_for
+
+            return await smpp_connector_for(code, spec, database_url,
+                                            secrets=secrets if isinstance(secrets, Mapping) else None)
         return build_connector(
             spec,
             secrets=shared or Secrets.from_environment(),

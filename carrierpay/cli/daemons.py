@@ -58,7 +58,8 @@ def adapters_run(
 
     _logging(verbose)
     url = db.running_url(database_url)
-    daemon = AdapterDaemon(url, connector_factory(callback_base=callback_base_url), carriers=carrier, batch=batch,
+    factory = connector_factory(callback_base=callback_base_url, database_url=url)
+    daemon = AdapterDaemon(url, factory, carriers=carrier, batch=batch,
                            lease=timedelta(seconds=lease), poll_interval=poll)
     logging.getLogger("carrierpay.adapters").info("adapter %s starting (batch %d, lease %ss)", daemon.worker,
                                                   batch, lease)
@@ -81,7 +82,8 @@ def reconcile_run(
     from carrierpay.adapters.registry import connector_factory
 
     _logging(verbose)
-    reconciler = Reconciler(db.running_url(database_url), connector_factory(callback_base=callback_base_url),
+    url = db.running_url(database_url)
+    reconciler = Reconciler(url, connector_factory(callback_base=callback_base_url, database_url=url),
                             carriers=carrier, batch=batch, interval=interval)
     asyncio.run(_with_signals(lambda stop: reconciler.run(stop, once=once)))
 

@@ -105,11 +105,18 @@ begin
     if not found then
         return jsonb_build_object('id', v_key, 'status', 'duplicate');
     end if;
-    select * into v_call from cp.carrier_call
-    where carrier_id = v_carrier_id
-      and (correlator = p_payload->>'correlator'
-           or (p_payload->>'correlator' is null and carrier_ref = p_payload->>'carrier_ref'))
-    order by call_id desc limit 1;
+    if p_payload->>'correlator' is not null then
+        select * into v_call from cp.carrier_call
+        where carrier_id = v_carrier_id and correlator = p_payload->>'correlator';
+    else
+        -- By the carrier's id; a multi-part SMS has one id per part, joined by ','. The lock pairs with
+        -- cp.rematch_callbacks, so a receipt racing the call's id either finds it or is found later.
+        perform pg_advisory_xact_lock(v_carrier_id, hashtext(p_payload->>'carrier_ref'));
+        select * into v_call from cp.carrier_call
+        where carrier_id = v_carrier_id and carrier_ref is not null
+          and string_to_array(carrier_ref, ',') @> array[p_payload->>'carrier_ref']
+        order by call_id desc limit 1;
+    end if;
     if not found then
         -- Kept in the inbox for late matching; the reconciler looks here too.
         return jsonb_build_object('id', v_key, 'status', 'unmatched');

@@ -94,8 +94,9 @@ begin
             cp.clock_now() + make_interval(mins => (v_rules->>'pin_ttl_minutes')::int), cp.clock_now())
     returning * into v_optin;
     perform cp.queue_sms(p_subscriber.subscriber_id,
-                         format('Your %s PIN for %s (%s) is %s. Do not share it.', p_merchant.name, p_product.name,
-                                case p_purpose when 'subscribe' then 'subscription' else 'purchase' end, v_pin),
+                         cp.sms_text('pin', p_subscriber.subscriber_id, jsonb_build_object(
+                             'merchant', p_merchant.name, 'product', p_product.name, 'pin', v_pin,
+                             'purpose', case p_purpose when 'subscribe' then 'subscription' else 'purchase' end)),
                          'pin', p_merchant.merchant_id, p_sensitive => true);
     return v_optin;
 end
@@ -134,6 +135,37 @@ begin
 end
 $$;
 
+-- Create a subscription in pending_optin: the plan's price point on the subscriber's carrier (or in
+-- its country), checked against the spend rules. Shared by api.subscribe and SUB keywords by SMS.
+create or replace function cp.new_subscription(p_merchant_id integer, p_subscriber cp.subscriber,
+                                               p_carrier cp.carrier, p_product cp.product, p_plan text)
+returns cp.subscription
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_pp cp.price_point;
+    v_sub cp.subscription;
+begin
+    select * into v_pp from cp.price_point pp
+    where pp.product_id = p_product.product_id and pp.plan = p_plan::cp.plan and pp.active
+      and (pp.carrier_id = p_carrier.carrier_id or (pp.carrier_id is null and pp.country = p_carrier.country))
+    order by pp.carrier_id is null, pp.amount_minor desc
+    limit 1;
+    if not found then
+        perform cp.fail('CP052', format('product %L has no %s plan on carrier %s', p_product.code, p_plan,
+                                        p_carrier.code));
+    end if;
+    perform cp.check_charge_rules(p_subscriber.subscriber_id, p_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
+    insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status, price_point_id,
+                                 status_since, created_at)
+    values (p_merchant_id, p_subscriber.subscriber_id, p_carrier.carrier_id, p_product.product_id,
+            p_plan::cp.plan, 'pending_optin', v_pp.price_point_id, cp.clock_now(), cp.clock_now())
+    returning * into v_sub;
+    return v_sub;
+end
+$$;
+
 -- Subscribe: double opt-in where the regulation needs it, else activate and queue the first charge.
 create or replace function api.subscribe(p_merchant text, p_msisdn text, p_product text, p_plan text,
                                          p_idempotency_key text)
@@ -148,7 +180,6 @@ declare
     v_subscriber cp.subscriber;
     v_product cp.product;
     v_sub cp.subscription;
-    v_pp cp.price_point;
     v_optin cp.optin;
     v_earlier jsonb;
 begin
@@ -167,20 +198,7 @@ begin
         perform cp.fail('CP003', format('unknown product %L', p_product));
     end if;
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
-    select * into v_pp from cp.price_point pp
-    where pp.product_id = v_product.product_id and pp.plan = p_plan::cp.plan and pp.active
-      and (pp.carrier_id = v_carrier.carrier_id or (pp.carrier_id is null and pp.country = v_carrier.country))
-    order by pp.carrier_id is null, pp.amount_minor desc
-    limit 1;
-    if not found then
-        perform cp.fail('CP052', format('product %L has no %s plan on carrier %s', p_product, p_plan, v_carrier.code));
-    end if;
-    perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
-    insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status, price_point_id,
-                                 status_since, created_at)
-    values (v_merchant.merchant_id, v_subscriber.subscriber_id, v_carrier.carrier_id, v_product.product_id,
-            p_plan::cp.plan, 'pending_optin', v_pp.price_point_id, cp.clock_now(), cp.clock_now())
-    returning * into v_sub;
+    v_sub := cp.new_subscription(v_merchant.merchant_id, v_subscriber, v_carrier, v_product, p_plan);
     if coalesce((cp.effective_rules(v_carrier.carrier_id)->>'optin_subscription')::boolean, false) then
         v_optin := cp.create_optin(v_merchant, v_subscriber, v_product, 'subscribe', v_sub.subscription_id);
     else
@@ -268,8 +286,29 @@ as $$
     where s.subscription_id = p_subscription_id
 $$;
 
--- Cancel a subscription now. A charge already in flight may still succeed (and can be refunded);
--- nothing renews afterwards.
+-- Cancel a subscription now (whoever asks: the merchant, the subscriber by SMS STOP). A charge
+-- already in flight may still succeed (and can be refunded); nothing renews afterwards.
+create or replace function cp.cancel_subscription(p_subscription_id bigint, p_reason text) returns jsonb
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_sub cp.subscription;
+begin
+    select * into v_sub from cp.subscription where subscription_id = p_subscription_id for update;
+    if v_sub.status = 'cancelled' then
+        perform cp.fail('CP051', format('subscription %s is already cancelled', p_subscription_id));
+    end if;
+    update cp.subscription
+    set status = 'cancelled', cancel_reason = p_reason, cancelled_at = cp.clock_now(), next_charge_at = null
+    where subscription_id = v_sub.subscription_id;
+    perform cp.notify_merchant(v_sub.merchant_id, 'subscription.cancelled',
+                               cp.subscription_document(v_sub.subscription_id), p_subscription_id => v_sub.subscription_id);
+    return cp.subscription_document(v_sub.subscription_id);
+end
+$$;
+
+-- Cancel a subscription of the merchant now.
 create or replace function api.cancel_subscription(p_merchant text, p_subscription_id bigint,
                                                    p_reason text default null)
 returns jsonb
@@ -278,24 +317,12 @@ set search_path = pg_catalog, cp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
-    v_sub cp.subscription;
 begin
-    select * into v_sub from cp.subscription
-    where subscription_id = p_subscription_id and merchant_id = v_merchant.merchant_id
-    for update;
-    if not found then
+    if not exists (select 1 from cp.subscription
+                   where subscription_id = p_subscription_id and merchant_id = v_merchant.merchant_id) then
         perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
     end if;
-    if v_sub.status = 'cancelled' then
-        perform cp.fail('CP051', format('subscription %s is already cancelled', p_subscription_id));
-    end if;
-    update cp.subscription
-    set status = 'cancelled', cancel_reason = coalesce(p_reason, 'merchant'), cancelled_at = cp.clock_now(),
-        next_charge_at = null
-    where subscription_id = v_sub.subscription_id;
-    perform cp.notify_merchant(v_merchant.merchant_id, 'subscription.cancelled',
-                               cp.subscription_document(v_sub.subscription_id), p_subscription_id => v_sub.subscription_id);
-    return cp.subscription_document(v_sub.subscription_id);
+    return cp.cancel_subscription(p_subscription_id, coalesce(p_reason, 'merchant'));
 end
 $$;
 

@@ -72,6 +72,7 @@ end
 $$;
 
 -- Parameters of a charge call for a procedure (amount may differ from the procedure's on step-down).
+-- Over SMPP the charge is a premium MT, so it carries the text the subscriber receives.
 create or replace function cp.charge_params(p_proc cp.procedure, p_amount bigint) returns jsonb
 language sql stable
 set search_path = pg_catalog, cp
@@ -80,7 +81,12 @@ as $$
         'msisdn', s.msisdn, 'amount_minor', p_amount, 'currency', p_proc.currency,
         'description', coalesce(pr.name, 'purchase'), 'product_code', pr.code, 'merchant_code', m.code,
         'variant', p_proc.variant)
+        || case when c.spec->>'transport' = 'smpp' then jsonb_build_object('text', cp.sms_text('premium_mt',
+               s.subscriber_id, jsonb_build_object('product', coalesce(pr.name, 'purchase'), 'merchant', m.name,
+                                                   'price', cp.format_money(p_amount, p_proc.currency))))
+           else '{}'::jsonb end
     from cp.subscriber s
+    join cp.carrier c on c.carrier_id = p_proc.carrier_id
     left join cp.product pr on pr.product_id = p_proc.product_id
     left join cp.merchant m on m.merchant_id = p_proc.merchant_id
     where s.subscriber_id = p_proc.subscriber_id
@@ -101,8 +107,9 @@ declare
 begin
     select * into v_subscriber from cp.subscriber where subscriber_id = p_subscriber_id;
     select * into v_carrier from cp.carrier where carrier_id = v_subscriber.carrier_id;
-    -- A PIN the subscriber is waiting for is not marketing: it goes now; notices respect quiet hours.
-    v_at := case when p_purpose = 'pin' then cp.clock_now()
+    -- A PIN or a reply to the subscriber's own SMS is awaited, not marketing: it goes now; notices
+    -- respect quiet hours.
+    v_at := case when p_purpose in ('pin', 'reply') then cp.clock_now()
                  else cp.next_sms_time(cp.effective_rules(v_carrier.carrier_id),
                                        cp.subscriber_timezone(p_subscriber_id), cp.clock_now()) end;
     v_proc := cp.new_procedure('sms', v_subscriber, p_merchant_id, 0, v_carrier.currency,
@@ -186,10 +193,11 @@ begin
                                v_proc.procedure_id, v_proc.subscription_id);
     if coalesce((v_rules->>'receipt_after_charge')::boolean, false) then
         perform cp.queue_sms(v_proc.subscriber_id,
-                             format('Receipt: you paid %s %s to %s for %s. Help: reply HELP.',
-                                    to_char(v_proc.collected_minor / 100.0, 'FM999999990.00'), v_proc.currency,
-                                    (select name from cp.merchant where merchant_id = v_proc.merchant_id),
-                                    (select name from cp.product where product_id = v_proc.product_id)),
+                             cp.sms_text('receipt', v_proc.subscriber_id, jsonb_build_object(
+                                 'amount', to_char(v_proc.collected_minor / 100.0, 'FM999999990.00'),
+                                 'currency', v_proc.currency,
+                                 'merchant', (select name from cp.merchant where merchant_id = v_proc.merchant_id),
+                                 'product', (select name from cp.product where product_id = v_proc.product_id))),
                              'receipt', v_proc.merchant_id);
     end if;
 end

@@ -364,11 +364,11 @@ begin
         for update of s skip locked
     loop
         perform cp.queue_sms(v_sub.subscriber_id,
-            format('Reminder: your %s subscription from %s renews on %s for %s %s. To stop, reply STOP.',
-                   v_sub.product_name, v_sub.merchant_name,
-                   to_char(v_sub.next_charge_at at time zone cp.subscriber_timezone(v_sub.subscriber_id),
-                           'DD Mon HH24:MI'),
-                   to_char(v_sub.amount / 100.0, 'FM999999990.00'), p_carrier.currency),
+            cp.sms_text('reminder', v_sub.subscriber_id, jsonb_build_object(
+                'product', v_sub.product_name, 'merchant', v_sub.merchant_name,
+                'renews_at', to_char(v_sub.next_charge_at at time zone cp.subscriber_timezone(v_sub.subscriber_id),
+                                     'DD Mon HH24:MI'),
+                'amount', to_char(v_sub.amount / 100.0, 'FM999999990.00'), 'currency', p_carrier.currency)),
             'reminder', v_sub.merchant_id);
         update cp.subscription set reminded_period = period_index where subscription_id = v_sub.subscription_id;
         v_count := v_count + 1;

@@ -102,5 +102,14 @@ def test_smpp_carriers_have_a_clear_hook():
     from carrierpay.adapters.spec import CarrierSpec
 
     spec = CarrierSpec(data={"code": "smpp_xx", "transport": "smpp"})
-    with pytest.raises(NotImplementedError, match="register_transport"):
+    with pytest.raises(NotImplementedError, match="connector_factory"):
         build_connector(spec, secrets={})
+
+
+def test_smpp_sessions_need_the_database_for_mo_and_receipts():
+    import asyncio
+
+    from carrierpay.adapters.registry import connector_factory
+
+    with pytest.raises(ValueError, match="database URL"):
+        asyncio.run(connector_factory()("smsc_za", {"code": "smsc_za", "transport": "smpp"}))
