@@ -28,10 +28,7 @@ begin
     end if;
     v_msisdn := cp.normalize_msisdn(p_msisdn);
     v_carrier := cp.carrier_for_msisdn(v_msisdn);
-    select * into v_product from cp.product where merchant_id = v_merchant.merchant_id and code = p_product;
-    if not found then
-        perform cp.fail('CP003', format('unknown product %L', p_product));
-    end if;
+    v_product := cp.merchant_product(v_merchant.merchant_id, p_product);
     if p_amount_minor is not null and p_amount_minor <= 0 then
         perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
     end if;
@@ -124,10 +121,7 @@ begin
     end if;
     v_msisdn := cp.normalize_msisdn(p_msisdn);
     v_carrier := cp.carrier_for_msisdn(v_msisdn);
-    select * into v_product from cp.product where merchant_id = v_merchant.merchant_id and code = p_product;
-    if not found then
-        perform cp.fail('CP003', format('unknown product %L', p_product));
-    end if;
+    v_product := cp.merchant_product(v_merchant.merchant_id, p_product);
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
     v_optin := cp.create_optin(v_merchant, v_subscriber, v_product, 'charge', null);
     return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key,
@@ -193,10 +187,7 @@ begin
     end if;
     v_msisdn := cp.normalize_msisdn(p_msisdn);
     v_carrier := cp.carrier_for_msisdn(v_msisdn);
-    select * into v_product from cp.product where merchant_id = v_merchant.merchant_id and code = p_product;
-    if not found then
-        perform cp.fail('CP003', format('unknown product %L', p_product));
-    end if;
+    v_product := cp.merchant_product(v_merchant.merchant_id, p_product);
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
     v_sub := cp.new_subscription(v_merchant.merchant_id, v_subscriber, v_carrier, v_product, p_plan);
     if coalesce((cp.effective_rules(v_carrier.carrier_id)->>'optin_subscription')::boolean, false) then

@@ -112,6 +112,22 @@ begin
 end
 $$;
 
+-- A merchant's product by code, or CP003.
+create or replace function cp.merchant_product(p_merchant_id integer, p_code text) returns cp.product
+language plpgsql stable
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_product cp.product;
+begin
+    select * into v_product from cp.product where merchant_id = p_merchant_id and code = p_code;
+    if not found then
+        perform cp.fail('CP003', format('unknown product %L', p_code));
+    end if;
+    return v_product;
+end
+$$;
+
 -- The subscriber's local timezone: their own, else their carrier's.
 create or replace function cp.subscriber_timezone(p_subscriber_id bigint) returns text
 language sql stable
