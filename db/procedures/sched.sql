@@ -219,7 +219,8 @@ $$;
 
 -- When to try a subscription's charge next: the product's fixed hours, or the local hour with the
 -- best observed success rate (with 10% exploration), inside the charging window, at least an hour
--- away, and on a later day once the day's attempts are used up.
+-- away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
+-- hours plus the window's opening moments, so a window shorter than an hour is still reached.
 create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
 language plpgsql
 set search_path = pg_catalog, cp
@@ -248,8 +249,14 @@ begin
     with slots as (
         select date_trunc('hour', v_earliest) + make_interval(hours => h) as slot
         from generate_series(1, 48) h
+        union
+        -- the window's opening moment, which need not fall on the hour (e.g. 08:15-08:45)
+        select v_earliest::date + make_interval(days => d) + split_part(v_rules->>'charging_hours', '-', 1)::time
+        from generate_series(0, 2) d
+        where coalesce(v_rules->>'charging_hours', '') <> ''
     ), allowed as (
-        select slot from slots where cp.in_window(slot::time, v_rules->>'charging_hours')
+        select slot from slots
+        where slot >= v_earliest and cp.in_window(slot::time, v_rules->>'charging_hours')
     )
     select a.slot into v_best
     from allowed a
