@@ -297,7 +297,8 @@ $$;
 -- Queue charges for subscriptions that are due, in batches, carrier by carrier. Several
 -- schedulers may run at once: each due row is locked (SKIP LOCKED) and its next_charge_at
 -- cleared in the same transaction, and a carrier's budget is computed by one scheduler at a
--- time (advisory lock), so the queue never holds more than tps × p_lookahead_s ready charges.
+-- time (advisory lock), so the queue never holds more than tps × p_lookahead_s calls ready within
+-- the lookahead.
 create or replace function sched.run_due(p_limit integer default 1000, p_lookahead_s integer default 60)
 returns integer
 language plpgsql security definer
@@ -316,8 +317,11 @@ begin
         continue when not pg_try_advisory_xact_lock(1129336644, v_carrier.carrier_id);  -- 'CPSD'
         v_rules := cp.effective_rules(v_carrier.carrier_id);
         perform sched.queue_reminders(v_carrier, v_rules, p_limit);
+        -- Calls held for later (quiet hours, a throttle pause) are not ready and take no room.
         select v_carrier.tps * p_lookahead_s - count(*) into v_room
-        from cp.call_queue where carrier_id = v_carrier.carrier_id and lease_until is null;
+        from cp.call_queue
+        where carrier_id = v_carrier.carrier_id and lease_until is null
+          and available_at <= cp.clock_now() + make_interval(secs => p_lookahead_s);
         continue when v_room <= 0;
         for v_sub in
             select s.subscription_id, s.subscriber_id, s.attempts_today, s.attempts_day
