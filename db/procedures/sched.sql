@@ -102,7 +102,8 @@ begin
     update cp.subscription
     set status = 'active',
         anchor_local = cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id),
-        period_index = 0
+        period_index = 0,
+        period_base = 0
     where subscription_id = p_subscription_id;
     return cp.start_renewal(p_subscription_id);
 end
@@ -135,13 +136,16 @@ begin
         end if;
     end if;
     if v_sub.status = 'suspended' then
-        -- Service had stopped: the paid period starts now rather than at the missed due date.
+        -- Service had stopped: the paid period starts now rather than at the missed due date. The
+        -- period index keeps growing (one live charge per index), counted from the new anchor.
         v_sub.anchor_local := cp.clock_now() at time zone v_tz;
-        v_sub.period_index := 0;
+        v_sub.period_base := v_sub.period_index;
     end if;
-    v_paid_through := cp.period_start(v_sub.anchor_local, v_sub.plan, v_sub.period_index + 1, v_tz);
+    v_paid_through := cp.period_start(v_sub.anchor_local, v_sub.plan,
+                                      v_sub.period_index + 1 - v_sub.period_base, v_tz);
     update cp.subscription
     set anchor_local = v_sub.anchor_local,
+        period_base = v_sub.period_base,
         period_index = v_sub.period_index + 1,
         paid_through = v_paid_through,
         next_charge_at = case when status = 'cancelled' then null else v_paid_through end,
