@@ -239,6 +239,7 @@ declare
     v_local timestamp;
     v_earliest timestamp;
     v_best timestamp;
+    v_explore boolean := random() < 0.1;  -- one decision per retry, not per candidate slot
 begin
     select * into v_sub from cp.subscription where subscription_id = p_subscription_id;
     select * into v_product from cp.product where product_id = v_sub.product_id;
@@ -268,7 +269,7 @@ begin
     order by case when v_product.retry_timing = 'fixed'
                   -- fixed hours first; if none falls inside the window, the window's first hour
                   then case when extract(hour from a.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
-                  when random() < 0.1 then random()  -- explore: any allowed hour may win
+                  when v_explore then random()  -- explore: any allowed hour may win
                   else -((coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2)) end,
              a.slot
     limit 1;
