@@ -221,8 +221,9 @@ begin
 end
 $$;
 
--- When to try a subscription's charge next: the product's fixed hours, or the local hour with the
--- best observed success rate (with 10% exploration), inside the charging window, at least an hour
+-- When to try a subscription's charge next: the product's fixed hours, or the soonest of the carrier's
+-- best local hours by observed success rate (its top max_attempts_per_day hours; 10% of retries
+-- explore a random slot of the coming day instead), inside the charging window, at least an hour
 -- away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
 -- hours plus the window's opening moments, so a window shorter than an hour is still reached.
 create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
@@ -262,16 +263,25 @@ begin
     ), allowed as (
         select slot from slots
         where slot >= v_earliest and cp.in_window(slot::time, v_rules->>'charging_hours')
+    ), ranked as (
+        -- each allowed hour's smoothed success rate, ranked (equal rates share a rank)
+        select a.slot, dense_rank() over (
+                   order by (coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2) desc) as hour_rank
+        from allowed a
+        left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
     )
-    select a.slot into v_best
-    from allowed a
-    left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
+    select r.slot into v_best
+    from ranked r
     order by case when v_product.retry_timing = 'fixed'
                   -- fixed hours first; if none falls inside the window, the window's first hour
-                  then case when extract(hour from a.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
-                  when v_explore then random()  -- explore: any allowed hour may win
-                  else -((coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2)) end,
-             a.slot
+                  then case when extract(hour from r.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
+                  -- explore: any allowed slot of the coming day may win
+                  when v_explore then case when r.slot < v_earliest + interval '1 day' then random() else 2 end
+                  -- exploit: the soonest of the day's best hours, as many of them as attempts a day allow,
+                  -- so retries use the day's allowance at good hours instead of waiting for the single best
+                  else case when r.hour_rank <= greatest((v_rules->>'max_attempts_per_day')::int, 1) then 0 else 1 end
+             end,
+             r.slot
     limit 1;
     return coalesce(v_best, v_earliest) at time zone v_tz;
 end

@@ -339,18 +339,26 @@ def test_same_start_and_end_means_no_restriction(conn):
     assert timedelta(hours=1) <= local - now_local <= timedelta(hours=12)
 
 
-def test_best_hour_mostly_picks_the_hour_that_succeeds(conn):
+def test_best_hour_mostly_picks_the_soonest_of_the_best_hours(conn):
     load_world(conn)
     conn.execute("update cp.product set retry_timing = 'best_hour' where code = 'club'")
-    sub = subscribe(conn)
+    sub = subscribe(conn)  # 13:00 Lagos
+    # The three best hours (max_attempts_per_day = 3): 20 (best), 9 and 15; the rest are poor.
     conn.execute("insert into cp.hour_stats (carrier_id, local_hour, attempts, successes) "
-                 "select carrier_id, h, 1000, case when h = 20 then 600 else 50 end "
+                 "select carrier_id, h, 1000, case h when 20 then 600 when 9 then 500 when 15 then 400 else 50 end "
                  "from cp.carrier, generate_series(0, 23) h where code = 'test_ng'")
     hours = [r[0] for r in conn.execute(
         "select extract(hour from cp.next_retry_time(%s) at time zone 'Africa/Lagos')::int "
         "from generate_series(1, 200)", [sub])]
-    share = hours.count(20) / len(hours)
+    share = hours.count(15) / len(hours)
     assert 0.7 < share < 1.0  # exploitation most of the time, exploration sometimes
+    # Once the day's attempts are used up, the next day's first good hour.
+    conn.execute("update cp.subscription set attempts_today = 3, attempts_day = "
+                 "(cp.clock_now() at time zone 'Africa/Lagos')::date")
+    hours = [r[0] for r in conn.execute(
+        "select extract(hour from cp.next_retry_time(%s) at time zone 'Africa/Lagos')::int "
+        "from generate_series(1, 100)", [sub])]
+    assert hours.count(9) > 70
 
 
 # --- cancellation in flight and clock moves --------------------------------------------------------
