@@ -185,10 +185,14 @@ begin
     if v_proc.subscription_id is not null then
         v_valid_until := cp.subscription_charge_succeeded(v_proc);
     end if;
-    insert into cp.entitlement (procedure_id, merchant_id, subscriber_id, product_id, variant, amount_minor,
-                                granted_at, valid_until)
-    values (v_proc.procedure_id, v_proc.merchant_id, v_proc.subscriber_id, v_proc.product_id,
-            coalesce(v_proc.variant, 'default'), v_proc.collected_minor, cp.clock_now(), v_valid_until);
+    -- A part of an accumulating period entitles to nothing yet (a null valid_until would mean forever):
+    -- the part that completes the period grants it.
+    if v_proc.subscription_id is null or v_valid_until is not null then
+        insert into cp.entitlement (procedure_id, merchant_id, subscriber_id, product_id, variant, amount_minor,
+                                    granted_at, valid_until)
+        values (v_proc.procedure_id, v_proc.merchant_id, v_proc.subscriber_id, v_proc.product_id,
+                coalesce(v_proc.variant, 'default'), v_proc.collected_minor, cp.clock_now(), v_valid_until);
+    end if;
     perform cp.notify_merchant(v_proc.merchant_id, 'payment.succeeded', cp.procedure_document(v_proc),
                                v_proc.procedure_id, v_proc.subscription_id);
     if coalesce((v_rules->>'receipt_after_charge')::boolean, false) then

@@ -102,7 +102,8 @@ begin
     update cp.subscription
     set status = 'active',
         anchor_local = cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id),
-        period_index = 0
+        period_index = 0,
+        period_base = 0
     where subscription_id = p_subscription_id;
     return cp.start_renewal(p_subscription_id);
 end
@@ -135,13 +136,16 @@ begin
         end if;
     end if;
     if v_sub.status = 'suspended' then
-        -- Service had stopped: the paid period starts now rather than at the missed due date.
+        -- Service had stopped: the paid period starts now rather than at the missed due date. The
+        -- period index keeps growing (one live charge per index), counted from the new anchor.
         v_sub.anchor_local := cp.clock_now() at time zone v_tz;
-        v_sub.period_index := 0;
+        v_sub.period_base := v_sub.period_index;
     end if;
-    v_paid_through := cp.period_start(v_sub.anchor_local, v_sub.plan, v_sub.period_index + 1, v_tz);
+    v_paid_through := cp.period_start(v_sub.anchor_local, v_sub.plan,
+                                      v_sub.period_index + 1 - v_sub.period_base, v_tz);
     update cp.subscription
     set anchor_local = v_sub.anchor_local,
+        period_base = v_sub.period_base,
         period_index = v_sub.period_index + 1,
         paid_through = v_paid_through,
         next_charge_at = case when status = 'cancelled' then null else v_paid_through end,
@@ -217,9 +221,11 @@ begin
 end
 $$;
 
--- When to try a subscription's charge next: the product's fixed hours, or the local hour with the
--- best observed success rate (with 10% exploration), inside the charging window, at least an hour
--- away, and on a later day once the day's attempts are used up.
+-- When to try a subscription's charge next: the product's fixed hours, or the soonest of the carrier's
+-- best local hours by observed success rate (its top max_attempts_per_day hours; 10% of retries
+-- explore a random slot of the coming day instead), inside the charging window, at least an hour
+-- away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
+-- hours plus the window's opening moments, so a window shorter than an hour is still reached.
 create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
 language plpgsql
 set search_path = pg_catalog, cp
@@ -234,6 +240,7 @@ declare
     v_local timestamp;
     v_earliest timestamp;
     v_best timestamp;
+    v_explore boolean := random() < 0.1;  -- one decision per retry, not per candidate slot
 begin
     select * into v_sub from cp.subscription where subscription_id = p_subscription_id;
     select * into v_product from cp.product where product_id = v_sub.product_id;
@@ -248,18 +255,33 @@ begin
     with slots as (
         select date_trunc('hour', v_earliest) + make_interval(hours => h) as slot
         from generate_series(1, 48) h
+        union
+        -- the window's opening moment, which need not fall on the hour (e.g. 08:15-08:45)
+        select v_earliest::date + make_interval(days => d) + split_part(v_rules->>'charging_hours', '-', 1)::time
+        from generate_series(0, 2) d
+        where coalesce(v_rules->>'charging_hours', '') <> ''
     ), allowed as (
-        select slot from slots where cp.in_window(slot::time, v_rules->>'charging_hours')
+        select slot from slots
+        where slot >= v_earliest and cp.in_window(slot::time, v_rules->>'charging_hours')
+    ), ranked as (
+        -- each allowed hour's smoothed success rate, ranked (equal rates share a rank)
+        select a.slot, dense_rank() over (
+                   order by (coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2) desc) as hour_rank
+        from allowed a
+        left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
     )
-    select a.slot into v_best
-    from allowed a
-    left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
+    select r.slot into v_best
+    from ranked r
     order by case when v_product.retry_timing = 'fixed'
                   -- fixed hours first; if none falls inside the window, the window's first hour
-                  then case when extract(hour from a.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
-                  when random() < 0.1 then random()  -- explore: any allowed hour may win
-                  else -((coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2)) end,
-             a.slot
+                  then case when extract(hour from r.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
+                  -- explore: any allowed slot of the coming day may win
+                  when v_explore then case when r.slot < v_earliest + interval '1 day' then random() else 2 end
+                  -- exploit: the soonest of the day's best hours, as many of them as attempts a day allow,
+                  -- so retries use the day's allowance at good hours instead of waiting for the single best
+                  else case when r.hour_rank <= greatest((v_rules->>'max_attempts_per_day')::int, 1) then 0 else 1 end
+             end,
+             r.slot
     limit 1;
     return coalesce(v_best, v_earliest) at time zone v_tz;
 end
@@ -290,7 +312,8 @@ $$;
 -- Queue charges for subscriptions that are due, in batches, carrier by carrier. Several
 -- schedulers may run at once: each due row is locked (SKIP LOCKED) and its next_charge_at
 -- cleared in the same transaction, and a carrier's budget is computed by one scheduler at a
--- time (advisory lock), so the queue never holds more than tps × p_lookahead_s ready charges.
+-- time (advisory lock), so the queue never holds more than tps × p_lookahead_s calls ready within
+-- the lookahead.
 create or replace function sched.run_due(p_limit integer default 1000, p_lookahead_s integer default 60)
 returns integer
 language plpgsql security definer
@@ -309,8 +332,11 @@ begin
         continue when not pg_try_advisory_xact_lock(1129336644, v_carrier.carrier_id);  -- 'CPSD'
         v_rules := cp.effective_rules(v_carrier.carrier_id);
         perform sched.queue_reminders(v_carrier, v_rules, p_limit);
+        -- Calls held for later (quiet hours, a throttle pause) are not ready and take no room.
         select v_carrier.tps * p_lookahead_s - count(*) into v_room
-        from cp.call_queue where carrier_id = v_carrier.carrier_id and lease_until is null;
+        from cp.call_queue
+        where carrier_id = v_carrier.carrier_id and lease_until is null
+          and available_at <= cp.clock_now() + make_interval(secs => p_lookahead_s);
         continue when v_room <= 0;
         for v_sub in
             select s.subscription_id, s.subscriber_id, s.attempts_today, s.attempts_day

@@ -1,0 +1,384 @@
+"""Scheduling engine benchmark: best-hour against fixed retry hours on a simulated prepaid population,
+and how fast sched.run_due turns a large backlog of due subscriptions into queued charges.
+
+    PYTHONPATH=$PWD python benchmarks/sched_bench.py          # both parts at the default (reduced) size
+    PYTHONPATH=$PWD python benchmarks/sched_bench.py --subscriptions 100000 --days 30 --due 1000000 --due-seconds 600
+
+The defaults (2,000 subscriptions x 7 days; 100,000 due) take about 10 minutes on 2 shared cores; the
+full size is the same code at roughly 50x the work (see benchmarks/RESULTS.md).
+
+Runs on CARRIERPAY_DATABASE_URL (a server we may create databases on) or on a throwaway embedded
+cluster. Prints figures; asserts nothing.
+
+(a) The simulated carrier lives in SQL (schema bench): each subscriber has a prepaid balance, a
+habitual local top-up hour, a top-up amount and a top-up rhythm (every 1-7 days); the balance is
+spent down between top-ups (exponential decay per hour, applied lazily) and by each successful charge.
+A charge succeeds when the balance at the attempt's moment covers it. The clock moves hour by hour
+(admin.set_clock); each hour runs the top-ups, sched.run_due, then adapter.claim_calls and
+adapter.complete_calls in batches, then sched.fold_hour_stats, as the daemons would.
+(b) Bulk-inserts N subscriptions due at once and times sched.run_due batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from carrierpay import migrate
+from carrierpay.embedded import EmbeddedCluster, create_available_extensions
+
+START = datetime(2030, 3, 4, tzinfo=UTC)
+# code, country, currency, timezone (no DST, whole-hour offsets), full and stepped-down price
+CARRIERS = [
+    ("sim_ng", "NG", "NGN", "Africa/Lagos", 10000, 5000),
+    ("sim_pk", "PK", "PKR", "Asia/Karachi", 2000, 1000),
+    ("sim_ke", "KE", "KES", "Africa/Nairobi", 1000, 500),
+    ("sim_za", "ZA", "ZAR", "Africa/Johannesburg", 500, 300),
+]
+
+SIM_SQL = """
+create schema bench;
+-- One simulated prepaid account per subscriber.
+create table bench.sim (
+    subscriber_id bigint primary key,
+    msisdn        text not null unique,
+    carrier_id    integer not null,
+    topup_hour    smallint not null,   -- habitual local hour of the top-up
+    topup_every   smallint not null,   -- days between top-ups
+    topup_phase   smallint not null,
+    topup_amount  bigint not null,     -- minor units
+    balance       float8 not null,     -- minor units, as of balance_at
+    balance_at    timestamptz not null
+);
+create index on bench.sim (carrier_id, topup_hour);
+
+-- Top up every account of a carrier whose habit is this local hour (and day of its rhythm).
+create function bench.top_up(p_carrier_id integer, p_local_hour integer, p_day integer, p_decay float8)
+returns integer language sql as $$
+    with t as (
+        update bench.sim
+        set balance = balance * power(p_decay, extract(epoch from cp.clock_now() - balance_at) / 3600) + topup_amount,
+            balance_at = cp.clock_now()
+        where carrier_id = p_carrier_id and topup_hour = p_local_hour and (p_day + topup_phase) % topup_every = 0
+        returning 1
+    ) select count(*)::int from t
+$$;
+
+-- The simulated carrier: claim a batch of calls, decide each charge from the balance at this moment,
+-- and complete the batch. Returns how many calls were handled.
+create function bench.serve(p_carrier text, p_limit integer, p_decay float8) returns integer
+language plpgsql as $$
+declare
+    v_docs jsonb;
+    v_results jsonb;
+begin
+    select coalesce(jsonb_agg(d), '[]') into v_docs
+    from adapter.claim_calls(p_carrier, p_limit, interval '1 hour', 'bench') d;
+    if jsonb_array_length(v_docs) = 0 then
+        return 0;
+    end if;
+    with calls as (
+        select (d->>'call_id')::bigint as call_id, d->>'operation' as op, d->>'msisdn' as msisdn,
+               (d->>'amount_minor')::bigint as amount
+        from jsonb_array_elements(v_docs) d
+    ), cur as (
+        select c.*, s.subscriber_id,
+               s.balance * power(p_decay, extract(epoch from cp.clock_now() - s.balance_at) / 3600) as bal
+        from calls c left join bench.sim s on s.msisdn = c.msisdn
+    ), spent as (
+        update bench.sim s
+        set balance = case when cur.bal >= cur.amount then cur.bal - cur.amount else cur.bal end,
+            balance_at = cp.clock_now()
+        from cur where s.subscriber_id = cur.subscriber_id and cur.op = 'charge'
+        returning 1
+    )
+    select jsonb_agg(jsonb_build_object(
+               'call_id', call_id,
+               'outcome', case when op <> 'charge' or bal >= amount then 'succeeded' else 'failed' end,
+               'reason', case when op = 'charge' and bal < amount then 'insufficient_funds' end,
+               'carrier_code', case when op = 'charge' and bal < amount then 'POL1000' end,
+               'latency_ms', 200))
+    into v_results from cur;
+    perform adapter.complete_calls(v_results);
+    return jsonb_array_length(v_docs);
+end
+$$;
+"""
+
+
+@dataclass
+class SimResult:
+    timing: str
+    seconds: float
+    calls: int
+    renewals: int
+    full_price_renewals: int
+    revenue: dict[str, int]
+    revenue_units: float
+    statuses: dict[str, int]
+    best_hours: dict[str, list[int]]
+
+
+class Server:
+    """Where the benchmark's databases live: a given server, or an embedded cluster of our own."""
+
+    def __init__(self, url: str | None):
+        self.base_url = url
+        self.cluster: EmbeddedCluster | None = None
+        self.home: Path | None = None
+
+    def __enter__(self) -> Server:
+        if not self.base_url:
+            self.home = Path(tempfile.mkdtemp(prefix="carrierpay-bench-", dir=os.environ.get("TMPDIR", "/tmp")))
+            os.chmod(self.home, 0o755)
+            self.cluster = EmbeddedCluster(self.home, fast=True)
+            self.cluster.init()
+            self.cluster.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cluster:
+            self.cluster.stop()
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def url(self, dbname: str) -> str:
+        if self.cluster:
+            return self.cluster.url(dbname)
+        return psycopg.conninfo.make_conninfo(self.base_url, dbname=dbname)
+
+    def fresh_db(self, name: str) -> str:
+        admin = self.url("postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+            conn.execute(f'create database "{name}" template template0 encoding utf8')
+        url = self.url(name)
+        create_available_extensions(url, ("pgcrypto",))
+        migrate.migrate(url)
+        return url
+
+    def drop_db(self, name: str) -> None:
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+    def settings(self) -> dict[str, str]:
+        with psycopg.connect(self.url("postgres")) as conn:
+            names = ("server_version", "shared_buffers", "work_mem", "fsync", "synchronous_commit",
+                     "full_page_writes", "max_wal_size", "jit")
+            return {n: conn.execute(f"show {n}").fetchone()[0] for n in names}
+
+
+def onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
+    conn.execute("select admin.set_clock(%s)", [START])
+    for i, (code, country, currency, tz, _full, _half) in enumerate(carriers):
+        spec = {"code": code, "name": code, "country": country, "mcc": "999", "mnc": f"{i:02d}",
+                "currency": currency, "timezone": tz, "number_ranges": [f"+99{i}"], "throughput": {"tps": tps},
+                "regulation": "DEFAULT",
+                "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}
+        conn.execute("select admin.onboard_carrier(%s)", [psycopg.types.json.Jsonb(spec)])
+    conn.execute("select admin.add_merchant('bench', 'Bench Games')")
+    conn.execute("select admin.add_product('bench', 'daily', 'Daily club', 'step_down', %s)", [timing])
+    for code, _, currency, _, full, half in carriers:
+        for amount, variant in ((full, "full"), (half, "half")):
+            conn.execute("select admin.add_price_point('bench', 'daily', 'daily', %s, %s, %s, p_carrier => %s)",
+                         [amount, currency, variant, code])
+
+
+POPULATION_SQL = """
+-- Subscribers spread over the carriers; each has a habit drawn from a seeded generator: most top up
+-- in the morning (07-09), at lunch (12-13) or in the evening (18-20); a few at any hour.
+with g as (
+    select i, mod(i, %(ncarriers)s) + 1 as k, (hashint8(i) & 2147483647)::float8 / 2147483647 as r1,
+           (hashint8(i + 7777777) & 2147483647)::float8 / 2147483647 as r2,
+           (hashint8(i + 15555555) & 2147483647)::float8 / 2147483647 as r3
+    from generate_series(1, %(n)s) i
+), c as (
+    select row_number() over (order by carrier_id) as k, carrier_id, timezone from cp.carrier
+), s as (
+    insert into cp.subscriber (msisdn, carrier_id)
+    select '+99' || (g.k - 1) || lpad(g.i::text, 9, '0'), c.carrier_id from g join c using (k)
+    returning subscriber_id, msisdn, carrier_id
+)
+insert into bench.sim (subscriber_id, msisdn, carrier_id, topup_hour, topup_every, topup_phase, topup_amount,
+                       balance, balance_at)
+select s.subscriber_id, s.msisdn, s.carrier_id,
+       case when g.r1 < 0.35 then 7 + floor(g.r2 * 3)
+            when g.r1 < 0.55 then 12 + floor(g.r2 * 2)
+            when g.r1 < 0.90 then 18 + floor(g.r2 * 3)
+            else floor(g.r2 * 24) end,
+       1 + floor(g.r3 * 4)::int,                  -- every 1-4 days
+       floor(g.r2 * 7)::int,
+       (pp.amount_minor * (0.8 + 2.5 * g.r3 * g.r1))::bigint,
+       pp.amount_minor * 2 * g.r2, cp.clock_now()
+from s join g on s.msisdn = '+99' || (g.k - 1) || lpad(g.i::text, 9, '0')
+join cp.price_point pp on pp.carrier_id = s.carrier_id and pp.variant = 'full';
+--
+-- Their subscriptions, each anchored at a local time of day between 06:00 and 23:00,
+-- with the first renewal due during the first simulated day.
+insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status, price_point_id,
+                             anchor_local, period_index, next_charge_at, paid_through, status_since)
+select p.merchant_id, b.subscriber_id, b.carrier_id, p.product_id, 'daily', 'active', pp.price_point_id,
+       a.anchor, 1, cp.period_start(a.anchor, 'daily', 1, c.timezone),
+       cp.period_start(a.anchor, 'daily', 1, c.timezone), cp.clock_now()
+from bench.sim b
+join cp.carrier c using (carrier_id)
+join cp.product p on p.code = 'daily'
+join cp.price_point pp on pp.product_id = p.product_id and pp.carrier_id = b.carrier_id and pp.variant = 'full'
+cross join lateral (
+    select (%(start)s::timestamptz at time zone c.timezone)::date - 1
+           + make_interval(mins => (360 + (hashint8(b.subscriber_id + 99) & 1023) * 1020 / 1024)::int) as anchor
+) a
+"""
+
+
+def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
+             decay: float) -> SimResult:
+    name = f"bench_sim_{timing}"
+    url = server.fresh_db(name)
+    carriers = CARRIERS[:ncarriers]
+    with psycopg.connect(url, autocommit=True) as conn:
+        onboard(conn, carriers, timing, tps=100_000)
+        conn.execute(SIM_SQL)
+        conn.execute("select setseed(0.42)")
+        subscribers, subs = POPULATION_SQL.split("\n--\n")
+        conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers})
+        conn.execute(subs, {"start": START})
+        conn.execute("analyze")
+        ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
+        t0 = time.monotonic()
+        for hour in range(days * 24):
+            now = START + timedelta(hours=hour)
+            conn.execute("select admin.set_clock(%s)", [now])
+            for carrier_id, _, tz in ids:
+                local = conn.execute("select (%s::timestamptz at time zone %s)", [now, tz]).fetchone()[0]
+                conn.execute("select bench.top_up(%s, %s, %s, %s)",
+                             [carrier_id, local.hour, (local.date() - START.date()).days, decay])
+            while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
+                pass
+            for _, code, _ in ids:
+                while conn.execute("select bench.serve(%s, %s, %s)", [code, batch, decay]).fetchone()[0] >= batch:
+                    pass
+            conn.execute("select sched.fold_hour_stats()")
+            if (hour + 1) % 24 == 0:
+                day = (hour + 1) // 24
+                calls, ok = conn.execute("select count(*), count(*) filter (where status = 'done') "
+                                         "from cp.carrier_call where operation = 'charge'").fetchone()
+                print(f"  [{timing}] day {day:2d}/{days}: {calls} charge calls, {ok} collected, "
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
+        seconds = time.monotonic() - t0
+        calls = conn.execute("select count(*) from cp.carrier_call where operation = 'charge'").fetchone()[0]
+        renewals, full_price = conn.execute(
+            "select count(*), count(*) filter (where p.amount_minor = pp.amount_minor) from cp.procedure p "
+            "join cp.price_point pp on pp.carrier_id = p.carrier_id and pp.variant = 'full' "
+            "where p.kind = 'charge' and p.status = 'succeeded'").fetchone()
+        revenue = dict(conn.execute("select currency, sum(collected_minor)::bigint from cp.procedure "
+                                    "where kind = 'charge' and status = 'succeeded' group by 1 order by 1").fetchall())
+        units = conn.execute(
+            "select coalesce(sum(p.collected_minor::float8 / pp.amount_minor), 0) from cp.procedure p "
+            "join cp.price_point pp on pp.carrier_id = p.carrier_id and pp.variant = 'full' "
+            "where p.kind = 'charge' and p.status = 'succeeded'").fetchone()[0]
+        statuses = dict(conn.execute("select status::text, count(*) from cp.subscription group by 1 order by 1"))
+        best = {}
+        for carrier_id, code, _ in ids:
+            best[code] = [r[0] for r in conn.execute(
+                "select local_hour from cp.hour_stats where carrier_id = %s and attempts >= 50 "
+                "order by successes::float8 / attempts desc limit 3", [carrier_id])]
+    server.drop_db(name)
+    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best)
+
+
+DUE_SQL = """
+with s as (
+    insert into cp.subscriber (msisdn, carrier_id)
+    select '+990' || lpad(g::text, 10, '0'), c.carrier_id from generate_series(1, %(n)s) g, cp.carrier c
+    returning subscriber_id, carrier_id
+)
+insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status, price_point_id,
+                             anchor_local, period_index, next_charge_at, paid_through, status_since)
+select p.merchant_id, s.subscriber_id, s.carrier_id, p.product_id, 'daily', 'active', pp.price_point_id,
+       (cp.clock_now() at time zone 'Africa/Lagos') - interval '1 day 1 hour', 1,
+       cp.clock_now() - interval '1 hour' + mod(s.subscriber_id, 3600) * interval '1 second',
+       cp.clock_now() - interval '1 hour', cp.clock_now()
+from s join cp.product p on p.code = 'daily'
+join cp.price_point pp on pp.product_id = p.product_id and pp.carrier_id = s.carrier_id and pp.variant = 'full'
+"""
+
+
+def due_rate(server: Server, due: int, batch: int, seconds: float) -> dict:
+    name = "bench_due"
+    url = server.fresh_db(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # One carrier with a budget far above the backlog: we measure run_due, not the budget.
+        onboard(conn, CARRIERS[:1], "fixed", tps=100_000)
+        t0 = time.monotonic()
+        conn.execute(DUE_SQL, {"n": due})
+        conn.execute("analyze")
+        insert_s = time.monotonic() - t0
+        queued, calls, t0 = 0, 0, time.monotonic()
+        batch_times = []
+        while time.monotonic() - t0 < seconds:
+            b0 = time.monotonic()
+            n = conn.execute("select sched.run_due(%s, 60)", [batch]).fetchone()[0]
+            batch_times.append(time.monotonic() - b0)
+            queued += n
+            calls += 1
+            if n < batch:
+                break
+        elapsed = time.monotonic() - t0
+    server.drop_db(name)
+    batch_times.sort()
+    return {"due": due, "insert_s": insert_s, "queued": queued, "elapsed_s": elapsed, "rate": queued / elapsed,
+            "batches": calls, "batch_p50_s": batch_times[len(batch_times) // 2],
+            "batch_max_s": batch_times[-1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscriptions", type=int, default=2_000, help="simulated population (part a)")
+    parser.add_argument("--days", type=int, default=7, help="simulated days (part a)")
+    parser.add_argument("--carriers", type=int, default=3, choices=(2, 3, 4))
+    parser.add_argument("--decay", type=float, default=0.96, help="share of the balance left after each hour")
+    parser.add_argument("--batch", type=int, default=5000, help="run_due / claim batch size")
+    parser.add_argument("--due", type=int, default=100_000, help="due subscriptions for part b")
+    parser.add_argument("--due-seconds", type=float, default=30, help="time spent running run_due in part b")
+    parser.add_argument("--skip-sim", action="store_true")
+    parser.add_argument("--skip-due", action="store_true")
+    args = parser.parse_args()
+
+    with Server(os.environ.get("CARRIERPAY_DATABASE_URL")) as server:
+        print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
+        if not args.skip_sim:
+            print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days")
+            results = [simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch, args.decay)
+                       for timing in ("fixed", "best_hour")]
+            for r in results:
+                print(f"  {r.timing:9s}: {r.renewals} renewals collected ({r.full_price_renewals} at full price), "
+                      f"revenue {r.revenue_units:.0f} full-price units {r.revenue}, {r.calls} charge calls, "
+                      f"{r.calls / max(r.renewals, 1):.3f} calls per renewal, "
+                      f"{r.renewals / max(r.calls, 1):.4f} renewals per call; end states {r.statuses}; "
+                      f"best hours {r.best_hours}; {r.seconds:.0f} s")
+            fixed, best = results
+            fixed_rpc, best_rpc = (r.renewals / max(r.calls, 1) for r in results)
+            print(f"  best_hour - fixed: renewals {best.renewals - fixed.renewals:+d} "
+                  f"({(best.renewals / max(fixed.renewals, 1) - 1) * 100:+.1f}%), revenue units "
+                  f"{best.revenue_units - fixed.revenue_units:+.0f} "
+                  f"({(best.revenue_units / max(fixed.revenue_units, 1) - 1) * 100:+.1f}%), calls "
+                  f"{best.calls - fixed.calls:+d}, renewals per call "
+                  f"{best_rpc - fixed_rpc:+.4f} ({(best_rpc / max(fixed_rpc, 1e-9) - 1) * 100:+.1f}%)")
+        if not args.skip_due:
+            print(f"(b) sched.run_due with {args.due} subscriptions due at once (batches of {args.batch})")
+            d = due_rate(server, args.due, args.batch, args.due_seconds)
+            print(f"  bulk insert {d['insert_s']:.1f} s; queued {d['queued']} charges in {d['elapsed_s']:.1f} s "
+                  f"= {d['rate']:.0f} per second ({d['batches']} run_due calls, p50 {d['batch_p50_s']:.2f} s, "
+                  f"max {d['batch_max_s']:.2f} s per batch)")
+
+
+if __name__ == "__main__":
+    main()
