@@ -2,15 +2,15 @@
 (on reactivation after suspension) keeps its period index growing instead of starting again at 0
 and colliding with the periods already charged.
 
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-26
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-25
 """
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
