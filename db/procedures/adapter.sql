@@ -33,7 +33,7 @@ begin
         from picked where q.call_id = picked.call_id
         returning q.call_id
     ), calls as (
-        update cp.carrier_call c set status = 'leased'
+        update cp.carrier_call c set status = 'leased', sent_at = clock_timestamp()
         from leased where c.call_id = leased.call_id
         returning c.*
     ), procs as (
@@ -165,7 +165,8 @@ end
 $$;
 
 -- Calls whose outcome is unknown (or awaited) and due for a reconciliation attempt, leased to
--- the reconciler by pushing their next attempt out on the back-off (5 min, 1 h, then daily).
+-- the reconciler by pushing their next attempt out on the back-off (5 min, 1 h, then daily), and
+-- only once the call has been quiet for twice the carrier's timeout in real time.
 create or replace function adapter.claim_reconciliations(p_carrier text, p_limit integer) returns setof jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp
@@ -176,6 +177,11 @@ begin
         select c.call_id from cp.carrier_call c join cp.carrier k using (carrier_id)
         where k.code = p_carrier and c.status in ('unknown', 'awaiting_result')
           and c.next_reconcile_at <= cp.clock_now()
+          -- The carrier may still be working on the request: until twice its timeout has passed in
+          -- real time, "no such transaction" from a status query would prove nothing.
+          and (c.sent_at is null
+               or c.sent_at < clock_timestamp()
+                              - make_interval(secs => 2 * coalesce((k.spec #>> '{timeouts,total_s}')::float8, 30)))
         order by c.next_reconcile_at
         limit p_limit
         for update of c skip locked

@@ -3,7 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(32);
+select plan(33);
 
 -- A charge whose lease runs out may have reached the carrier: it becomes unknown, never requeued.
 create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
@@ -29,6 +29,10 @@ select is(adapter.expire_leases(), '{"unknown": 0, "requeued": 0}'::jsonb, 'expi
 -- Reconciliation: after 5 minutes the unknown call is handed to the reconciler, on a back-off.
 select is((select count(*)::int from adapter.claim_reconciliations('test_ng', 10)), 0, 'not yet due');
 select admin.advance_clock(interval '5 minutes');
+select is((select count(*)::int from adapter.claim_reconciliations('test_ng', 10)), 0,
+          'due on the business clock, but sent moments ago in real time: the carrier may still be at it');
+-- Twice the carrier's timeout (30 s by default) has passed in real time.
+update cp.carrier_call set sent_at = sent_at - interval '61 seconds' where procedure_id = (select id from pay);
 select is((select d->>'correlator' from adapter.claim_reconciliations('test_ng', 10) d),
           (select correlator from cp.carrier_call where procedure_id = (select id from pay)),
           'due: the reconciler gets the call, with its original correlator to ask about');

@@ -73,10 +73,9 @@ async def test_sigkill_mid_flight_loses_and_doubles_nothing(db_url, tmp_path):
         leased = await world.one("select count(*) from cp.call_queue where lease_until is not null")
         assert leased > 0, "the kill should leave leased calls behind"
 
-        # Requests the dead adapter sent are still being processed by the carriers (a carrier
-        # finishes a request within its latency; in production the 5-minute back-off before the
-        # first status query covers this): only then may "no such transaction" mean "not charged".
-        await asyncio.sleep(1.5)
+        # Requests the dead adapter sent may still be in the carriers' hands: the reconciler does not
+        # query their status before twice the carrier's timeout has passed in real time, so
+        # "no such transaction" can only mean "not charged". The business clock moves on at once.
         # The dead adapter's leases run out; the reconciler expires them, a new adapter carries on.
         await world.advance(timedelta(minutes=1))
         second = await start_adapter(world, log)

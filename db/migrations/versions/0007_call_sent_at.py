@@ -1,0 +1,31 @@
+"""Carrier calls: when a call was last handed to a carrier, in real time.
+
+A status query answering "no such transaction" proves nothing while the carrier may still be
+processing the request; the reconciler waits until the call has been quiet for longer than the
+carrier's timeout, measured on the real clock (the business clock can be moved).
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-25
+"""
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        alter table cp.carrier_call add column sent_at timestamptz;
+        comment on column cp.carrier_call.sent_at is
+            'Real time (clock_timestamp) the call was last leased to an adapter, i.e. possibly sent';
+        """
+    )
+
+
+def downgrade() -> None:
+    raise NotImplementedError("carrierpay migrations are forward-only")
