@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from carrierpay.cli import bench as bench_cmd
 from carrierpay.cli import carriers as carriers_cmd
 from carrierpay.cli import daemons as daemons_cmd
 from carrierpay.cli import db as db_cmd
@@ -24,6 +25,7 @@ app.add_typer(pay.app, name="pay")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(history.app, name="history")
 app.command("report")(report.report)
+app.command("bench")(bench_cmd.bench)
 app.add_typer(daemons_cmd.adapters_app, name="adapters")
 app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
 app.add_typer(daemons_cmd.callbacks_app, name="callbacks")

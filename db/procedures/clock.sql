@@ -2,11 +2,12 @@
 -- can move time (simulated days) without touching the server's real clock.
 
 -- Current business time: the transaction's timestamp plus the configured offset.
+-- Called many times per payment: no SET search_path (every name is qualified), because a SET
+-- clause costs a GUC save/restore on every call; it is not SECURITY DEFINER.
 create or replace function cp.clock_now() returns timestamptz
 language sql stable parallel safe
-set search_path = pg_catalog, cp
 as $$
-    select now() + coalesce((select offset_by from cp.clock_offset), interval '0')
+    select pg_catalog.now() + coalesce((select c.offset_by from cp.clock_offset c), interval '0')
 $$;
 
 -- Move business time so that cp.clock_now() reads p_at; returns the new offset.

@@ -38,11 +38,12 @@ end
 $$;
 
 -- Append a state-change event to the outbox (same transaction as the change).
+-- Several per payment: no SET search_path (names are qualified; not SECURITY DEFINER), which
+-- would cost a GUC save/restore on every call.
 create or replace function cp.emit_event(
     p_aggregate_type text, p_aggregate_id bigint, p_kind text, p_payload jsonb default '{}'
 ) returns void
 language sql
-set search_path = pg_catalog, cp
 as $$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     values (p_aggregate_type, p_aggregate_id, p_kind, cp.clock_now(), coalesce(p_payload, '{}'))
@@ -129,9 +130,9 @@ end
 $$;
 
 -- The subscriber's local timezone: their own, else their carrier's.
+-- On the payment and renewal paths: no SET search_path (names are qualified; not SECURITY DEFINER).
 create or replace function cp.subscriber_timezone(p_subscriber_id bigint) returns text
 language sql stable
-set search_path = pg_catalog, cp
 as $$
     select coalesce(s.timezone, c.timezone)
     from cp.subscriber s join cp.carrier c using (carrier_id)

@@ -92,7 +92,11 @@ begin
 end
 $$;
 
--- Wake the adapters of each carrier that got new work, once per statement.
+-- Wake the adapters of each carrier that got new work, at most once per statement, and only when
+-- the carrier had no other call ready to claim. A NOTIFY takes a database-wide lock from commit
+-- until the commit is flushed, so notifying on every charge would serialise all charges (no group
+-- commit); adapters that have ready calls are busy and claim again without waiting for a wake-up
+-- (the poll interval bounds the rare case of a call committed just after their last empty claim).
 create or replace function cp.tg_call_queue__notify() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp
@@ -102,6 +106,10 @@ declare
 begin
     for v_code in
         select distinct c.code from new_rows n join cp.carrier c using (carrier_id)
+        where not exists (select 1 from cp.call_queue q
+                          where q.carrier_id = n.carrier_id and q.lease_until is null
+                            and q.available_at <= cp.clock_now()
+                            and q.call_id not in (select call_id from new_rows))
     loop
         perform pg_notify('carrierpay_calls', v_code);
     end loop;

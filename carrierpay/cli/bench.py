@@ -1,0 +1,40 @@
+"""`carrierpay bench`: the end-to-end payment benchmark (harness in carrierpay/payment_bench.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from carrierpay.cli.common import console, err_console, user_errors
+
+
+@user_errors
+def bench(
+    duration: float = typer.Option(60.0, "--duration", min=1, help="Seconds of sustained load (and of pgbench)."),
+    clients: int = typer.Option(8, "--clients", min=1, help="Concurrent api.charge SQL clients."),
+    renewals: int = typer.Option(1_000_000, "--renewals", min=0, help="Subscriptions due at once (0: skip)."),
+    adapters: int = typer.Option(2, "--adapters", min=1, help="Adapter daemon processes."),
+    batch: int = typer.Option(500, "--batch", min=1, help="Calls claimed per adapter round."),
+    pgbench: bool = typer.Option(True, "--pgbench/--no-pgbench", help="Measure the pgbench reference."),
+    fast: bool = typer.Option(False, "--fast", help="fsync and synchronous_commit off (both sides)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Tiny run for CI: seconds, not minutes."),
+    profile: bool = typer.Option(False, "--profile", help="Track nested statements and PL/pgSQL function times."),
+    keep: Path | None = typer.Option(None, "--keep", help="Build the cluster here and keep it (for profiling)."),
+) -> None:
+    """Benchmark the payment path end to end on a throwaway embedded cluster; exits 1 when a money check fails."""
+    from carrierpay.payment_bench import BenchOptions, run
+
+    values = dict(clients=clients, adapters=adapters, batch=batch, pgbench=pgbench, fast=fast, profile=profile,
+                  out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    if keep is not None:
+        values |= {"home": keep, "keep": True}
+    if smoke:
+        opts = BenchOptions.smoke(**values)
+    else:
+        opts = BenchOptions(duration=duration, renewals=renewals, **values)
+    report = run(opts)
+    if not report.ok:
+        for failure in report.failures:
+            err_console.print(f"[bold red]check failed:[/] {failure}")
+        raise typer.Exit(1)

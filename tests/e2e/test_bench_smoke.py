@@ -1,0 +1,33 @@
+"""`carrierpay bench --smoke` runs end to end on its own throwaway cluster, prints its figures and
+passes its money checks. Timings are printed, never asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURE_LINES = [
+    "pgbench TPS:",
+    "payments/s (sustained):",
+    "api.charge latency ms:",
+    "time-to-final-state ms:",
+    "per payment:",
+    "payments/s ÷ pgbench TPS:",
+    "wait events at saturation",
+    "renewals queued/s:",
+    "renewals settled/s:",
+    "money checks: ok",
+]
+
+
+def test_bench_smoke():
+    env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "400", "PYTHONIOENCODING": "utf-8"}
+    result = subprocess.run([sys.executable, "-m", "carrierpay", "bench", "--smoke"], cwd=str(REPO), env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for line in FIGURE_LINES:
+        assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
+    assert "FAILED" not in result.stdout
