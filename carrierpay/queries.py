@@ -106,4 +106,5 @@ REPORT_VIEWS = {
     "calls": "report.open_calls",
     "ledger": "report.ledger_balances",
     "unbalanced": "report.unbalanced_journals",
+    "carriers": "report.carrier_summary",
 }

@@ -55,7 +55,7 @@ def make_simulators(clock: SimClock, seed: int = 7, codes: tuple[str, ...] | lis
 
 
 def spec_for(code: str, base_url: str, *, tps: int | None = 1000, rules: dict | None = None,
-             timeout_s: float | None = 2.0) -> dict:
+             timeout_s: float | None = 2.0, connect_s: float = 1.0) -> dict:
     """A copy of the shipped spec carriers/<code>/carrier.yaml pointed at a simulator. `tps` replaces
     the spec's throughput (None keeps it); `timeout_s` shortens the timeouts so a lost answer is
     noticed quickly (None keeps the spec's); `rules` replaces the carrier's rule overrides."""
@@ -66,7 +66,7 @@ def spec_for(code: str, base_url: str, *, tps: int | None = 1000, rules: dict | 
     if rules is not None:
         spec["rules"] = rules
     if timeout_s is not None:
-        spec["timeouts"] = {"connect_s": 1, "total_s": timeout_s}
+        spec["timeouts"] = {"connect_s": connect_s, "total_s": timeout_s}
         for operation in spec["operations"].values():
             operation.pop("timeout_s", None)
     return spec
