@@ -798,21 +798,29 @@ def _json_default(value: Any) -> Any:
 def print_report(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{DEMO_DATABASE}: per carrier, over the simulated week", title_justify="left")
-    for column in ("carrier", "country", "charges attempted", "collected", "revenue (gross)", "refunded",
-                   "renewal success", "retries/success", "step-downs", "refunds", "suspended", "cancelled",
-                   "active"):
-        table.add_column(column, justify="left" if column in ("carrier", "country") else "right")
-    for row in summary["carriers"]:
-        table.add_row(
-            row["carrier"], row["country"], f"{row['charges_attempted']:,}",
-            f"{row['charges_collected']:,} ({row['success_pct'] or 0}%)",
-            money(row["collected_minor"], row["currency"]), money(row["refunded_minor"], row["currency"]),
-            f"{row['renewal_success_pct'] or 0}% of {row['renewal_attempts']:,}",
-            str(row["retries_per_success"] or 0), f"{row['step_downs']:,}",
-            f"{row['refunds_succeeded']}/{row['refunds']}", f"{row['suspended']:,}", f"{row['cancelled']:,}",
-            f"{row['active']:,}")
-    console.print(table)
+    rows = summary["carriers"]
+    money_table = Table(title="charges and money per carrier", title_justify="left")
+    for column in ("carrier", "country", "attempted", "collected", "success", "revenue collected", "refunded",
+                   "net", "refunds"):
+        money_table.add_column(column, justify="left" if column in ("carrier", "country") else "right")
+    for row in rows:
+        money_table.add_row(
+            row["carrier"], row["country"], f"{row['charges_attempted']:,}", f"{row['charges_collected']:,}",
+            f"{row['success_pct'] or 0}%", money(row["collected_minor"], row["currency"]),
+            money(row["refunded_minor"], row["currency"]), money(row["net_minor"], row["currency"]),
+            f"{row['refunds_succeeded']}/{row['refunds']}")
+    subs_table = Table(title="subscriptions per carrier", title_justify="left")
+    for column in ("carrier", "renewals", "renewal success", "retries/success", "step-downs", "active",
+                   "retrying/grace", "suspended", "cancelled", "never opted in"):
+        subs_table.add_column(column, justify="left" if column == "carrier" else "right")
+    for row in rows:
+        subs_table.add_row(
+            row["carrier"], f"{row['renewal_attempts']:,}", f"{row['renewal_success_pct'] or 0}%",
+            str(row["retries_per_success"] or 0), f"{row['step_downs']:,}", f"{row['active']:,}",
+            f"{row['in_retry_or_grace']:,}", f"{row['suspended']:,}", f"{row['cancelled']:,}",
+            f"{row['pending_optin']:,}")
+    console.print(money_table)
+    console.print(subs_table)
     totals = summary["totals"]
     console.print(
         f"subscribers {totals['subscribers']:,}; subscriptions {totals['subscriptions']:,} "
@@ -820,9 +828,9 @@ def print_report(console: Any, summary: dict[str, Any]) -> None:
         f"a wrong PIN first {totals['wrong_pins']:,}); one-time purchases {totals['purchases']:,}; "
         f"refunds asked {totals['refunds_requested']:,}; cancelled by users {totals['cancellations']:,}; "
         f"SMS delivered {totals['sms_delivered']:,}; webhooks {sum(totals['webhooks'].values()):,}")
-    if totals["purchase_refusals"] or totals["refund_refusals"]:
-        console.print(f"[dim]refused by the rules (as they should be): purchases {totals['purchase_refusals']}, "
-                      f"refunds {totals['refund_refusals']}[/]")
+    if totals["purchase_refusals"] or totals["refund_refusals"] or totals["subscribe_refusals"]:
+        console.print(f"[dim]refused by the rules (SQLSTATE: count): purchases {totals['purchase_refusals']}, "
+                      f"refunds {totals['refund_refusals']}, sign-ups {totals['subscribe_refusals']}[/]")
     console.print("\n[bold]checks[/]")
     for name, check in summary["checks"].items():
         mark = "[green]✓[/]" if check["ok"] else "[bold red]✗[/]"

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from carrierpay.cli.common import DatabaseUrlOption, console, user_errors
 
@@ -30,6 +31,7 @@ def demo(
 
     options = DemoOptions(subscribers=subscribers, days=days, seed=seed, keep=keep, summary=summary,
                           database_url=database_url)
-    result = asyncio.run(run_demo(options, console))
+    out = console if console.is_terminal else Console(width=max(console.width, 150))  # room for the tables
+    result = asyncio.run(run_demo(options, out))
     if not result.get("ok"):
         raise typer.Exit(1)
