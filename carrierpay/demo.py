@@ -848,8 +848,8 @@ and try, in psql (the business clock stands where the week ended; the simulators
 demo keep running until you press Ctrl-C here, so what you start settles):
 
   select * from report.carrier_summary;
-  select api.charge('pixelforge', '+2348035550001', 'gems', 'by-hand-1');   -- a purchase in Nigeria
-  select api.payment('pixelforge', <id>);                                  -- pending, then succeeded
+  select api.charge('pixelforge', '+2348035550001', 'gems', 'by-hand-1') ->> 'id' as payment \\gset
+  select api.payment('pixelforge', :payment);          -- pending at first, then settled
   select * from report.ledger_balances order by 1, 2;
 
 or `carrierpay report revenue`, `carrierpay report all`. Ctrl-C stops the simulators and daemons; the
