@@ -408,7 +408,7 @@ class Demo:
         await self.q(queries.SET_CLOCK, {"at": self.clock.now()})
         for market in MARKETS:
             self.specs[market.carrier] = spec_for(market.carrier, self.sims[market.carrier].url, tps=DEMO_TPS,
-                                                  timeout_s=10.0, connect_s=5.0)
+                                                  timeout_s=30.0, connect_s=10.0)
             await self.q(queries.ONBOARD_CARRIER, {"spec": Jsonb(self.specs[market.carrier])})
         self.callback_carriers = [code for code, spec in self.specs.items() if spec.get("callbacks")]
         for merchant in MERCHANTS:
@@ -430,11 +430,10 @@ class Demo:
                             "currency": market.currency, "variant": variant, "carrier": market.carrier,
                             "country": None})
         self.make_people()
-        # A few charges whose answer is lost after the carrier applied them: settled by a status
-        # query five minutes (business time) later, never sent twice.
+        # A few charges whose answer is lost after the carrier applied them (the connection drops):
+        # settled by a status query five minutes (business time) later, never sent twice.
         for code in ("oneapi_gb", "parlayx_za"):
-            self.sims[code].faults.late_response_s = 11.0
-            self.sims[code].faults.inject("timeout_after_charge", operation="charge", times=2)
+            self.sims[code].faults.inject("drop_after_charge", operation="charge", times=2)
         await self.start_daemons()
 
     def make_people(self) -> None:
@@ -484,7 +483,7 @@ class Demo:
         factory = connector_factory(secrets=SECRETS, callback_base=callbacks.base_url)
         # Two adapter daemons: they share the queue (SKIP LOCKED claims) and complete on two connections.
         for n in (1, 2):
-            adapters = AdapterDaemon(self.db.url, factory, batch=500, lease=timedelta(minutes=5), poll_interval=0.05,
+            adapters = AdapterDaemon(self.db.url, factory, batch=250, lease=timedelta(minutes=5), poll_interval=0.05,
                                      worker=f"demo-adapter-{n}")
             self.tasks.append(asyncio.ensure_future(adapters.run(self.stop)))
         self.reconciler = Reconciler(self.db.url, factory, interval=0.2, batch=500)
