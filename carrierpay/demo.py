@@ -154,6 +154,7 @@ class Stats:
     refund_errors: Counter = field(default_factory=Counter)
     cancellations: int = 0
     settle_timeouts: int = 0
+    scheduler_errors: Counter = field(default_factory=Counter)  # message -> ticks it failed
     settling_hours: float = 0.0
 
 
@@ -550,7 +551,13 @@ class Demo:
     async def tick_scheduler(self) -> None:
         from carrierpay.scheduler import tick
 
-        await tick(self.conn, batch=5000)
+        try:
+            await tick(self.conn, batch=5000)
+        except psycopg.Error as exc:  # reported as a failed check; the week goes on
+            message = str(exc).strip().splitlines()[0]
+            detail = getattr(exc.diag, "message_detail", None)
+            self.stats.scheduler_errors[message + (f" ({detail})" if detail else "")] += 1
+            log.error("scheduler tick failed at %s: %s", self.clock.now(), exc)
 
     # ------------------------------------------------------------------ what users do
 
@@ -708,6 +715,11 @@ class Demo:
         rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
         receivable = dict(await self.q(RECEIVABLE_SQL))
         checks: dict[str, dict[str, Any]] = {}
+        errors = self.stats.scheduler_errors
+        checks["scheduler_ticks_clean"] = {
+            "ok": not errors,
+            "detail": "every hourly tick ran" if not errors else
+            "; ".join(f"{count} tick(s) failed: {message}" for message, count in errors.items())}
         unbalanced = await self.one("select count(*) from report.unbalanced_journals")
         checks["journals_balanced"] = {"ok": unbalanced == 0, "detail": f"{unbalanced} unbalanced journal(s)"}
         open_rows = await self.q(OPEN_PROCEDURES_SQL)
