@@ -114,4 +114,5 @@ REPORT_VIEWS = {
     "calls": "report.open_calls",
     "ledger": "report.ledger_balances",
     "unbalanced": "report.unbalanced_journals",
+    "carriers": "report.carrier_summary",
 }

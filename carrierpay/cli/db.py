@@ -69,9 +69,18 @@ def status(database_url: str | None = DatabaseUrlOption) -> None:
 
 @app.command()
 @user_errors
-def url(database_url: str | None = DatabaseUrlOption) -> None:
+def url(
+    database: str | None = typer.Option(None, "--database", "-d",
+                                        help="Another database on the same server, e.g. carrierpay_demo."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
     """Print the connection URL (for psql, scripts, CARRIERPAY_DATABASE_URL)."""
-    typer.echo(db.target(database_url).url)
+    found = db.target(database_url).url
+    if database:
+        from sqlalchemy.engine import make_url
+
+        found = make_url(found).set(database=database).render_as_string(hide_password=False)
+    typer.echo(found)
 
 
 @app.command("migrate")

@@ -8,7 +8,9 @@ from carrierpay.cli import bench as bench_cmd
 from carrierpay.cli import carriers as carriers_cmd
 from carrierpay.cli import daemons as daemons_cmd
 from carrierpay.cli import db as db_cmd
+from carrierpay.cli import demo as demo_cmd
 from carrierpay.cli import history, merchants, pay, products, report, subscribers, webhooks
+from carrierpay.cli import up as up_cmd
 from carrierpay.cli.common import state
 
 app = typer.Typer(
@@ -26,6 +28,8 @@ app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(history.app, name="history")
 app.command("report")(report.report)
 app.command("bench")(bench_cmd.bench)
+app.command("demo")(demo_cmd.demo)
+app.command("up")(up_cmd.up)
 app.add_typer(daemons_cmd.adapters_app, name="adapters")
 app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
 app.add_typer(daemons_cmd.callbacks_app, name="callbacks")

@@ -107,3 +107,76 @@ from cp.ledger_entry group by journal_id having sum(amount_minor) <> 0;
 grant select on report.revenue, report.success_by_carrier, report.success_by_hour, report.retries_per_success,
     report.churn, report.refunds, report.open_calls, report.ledger_balances, report.unbalanced_journals
 to carrierpay_reporter, carrierpay_admin;
+
+-- One row per carrier (and its country and currency): what a carrier brought in over the life of
+-- the database. Charges: every charge procedure that reached the carrier (not still pending);
+-- renewals: subscription charges for a period after the first (period_index >= 1); retries per
+-- success: subscription charge attempts beyond the successful ones, per successful one; step-downs:
+-- collected subscription charges at a lower price point than the one subscribed to. Amounts are
+-- minor units of the carrier's currency. Used by `carrierpay demo` for its final report.
+drop view if exists report.carrier_summary;
+create view report.carrier_summary as
+with charges as (
+    select p.carrier_id,
+           count(*) filter (where p.status <> 'pending') as charges_attempted,
+           count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')) as charges_collected,
+           count(*) filter (where p.status = 'failed') as charges_failed,
+           coalesce(sum(p.collected_minor), 0)::bigint as collected_minor,
+           coalesce(sum(p.refunded_minor), 0)::bigint as refunded_minor,
+           count(*) filter (where p.subscription_id is not null and p.period_index >= 1
+                            and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed'))
+               as renewal_attempts,
+           count(*) filter (where p.subscription_id is not null and p.period_index >= 1
+                            and p.status in ('succeeded', 'partially_refunded', 'refunded')) as renewals_collected,
+           count(*) filter (where p.subscription_id is not null
+                            and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed'))
+               as subscription_attempts,
+           count(*) filter (where p.subscription_id is not null
+                            and p.status in ('succeeded', 'partially_refunded', 'refunded')) as subscription_collected,
+           count(*) filter (where p.subscription_id is not null
+                            and p.status in ('succeeded', 'partially_refunded', 'refunded')
+                            and p.price_point_id is distinct from s.price_point_id) as step_downs
+    from cp.procedure p
+    left join cp.subscription s on s.subscription_id = p.subscription_id
+    where p.kind = 'charge'
+    group by p.carrier_id
+), refunds as (
+    select carrier_id, count(*) as refunds, count(*) filter (where status = 'succeeded') as refunds_succeeded
+    from cp.procedure where kind = 'refund' group by carrier_id
+), subs as (
+    select carrier_id, count(*) as subscriptions,
+           count(*) filter (where status = 'active') as active,
+           count(*) filter (where status in ('retrying', 'grace')) as in_retry_or_grace,
+           count(*) filter (where status = 'suspended') as suspended,
+           count(*) filter (where status = 'cancelled') as cancelled,
+           count(*) filter (where status = 'pending_optin') as pending_optin
+    from cp.subscription group by carrier_id
+)
+select k.code as carrier, k.country, k.currency,
+       coalesce(c.charges_attempted, 0) as charges_attempted,
+       coalesce(c.charges_collected, 0) as charges_collected,
+       coalesce(c.charges_failed, 0) as charges_failed,
+       round(100.0 * c.charges_collected / nullif(c.charges_collected + c.charges_failed, 0), 1) as success_pct,
+       coalesce(c.collected_minor, 0) as collected_minor,
+       coalesce(c.refunded_minor, 0) as refunded_minor,
+       coalesce(c.collected_minor - c.refunded_minor, 0) as net_minor,
+       coalesce(c.renewal_attempts, 0) as renewal_attempts,
+       coalesce(c.renewals_collected, 0) as renewals_collected,
+       round(100.0 * c.renewals_collected / nullif(c.renewal_attempts, 0), 1) as renewal_success_pct,
+       round((c.subscription_attempts - c.subscription_collected)::numeric / nullif(c.subscription_collected, 0), 2)
+           as retries_per_success,
+       coalesce(c.step_downs, 0) as step_downs,
+       coalesce(r.refunds, 0) as refunds,
+       coalesce(r.refunds_succeeded, 0) as refunds_succeeded,
+       coalesce(s.subscriptions, 0) as subscriptions,
+       coalesce(s.active, 0) as active,
+       coalesce(s.in_retry_or_grace, 0) as in_retry_or_grace,
+       coalesce(s.suspended, 0) as suspended,
+       coalesce(s.cancelled, 0) as cancelled,
+       coalesce(s.pending_optin, 0) as pending_optin
+from cp.carrier k
+left join charges c on c.carrier_id = k.carrier_id
+left join refunds r on r.carrier_id = k.carrier_id
+left join subs s on s.carrier_id = k.carrier_id;
+
+grant select on report.carrier_summary to carrierpay_reporter, carrierpay_admin;

@@ -6,11 +6,14 @@ import itertools
 import json
 from typing import Any
 
-_ids = itertools.count(1)
+from carrierpay.simulators.fleet import (  # noqa: F401  (the simulators' credentials, re-exported)
+    AGGREGATOR_NG_SECRETS,
+    BATCH_IN_SECRETS,
+    ONEAPI_GB_SECRETS,
+    PARLAYX_ZA_SECRETS,
+)
 
-ONEAPI_GB_SECRETS = {"ONEAPI_GB_CLIENT_ID": "carrierpay-gb", "ONEAPI_GB_CLIENT_SECRET": "gb-client-secret-7f3a"}
-BATCH_IN_SECRETS = {"BATCH_IN_USERNAME": "carrierpay-in", "BATCH_IN_PASSWORD": "in-batch-password-3e8b"}
-PARLAYX_ZA_SECRETS = {"PARLAYX_ZA_SP_ID": "000201", "PARLAYX_ZA_SP_PASSWORD": "za-sp-password-91c2"}
+_ids = itertools.count(1)
 
 
 def make_call(operation: str = "charge", **fields: Any) -> dict[str, Any]:
@@ -50,11 +53,6 @@ def assert_no_secrets(results: list[dict[str, Any]], *secrets: str) -> None:
         assert secret not in logged, f"secret {secret[:3]}... leaked into a log"
 
 
-AGGREGATOR_NG_SECRETS = {
-    "AGGREGATOR_NG_API_KEY": "ng-api-key-55aa",
-    "AGGREGATOR_NG_API_SECRET": "ng-signing-secret-0c9e",
-    "AGGREGATOR_NG_CALLBACK_SECRET": "ng-callback-secret-77d1",
-}
 
 
 class CallbackSink:

@@ -8,38 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 from psycopg.types.json import Jsonb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapters"))
-from carrier_kit import (  # noqa: E402
-    AGGREGATOR_NG_SECRETS,
-    BATCH_IN_SECRETS,
-    ONEAPI_GB_SECRETS,
-    PARLAYX_ZA_SECRETS,
-)
+from carrierpay.adapters.callback_server import CallbackServer
+from carrierpay.adapters.daemon import AdapterDaemon
+from carrierpay.adapters.reconciler import Reconciler
+from carrierpay.adapters.registry import connector_factory
+from carrierpay.simulators import SimClock
+from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 
-from carrierpay.adapters.callback_server import CallbackServer  # noqa: E402
-from carrierpay.adapters.daemon import AdapterDaemon  # noqa: E402
-from carrierpay.adapters.reconciler import Reconciler  # noqa: E402
-from carrierpay.adapters.registry import connector_factory  # noqa: E402
-from carrierpay.paths import carriers_root  # noqa: E402
-from carrierpay.simulators import (  # noqa: E402
-    AggregatorSimulator,
-    BatchSimulator,
-    OneApiSimulator,
-    ParlayXSimulator,
-    SimClock,
-)
-
-SECRETS = {**ONEAPI_GB_SECRETS, **PARLAYX_ZA_SECRETS, **AGGREGATOR_NG_SECRETS, **BATCH_IN_SECRETS}
 MERCHANT = "acme"
 PRODUCT = "gems"
 # carrier -> (a subscriber's number prefix, currency, one-time price)
@@ -66,38 +47,6 @@ def charge_requests(sim: Any) -> list[dict]:
         return (path.endswith("/transactions/amount") and '"Charged"' in body) or "chargeAmount>" in body \
             or path in ("/v1/charges", "/api/v2/charges")
     return [request for request in sim.received if is_charge(request)]
-
-
-def make_simulators(clock: SimClock, seed: int = 7) -> dict[str, Any]:
-    return {
-        "oneapi_gb": OneApiSimulator(client_id=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_ID"],
-                                     client_secret=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_SECRET"],
-                                     clock=clock, seed=seed),
-        "parlayx_za": ParlayXSimulator(sp_id=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_ID"],
-                                       sp_password=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_PASSWORD"],
-                                       clock=clock, seed=seed),
-        "aggregator_ng": AggregatorSimulator(api_key=AGGREGATOR_NG_SECRETS["AGGREGATOR_NG_API_KEY"],
-                                             api_secret=AGGREGATOR_NG_SECRETS["AGGREGATOR_NG_API_SECRET"],
-                                             callback_secret=AGGREGATOR_NG_SECRETS["AGGREGATOR_NG_CALLBACK_SECRET"],
-                                             clock=clock, seed=seed),
-        "batch_in": BatchSimulator(username=BATCH_IN_SECRETS["BATCH_IN_USERNAME"],
-                                   password=BATCH_IN_SECRETS["BATCH_IN_PASSWORD"], clock=clock, seed=seed),
-    }
-
-
-def spec_for(code: str, base_url: str, *, tps: int = 1000, rules: dict | None = None,
-             timeout_s: float | None = 2.0) -> dict:
-    """The shipped spec, pointed at a simulator; short timeouts so a lost answer is quick."""
-    spec = copy.deepcopy(yaml.safe_load((carriers_root() / code / "carrier.yaml").read_text()))
-    spec["base_url"] = base_url
-    spec["throughput"] = {"tps": tps}
-    if rules is not None:
-        spec["rules"] = rules
-    if timeout_s is not None:
-        spec["timeouts"] = {"connect_s": 1, "total_s": timeout_s}
-        for operation in spec["operations"].values():
-            operation.pop("timeout_s", None)
-    return spec
 
 
 def setup_database(url: str, specs: dict[str, dict], clock: SimClock) -> None:

@@ -1,0 +1,37 @@
+"""`carrierpay demo`: the whole platform on this machine, through a simulated week (carrierpay/demo.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from carrierpay.cli.common import DatabaseUrlOption, console, user_errors
+
+
+@user_errors
+def demo(
+    subscribers: int = typer.Option(10_000, "--subscribers", min=10, max=30_000, help="Simulated subscribers."),
+    days: int = typer.Option(7, "--days", min=1, max=31, help="Simulated days to run, hour by hour."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the populations, habits and choices."),
+    keep: bool = typer.Option(False, "--keep", help="Afterwards keep the database, simulators and daemons "
+                                                    "running until Ctrl-C, and print what to try."),
+    summary: Path | None = typer.Option(None, "--summary", help="Also write the report and checks as JSON here."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Run carrierpay end to end: embedded PostgreSQL, four simulated carriers (GB, ZA, NG, IN), two
+    merchants, thousands of subscribers, a simulated week of renewals, retries, step-downs, refunds and
+    cancellations; then a report per carrier and consistency checks (exit 1 if any fails).
+
+    The database carrierpay_demo is recreated on every run. Example: carrierpay demo --subscribers 2000 --days 3
+    """
+    from carrierpay.demo import DemoOptions, run_demo
+
+    options = DemoOptions(subscribers=subscribers, days=days, seed=seed, keep=keep, summary=summary,
+                          database_url=database_url)
+    out = console if console.is_terminal else Console(width=max(console.width, 150))  # room for the tables
+    result = asyncio.run(run_demo(options, out))
+    if not result.get("ok"):
+        raise typer.Exit(1)

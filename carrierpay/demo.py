@@ -1,0 +1,935 @@
+"""`carrierpay demo`: a whole carrierpay deployment on one machine, driven through a simulated week.
+
+What it does, in order:
+
+1. starts the embedded PostgreSQL (or uses CARRIERPAY_DATABASE_URL), recreates the databases
+   `carrierpay_demo` and `carrierpay_demo_history`, and migrates the first;
+2. starts the four HTTP carrier simulators in this process (asyncio) on one simulated clock, with
+   seeded subscriber populations (balances and habitual top-up hours);
+3. onboards the shipped carriers (GB, ZA, NG, IN) from copies of their specs pointed at the
+   simulators, with the throughput raised so a week fits in minutes; two merchants, each with a
+   daily subscription (two or three price points per carrier, for step-down) and a one-time product;
+4. runs the daemons in this process: adapter daemon, reconciler, callback server (the NG aggregator
+   reports by callback), webhook dispatcher (to a local receiver that checks every signature), history
+   shipper (thread); the scheduler is ticked by the driver once per simulated hour;
+5. signs subscribers up in SQL batches through `api.subscribe`; each reads the PIN off the simulated
+   handset and confirms it (`api.confirm_optin`), except those who never do; some buy once (GB
+   purchases need `api.request_optin` + confirmation first); a few cancel or get refunds;
+6. moves the business clock (`admin.advance_clock`) and the simulators' clock together, hour by hour;
+7. prints a report per carrier from `report.carrier_summary` and checks: journals balanced, no
+   procedure stuck, our carrier receivable equals each simulator's own ledger, webhooks delivered,
+   history shipped. Exits non-zero when a check fails.
+
+Everything the demo knows about money it reads from the database or from the simulators' own
+ledgers; none of the business rules are repeated here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg.types.json import Jsonb
+
+from carrierpay import config, migrate, queries
+from carrierpay.simulators import SimClock
+from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
+
+log = logging.getLogger("carrierpay.demo")
+
+DEMO_DATABASE = "carrierpay_demo"
+DEMO_HISTORY_DATABASE = "carrierpay_demo_history"
+# A Monday, 08:00 UTC: inside every demo carrier's charging hours (GB 08-22, ZA 06-22, NG 07-21, IN 09-21 local).
+START = datetime(2025, 1, 6, 8, 0, tzinfo=UTC)
+DEMO_TPS = 2000  # the shipped specs say 10-40 requests/s; the simulators take far more
+SIGNUP_HOURS = 6  # sign-ups are spread over the first hours of day 1 (all inside every charging window)
+BATCH = 500  # rows per SQL batch of api.* calls
+SETTLE_TIMEOUT_S = 60.0
+FINAL = ("succeeded", "failed", "refunded", "partially_refunded")
+PIN_TEXT = re.compile(r" is (\d{4})\. Do not share it\.")
+
+
+@dataclass(frozen=True)
+class Market:
+    """One carrier of the demo: its number plan and what the merchants charge there (minor units)."""
+
+    carrier: str
+    country: str
+    currency: str
+    prefix: str
+    length: int  # E.164 length with the '+'
+    share: float  # fraction of the subscribers
+    prices: dict[str, tuple[int, ...]]  # product -> price points (subscriptions) or (price,) (one-time)
+
+    def msisdn(self, n: int) -> str:
+        return self.prefix + str(n).zfill(self.length - len(self.prefix))
+
+    @property
+    def capacity(self) -> int:
+        return 10 ** (self.length - len(self.prefix))
+
+
+MARKETS = (
+    Market("oneapi_gb", "GB", "GBP", "+4477009", 13, 0.30,
+           {"arena_pass": (150, 100, 50), "gems": (299,), "tunebox": (99, 49), "album": (499,)}),
+    Market("parlayx_za", "ZA", "ZAR", "+2782555", 12, 0.25,
+           {"arena_pass": (500, 300, 150), "gems": (1500,), "tunebox": (300, 150), "album": (2500,)}),
+    Market("aggregator_ng", "NG", "NGN", "+234803555", 14, 0.25,
+           {"arena_pass": (10000, 5000, 2500), "gems": (50000,), "tunebox": (5000, 2500), "album": (100000,)}),
+    Market("batch_in", "IN", "INR", "+9198765", 13, 0.20,
+           {"arena_pass": (1000, 500, 200), "gems": (4900,), "tunebox": (500, 300), "album": (9900,)}),
+)
+
+
+@dataclass(frozen=True)
+class Merchant:
+    code: str
+    name: str
+    platform_fee_bp: int
+    subscription: str  # product code, daily plan
+    subscription_name: str
+    one_time: str
+    one_time_name: str
+    plan: str  # the subscription's plan
+    share: float  # fraction of subscribers who subscribe to this merchant
+
+
+MERCHANTS = (
+    Merchant("pixelforge", "PixelForge Games", 1000, "arena_pass", "Arena Pass", "gems", "500 gems", "daily", 0.35),
+    Merchant("tunebox", "TuneBox Music", 800, "tunebox", "TuneBox Unlimited", "album", "Album of the week", "weekly",
+             0.65),
+)
+VARIANTS = {"arena_pass": ("arena_gold", "arena_silver", "arena_bronze"), "tunebox": ("tunebox_hifi", "tunebox_lite"),
+            "gems": ("gems_500",), "album": ("album_full",)}
+
+
+@dataclass
+class Person:
+    """A simulated user: a handset on one carrier, a merchant they subscribe to, and their habits."""
+
+    msisdn: str
+    market: Market
+    merchant: Merchant
+    profile: str  # comfortable | tight | broke | barred
+    confirms: bool  # answers the PIN SMS at all
+    wrong_pin_first: bool
+    cohort: int
+    subscription_id: int | None = None
+    optin_id: int | None = None
+
+
+@dataclass
+class DemoOptions:
+    subscribers: int = 10_000
+    days: int = 7
+    seed: int = 42
+    keep: bool = False
+    summary: Path | None = None
+    database_url: str | None = None
+
+
+@dataclass
+class Stats:
+    subscribe_errors: Counter = field(default_factory=Counter)
+    confirmed: int = 0
+    wrong_pins: int = 0
+    never_confirmed: int = 0
+    purchases: int = 0
+    purchase_errors: Counter = field(default_factory=Counter)
+    refunds: int = 0
+    refund_errors: Counter = field(default_factory=Counter)
+    cancellations: int = 0
+    settle_timeouts: int = 0
+    scheduler_errors: Counter = field(default_factory=Counter)  # message -> ticks it failed
+    settling_hours: float = 0.0
+
+
+# Session-local helpers (pg_temp: they vanish with the connection and touch no schema): each calls
+# one api.* function and turns a refusal into a document, so one refused row does not undo a batch.
+TRY_FUNCTIONS = """
+create function pg_temp.try_subscribe(m text, n text, p text, plan text, k text) returns jsonb language plpgsql as $$
+begin return api.subscribe(m, n, p, plan, k);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_confirm(m text, o bigint, pin text) returns jsonb language plpgsql as $$
+begin return api.confirm_optin(m, o, pin);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_request_optin(m text, n text, p text, k text) returns jsonb language plpgsql as $$
+begin return api.request_optin(m, n, p, k);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_charge(m text, n text, p text, k text, meta jsonb) returns jsonb language plpgsql as $$
+begin return api.charge(m, n, p, k, null, meta);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_refund(m text, id bigint, k text) returns jsonb language plpgsql as $$
+begin return api.refund(m, id, k, null, 'customer complaint');
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_cancel(m text, id bigint) returns jsonb language plpgsql as $$
+begin return api.cancel_subscription(m, id, 'user_request');
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+"""
+
+# Work left for the daemons at the current business time: queued calls that are due or leased,
+# unsettled calls due for reconciliation, and accepted calls whose callback has not arrived yet.
+BUSY_SQL = """
+select (select count(*) from cp.call_queue q where q.lease_until is not null or q.available_at <= cp.clock_now())
+     + (select count(*) from cp.carrier_call c
+        where c.status in ('unknown', 'awaiting_result') and c.next_reconcile_at <= cp.clock_now())
+     + (select count(*) from cp.carrier_call c join cp.carrier k using (carrier_id)
+        where c.status = 'awaiting_result' and k.code = any(%(callback_carriers)s))
+"""
+OPEN_CALLS_SQL = """
+select count(*) from cp.carrier_call c
+where c.status in ('leased', 'awaiting_result', 'unknown')
+   or (c.status = 'queued' and exists (select 1 from cp.call_queue q where q.call_id = c.call_id
+                                       and q.available_at <= cp.clock_now()))
+"""
+COLLECTED_SQL = """
+select count(*) filter (where status in ('succeeded', 'partially_refunded', 'refunded')),
+       count(*) filter (where status <> 'pending')
+from cp.procedure where kind = 'charge'
+"""
+# Procedures not final: legitimately open when every call of theirs waits in the queue for a later
+# time (an SMS held back by quiet hours, a throttled call's next turn); anything else is stuck.
+OPEN_PROCEDURES_SQL = """
+select p.kind::text, p.status::text,
+       bool_and(exists (select 1 from cp.carrier_call c join cp.call_queue q using (call_id)
+                        where c.procedure_id = p.procedure_id and q.lease_until is null
+                          and q.available_at > cp.clock_now())) as deferred,
+       count(*)
+from cp.procedure p
+where p.status not in ('succeeded', 'failed', 'refunded', 'partially_refunded')
+group by 1, 2, p.procedure_id
+"""
+RECEIVABLE_SQL = """
+select k.code, coalesce(sum(e.amount_minor), 0)::bigint
+from cp.carrier k
+left join cp.ledger_account a on a.carrier_id = k.carrier_id and a.kind = 'carrier_receivable'
+left join cp.ledger_entry e on e.account_id = a.account_id
+group by k.code
+"""
+NOTIFICATIONS_SQL = "select status, count(*) from cp.merchant_notification group by status"
+HISTORY_LAG_SQL = "select coalesce(sum(unshipped), 0)::bigint from report.history_lag"
+
+
+def money(amount_minor: int, currency: str) -> str:
+    return f"{amount_minor / 100:,.2f} {currency}"
+
+
+def _replace_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+# --------------------------------------------------------------------------- the database
+
+
+@dataclass
+class DemoDatabase:
+    url: str
+    history_url: str
+    admin_url: str
+    cluster: Any | None  # EmbeddedCluster when we run the embedded one
+    started_cluster: bool
+
+
+def prepare_database(database_url: str | None, say: Callable[[str], None]) -> DemoDatabase:
+    """Start the embedded cluster if needed, recreate the demo databases, migrate."""
+    from carrierpay import db
+    from carrierpay.embedded import create_available_extensions
+
+    where = db.target(database_url)
+    started = False
+    cluster = where.embedded
+    if cluster is not None:
+        if cluster.init():
+            say(f"created a PostgreSQL cluster in {cluster.datadir}")
+        started = cluster.start()
+        say(f"PostgreSQL {'started' if started else 'already running'} on port {cluster.port}")
+        admin_url = cluster.url("postgres")
+    else:
+        admin_url = _replace_database(where.url, "postgres")
+        say(f"using the configured server for {DEMO_DATABASE}")
+    url = _replace_database(admin_url, DEMO_DATABASE)
+    history_url = _replace_database(admin_url, DEMO_HISTORY_DATABASE)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name in (DEMO_DATABASE, DEMO_HISTORY_DATABASE):
+            conn.execute(f'drop database if exists "{name}" with (force)')
+            conn.execute(f'create database "{name}" template template0 encoding utf8')
+        # A throwaway database: a commit need not wait for the WAL flush (no risk of corruption,
+        # at worst the last moment of a crash is lost).
+        conn.execute(f'alter database "{DEMO_DATABASE}" set synchronous_commit = off')
+        conn.execute(f'alter database "{DEMO_HISTORY_DATABASE}" set synchronous_commit = off')
+    create_available_extensions(url)
+    migrate.migrate(url)
+    say(f"database {DEMO_DATABASE} recreated and migrated")
+    return DemoDatabase(url, history_url, admin_url, cluster, started)
+
+
+# --------------------------------------------------------------------------- the merchants' side
+
+
+class WebhookReceiver:
+    """The merchants' webhook endpoint: verifies every signature, counts deliveries, remembers
+    collected payments (the merchants refund some of them later, as a support desk would)."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, str] = {}
+        self.kinds: Counter = Counter()
+        self.seen: set[tuple[str, int]] = set()
+        self.duplicates = 0
+        self.bad_signatures = 0
+        self.paid: list[tuple[str, int, str]] = []  # (merchant, payment id, created_at)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> WebhookReceiver:
+        app = web.Application()
+        app.router.add_post("/hooks/{merchant}", self.handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        from carrierpay.webhooks import verify
+
+        merchant = request.match_info["merchant"]
+        body = await request.read()
+        secret = self.secrets.get(merchant)
+        if secret is None or not verify(secret, body, request.headers.get("X-Carrierpay-Signature", "")):
+            self.bad_signatures += 1
+            return web.Response(status=401, text="bad signature")
+        document = json.loads(body)
+        key = (merchant, int(document["id"]))
+        if key in self.seen:
+            self.duplicates += 1
+            return web.Response(text="duplicate")
+        self.seen.add(key)
+        self.kinds[document["type"]] += 1
+        data = document.get("data") or {}
+        if document["type"] == "payment.succeeded" and data.get("kind") == "charge":
+            self.paid.append((merchant, int(data["id"]), str(data.get("created_at", ""))))
+        return web.Response(text="ok")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, database: DemoDatabase, console: Any) -> None:
+        self.options = options
+        self.db = database
+        self.console = console
+        self.rng = random.Random(options.seed)
+        self.clock = SimClock(START)
+        self.sims = make_simulators(self.clock, seed=options.seed)
+        self.specs: dict[str, dict] = {}
+        self.people: list[Person] = []
+        self.stats = Stats()
+        self.receiver = WebhookReceiver()
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.conn: psycopg.AsyncConnection | None = None
+        self.batch_conns: list[psycopg.AsyncConnection] = []  # batches of api.* calls run on two at once
+        self.text_positions: dict[str, int] = defaultdict(int)
+        self.pins: dict[str, str] = {}  # msisdn -> the last PIN its handset received
+        self.callback_carriers: list[str] = []
+        self.keys = 0
+        self._stack = contextlib.AsyncExitStack()
+        self._shipper_stop = threading.Event()
+        self._shipper_thread: threading.Thread | None = None
+        self.shipper_error: str | None = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def key(self, prefix: str) -> str:
+        self.keys += 1
+        return f"demo-{prefix}-{self.keys}"
+
+    async def q(self, sql: str, params: Any = None) -> list[tuple]:
+        cur = await self.conn.execute(sql, params)
+        return await cur.fetchall() if cur.description else []
+
+    async def one(self, sql: str, params: Any = None) -> Any:
+        rows = await self.q(sql, params)
+        return rows[0][0] if rows else None
+
+    async def batched(self, sql: str, columns: list[list], size: int = BATCH) -> list[dict]:
+        """Run `sql` (a select over unnest of the given columns, with ordinality) batch by batch, the
+        batches spread over the driver's connections; documents come back in the input order."""
+        total = len(columns[0]) if columns else 0
+        starts = list(range(0, total, size))
+
+        async def worker(conn: psycopg.AsyncConnection, mine: list[int]) -> list[tuple[int, list[dict]]]:
+            done = []
+            for start in mine:
+                cur = await conn.execute(sql, [column[start:start + size] for column in columns])
+                done.append((start, [document for _, document in sorted(await cur.fetchall())]))
+            return done
+
+        n = len(self.batch_conns)
+        parts = await asyncio.gather(*(worker(conn, starts[i::n]) for i, conn in enumerate(self.batch_conns)))
+        return [document for _, chunk in sorted(pair for part in parts for pair in part) for document in chunk]
+
+    # ------------------------------------------------------------------ setup
+
+    async def start(self) -> None:
+        for sim in self.sims.values():
+            await self._stack.enter_async_context(sim)
+        await self.receiver.start()
+        self._stack.push_async_callback(self.receiver.stop)
+        self.conn = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
+        self._stack.push_async_callback(self.conn.close)
+        for _ in range(2):
+            conn = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
+            self._stack.push_async_callback(conn.close)
+            await conn.execute(TRY_FUNCTIONS)
+            self.batch_conns.append(conn)
+        await self.q(queries.SET_CLOCK, {"at": self.clock.now()})
+        for market in MARKETS:
+            self.specs[market.carrier] = spec_for(market.carrier, self.sims[market.carrier].url, tps=DEMO_TPS,
+                                                  timeout_s=30.0, connect_s=10.0)
+            await self.q(queries.ONBOARD_CARRIER, {"spec": Jsonb(self.specs[market.carrier])})
+        self.callback_carriers = [code for code, spec in self.specs.items() if spec.get("callbacks")]
+        for merchant in MERCHANTS:
+            document = await self.one(queries.ADD_MERCHANT, {
+                "code": merchant.code, "name": merchant.name, "platform_fee_bp": merchant.platform_fee_bp,
+                "webhook_url": f"{self.receiver.url}/hooks/{merchant.code}"})
+            self.receiver.secrets[merchant.code] = document["webhook_secret"]
+            await self.q(queries.ADD_PRODUCT, {"merchant": merchant.code, "code": merchant.subscription,
+                                               "name": merchant.subscription_name, "retry_policy": "step_down",
+                                               "retry_timing": "best_hour"})
+            await self.q(queries.ADD_PRODUCT, {"merchant": merchant.code, "code": merchant.one_time,
+                                               "name": merchant.one_time_name, "retry_policy": "step_down",
+                                               "retry_timing": "best_hour"})
+            for market in MARKETS:
+                for product, plan in ((merchant.subscription, merchant.plan), (merchant.one_time, "one_time")):
+                    for amount, variant in zip(market.prices[product], VARIANTS[product], strict=False):
+                        await self.q(queries.ADD_PRICE_POINT, {
+                            "merchant": merchant.code, "product": product, "plan": plan, "amount": amount,
+                            "currency": market.currency, "variant": variant, "carrier": market.carrier,
+                            "country": None})
+        self.make_people()
+        # A few charges whose answer is lost after the carrier applied them (the connection drops):
+        # settled by a status query five minutes (business time) later, never sent twice.
+        for code in ("oneapi_gb", "parlayx_za"):
+            self.sims[code].faults.inject("drop_after_charge", operation="charge", times=2)
+        await self.start_daemons()
+
+    def make_people(self) -> None:
+        counts = {market.carrier: 0 for market in MARKETS}
+        for i in range(self.options.subscribers):
+            market = self.rng.choices(MARKETS, weights=[m.share for m in MARKETS])[0]
+            counts[market.carrier] += 1
+            if counts[market.carrier] >= market.capacity:
+                raise ValueError(f"too many subscribers for {market.carrier}'s number range")
+            merchant = self.rng.choices(MERCHANTS, weights=[m.share for m in MERCHANTS])[0]
+            prices = market.prices[merchant.subscription]
+            top, low = prices[0], prices[-1]
+            roll = self.rng.random()
+            sim = self.sims[market.carrier]
+            number = market.msisdn(counts[market.carrier])
+            topup_hour = self.rng.choice([7, 8, 9, 12, 13, 18, 19, 20])
+            if roll < 0.58:
+                profile = "comfortable"
+                sim.add_subscriber(number, top * self.rng.randint(8, 30), topup_hour=topup_hour,
+                                   topup_minor=top * self.rng.randint(1, 3))
+            elif roll < 0.83:
+                profile = "tight"  # pays some days; top-ups at a habitual hour rescue retries
+                sim.add_subscriber(number, self.rng.randint(low, top * 2), topup_hour=topup_hour,
+                                   topup_minor=self.rng.choice([low, (top + low) // 2, top]))
+            elif roll < 0.97:
+                profile = "broke"  # can only ever afford the lowest price, some not even that
+                sim.add_subscriber(number, self.rng.randint(0, low * 2), topup_hour=topup_hour,
+                                   topup_minor=self.rng.choice([0, 0, low]))
+            else:
+                profile = "barred"
+                sim.add_subscriber(number, top * 10, state="barred")
+            self.people.append(Person(
+                msisdn=number, market=market, merchant=merchant, profile=profile,
+                confirms=self.rng.random() < 0.88, wrong_pin_first=self.rng.random() < 0.05,
+                cohort=i % SIGNUP_HOURS))
+
+    async def start_daemons(self) -> None:
+        from carrierpay.adapters.callback_server import CallbackServer
+        from carrierpay.adapters.daemon import AdapterDaemon
+        from carrierpay.adapters.reconciler import Reconciler
+        from carrierpay.adapters.registry import connector_factory
+        from carrierpay.history.shipper import Shipper
+        from carrierpay.history.stores import open_store
+        from carrierpay.webhooks import run as run_webhooks
+
+        callbacks = await self._stack.enter_async_context(CallbackServer(self.db.url, secrets=SECRETS))
+        factory = connector_factory(secrets=SECRETS, callback_base=callbacks.base_url)
+        # Two adapter daemons: they share the queue (SKIP LOCKED claims) and complete on two connections.
+        for n in (1, 2):
+            adapters = AdapterDaemon(self.db.url, factory, batch=250, lease=timedelta(minutes=5), poll_interval=0.05,
+                                     worker=f"demo-adapter-{n}")
+            self.tasks.append(asyncio.ensure_future(adapters.run(self.stop)))
+        self.reconciler = Reconciler(self.db.url, factory, interval=0.2, batch=500)
+        self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
+        self.tasks.append(asyncio.ensure_future(run_webhooks(self.db.url, interval=0.2, batch=500, stop=self.stop)))
+        shipper = Shipper(self.db.url, open_store(self.db.history_url), name="demo-shipper", batch_size=5000)
+
+        def ship() -> None:
+            try:
+                shipper.run(interval=1.0, stop=self._shipper_stop, retention=False)
+                shipper.drain()
+            except Exception as exc:  # reported as a failed check, not a crash of the demo
+                self.shipper_error = f"{type(exc).__name__}: {exc}"
+                log.exception("history shipper failed")
+            finally:
+                shipper.close()
+
+        self._shipper_thread = threading.Thread(target=ship, name="history-shipper", daemon=True)
+        self._shipper_thread.start()
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self.tasks.clear()
+        self.stop_shipper()
+        await self._stack.aclose()
+
+    def stop_shipper(self) -> None:
+        if self._shipper_thread is not None:
+            self._shipper_stop.set()
+            self._shipper_thread.join(timeout=120)
+            self._shipper_thread = None
+
+    # ------------------------------------------------------------------ time
+
+    async def advance(self, delta: timedelta) -> None:
+        """Move the business clock and every simulator's clock together."""
+        self.clock.advance(delta)
+        await self.q(queries.ADVANCE_CLOCK, {"by": delta})
+
+    async def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> None:
+        """Wait until the daemons have done everything due at the current business time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        t0 = loop.time()
+        try:
+            await self._settle(deadline, timeout)
+        finally:
+            log.debug("settle took %.2fs", loop.time() - t0)
+
+    async def _settle(self, deadline: float, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        while await self.one(BUSY_SQL, {"callback_carriers": self.callback_carriers}):
+            if loop.time() > deadline:
+                self.stats.settle_timeouts += 1
+                log.warning("work still open after %.0fs at %s; moving on", timeout, self.clock.now())
+                return
+            await asyncio.sleep(0.03)
+
+    async def tick_scheduler(self) -> None:
+        from carrierpay.scheduler import tick
+
+        try:
+            await tick(self.conn, batch=5000)
+        except psycopg.Error as exc:  # reported as a failed check; the week goes on
+            message = str(exc).strip().splitlines()[0]
+            detail = getattr(exc.diag, "message_detail", None)
+            self.stats.scheduler_errors[message + (f" ({detail})" if detail else "")] += 1
+            log.error("scheduler tick failed at %s: %s", self.clock.now(), exc)
+
+    # ------------------------------------------------------------------ what users do
+
+    def read_pins(self) -> None:
+        """Read the texts each simulated handset received since last time; keep the PINs."""
+        for code, sim in self.sims.items():
+            texts = sim.texts[self.text_positions[code]:]
+            self.text_positions[code] += len(texts)
+            for message in texts:
+                found = PIN_TEXT.search(message.text)
+                if found:
+                    self.pins[message.msisdn] = found.group(1)
+
+    async def confirm(self, merchants: list[str], optin_ids: list[int], pins: list[str]) -> list[dict]:
+        return await self.batched(
+            "select t.i, pg_temp.try_confirm(t.m, t.o, t.pin) "
+            "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, o, pin, i)",
+            [merchants, optin_ids, pins])
+
+    async def sign_up(self, cohort: int) -> None:
+        people = [p for p in self.people if p.cohort == cohort]
+        if not people:
+            return
+        documents = await self.batched(
+            "select t.i, pg_temp.try_subscribe(t.m, t.n, t.p, t.plan, t.k) "
+            "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) with ordinality "
+            "t(m, n, p, plan, k, i)",
+            [[p.merchant.code for p in people], [p.msisdn for p in people],
+             [p.merchant.subscription for p in people], [p.merchant.plan for p in people],
+             [self.key("sub") for _ in people]])
+        for person, document in zip(people, documents, strict=True):
+            if "error" in document:
+                self.stats.subscribe_errors[document["error"]] += 1
+                continue
+            person.subscription_id = document["id"]
+            person.optin_id = document.get("optin_id")
+        await self.settle()  # the PIN texts go out through the adapters
+        self.read_pins()
+        answering = [p for p in people if p.optin_id and p.confirms and p.msisdn in self.pins]
+        self.stats.never_confirmed += sum(1 for p in people if p.optin_id and not p.confirms)
+        wrong = [p for p in answering if p.wrong_pin_first]
+        if wrong:
+            await self.confirm([p.merchant.code for p in wrong], [p.optin_id for p in wrong],
+                               [f"{(int(self.pins[p.msisdn]) + 1) % 10000:04d}" for p in wrong])
+            self.stats.wrong_pins += len(wrong)
+        documents = await self.confirm([p.merchant.code for p in answering], [p.optin_id for p in answering],
+                                       [self.pins[p.msisdn] for p in answering])
+        self.stats.confirmed += sum(1 for d in documents if d.get("status") == "confirmed")
+
+    async def buy(self, count: int) -> None:
+        """One-time purchases by subscribers; where the regulation wants it (GB) with a PIN first."""
+        candidates = [p for p in self.people if p.subscription_id]
+        buyers = self.rng.sample(candidates, min(count, len(candidates)))
+        needs_optin = [p for p in buyers if p.market.country == "GB"]
+        for person in needs_optin:
+            self.pins.pop(person.msisdn, None)  # only the PIN of this purchase will do
+        metadata: dict[str, dict] = {}
+        if needs_optin:
+            documents = await self.batched(
+                "select t.i, pg_temp.try_request_optin(t.m, t.n, t.p, t.k) "
+                "from unnest(%s::text[], %s::text[], %s::text[], %s::text[]) with ordinality t(m, n, p, k, i)",
+                [[p.merchant.code for p in needs_optin], [p.msisdn for p in needs_optin],
+                 [p.merchant.one_time for p in needs_optin], [self.key("optin") for _ in needs_optin]])
+            await self.settle()
+            self.read_pins()
+            asked = [(p, d["id"]) for p, d in zip(needs_optin, documents, strict=True)
+                     if "error" not in d and p.msisdn in self.pins]
+            confirmed = await self.confirm([p.merchant.code for p, _ in asked], [o for _, o in asked],
+                                           [self.pins[p.msisdn] for p, _ in asked])
+            for (person, optin_id), document in zip(asked, confirmed, strict=True):
+                if document.get("status") == "confirmed":
+                    metadata[person.msisdn] = {"optin_id": optin_id}
+        documents = await self.batched(
+            "select t.i, pg_temp.try_charge(t.m, t.n, t.p, t.k, t.meta) "
+            "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[]) with ordinality "
+            "t(m, n, p, k, meta, i)",
+            [[p.merchant.code for p in buyers], [p.msisdn for p in buyers], [p.merchant.one_time for p in buyers],
+             [self.key("buy") for _ in buyers], [Jsonb(metadata.get(p.msisdn, {})) for p in buyers]])
+        for document in documents:
+            if "error" in document:
+                self.stats.purchase_errors[document["error"]] += 1
+            else:
+                self.stats.purchases += 1
+
+    async def cancel_some(self, count: int) -> None:
+        candidates = [p for p in self.people if p.subscription_id]
+        chosen = self.rng.sample(candidates, min(count, len(candidates)))
+        documents = await self.batched(
+            "select t.i, pg_temp.try_cancel(t.m, t.s) from unnest(%s::text[], %s::bigint[]) with ordinality t(m, s, i)",
+            [[p.merchant.code for p in chosen], [p.subscription_id for p in chosen]])
+        self.stats.cancellations += sum(1 for d in documents if "error" not in d)
+
+    async def refund_some(self, count: int) -> None:
+        """The merchants' support desks refund a few recent payments they were told about by webhook."""
+        recent = self.receiver.paid[-max(count * 20, 1):]
+        chosen = self.rng.sample(recent, min(count, len(recent)))
+        documents = await self.batched(
+            "select t.i, pg_temp.try_refund(t.m, t.p, t.k) "
+            "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, p, k, i)",
+            [[m for m, _, _ in chosen], [p for _, p, _ in chosen], [self.key("refund") for _ in chosen]])
+        for document in documents:
+            if "error" in document:
+                self.stats.refund_errors[document["error"]] += 1
+            else:
+                self.stats.refunds += 1
+
+    # ------------------------------------------------------------------ the week
+
+    async def run_week(self, progress: Callable[[int, int, int], None]) -> None:
+        hours = self.options.days * 24
+        per_day = max(1, self.options.subscribers // 100)
+        for hour in range(hours):
+            began = time.monotonic()
+            if hour:
+                await self.advance(timedelta(hours=1))
+            await self.tick_scheduler()
+            if hour < SIGNUP_HOURS:
+                await self.sign_up(hour)
+            of_day = hour % 24
+            if of_day in (2, 6):  # 10:00 and 14:00 UTC: every carrier's charging hours are open
+                await self.buy(max(1, self.options.subscribers // 250))
+            if of_day == 4 and hour >= 24:
+                await self.cancel_some(max(1, per_day // 2))
+            if of_day == 5:
+                await self.refund_some(max(1, per_day // 3))
+            await self.settle()
+            collected, attempted = (await self.q(COLLECTED_SQL))[0]
+            log.info("hour %d (%s) took %.2fs; charges collected %d of %d", hour, self.clock.now(),
+                     time.monotonic() - began, collected, attempted)
+            progress(hour + 1, collected, attempted)
+
+    async def finish(self) -> None:
+        """Let everything in flight settle: callbacks, result files (a batch operator publishes
+        an hour later), reconciliation. The business clock moves on in half hours, no new renewals."""
+        for _ in range(12):
+            await self.settle()
+            if not await self.one(OPEN_CALLS_SQL):
+                break
+            await self.advance(timedelta(minutes=30))
+            self.stats.settling_hours += 0.5
+        await self.settle()
+        # The merchants' webhooks: wait until none is left to deliver now.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while loop.time() < deadline and await self.one(
+                "select count(*) from cp.merchant_notification where status = 'pending' "
+                "and next_attempt_at <= cp.clock_now()"):
+            await asyncio.sleep(0.1)
+
+    # ------------------------------------------------------------------ report and checks
+
+    async def report(self) -> dict[str, Any]:
+        cur = await self.conn.execute("select * from report.carrier_summary order by country, carrier")
+        columns = [c.name for c in cur.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
+        receivable = dict(await self.q(RECEIVABLE_SQL))
+        checks: dict[str, dict[str, Any]] = {}
+        errors = self.stats.scheduler_errors
+        checks["scheduler_ticks_clean"] = {
+            "ok": not errors,
+            "detail": "every hourly tick ran" if not errors else
+            "; ".join(f"{count} tick(s) failed: {message}" for message, count in errors.items())}
+        unbalanced = await self.one("select count(*) from report.unbalanced_journals")
+        checks["journals_balanced"] = {"ok": unbalanced == 0, "detail": f"{unbalanced} unbalanced journal(s)"}
+        open_rows = await self.q(OPEN_PROCEDURES_SQL)
+        stuck = Counter()
+        deferred = Counter()
+        for kind, status, is_deferred, count in open_rows:
+            (deferred if is_deferred else stuck)[f"{kind}/{status}"] += count
+        checks["procedures_final_or_deferred"] = {
+            "ok": not stuck,
+            "detail": (f"{sum(deferred.values())} open but legitimately deferred ({dict(deferred)})" if deferred
+                       else "every procedure is final") + (f"; STUCK: {dict(stuck)}" if stuck else "")}
+        ledgers_ok = True
+        for row in rows:
+            sim = self.sims[row["carrier"]]
+            row["simulator_charged_minor"] = sim.ledger.charged_total()
+            row["simulator_refunded_minor"] = sim.ledger.refunded_total()
+            row["receivable_minor"] = int(receivable.get(row["carrier"], 0))
+            row["ledger_agrees"] = (
+                row["receivable_minor"] == row["simulator_charged_minor"] - row["simulator_refunded_minor"]
+                and row["collected_minor"] == row["simulator_charged_minor"]
+                and row["refunded_minor"] == row["simulator_refunded_minor"])
+            ledgers_ok = ledgers_ok and row["ledger_agrees"]
+        checks["carrier_ledgers_agree"] = {
+            "ok": ledgers_ok,
+            "detail": "; ".join(f"{r['carrier']}: ours {money(r['receivable_minor'], r['currency'])}, carrier's "
+                                f"{money(r['simulator_charged_minor'] - r['simulator_refunded_minor'], r['currency'])}"
+                                for r in rows)}
+        notifications = dict(await self.q(NOTIFICATIONS_SQL))
+        pending = notifications.get("pending", 0)
+        failed = notifications.get("failed", 0)
+        checks["webhooks_delivered"] = {
+            "ok": failed == 0 and pending == 0 and self.receiver.bad_signatures == 0,
+            "detail": f"{notifications.get('delivered', 0)} delivered, {pending} pending, {failed} failed; "
+                      f"{self.receiver.bad_signatures} bad signature(s), {self.receiver.duplicates} duplicate(s)"}
+        self.stop_shipper()
+        lag = await self.one(HISTORY_LAG_SQL)
+        checks["history_shipped"] = {
+            "ok": lag == 0 and self.shipper_error is None,
+            "detail": f"{lag} row(s) not shipped" + (f"; shipper error: {self.shipper_error}"
+                                                     if self.shipper_error else "")}
+        totals = {
+            "subscribers": self.options.subscribers,
+            "subscriptions": sum(r["subscriptions"] for r in rows),
+            "confirmed_optins": self.stats.confirmed,
+            "never_confirmed": self.stats.never_confirmed,
+            "wrong_pins": self.stats.wrong_pins,
+            "purchases": self.stats.purchases,
+            "purchase_refusals": dict(self.stats.purchase_errors),
+            "subscribe_refusals": dict(self.stats.subscribe_errors),
+            "refunds_requested": self.stats.refunds,
+            "refund_refusals": dict(self.stats.refund_errors),
+            "cancellations": self.stats.cancellations,
+            "charges_attempted": sum(r["charges_attempted"] for r in rows),
+            "charges_collected": sum(r["charges_collected"] for r in rows),
+            "webhooks": dict(self.receiver.kinds),
+            "settle_timeouts": self.stats.settle_timeouts,
+            "settling_hours": self.stats.settling_hours,
+            "sms_delivered": sum(len(sim.texts) for sim in self.sims.values()),
+        }
+        return {"database": DEMO_DATABASE, "url": self.db.url, "history_url": self.db.history_url,
+                "business_clock": (await self.one(queries.CLOCK_NOW)).isoformat(),
+                "carriers": rows, "checks": checks, "totals": totals,
+                "ok": all(check["ok"] for check in checks.values())}
+
+    async def hold(self) -> None:
+        """--keep: the simulators and daemons keep running (the scheduler on a real-time tick) until
+        Ctrl-C or SIGTERM, so charges made by hand settle."""
+        from carrierpay.daemon import install_stop_handlers
+        from carrierpay.scheduler import run as run_scheduler
+
+        held = asyncio.Event()
+        install_stop_handlers(held)
+        scheduler = asyncio.ensure_future(run_scheduler(self.db.url, interval=1.0, stop=held))
+        await held.wait()
+        await scheduler
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def print_report(console: Any, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    rows = summary["carriers"]
+    money_table = Table(title="charges and money per carrier", title_justify="left")
+    for column in ("carrier", "country", "attempted", "collected", "success", "revenue collected", "refunded",
+                   "net", "refunds"):
+        money_table.add_column(column, justify="left" if column in ("carrier", "country") else "right")
+    for row in rows:
+        money_table.add_row(
+            row["carrier"], row["country"], f"{row['charges_attempted']:,}", f"{row['charges_collected']:,}",
+            f"{row['success_pct'] or 0}%", money(row["collected_minor"], row["currency"]),
+            money(row["refunded_minor"], row["currency"]), money(row["net_minor"], row["currency"]),
+            f"{row['refunds_succeeded']}/{row['refunds']}")
+    subs_table = Table(title="subscriptions per carrier", title_justify="left")
+    for column in ("carrier", "renewals", "renewal success", "retries/success", "step-downs", "active",
+                   "retrying/grace", "suspended", "cancelled", "never opted in"):
+        subs_table.add_column(column, justify="left" if column == "carrier" else "right")
+    for row in rows:
+        subs_table.add_row(
+            row["carrier"], f"{row['renewal_attempts']:,}", f"{row['renewal_success_pct'] or 0}%",
+            str(row["retries_per_success"] or 0), f"{row['step_downs']:,}", f"{row['active']:,}",
+            f"{row['in_retry_or_grace']:,}", f"{row['suspended']:,}", f"{row['cancelled']:,}",
+            f"{row['pending_optin']:,}")
+    console.print(money_table)
+    console.print(subs_table)
+    totals = summary["totals"]
+    console.print(
+        f"subscribers {totals['subscribers']:,}; subscriptions {totals['subscriptions']:,} "
+        f"(opt-ins confirmed {totals['confirmed_optins']:,}, never confirmed {totals['never_confirmed']:,}, "
+        f"a wrong PIN first {totals['wrong_pins']:,}); one-time purchases {totals['purchases']:,}; "
+        f"refunds asked {totals['refunds_requested']:,}; cancelled by users {totals['cancellations']:,}; "
+        f"SMS delivered {totals['sms_delivered']:,}; webhooks {sum(totals['webhooks'].values()):,}")
+    if totals["purchase_refusals"] or totals["refund_refusals"] or totals["subscribe_refusals"]:
+        console.print(f"[dim]refused by the rules (SQLSTATE: count): purchases {totals['purchase_refusals']}, "
+                      f"refunds {totals['refund_refusals']}, sign-ups {totals['subscribe_refusals']}[/]")
+    console.print("\n[bold]checks[/]")
+    for name, check in summary["checks"].items():
+        mark = "[green]✓[/]" if check["ok"] else "[bold red]✗[/]"
+        console.print(f" {mark} {name.replace('_', ' ')}: {check['detail']}")
+
+
+def keep_instructions(database: DemoDatabase) -> str:
+    return f"""
+The demo database stays up. In another terminal:
+
+  export CARRIERPAY_DATABASE_URL="$(carrierpay db url --database {DEMO_DATABASE})"   # = {database.url}
+  psql "$CARRIERPAY_DATABASE_URL"
+
+and try, in psql (the business clock stands where the week ended; the simulators and daemons of this
+demo keep running until you press Ctrl-C here, so what you start settles):
+
+  select * from report.carrier_summary;
+  select api.charge('pixelforge', '+2348035550001', 'gems', 'by-hand-1') ->> 'id' as payment \\gset
+  select api.payment('pixelforge', :payment);          -- pending at first, then settled
+  select * from report.ledger_balances order by 1, 2;
+
+or `carrierpay report revenue`, `carrierpay report all`. Ctrl-C stops the simulators and daemons; the
+database keeps running until `carrierpay db down`.
+"""
+
+
+async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    began = time.monotonic()
+    home = config.home()
+    home.mkdir(parents=True, exist_ok=True)
+    logfile = home / "demo.log"
+    handler = logging.FileHandler(logfile, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    say = console.print
+    database = await asyncio.to_thread(prepare_database, options.database_url, say)
+    demo = Demo(options, database, console)
+    summary: dict[str, Any] = {}
+    try:
+        await demo.start()
+        say(f"4 carrier simulators on 127.0.0.1 (GB OneAPI, ZA ParlayX, NG aggregator with callbacks, IN batch "
+            f"files); throughput raised from the specs' 10-40/s to {DEMO_TPS}/s in the demo's copies")
+        say(f"{options.subscribers:,} subscribers, 2 merchants, {options.days} simulated days from "
+            f"{START:%a %d %b %Y %H:%M} UTC (seed {options.seed}); daemon log: {logfile}")
+        hours = options.days * 24
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[charges]}"),
+                      TimeElapsedColumn(), console=console, transient=False) as bar:
+            task = bar.add_task("day 1 08:00 UTC", total=hours, charges="")
+
+            def progress(done: int, collected: int, attempted: int) -> None:
+                now = START + timedelta(hours=done)
+                bar.update(task, completed=done,
+                           description=f"day {(now - START).days + 1} {now:%H:%M} UTC",
+                           charges=f"charges collected {collected:,} of {attempted:,}")
+
+            await demo.run_week(progress)
+        say("settling what is still in flight (callbacks, result files, reconciliation) ...")
+        await demo.finish()
+        summary = await demo.report()
+        summary["elapsed_s"] = round(time.monotonic() - began, 1)
+        summary["options"] = {"subscribers": options.subscribers, "days": options.days, "seed": options.seed}
+        print_report(console, summary)
+        if options.summary:
+            options.summary.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        say(f"\nfinished in {summary['elapsed_s']}s; "
+            + ("[green]all checks passed[/]" if summary["ok"] else "[bold red]some checks FAILED[/]"))
+        where = (f"data: database {DEMO_DATABASE} ({database.url}); history store {DEMO_HISTORY_DATABASE}; "
+                 f"daemon log {logfile}")
+        if database.cluster is not None:
+            where += f"; cluster {database.cluster.datadir}"
+        if options.summary:
+            where += f"; summary {options.summary}"
+        say(where)
+        if options.keep:
+            say(keep_instructions(database))
+            await demo.hold()
+    finally:
+        await demo.close()
+        root.removeHandler(handler)
+        handler.close()
+    if database.cluster is not None and database.started_cluster and not options.keep:
+        await asyncio.to_thread(database.cluster.stop)
+        say("stopped the embedded PostgreSQL (the data stays: `carrierpay db up` and "
+            f"`carrierpay db url --database {DEMO_DATABASE}`); keep it running next time with --keep")
+    return summary

@@ -1,0 +1,79 @@
+"""`carrierpay demo` end to end, as a user runs it: a fresh CARRIERPAY_HOME, a small population over two
+simulated days. Its checks must pass, and what it reports must be what the database holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def carrierpay(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CARRIERPAY_")}
+    env["CARRIERPAY_HOME"] = str(home)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "carrierpay", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=home)
+
+
+@pytest.fixture
+def home():
+    path = Path(tempfile.mkdtemp(prefix="carrierpay-demo-", dir="/tmp"))
+    os.chmod(path, 0o755)  # the postgres user must reach it when we are root
+    try:
+        yield path
+    finally:
+        carrierpay(path, "db", "down")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_runs_its_checks_and_reports_what_the_database_holds(home):
+    summary_path = home / "summary.json"
+    run = carrierpay(home, "demo", "--subscribers", "500", "--days", "2", "--seed", "7",
+                     "--summary", str(summary_path), timeout=280)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "all checks passed" in run.stdout
+    summary = json.loads(summary_path.read_text())
+    assert summary["ok"] is True
+    assert {name for name, check in summary["checks"].items() if not check["ok"]} == set()
+    assert {row["country"] for row in summary["carriers"]} == {"GB", "ZA", "NG", "IN"}
+
+    # Without --keep the demo stops the cluster it started; its data stays. Look at it.
+    assert carrierpay(home, "db", "up").returncode == 0
+    url = carrierpay(home, "db", "url", "--database", "carrierpay_demo").stdout.strip()
+    assert url.endswith("/carrierpay_demo")
+    with psycopg.connect(url) as conn:
+        cur = conn.execute("select * from report.carrier_summary order by country, carrier")
+        columns = [c.name for c in cur.description]
+        in_database = {row[0]: dict(zip(columns, row, strict=True)) for row in cur.fetchall()}
+        reported = {row["carrier"]: row for row in summary["carriers"]}
+        assert set(in_database) == set(reported)
+        for carrier, row in in_database.items():
+            for column, value in row.items():
+                expected = reported[carrier][column]
+                assert (str(value) if value is not None else None) == (str(expected) if expected is not None
+                                                                         else None), (carrier, column)
+            # our ledger agrees with the carrier's own (the simulator's, as the demo saw it)
+            assert reported[carrier]["receivable_minor"] == \
+                reported[carrier]["simulator_charged_minor"] - reported[carrier]["simulator_refunded_minor"]
+        assert conn.execute("select count(*) from report.unbalanced_journals").fetchone()[0] == 0
+        subscriptions = conn.execute("select count(*) from cp.subscription").fetchone()[0]
+        assert subscriptions == summary["totals"]["subscriptions"] == 500
+        collected = conn.execute("select count(*) from cp.procedure where kind = 'charge' "
+                                 "and status in ('succeeded', 'partially_refunded', 'refunded')").fetchone()[0]
+        assert collected == summary["totals"]["charges_collected"] > 0
+        renewals = sum(row["renewals_collected"] for row in in_database.values())
+        assert renewals > 0  # two days: the daily plan renewed
+        receivable = dict(conn.execute(
+            "select owner, balance_minor from report.ledger_balances where kind = 'carrier_receivable'").fetchall())
+        for carrier, row in reported.items():
+            assert receivable.get(carrier, 0) == row["receivable_minor"]
