@@ -164,6 +164,19 @@ begin
 end
 $$;
 
+-- Whether asking the carrier about an unsettled call can give a trustworthy answer now. An
+-- accepted call (awaiting its result) can be asked at once; for a call whose outcome is unknown
+-- the carrier may still be working on the request, so until twice its timeout has passed in real
+-- time, "no such transaction" from a status query would prove nothing.
+create or replace function cp.reconcilable_now(p_status cp.call_status, p_sent_at timestamptz, p_spec jsonb)
+returns boolean
+language sql stable
+as $$
+    select p_status = 'awaiting_result' or p_sent_at is null
+           or p_sent_at < clock_timestamp()
+                          - make_interval(secs => 2 * coalesce((p_spec #>> '{timeouts,total_s}')::float8, 30))
+$$;
+
 -- Calls whose outcome is unknown (or awaited) and due for a reconciliation attempt, leased to
 -- the reconciler by pushing their next attempt out on the back-off (5 min, 1 h, then daily), and
 -- only once the call has been quiet for twice the carrier's timeout in real time.
@@ -177,11 +190,7 @@ begin
         select c.call_id from cp.carrier_call c join cp.carrier k using (carrier_id)
         where k.code = p_carrier and c.status in ('unknown', 'awaiting_result')
           and c.next_reconcile_at <= cp.clock_now()
-          -- The carrier may still be working on the request: until twice its timeout has passed in
-          -- real time, "no such transaction" from a status query would prove nothing.
-          and (c.sent_at is null
-               or c.sent_at < clock_timestamp()
-                              - make_interval(secs => 2 * coalesce((k.spec #>> '{timeouts,total_s}')::float8, 30)))
+          and cp.reconcilable_now(c.status, c.sent_at, k.spec)
         order by c.next_reconcile_at
         limit p_limit
         for update of c skip locked

@@ -382,6 +382,11 @@ begin
                 'sufficient', case when p_result ? 'balance_minor'
                                    then (p_result->>'balance_minor')::bigint >= v_proc.amount_minor end))
         where procedure_id = v_proc.procedure_id;
+    elsif v_outcome = 'failed' and v_reason = 'transient' and v_call.attempt < 3 and v_proc.status = 'in_flight' then
+        -- An SMS (a PIN someone is waiting for, a receipt the regulation requires) that failed
+        -- before reaching the carrier gets a new attempt rather than being dropped.
+        perform cp.queue_call(v_proc.procedure_id, v_call.operation, v_call.params,
+                              cp.clock_now() + make_interval(secs => 30 * v_call.attempt), v_call.attempt + 1);
     else
         update cp.procedure
         set status = case when v_outcome = 'succeeded' then 'succeeded'::cp.procedure_status else 'failed' end,

@@ -3,7 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(33);
+select plan(35);
 
 -- A charge whose lease runs out may have reached the carrier: it becomes unknown, never requeued.
 create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
@@ -94,6 +94,16 @@ select is((select string_agg(status::text || ' ' || attempt || ' ' || correlator
           'transient failure: a new attempt with a new correlator');
 select is((select status::text from cp.procedure where procedure_id = (select id from pay3)), 'in_flight',
           'the procedure stays in flight between attempts');
+
+-- An SMS that failed before reaching the carrier gets a new attempt, not dropped.
+create temp table sms1 as select cp.queue_sms((select subscriber_id from cp.subscriber limit 1), 'hello',
+                                              'reply') as id;
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from sms1), 'failed', 'transient');
+select is((select string_agg(status::text || ' ' || attempt, ',' order by call_id) from cp.carrier_call
+           where procedure_id = (select id from sms1)), 'failed 1,queued 2', 'transient SMS failure: a new attempt');
+select is((select status::text from cp.procedure where procedure_id = (select id from sms1)), 'in_flight',
+          'the SMS procedure stays in flight between attempts');
 
 -- A balance check reported unknown is settled by its later answer like any procedure.
 create temp table bal2 as select (api.check_balance('acme', '+2348020000005', 100)->>'id')::bigint as id;
