@@ -64,7 +64,8 @@ begin
         end if;
         update cp.optin set status = 'used' where optin_id = v_optin.optin_id;
     end if;
-    perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
+    perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency,
+                                  v_rules);
     v_proc := cp.new_procedure('charge', v_subscriber, v_merchant.merchant_id, v_pp.amount_minor, v_pp.currency,
                                v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => p_metadata);
     perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_pp.amount_minor));

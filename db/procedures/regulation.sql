@@ -87,14 +87,16 @@ end
 $$;
 
 -- Check a charge against the per-transaction, daily and monthly caps and the charging hours.
+-- p_rules: the carrier's cp.effective_rules when the caller already has them.
+drop function if exists cp.check_charge_rules(bigint, integer, bigint, text);
 create or replace function cp.check_charge_rules(
-    p_subscriber_id bigint, p_carrier_id integer, p_amount bigint, p_currency text
+    p_subscriber_id bigint, p_carrier_id integer, p_amount bigint, p_currency text, p_rules jsonb default null
 ) returns void
 language plpgsql stable
 set search_path = pg_catalog, cp
 as $$
 declare
-    v_rules jsonb := cp.effective_rules(p_carrier_id);
+    v_rules jsonb := coalesce(p_rules, cp.effective_rules(p_carrier_id));
     v_tz text := cp.subscriber_timezone(p_subscriber_id);
     v_local timestamp := cp.clock_now() at time zone v_tz;
     v_cap bigint;

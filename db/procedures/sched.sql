@@ -17,6 +17,25 @@ as $$
                 else interval '0' end) at time zone p_timezone
 $$;
 
+-- A plan's price points on a carrier (or in its country, where the carrier has none of its own),
+-- highest first: level 0 is the full price, n the number of points.
+create or replace function cp.price_ladder(p_product_id integer, p_plan cp.plan, p_carrier_id integer)
+returns table (price_point cp.price_point, level bigint, n bigint)
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select (pp.price_point_id, pp.product_id, pp.carrier_id, pp.country, pp.plan, pp.amount_minor, pp.currency,
+            pp.variant, pp.active)::cp.price_point,
+           row_number() over (order by pp.amount_minor desc) - 1, count(*) over ()
+    from cp.price_point pp
+    join cp.carrier c on c.carrier_id = p_carrier_id
+    where pp.product_id = p_product_id and pp.plan = p_plan and pp.active
+      and (pp.carrier_id = c.carrier_id
+           or (pp.carrier_id is null and pp.country = c.country
+               and not exists (select 1 from cp.price_point x where x.product_id = pp.product_id
+                               and x.plan = pp.plan and x.carrier_id = c.carrier_id and x.active)))
+$$;
+
 -- The price point a subscription attempt should charge: the plan's price points on this carrier
 -- (or in its country), highest first, stepping down p_level places (never below the lowest).
 create or replace function cp.renewal_price_point(p_subscription cp.subscription, p_level integer)
@@ -24,21 +43,11 @@ returns cp.price_point
 language sql stable
 set search_path = pg_catalog, cp
 as $$
-    with candidates as (
-        select pp.*, row_number() over (order by pp.amount_minor desc) - 1 as level, count(*) over () as n
-        from cp.price_point pp
-        join cp.subscriber s on s.subscriber_id = p_subscription.subscriber_id
-        join cp.carrier c on c.carrier_id = s.carrier_id
-        where pp.product_id = p_subscription.product_id and pp.plan = p_subscription.plan and pp.active
-          and (pp.carrier_id = c.carrier_id
-               or (pp.carrier_id is null and pp.country = c.country
-                   and not exists (select 1 from cp.price_point x where x.product_id = pp.product_id
-                                   and x.plan = pp.plan and x.carrier_id = c.carrier_id and x.active)))
-    )
-    select (c.price_point_id, c.product_id, c.carrier_id, c.country, c.plan, c.amount_minor, c.currency,
-            c.variant, c.active)::cp.price_point
-    from candidates c
-    where c.level = least(greatest(p_level, 0), c.n - 1)
+    select l.price_point
+    from cp.subscriber s
+    cross join lateral cp.price_ladder(p_subscription.product_id, p_subscription.plan, s.carrier_id) l
+    where s.subscriber_id = p_subscription.subscriber_id
+      and l.level = least(greatest(p_level, 0), l.n - 1)
 $$;
 
 -- The retry policy on insufficient funds: the carrier's rules may override the product's.
@@ -50,46 +59,120 @@ as $$
     from cp.product p where p.product_id = p_subscription.product_id
 $$;
 
--- Create the charge procedure and call for the subscription's current period.
-create or replace function cp.start_renewal(p_subscription_id bigint) returns bigint
+-- Create the charge procedures and calls for the current periods of a batch of subscriptions, with
+-- a few set-based statements (the caller holds the subscription rows locked). Per subscription: the
+-- price point of its retry level (cp.renewal_price_point); under the 'accumulate' policy, once a
+-- period is being collected in parts, a partial charge of that point's amount capped at what the
+-- period still owes, recorded against the full price point; a procedure for the period, a charge
+-- call (correlator 'cp-' || call id) and its queue row; today's attempt counted. Returns the new
+-- procedure ids in the order of p_subscription_ids.
+create or replace function cp.start_renewals(p_subscription_ids bigint[]) returns bigint[]
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
 declare
-    v_sub cp.subscription;
-    v_subscriber cp.subscriber;
-    v_product cp.product;
-    v_pp cp.price_point;
-    v_full cp.price_point;
-    v_amount bigint;
-    v_partial boolean := false;
-    v_proc cp.procedure;
+    v_now timestamptz := cp.clock_now();
+    v_missing text;
+    v_procs bigint[];
 begin
-    select * into v_sub from cp.subscription where subscription_id = p_subscription_id for update;
-    select * into v_subscriber from cp.subscriber where subscriber_id = v_sub.subscriber_id;
-    select * into v_product from cp.product where product_id = v_sub.product_id;
-    v_full := cp.renewal_price_point(v_sub, 0);
-    v_pp := cp.renewal_price_point(v_sub, v_sub.retry_level);
-    v_amount := v_pp.amount_minor;
-    if cp.retry_policy(v_sub) = 'accumulate' and (v_sub.retry_level > 0 or v_sub.collected_in_period > 0) then
-        -- Collect the period's price in parts: never more than what is still owed.
-        v_amount := least(v_pp.amount_minor, v_full.amount_minor - v_sub.collected_in_period);
-        v_pp := v_full;
-        v_partial := true;
+    select c.code into v_missing
+    from cp.subscription s
+    join cp.subscriber sb on sb.subscriber_id = s.subscriber_id
+    join cp.carrier c on c.carrier_id = sb.carrier_id
+    where s.subscription_id = any (p_subscription_ids) and c.spec->'operations'->'charge' is null
+    limit 1;
+    if v_missing is not null then
+        perform cp.fail('CP071', format('carrier %s does not offer operation %s', v_missing, 'charge'));
     end if;
-    v_proc := cp.new_procedure('charge', v_subscriber, v_sub.merchant_id, v_amount, v_pp.currency,
-                               v_sub.product_id, v_pp.price_point_id, v_pp.variant, v_sub.subscription_id,
-                               v_sub.period_index,
-                               p_metadata => case when v_partial then jsonb_build_object('partial', true)
-                                                  else '{}'::jsonb end);
-    perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_amount));
+
+    with subs as (
+        select s.subscription_id, s.subscriber_id, s.merchant_id, s.product_id, s.plan, s.period_index,
+               s.retry_level, s.collected_in_period, s.carrier_id, sb.carrier_id as subscriber_carrier_id, u.ord
+        from unnest(p_subscription_ids) with ordinality u(id, ord)
+        join cp.subscription s on s.subscription_id = u.id
+        join cp.subscriber sb on sb.subscriber_id = s.subscriber_id
+    ), ladder as (
+        -- each (product, plan, carrier) ladder once per batch
+        select k.product_id, k.plan, k.subscriber_carrier_id, l.price_point, l.level, l.n
+        from (select distinct product_id, plan, subscriber_carrier_id from subs) k
+        cross join lateral cp.price_ladder(k.product_id, k.plan, k.subscriber_carrier_id) l
+    ), policies as (
+        -- the carrier's rules may override the product's retry policy (cp.retry_policy)
+        select d.carrier_id, cp.effective_rules(d.carrier_id)->>'retry_policy' as retry_policy
+        from (select distinct carrier_id from subs) d
+    ), chosen as (
+        select s.*, f.price_point as full_pp, lv.price_point as pp,
+               coalesce(coalesce(pol.retry_policy, p.retry_policy) = 'accumulate'
+                        and (s.retry_level > 0 or s.collected_in_period > 0), false) as partial
+        from subs s
+        left join ladder f on f.product_id = s.product_id and f.plan = s.plan
+                          and f.subscriber_carrier_id = s.subscriber_carrier_id and f.level = 0
+        left join ladder lv on lv.product_id = s.product_id and lv.plan = s.plan
+                           and lv.subscriber_carrier_id = s.subscriber_carrier_id
+                           and lv.level = least(greatest(s.retry_level, 0), lv.n - 1)
+        left join policies pol on pol.carrier_id = s.carrier_id
+        left join cp.product p on p.product_id = s.product_id
+    ), ins as (
+        insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, product_id, price_point_id,
+                                  subscription_id, parent_id, period_index, amount_minor, currency, variant,
+                                  metadata, created_at, updated_at)
+        select 'charge', c.merchant_id, c.subscriber_id, c.subscriber_carrier_id, c.product_id,
+               case when c.partial then (c.full_pp).price_point_id else (c.pp).price_point_id end,
+               c.subscription_id, null, c.period_index,
+               -- partial: never more than what the period still owes
+               case when c.partial then least((c.pp).amount_minor, (c.full_pp).amount_minor - c.collected_in_period)
+                    else (c.pp).amount_minor end,
+               case when c.partial then (c.full_pp).currency else (c.pp).currency end,
+               case when c.partial then (c.full_pp).variant else (c.pp).variant end,
+               case when c.partial then jsonb_build_object('partial', true) else '{}'::jsonb end,
+               v_now, v_now
+        from chosen c
+        order by c.ord
+        returning procedure_id
+    )
+    select array_agg(ins.procedure_id order by ins.procedure_id)  -- identities follow p_subscription_ids' order
+    into v_procs
+    from ins;
+
+    with calls as (
+        insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat,
+                                     attempt, correlator, params, created_at)
+        overriding system value
+        select x.call_id, x.procedure_id, x.carrier_id, 'charge', coalesce(x.op->>'pattern', 'sync'),
+               coalesce((x.op->>'safe_to_repeat')::boolean, false), 1, 'cp-' || x.call_id,
+               coalesce(x.params, '{}'), v_now
+        from (select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, o.*
+              from (select p.procedure_id, p.carrier_id, c.spec->'operations'->'charge' as op,
+                           cp.charge_params(p, p.amount_minor) as params
+                    from cp.procedure p join cp.carrier c on c.carrier_id = p.carrier_id
+                    where p.procedure_id = any (v_procs)
+                    order by p.procedure_id) o) x
+        returning call_id, carrier_id
+    )
+    insert into cp.call_queue (call_id, carrier_id, available_at)
+    select calls.call_id, calls.carrier_id, v_now from calls;
+
     update cp.subscription
     set next_charge_at = null,
-        attempts_today = case when attempts_day = (cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id))::date
+        attempts_today = case when attempts_day = (v_now at time zone cp.subscriber_timezone(subscriber_id))::date
                               then attempts_today + 1 else 1 end,
-        attempts_day = (cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id))::date
-    where subscription_id = v_sub.subscription_id;
-    return v_proc.procedure_id;
+        attempts_day = (v_now at time zone cp.subscriber_timezone(subscriber_id))::date
+    where subscription_id = any (p_subscription_ids);
+    return coalesce(v_procs, '{}');
+end
+$$;
+
+-- Create the charge procedure and call for one subscription's current period (cp.start_renewals).
+create or replace function cp.start_renewal(p_subscription_id bigint) returns bigint
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    perform 1 from cp.subscription where subscription_id = p_subscription_id for update;
+    if not found then
+        perform cp.fail('CP070', format('unknown subscription %s', p_subscription_id));
+    end if;
+    return (cp.start_renewals(array[p_subscription_id]))[1];
 end
 $$;
 
@@ -323,9 +406,9 @@ declare
     v_carrier cp.carrier;
     v_rules jsonb;
     v_room integer;
-    v_sub record;
+    v_start bigint[];
+    v_later bigint[];
     v_count integer := 0;
-    v_local timestamp;
 begin
     for v_carrier in select * from cp.carrier where enabled order by carrier_id loop
         exit when v_count >= p_limit;
@@ -338,26 +421,32 @@ begin
         where carrier_id = v_carrier.carrier_id and lease_until is null
           and available_at <= cp.clock_now() + make_interval(secs => p_lookahead_s);
         continue when v_room <= 0;
-        for v_sub in
-            select s.subscription_id, s.subscriber_id, s.attempts_today, s.attempts_day
+        -- The due rows, locked: those outside the charging window or out of attempts today wait for
+        -- their next slot; the others are queued together (cp.start_renewals).
+        select coalesce(array_agg(d.subscription_id order by d.next_charge_at) filter (where not d.later), '{}'),
+               coalesce(array_agg(d.subscription_id order by d.next_charge_at) filter (where d.later), '{}')
+        into v_start, v_later
+        from (
+            select s.subscription_id, s.next_charge_at,
+                   coalesce(not cp.in_window(l.local_now::time, v_rules->>'charging_hours')
+                            or (s.attempts_day = l.local_now::date
+                                and s.attempts_today >= (v_rules->>'max_attempts_per_day')::int), false) as later
             from cp.subscription s
+            cross join lateral (select cp.clock_now() at time zone cp.subscriber_timezone(s.subscriber_id)
+                                       as local_now) l
             where s.carrier_id = v_carrier.carrier_id and s.next_charge_at <= cp.clock_now()
               and s.status in ('active', 'retrying', 'grace', 'suspended')
             order by s.next_charge_at
             limit least(v_room, p_limit - v_count)
             for update of s skip locked
-        loop
-            v_local := cp.clock_now() at time zone cp.subscriber_timezone(v_sub.subscriber_id);
-            if not cp.in_window(v_local::time, v_rules->>'charging_hours')
-               or (v_sub.attempts_day = v_local::date
-                   and v_sub.attempts_today >= (v_rules->>'max_attempts_per_day')::int) then
-                update cp.subscription set next_charge_at = cp.next_retry_time(subscription_id)
-                where subscription_id = v_sub.subscription_id;
-                continue;
-            end if;
-            perform cp.start_renewal(v_sub.subscription_id);
-            v_count := v_count + 1;
-        end loop;
+        ) d;
+        if cardinality(v_later) > 0 then
+            update cp.subscription set next_charge_at = cp.next_retry_time(subscription_id)
+            where subscription_id = any (v_later);
+        end if;
+        if cardinality(v_start) > 0 then
+            v_count := v_count + cardinality(cp.start_renewals(v_start));
+        end if;
     end loop;
     return v_count;
 end
