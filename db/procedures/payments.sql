@@ -165,6 +165,23 @@ as $$
             1, case when p_success then 1 else 0 end)
 $$;
 
+-- A call that failed before reaching the carrier (transient) gets a new attempt, at most three in
+-- all, 30 s × attempt later: a new call, so a new correlator. Returns whether one was queued.
+create or replace function cp.retry_transient(p_call cp.carrier_call, p_proc cp.procedure, p_reason text)
+returns boolean
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    if p_reason is distinct from 'transient' or p_call.attempt >= 3 or p_proc.status <> 'in_flight' then
+        return false;
+    end if;
+    perform cp.queue_call(p_proc.procedure_id, p_call.operation, p_call.params,
+                          cp.clock_now() + make_interval(secs => 30 * p_call.attempt), p_call.attempt + 1);
+    return true;
+end
+$$;
+
 -- A charge call succeeded: collect, post the journal, deliver, advance the subscription, notify.
 create or replace function cp.charge_succeeded(p_proc cp.procedure, p_call cp.carrier_call, p_amount bigint)
 returns void
@@ -219,9 +236,7 @@ declare
     v_proc cp.procedure;
 begin
     perform cp.record_hour_stat(p_proc, false);
-    if p_reason = 'transient' and p_call.attempt < 3 and p_proc.status = 'in_flight' then
-        perform cp.queue_call(p_proc.procedure_id, 'charge', p_call.params,
-                              cp.clock_now() + make_interval(secs => 30 * p_call.attempt), p_call.attempt + 1);
+    if cp.retry_transient(p_call, p_proc, p_reason) then
         return;
     end if;
     update cp.procedure set status = 'failed', reason = p_reason
@@ -382,11 +397,10 @@ begin
                 'sufficient', case when p_result ? 'balance_minor'
                                    then (p_result->>'balance_minor')::bigint >= v_proc.amount_minor end))
         where procedure_id = v_proc.procedure_id;
-    elsif v_outcome = 'failed' and v_reason = 'transient' and v_call.attempt < 3 and v_proc.status = 'in_flight' then
+    elsif v_outcome = 'failed' and cp.retry_transient(v_call, v_proc, v_reason) then
         -- An SMS (a PIN someone is waiting for, a receipt the regulation requires) that failed
         -- before reaching the carrier gets a new attempt rather than being dropped.
-        perform cp.queue_call(v_proc.procedure_id, v_call.operation, v_call.params,
-                              cp.clock_now() + make_interval(secs => 30 * v_call.attempt), v_call.attempt + 1);
+        null;
     else
         update cp.procedure
         set status = case when v_outcome = 'succeeded' then 'succeeded'::cp.procedure_status else 'failed' end,
