@@ -178,3 +178,24 @@ class World:
             "select coalesce(sum(e.amount_minor), 0)::bigint from cp.ledger_entry e "
             "join cp.ledger_account a using (account_id) join cp.carrier k on k.carrier_id = a.carrier_id "
             "where a.kind = 'carrier_receivable' and k.code = %s", carrier)
+
+
+async def assert_each_payment_settled_once(world: World, payments: dict[int, str]) -> dict[str, int]:
+    """Every charge is final, charged at most once at its carrier (succeeded exactly when charged), and
+    our carrier receivable equals each carrier's own ledger. Returns the count per final status."""
+    rows = await world.q(
+        "select p.procedure_id, p.status::text, array_agg(c.correlator) from cp.procedure p "
+        "join cp.carrier_call c using (procedure_id) where p.kind = 'charge' "
+        "and c.operation = 'charge' group by p.procedure_id, p.status")
+    assert len(rows) == len(payments)
+    statuses: dict[str, int] = {}
+    for procedure_id, status, correlators in rows:
+        sim = world.sims[payments[procedure_id]]
+        charged = [t for correlator in correlators for t in sim.ledger.charges(correlator=correlator)]
+        assert len(charged) <= 1, f"payment {procedure_id} charged {len(charged)} times"
+        assert (status == "succeeded") == (len(charged) == 1), (procedure_id, status, charged)
+        statuses[status] = statuses.get(status, 0) + 1
+    for code in {payments[p] for p in payments}:
+        assert await world.receivable(code) == world.sims[code].ledger.charged_total(), code
+    assert await world.journals_balanced()
+    return statuses
