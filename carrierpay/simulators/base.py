@@ -24,6 +24,11 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def refusal_code(fault: str | None) -> str | None:
+    """The neutral result of a fault that refuses a request before anything is applied, else None."""
+    return {"throttle": "throttled", "transient": "transient"}.get(fault or "")
+
+
 class SimClock:
     """Simulated wall-clock time; it only moves when a test moves it."""
 

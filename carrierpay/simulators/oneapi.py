@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from carrierpay.simulators.base import Result, Simulator
+from carrierpay.simulators.base import Result, Simulator, refusal_code
 
 ONEAPI_CODES = {
     "insufficient_funds": ("POL1000", "The subscriber's balance is insufficient"),
@@ -187,8 +187,8 @@ class OneApiSimulator(Simulator):
         if operation is None:
             return self.error("invalid", variables=["transactionOperationStatus"])
         fault = self.pre_fault(operation)
-        if fault in ("throttle", "transient"):
-            return self.error("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
         amount_minor = self.minor(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
@@ -213,8 +213,8 @@ class OneApiSimulator(Simulator):
         await self.latency()
         correlator = request.query.get("clientCorrelator", "")
         fault = self.pre_fault("status")
-        if fault in ("throttle", "transient"):
-            return self.error("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
         for kind, status in (("charge", "Charged"), ("capture", "Charged"), ("refund", "Refunded")):
             result = self.billing.lookup(correlator, kind)
             if result is not None:
@@ -233,8 +233,8 @@ class OneApiSimulator(Simulator):
         if body is None or not body.get("clientCorrelator"):
             return self.error("invalid")
         fault = self.pre_fault("reserve")
-        if fault in ("throttle", "transient"):
-            return self.error("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
         amount_minor = self.minor(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
@@ -252,8 +252,8 @@ class OneApiSimulator(Simulator):
         if body is None or not body.get("clientCorrelator") or body.get("transactionOperationStatus") != "Charged":
             return self.error("invalid")
         fault = self.pre_fault("capture")
-        if fault in ("throttle", "transient"):
-            return self.error("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
         amount_minor = self.minor(info.get("amount"))
         if amount_minor is None:
@@ -272,8 +272,8 @@ class OneApiSimulator(Simulator):
             return self.unauthorised()
         await self.latency()
         fault = self.pre_fault("balance")
-        if fault in ("throttle", "transient"):
-            return self.error("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
         msisdn = self.msisdn_of(request)
         balance = self.billing.balance(msisdn)
         if balance is None:
@@ -288,8 +288,8 @@ class OneApiSimulator(Simulator):
             return self.unauthorised()
         await self.latency()
         fault = self.pre_fault("send_sms")
-        if fault in ("throttle", "transient"):
-            return self.error("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
         try:
             document = json.loads(await request.read())
             body = document["outboundSMSMessageRequest"]

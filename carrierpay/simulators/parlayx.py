@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 from lxml import etree
 
-from carrierpay.simulators.base import Simulator
+from carrierpay.simulators.base import Simulator, refusal_code
 from carrierpay.simulators.oneapi import ONEAPI_CODES
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -138,8 +138,8 @@ class ParlayXSimulator(Simulator):
 
     async def _money(self, operation: etree._Element, request: web.Request, kind: str) -> web.StreamResponse:
         fault = self.pre_fault(kind)
-        if fault in ("throttle", "transient"):
-            return self.fault("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.fault(refusal)
         parsed = self._money_request(operation)
         if parsed is None:
             return self.fault("invalid", "endUserIdentifier, charge.amount, charge.currency or referenceCode")
@@ -158,8 +158,8 @@ class ParlayXSimulator(Simulator):
 
     async def get_balance(self, operation: etree._Element, request: web.Request) -> web.StreamResponse:
         fault = self.pre_fault("balance")
-        if fault in ("throttle", "transient"):
-            return self.fault("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.fault(refusal)
         balance = self.billing.balance(_text(operation, "endUserIdentifier").removeprefix("tel:"))
         if balance is None:
             return self.fault("unknown_subscriber")
@@ -168,8 +168,8 @@ class ParlayXSimulator(Simulator):
 
     async def query_status(self, operation: etree._Element, request: web.Request) -> web.StreamResponse:
         fault = self.pre_fault("status")
-        if fault in ("throttle", "transient"):
-            return self.fault("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.fault(refusal)
         reference = _text(operation, "referenceCode")
         for kind, word in (("charge", "Charged"), ("refund", "Refunded")):
             result = self.billing.lookup(reference, kind)
@@ -190,8 +190,8 @@ class ParlayXSimulator(Simulator):
     async def send_sms(self, operation: etree._Element, request: web.Request) -> web.StreamResponse:
         """ParlayX SendSms: addresses (tel: URIs), senderName, message; answers a request identifier."""
         fault = self.pre_fault("send_sms")
-        if fault in ("throttle", "transient"):
-            return self.fault("throttled" if fault == "throttle" else "transient")
+        if refusal := refusal_code(fault):
+            return self.fault(refusal)
         addresses = [
             (element.text or "").strip().removeprefix("tel:")
             for element in operation.xpath(".//*[local-name()='addresses']")
