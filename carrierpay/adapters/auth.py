@@ -33,6 +33,8 @@ class OutgoingRequest:
     url: URL
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    # Values made for this request alone (a signature, a digest): masked in its log, then forgotten.
+    secrets: list[str] = field(default_factory=list)
 
 
 # (url, form fields, headers) -> (HTTP status, parsed JSON or None)
@@ -41,6 +43,9 @@ TokenFetcher = Callable[[str, dict[str, str], dict[str, str]], Awaitable[tuple[i
 
 class Auth:
     """No authentication; also the base every scheme extends."""
+
+    # Template variables that are per-request secrets (masked in that request's log only).
+    secret_vars: tuple[str, ...] = ()
 
     def __init__(self, config: dict[str, Any], secrets: Secrets) -> None:
         self.config = config
@@ -135,8 +140,9 @@ class OAuth2ClientCredentials(Auth):
             raise AuthUnavailable(f"token endpoint unreachable: {exc.__class__.__name__}: {exc}") from exc
         if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
             raise AuthUnavailable(f"token endpoint answered HTTP {status} without an access_token")
+        # The previous token stays masked too: requests sent with it may still be logging.
+        self.revealed = {token for token in (self._token, str(answer["access_token"])) if token}
         self._token = str(answer["access_token"])
-        self.revealed.add(self._token)
         expires_in = float(answer.get("expires_in") or self.config.get("default_expires_in_s", 3600))
         self._expires_at = time.monotonic() + expires_in
         self.tokens_fetched += 1
@@ -174,7 +180,7 @@ class HmacSigning(Auth):
         algorithm = self.config.get("algorithm", "sha256")
         digest = hmac.new(signing_key.encode(), canonical.encode(), algorithm).digest()
         signature = digest.hex() if self.config.get("encoding", "hex") == "hex" else base64.b64encode(digest).decode()
-        self.revealed.add(signature)
+        request.secrets.append(signature)
         context["signature"] = signature
         for name, template in self.config["headers"].items():
             request.headers[name] = render_text(str(template), context)
@@ -183,6 +189,8 @@ class HmacSigning(Auth):
 class SoapDigest(Auth):
     """ParlayX RequestSOAPHeader: spPassword = MD5(spId + password + timeStamp), placed by the body template."""
 
+    secret_vars = ("sp_password",)
+
     async def template_vars(self) -> dict[str, Any]:
         sp_id = self.secrets.resolve(self.config["sp_id"])
         password = self.secrets.resolve(self.config["password"])
@@ -190,7 +198,6 @@ class SoapDigest(Auth):
         digest = hashlib.md5(f"{sp_id}{password}{timestamp}".encode()).hexdigest()
         if self.config.get("digest_case", "lower") == "upper":
             digest = digest.upper()
-        self.revealed.add(digest)
         return {
             "sp_id": sp_id,
             "sp_password": digest,

@@ -56,6 +56,7 @@ class CallbackServer:
         self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
                                         kwargs={"autocommit": True})
         self._specs: dict[str, tuple[float, CarrierSpec | None]] = {}
+        self._parsed: dict[str, tuple[Any, CarrierSpec]] = {}
         self._runner: web.AppRunner | None = None
         self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0}
         self.base_url = ""
@@ -106,10 +107,16 @@ class CallbackServer:
             row = await cur.fetchone()
         spec = None
         if row is not None:
-            try:
-                spec = load_spec(row[0])
-            except SpecError as exc:
-                log.error("callbacks for %s cannot be read: stored spec is invalid: %s", code, exc)
+            # Validating a spec costs far more than reading it: do it again only when it changed.
+            parsed = self._parsed.get(code)
+            if parsed is not None and parsed[0] == row[0]:
+                spec = parsed[1]
+            else:
+                try:
+                    spec = load_spec(row[0])
+                    self._parsed[code] = (row[0], spec)
+                except SpecError as exc:
+                    log.error("callbacks for %s cannot be read: stored spec is invalid: %s", code, exc)
         self._specs[code] = (now, spec)
         return spec
 

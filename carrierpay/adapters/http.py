@@ -225,7 +225,8 @@ class HttpConnector:
 
     async def _build_request(self, step: dict[str, Any], context: dict[str, Any]) -> OutgoingRequest:
         spec_request = step["request"]
-        context = {**context, "auth": await self.auth.template_vars()}
+        auth_vars = await self.auth.template_vars()
+        context = {**context, "auth": auth_vars}
         encoding = spec_request.get("encoding", "none" if "body" not in spec_request else "json")
         # Partials are rendered first and marked safe, so an XML partial is not escaped twice.
         context["partials"] = {
@@ -247,14 +248,16 @@ class HttpConnector:
         payload, content_type = encode_body(encoding, body)
         if content_type and not any(key.lower() == "content-type" for key in headers):
             headers["Content-Type"] = content_type
-        request = OutgoingRequest(method=spec_request["method"], url=url, headers=headers, body=payload)
+        request_secrets = [str(auth_vars[name]) for name in self.auth.secret_vars if auth_vars.get(name)]
+        request = OutgoingRequest(method=spec_request["method"], url=url, headers=headers, body=payload,
+                                  secrets=request_secrets)
         await self.auth.apply(request)
         return request
 
     async def _exchange(
         self, step: dict[str, Any], context: dict[str, Any], timeout: float, call: Mapping[str, Any]
     ) -> Exchange:
-        extra_secrets = sensitive_values(call)
+        call_secrets = sensitive_values(call)
         for attempt in (1, 2):
             try:
                 request = await self._build_request(step, context)
@@ -270,6 +273,7 @@ class HttpConnector:
                     decision=Decision("failed", "transient", "builtin: credentials unavailable"),
                     message=f"request not sent: {exc}",
                 )
+            extra_secrets = [*call_secrets, *request.secrets]
             request_log = self._request_log(request, extra_secrets)
             await self.limiter.acquire()
             try:

@@ -7,6 +7,7 @@ import hashlib
 import re
 import uuid
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -79,8 +80,20 @@ def check_template(source: str) -> str | None:
     return None
 
 
+# Compiling a template costs a thousand times more than rendering it, and a carrier's spec has a few
+# dozen templates that every call renders again: compile each source once per process.
+@lru_cache(maxsize=4096)
+def _template(source: str, xml: bool):
+    return environment(xml).from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str):
+    return _PLAIN.compile_expression(source, undefined_to_none=False)
+
+
 def render_text(source: str, context: dict[str, Any], *, xml: bool = False) -> str:
-    return environment(xml).from_string(source).render(context)
+    return _template(source, xml).render(context)
 
 
 def render_value(source: Any, context: dict[str, Any]) -> Any:
@@ -97,10 +110,10 @@ def render_value(source: Any, context: dict[str, Any]) -> Any:
         return source
     single = _SINGLE_EXPRESSION.match(source)
     if single and "{{" not in single.group(1) and "}}" not in single.group(1):
-        value = _PLAIN.compile_expression(single.group(1), undefined_to_none=False)(**context)
+        value = _expression(single.group(1))(**context)
         if isinstance(value, Undefined):
             raise UndefinedError(f"{single.group(1).strip()!r} is undefined")
         if isinstance(value, Decimal):
             return str(value)
         return value
-    return _PLAIN.from_string(source).render(context)
+    return _template(source, False).render(context)

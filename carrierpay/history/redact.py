@@ -47,6 +47,9 @@ _PIN_IN_TEXT = (
     re.compile(_PIN_WORDS + r"(\s+is\b\s*[:=]?\s*|\s*[:=]\s*)([^\s,;&<>\"'\[\]]{0,63}[^\s,;&<>\"'\[\].])", re.I),
     re.compile(_PIN_WORDS + r"(\s+)((?=[A-Za-z]*\d)[A-Za-z0-9]{3,12})\b", re.I),
 )
+# Every pattern above needs one of these to match; most values (statuses, timestamps, ids) have none.
+_MAYBE_SENSITIVE = re.compile(r'[\s"<=]|\d{7}|' + _PIN_WORDS, re.I)
+_KEY_CACHE_LIMIT = 10_000
 
 
 def normalise_key(key: str) -> str:
@@ -79,6 +82,7 @@ class Redactor:
     personal_keys: frozenset[str] = DEFAULT_PERSONAL_KEYS
     mask_numbers_in_text: bool = True
     _text_patterns: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
+    _key_kinds: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         # Secret key names as they appear inside text: query strings, JSON text, XML elements.
@@ -89,6 +93,8 @@ class Redactor:
             re.compile(rf"(\b(?:{names})=)([^&\s\"'<>]+)()", re.I),
         )
         object.__setattr__(self, "_text_patterns", patterns)
+        # Documents repeat a few dozen key names millions of times: classify each name once.
+        object.__setattr__(self, "_key_kinds", {})
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> Redactor:
@@ -114,10 +120,20 @@ class Redactor:
     def __call__(self, value):
         return self.redact(value)
 
+    def _key_kind(self, key: str) -> str:
+        kind = self._key_kinds.get(key)
+        if kind is None:
+            kind = "secret" if self.is_secret_key(key) else "personal" if self.is_personal_key(key) else ""
+            if len(self._key_kinds) >= _KEY_CACHE_LIMIT:
+                self._key_kinds.clear()
+            self._key_kinds[key] = kind
+        return kind
+
     def redact(self, value, key: str | None = None):
-        if key is not None and self.is_secret_key(key):
+        kind = self._key_kind(key) if key is not None else ""
+        if kind == "secret":
             return None if value is None else MASK
-        if key is not None and self.is_personal_key(key):
+        if kind == "personal":
             return self._personal(value)
         if isinstance(value, dict):
             return {k: self.redact(v, str(k)) for k, v in value.items()}
@@ -140,6 +156,8 @@ class Redactor:
         return value
 
     def redact_text(self, text: str) -> str:
+        if not _MAYBE_SENSITIVE.search(text):
+            return text
         text = _CREDENTIAL_SCHEMES.sub(lambda m: f"{m.group(1)} {MASK}", text)
         for pattern in self._text_patterns:
             text = pattern.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
