@@ -10,8 +10,9 @@ What it does, in order:
    simulators, with the throughput raised so a week fits in minutes; two merchants, each with a
    daily subscription (two or three price points per carrier, for step-down) and a one-time product;
 4. runs the daemons in this process: adapter daemon, reconciler, callback server (the NG aggregator
-   reports by callback), webhook dispatcher (to a local receiver that checks every signature), history
-   shipper (thread); the scheduler is ticked by the driver once per simulated hour;
+   reports by callback), webhook dispatcher (to a local receiver that checks every signature); the
+   history shipper runs in a child process (its redaction and JSON work get the other core); the
+   scheduler is ticked by the driver once per simulated hour;
 5. signs subscribers up in SQL batches through `api.subscribe`; each reads the PIN off the simulated
    handset and confirms it (`api.confirm_optin`), except those who never do; some buy once (GB
    purchases need `api.request_optin` + confirmation first); a few cancel or get refunds;
@@ -30,9 +31,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import random
 import re
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -342,14 +343,39 @@ class WebhookReceiver:
 # --------------------------------------------------------------------------- the run
 
 
+def ship_history(database_url: str, history_url: str, logfile: Path | None, stop: Any, errors: Any) -> None:
+    """The demo's history shipper (a child process): ships until `stop` is set, then drains."""
+    from carrierpay.history.shipper import Shipper
+    from carrierpay.history.stores import open_store
+
+    if logfile is not None:
+        handler = logging.FileHandler(logfile, mode="a")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+    shipper = Shipper(database_url, open_store(history_url), name="demo-shipper", batch_size=5000)
+    try:
+        shipper.run(interval=1.0, stop=stop, retention=False)
+        shipper.drain()
+    except Exception as exc:  # reported as a failed check, not a crash of the demo
+        errors.put(f"{type(exc).__name__}: {exc}")
+        log.exception("history shipper failed")
+    finally:
+        shipper.close()
+
+
 class Demo:
-    def __init__(self, options: DemoOptions, database: DemoDatabase, console: Any) -> None:
+    def __init__(self, options: DemoOptions, database: DemoDatabase, console: Any,
+                 logfile: Path | None = None) -> None:
         self.options = options
+        self.logfile = logfile
         self.db = database
         self.console = console
         self.rng = random.Random(options.seed)
         self.clock = SimClock(START)
         self.sims = make_simulators(self.clock, seed=options.seed)
+        for sim in self.sims.values():
+            sim.record_requests = False
         self.specs: dict[str, dict] = {}
         self.people: list[Person] = []
         self.stats = Stats()
@@ -363,8 +389,10 @@ class Demo:
         self.callback_carriers: list[str] = []
         self.keys = 0
         self._stack = contextlib.AsyncExitStack()
-        self._shipper_stop = threading.Event()
-        self._shipper_thread: threading.Thread | None = None
+        self._processes = multiprocessing.get_context("spawn")
+        self._shipper_stop = self._processes.Event()
+        self._shipper_errors = self._processes.SimpleQueue()
+        self._shipper: multiprocessing.process.BaseProcess | None = None
         self.shipper_error: str | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -482,8 +510,6 @@ class Demo:
         from carrierpay.adapters.daemon import AdapterDaemon
         from carrierpay.adapters.reconciler import Reconciler
         from carrierpay.adapters.registry import connector_factory
-        from carrierpay.history.shipper import Shipper
-        from carrierpay.history.stores import open_store
         from carrierpay.webhooks import run as run_webhooks
 
         callbacks = await self._stack.enter_async_context(CallbackServer(self.db.url, secrets=SECRETS))
@@ -496,20 +522,10 @@ class Demo:
         self.reconciler = Reconciler(self.db.url, factory, interval=0.2, batch=500)
         self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
         self.tasks.append(asyncio.ensure_future(run_webhooks(self.db.url, interval=0.2, batch=500, stop=self.stop)))
-        shipper = Shipper(self.db.url, open_store(self.db.history_url), name="demo-shipper", batch_size=5000)
-
-        def ship() -> None:
-            try:
-                shipper.run(interval=1.0, stop=self._shipper_stop, retention=False)
-                shipper.drain()
-            except Exception as exc:  # reported as a failed check, not a crash of the demo
-                self.shipper_error = f"{type(exc).__name__}: {exc}"
-                log.exception("history shipper failed")
-            finally:
-                shipper.close()
-
-        self._shipper_thread = threading.Thread(target=ship, name="history-shipper", daemon=True)
-        self._shipper_thread.start()
+        self._shipper = self._processes.Process(
+            target=ship_history, name="history-shipper", daemon=True,
+            args=(self.db.url, self.db.history_url, self.logfile, self._shipper_stop, self._shipper_errors))
+        self._shipper.start()
 
     async def close(self) -> None:
         self.stop.set()
@@ -523,10 +539,19 @@ class Demo:
         await self._stack.aclose()
 
     def stop_shipper(self) -> None:
-        if self._shipper_thread is not None:
-            self._shipper_stop.set()
-            self._shipper_thread.join(timeout=120)
-            self._shipper_thread = None
+        if self._shipper is None:
+            return
+        self._shipper_stop.set()
+        self._shipper.join(timeout=120)
+        if self._shipper.is_alive():
+            self._shipper.terminate()
+            self._shipper.join()
+            self.shipper_error = "the history shipper did not finish within 120 s"
+        elif not self._shipper_errors.empty():
+            self.shipper_error = self._shipper_errors.get()
+        elif self._shipper.exitcode != 0:
+            self.shipper_error = f"the history shipper exited with code {self._shipper.exitcode}"
+        self._shipper = None
 
     # ------------------------------------------------------------------ time
 
@@ -897,7 +922,7 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
 
     say = console.print
     database = await asyncio.to_thread(prepare_database, options.database_url, say)
-    demo = Demo(options, database, console)
+    demo = Demo(options, database, console, logfile)
     summary: dict[str, Any] = {}
     try:
         await demo.start()
