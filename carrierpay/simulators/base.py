@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -360,8 +361,10 @@ class Simulator:
         timezone: str,
         exponent: int = 2,
         clock: SimClock | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.rng = random.Random(seed)
+        self.ssl_context = ssl_context  # serve HTTPS (and require client certificates if it says so)
         self.clock = clock or SimClock()
         self.currency = currency
         self.exponent = exponent
@@ -378,6 +381,7 @@ class Simulator:
         self._closing = asyncio.Event()
         self._window: tuple[int, int] = (0, 0)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._site: web.TCPSite | None = None
         self.url = ""
 
     # -------------------------------------------------------------- conveniences for tests
@@ -429,11 +433,37 @@ class Simulator:
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        await self._listen(0)
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        scheme = "https" if self.ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         return self
+
+    async def _listen(self, port: int) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.ssl_context)
+        await self._site.start()
+
+    @property
+    def down(self) -> bool:
+        return self._runner is not None and self._site is None
+
+    async def go_down(self) -> None:
+        """The carrier becomes unreachable: the port refuses connections and every open connection
+        is cut (a request being handled is still applied, its answer is lost). State and ledger stay."""
+        if self._site is None:
+            return
+        await self._site.stop()
+        self._site = None
+        assert self._runner is not None and self._runner.server is not None
+        for handler in self._runner.server.connections:
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def come_back(self) -> None:
+        """Listen again on the same port (the URL the carrier's spec points at)."""
+        if self._site is None and self._runner is not None:
+            await self._listen(int(self.url.rsplit(":", 1)[1]))
 
     async def stop(self) -> None:
         self._closing.set()
@@ -444,6 +474,7 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._site = None
 
     async def __aenter__(self) -> Simulator:
         return await self.start()
@@ -464,7 +495,8 @@ class Simulator:
         body = await request.read()
         self.received.append(
             {"method": request.method, "path": request.path, "query": dict(request.query),
-             "headers": dict(request.headers), "body": body.decode("utf-8", errors="replace")}
+             "headers": dict(request.headers), "body": body.decode("utf-8", errors="replace"),
+             "client_cert": _client_name(request)}
         )  # fmt: skip
         return await handler(request)
 
@@ -517,3 +549,13 @@ class Simulator:
         if fault == "wrong_content_type":
             return web.Response(status=200, text='{"status": "ok"}', content_type="text/html")
         return None
+
+
+def _client_name(request: web.Request) -> str | None:
+    """The common name of the client certificate the request came with (mutual TLS), else None."""
+    peer = request.transport.get_extra_info("peercert") if request.transport is not None else None
+    for rdn in (peer or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
