@@ -24,7 +24,12 @@ from carrierpay.adapters.templates import render_text
 
 
 class AuthUnavailable(RuntimeError):
-    """We could not obtain credentials (token endpoint down or refusing); nothing was sent to the carrier."""
+    """We could not obtain credentials (token endpoint down or refusing); nothing was sent to the carrier.
+    `unreachable` when the token endpoint could not be reached at all (the carrier is down)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass
@@ -137,7 +142,8 @@ class OAuth2ClientCredentials(Auth):
         try:
             status, answer = await self._fetch(self.token_url, form, headers)
         except Exception as exc:  # any failure here happens before the operation is sent
-            raise AuthUnavailable(f"token endpoint unreachable: {exc.__class__.__name__}: {exc}") from exc
+            raise AuthUnavailable(f"token endpoint unreachable: {exc.__class__.__name__}: {exc}",
+                                  unreachable=True) from exc
         if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
             raise AuthUnavailable(f"token endpoint answered HTTP {status} without an access_token")
         # The previous token stays masked too: requests sent with it may still be logging.

@@ -268,10 +268,11 @@ class HttpConnector:
                     message=f"request not sent, spec or call is incomplete: {exc}",
                 )
             except AuthUnavailable as exc:
+                reason = "unreachable" if exc.unreachable else "transient"
                 return Exchange(
                     {"error": "credentials unavailable"},
-                    decision=Decision("failed", "transient", "builtin: credentials unavailable"),
-                    message=f"request not sent: {exc}",
+                    decision=Decision("failed", reason, "builtin: credentials unavailable"),
+                    message=f"request not sent: {self.redactor.text(str(exc), call_secrets)}",
                 )
             extra_secrets = [*call_secrets, *request.secrets]
             request_log = self._request_log(request, extra_secrets)
@@ -279,24 +280,41 @@ class HttpConnector:
             try:
                 status, content_type, body, headers = await self._send(request, timeout)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                # The TCP/TLS connection never came up: the carrier cannot have seen the request.
+                # The TCP/TLS connection never came up (refused, unknown host, a certificate we do not
+                # trust, a TLS handshake the carrier refused: TLS 1.2 checks our client certificate
+                # here): the carrier cannot have seen the request.
                 return Exchange(
                     request_log,
-                    decision=Decision("failed", "transient", "builtin: not connected"),
-                    message=f"not sent, could not connect: {exc.__class__.__name__}",
+                    decision=Decision("failed", "unreachable", "builtin: not connected"),
+                    message=f"not sent, could not connect: {self._describe(exc, extra_secrets)}",
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                # Sent (or possibly sent) and no answer: the carrier may have applied it.
+                # Sent (or possibly sent) and no answer: the carrier may have applied it. Under TLS 1.3
+                # a server refusing our client certificate says so only after our request was written,
+                # which looks exactly like this; it stays unknown and is reconciled.
                 kind = "timeout" if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError) else "connection lost"
                 return Exchange(
                     request_log,
                     decision=Decision("unknown", "unknown", f"builtin: {kind}"),
-                    message=f"{kind} after sending ({exc.__class__.__name__}); outcome must be reconciled",
+                    message=f"{kind} after sending ({self._describe(exc, extra_secrets)}); "
+                            "outcome must be reconciled",
                 )
             if status == 401 and attempt == 1 and self.auth.invalidate():
                 continue
             return self._read(step, status, content_type, body, headers, request_log, extra_secrets)
         raise AssertionError("unreachable")
+
+    def _describe(self, exc: BaseException, extra_secrets: list[str]) -> str:
+        """A transport error for the call's log: what failed, where, and the underlying cause."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            cause = exc.os_error
+            tls = exc.ssl is not False and self.base_url.startswith("https:")
+            text = f"{exc.__class__.__name__} to {exc.host}:{exc.port}{' (TLS)' if tls else ''}: {_error_text(cause)}"
+            if tls and isinstance(cause, ConnectionResetError | ConnectionAbortedError | EOFError):
+                text += " (the TLS handshake was cut off by the carrier)"
+        else:
+            text = _error_text(exc)
+        return self.redactor.text(text, extra_secrets)
 
     async def _send(self, request: OutgoingRequest, timeout: float) -> tuple[int, str, bytes, Mapping[str, str]]:
         client_timeout = aiohttp.ClientTimeout(
@@ -422,6 +440,11 @@ def sensitive_values(call: Mapping[str, Any]) -> list[str]:
         values.append(str(text))
         values.extend(re.findall(r"\d{4,8}", str(text)))
     return values
+
+
+def _error_text(exc: BaseException) -> str:
+    detail = str(exc).strip()
+    return f"{exc.__class__.__name__}: {detail}" if detail else exc.__class__.__name__
 
 
 def _text_or_none(value: Any) -> str | None:

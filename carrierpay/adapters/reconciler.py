@@ -19,7 +19,8 @@ Each tick:
 
 Definite answers go back through `adapter.complete_calls` with the ORIGINAL call id, so the
 procedure moves unknown → succeeded | failed and the ledger follows. An answer that settles
-nothing (throttled, transient, unreadable, not yet in a report) leaves the call for its next turn.
+nothing (throttled, transient, unreachable, unreadable, not yet in a report) leaves the call for its
+next turn.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from carrierpay.daemon import run_until_stopped, sleep_or_stop
 log = logging.getLogger("carrierpay.reconciler")
 
 MONEY = {"charge", "refund", "reserve", "capture"}
-NOT_DEFINITE = {"throttled", "transient", "unknown"}  # failures of OUR query, not of the original
+NOT_DEFINITE = {"throttled", "transient", "unreachable", "unknown"}  # failures of OUR query, not of the original
 ALL_CARRIERS = "select code, spec from cp.carrier order by code"
 
 

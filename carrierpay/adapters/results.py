@@ -25,6 +25,7 @@ REASONS = (
     "limit_exceeded",
     "throttled",
     "transient",
+    "unreachable",
     "rejected",
     "unknown",
 )

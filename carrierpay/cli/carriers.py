@@ -104,7 +104,7 @@ def _passed(operation: str, result: dict[str, Any]) -> bool:
     """balance must succeed; a status query about a reference never sent must answer definitely."""
     if operation == "status":
         return result["outcome"] in ("succeeded", "failed") and result.get("reason") not in (
-            "throttled", "transient", "unknown")
+            "throttled", "transient", "unreachable", "unknown")
     return result["outcome"] == "succeeded"
 
 

@@ -182,6 +182,18 @@ begin
 end
 $$;
 
+-- When to try again a call that could not reach its carrier (nothing was sent), held since p_since:
+-- after as long again as it has been held, at least 5 seconds and at most 2 minutes apart (so 5 s,
+-- 10 s, 20 s, ... then every 2 minutes); null once it has been held for an hour: it then fails.
+create or replace function cp.unreachable_retry_at(p_since timestamptz) returns timestamptz
+language sql stable
+set search_path = pg_catalog, cp
+as $$
+    select case when cp.clock_now() - p_since < interval '1 hour'
+                then cp.clock_now() + least(greatest(cp.clock_now() - p_since, interval '5 seconds'),
+                                            interval '2 minutes') end
+$$;
+
 -- A charge call succeeded: collect, post the journal, deliver, advance the subscription, notify.
 create or replace function cp.charge_succeeded(p_proc cp.procedure, p_call cp.carrier_call, p_amount bigint)
 returns void
@@ -288,6 +300,8 @@ declare
     v_reason text := p_result->>'reason';
     v_amount bigint;
     v_new_status cp.call_status;
+    v_since timestamptz;
+    v_retry_at timestamptz;
 begin
     select * into v_call from cp.carrier_call where call_id = p_call_id for update;
     if not found then
@@ -321,6 +335,22 @@ begin
         update cp.carrier_call set status = 'queued', carrier_code = p_result->>'carrier_code'
         where call_id = v_call.call_id;
         return 'applied';
+    end if;
+
+    -- The carrier could not be reached: nothing left our machine, so the same call (same correlator)
+    -- is held on the queue and tried again on a growing back-off, without using up an attempt; a
+    -- carrier down for minutes costs no payment. Held for an hour, it fails like any failure below.
+    if v_outcome = 'failed' and v_reason = 'unreachable' and v_call.status = 'leased' then
+        v_since := coalesce(v_call.unreachable_since, cp.clock_now());
+        v_retry_at := cp.unreachable_retry_at(v_since);
+        if v_retry_at is not null then
+            update cp.call_queue set lease_until = null, worker = null, available_at = v_retry_at
+            where call_id = v_call.call_id;
+            update cp.carrier_call set status = 'queued', unreachable_since = v_since,
+                   carrier_code = p_result->>'carrier_code'
+            where call_id = v_call.call_id;
+            return 'applied';
+        end if;
     end if;
 
     if v_outcome = 'pending' then

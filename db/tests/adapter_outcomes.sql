@@ -1,9 +1,9 @@
 -- The adapters' side: leases that expire, unknown outcomes reconciled (never blindly repeated),
--- callbacks that arrive early or twice, throttling, transient retries.
+-- callbacks that arrive early or twice, throttling, transient retries, carriers that cannot be reached.
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(35);
+select plan(48);
 
 -- A charge whose lease runs out may have reached the carrier: it becomes unknown, never requeued.
 create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
@@ -94,6 +94,58 @@ select is((select string_agg(status::text || ' ' || attempt || ' ' || correlator
           'transient failure: a new attempt with a new correlator');
 select is((select status::text from cp.procedure where procedure_id = (select id from pay3)), 'in_flight',
           'the procedure stays in flight between attempts');
+
+-- Unreachable (nothing was sent): the same call is held on the queue on a growing back-off, using
+-- up no attempt, and fails only after an hour of trying.
+create temp table pay4 as select (api.charge('acme', '+2348020000006', 'gems', 'c4')->>'id')::bigint as id;
+create temp view pay4_call as
+    select c.status::text as status, c.attempt, c.correlator, c.unreachable_since, q.available_at - cp.clock_now() as wait
+    from cp.carrier_call c left join cp.call_queue q using (call_id) where c.procedure_id = (select id from pay4);
+create temp table pay4_first as select * from pay4_call;
+create temp table pay4_start as select cp.clock_now() as at;
+select pg_temp.claim('test_ng');
+select is(pg_temp.settle((select id from pay4), 'failed', 'unreachable'), '{"applied": 1}'::jsonb,
+          'an unreachable outcome applies');
+select is((select status || ' ' || attempt || ' ' || wait from pay4_call), 'queued 1 00:00:05',
+          'unreachable: the same call is held, tried again in 5 seconds');
+select is((select correlator from pay4_call), (select correlator from pay4_first), 'with the same correlator');
+select is((select status::text from cp.procedure where procedure_id = (select id from pay4)), 'in_flight',
+          'the payment stays in flight');
+select is((select count(*)::int from pg_temp.claim('test_ng')), 0, 'not handed out again before its time');
+select admin.advance_clock(interval '5 seconds');
+select is((select count(*)::int from pg_temp.claim('test_ng')), 1, 'handed out again after 5 seconds');
+select pg_temp.settle((select id from pay4), 'failed', 'unreachable');
+select is((select wait from pay4_call), interval '5 seconds', 'held 5 s so far: next in 5 s');
+select admin.advance_clock(interval '5 seconds');
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay4), 'failed', 'unreachable');
+select is((select wait from pay4_call), interval '10 seconds', 'held 10 s so far: next in 10 s (the wait doubles)');
+select admin.advance_clock(interval '30 minutes');
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay4), 'failed', 'unreachable');
+select is((select wait || ' ' || attempt from pay4_call), '00:02:00 1',
+          'held half an hour: tried every 2 minutes, still the first attempt');
+select is((select unreachable_since from pay4_call), (select at from pay4_start), 'held since the first refusal');
+select admin.advance_clock(interval '30 minutes');
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay4), 'failed', 'unreachable');
+select is((select string_agg(status, ',') from pay4_call), 'failed',
+          'held an hour: the call fails, and no new attempt is made');
+select is((select status::text || ' ' || reason from cp.procedure where procedure_id = (select id from pay4)),
+          'failed unreachable', 'the payment fails as unreachable');
+
+-- A carrier back within the hour: the held call goes through, charged once.
+create temp table pay5 as select (api.charge('acme', '+2348020000007', 'gems', 'c5')->>'id')::bigint as id;
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay5), 'failed', 'unreachable');
+select admin.advance_clock(interval '5 seconds');
+select pg_temp.claim('test_ng');
+select pg_temp.settle((select id from pay5), 'succeeded');
+select is((select p.status::text || ' ' || p.collected_minor || ' ' || count(c.*) || ' ' ||
+                  (select count(*) from cp.journal j where j.procedure_id = p.procedure_id)
+           from cp.procedure p join cp.carrier_call c using (procedure_id)
+           where p.procedure_id = (select id from pay5) group by p.procedure_id),
+          'succeeded 20000 1 1', 'one call, collected once, one journal');
 
 -- An SMS that failed before reaching the carrier gets a new attempt, not dropped.
 create temp table sms1 as select cp.queue_sms((select subscriber_id from cp.subscriber limit 1), 'hello',

@@ -144,14 +144,15 @@ async def test_unreadable_answers_are_unknown_never_success(fault):
     assert "unreadable" in result["carrier_message"]
 
 
-async def test_connection_refused_before_sending_is_a_safe_transient_failure():
+async def test_connection_refused_before_sending_is_unreachable_nothing_sent():
     async with oneapi() as (sim, _):
         url = sim.url
     spec = load_spec("oneapi_gb", base_url=url)
     spec.data["auth"] = {"type": "none"}  # reach the charge request itself, not the token endpoint
     async with HttpConnector(spec, ONEAPI_GB_SECRETS) as connector:
         result = await connector.execute(make_call())
-    assert (result["outcome"], result["reason"]) == ("failed", "transient")
+    assert (result["outcome"], result["reason"]) == ("failed", "unreachable")
+    assert result["carrier_message"].startswith("not sent, could not connect: ClientConnectorError")
 
 
 async def test_token_endpoint_down_means_nothing_was_sent():
@@ -159,8 +160,18 @@ async def test_token_endpoint_down_means_nothing_was_sent():
         url = sim.url
     async with HttpConnector(load_spec("oneapi_gb", base_url=url), ONEAPI_GB_SECRETS) as connector:
         result = await connector.execute(make_call())
-    assert (result["outcome"], result["reason"]) == ("failed", "transient")
+    assert (result["outcome"], result["reason"]) == ("failed", "unreachable")
     assert "token endpoint" in result["carrier_message"]
+
+
+async def test_token_endpoint_refusing_our_credentials_is_transient_not_unreachable():
+    wrong = {**ONEAPI_GB_SECRETS, "ONEAPI_GB_CLIENT_SECRET": "not-the-secret"}
+    async with oneapi() as (sim, _):
+        async with HttpConnector(load_spec("oneapi_gb", base_url=sim.url), wrong) as connector:
+            result = await connector.execute(make_call())
+    assert (result["outcome"], result["reason"]) == ("failed", "transient")
+    assert "token endpoint answered HTTP" in result["carrier_message"]
+    assert sim.ledger.transactions == []
 
 
 async def test_oauth_token_is_cached_and_refreshed_after_a_401():
