@@ -141,3 +141,12 @@ def conn(db_url):
     """An autocommit connection to the test's own database."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """Throwaway certificates made for this run (tests/tls_kit.py): a CA, a server certificate for
+    127.0.0.1, a client certificate, and an unrelated CA."""
+    from tls_kit import make_tls_files
+
+    return make_tls_files(tmp_path_factory.mktemp("tls"))

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from yarl import URL
 
-from carrierpay.adapters.secrets import Secrets
+from carrierpay.adapters.secrets import MissingSecret, Secrets
 from carrierpay.adapters.spec import CarrierSpec
 from carrierpay.adapters.templates import render_text
 
@@ -233,18 +233,39 @@ def build_auth(spec: CarrierSpec, secrets: Secrets, fetch_token: TokenFetcher, b
     return Auth(config, secrets)
 
 
-def build_ssl_context(spec: CarrierSpec, secrets: Secrets) -> ssl.SSLContext | bool | None:
-    """None means the default verification; False disables it (sandboxes only); else a custom context."""
+class TlsConfigError(ValueError):
+    """The spec's `tls` section names a certificate, key or CA bundle that cannot be used. Raised when
+    the connector is built, so nothing is ever sent to that carrier with a half-built TLS setup."""
+
+
+def build_ssl_context(spec: CarrierSpec, secrets: Secrets) -> ssl.SSLContext | None:
+    """The client TLS context for a carrier. None means the default (the system's CAs, host name
+    checked). Otherwise: trust `tls.ca_bundle` instead of the system's CAs, present
+    `tls.client_cert`/`tls.client_key` (mutual TLS), and with `verify: false` (sandboxes only) check
+    nothing about the server, while still presenting the client certificate."""
     tls = spec.data.get("tls")
     if not tls:
         return None
+
+    def file(key: str) -> str:
+        try:
+            name = secrets.resolve(tls[key])
+        except MissingSecret as exc:
+            raise TlsConfigError(f"carrier {spec.code}: tls.{key}: {exc}") from None
+        return spec.resolve_path(str(name))
+
+    ca_bundle = file("ca_bundle") if tls.get("ca_bundle") else None
+    try:
+        context = ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"carrier {spec.code}: tls.ca_bundle {ca_bundle}: {exc}") from exc
     if tls.get("verify") is False:
-        return False
-    ca_bundle = tls.get("ca_bundle")
-    context = ssl.create_default_context(cafile=spec.resolve_path(secrets.resolve(ca_bundle)) if ca_bundle else None)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     if tls.get("client_cert"):
-        context.load_cert_chain(
-            spec.resolve_path(secrets.resolve(tls["client_cert"])),
-            spec.resolve_path(secrets.resolve(tls["client_key"])),
-        )
+        cert, key = file("client_cert"), file("client_key")
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(f"carrier {spec.code}: tls.client_cert {cert} / tls.client_key {key}: {exc}") from exc
     return context

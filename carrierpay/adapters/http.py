@@ -81,8 +81,9 @@ class HttpConnector:
         self._session = session
         self._owns_session = session is None
         self.limiter = RateLimiter(self.spec.tps)
-        self._ssl: Any = None
-        self._ssl_built = False
+        # Built now, not at the first request: an unreadable certificate, key or CA bundle is a
+        # configuration error of this carrier (TlsConfigError), never an outcome of a call.
+        self._ssl = build_ssl_context(self.spec, self.secrets)
         self.auth = build_auth(self.spec, self.secrets, self._fetch_token, self.base_url)
         self.redactor = Redactor(lambda: [*self.secrets.revealed, *self.auth.revealed])
 
@@ -113,9 +114,6 @@ class HttpConnector:
 
     @property
     def ssl(self) -> Any:
-        if not self._ssl_built:
-            self._ssl = build_ssl_context(self.spec, self.secrets)
-            self._ssl_built = True
         return True if self._ssl is None else self._ssl
 
     # ------------------------------------------------------------------ the contract

@@ -33,6 +33,7 @@ SCHEMA_PACKAGE = "carrierpay.adapters.schemas"
 BASE_URL_VARIABLE = "CARRIERPAY_BASE_URL_{code}"
 DEFAULT_AMOUNT = {"format": "major_decimal", "exponent": 2}
 DEFAULT_TIMEOUTS = {"connect_s": 5.0, "total_s": 30.0}
+TLS_FILE_KEYS = ("ca_bundle", "client_cert", "client_key")
 
 
 class SpecError(ValueError):
@@ -243,6 +244,16 @@ class CarrierSpec:
         if not candidate.is_absolute() and self.directory is not None:
             candidate = self.directory / candidate
         return str(candidate)
+
+    def stored_document(self) -> dict[str, Any]:
+        """The document to onboard (`admin.onboard_carrier`). A stored spec has no folder, so TLS file
+        names written relative to carrier.yaml become absolute; names held in secrets stay as they are."""
+        document = copy.deepcopy(self.data)
+        tls = document.get("tls") or {}
+        for key in TLS_FILE_KEYS:
+            if isinstance(tls.get(key), str):
+                tls[key] = str(Path(self.resolve_path(tls[key])).resolve())
+        return document
 
 
 def spec_file(code: str) -> Path:

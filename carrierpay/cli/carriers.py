@@ -60,7 +60,7 @@ def onboard(path: str = typer.Argument(..., help="carriers/<code>, its carrier.y
             database_url: str | None = DatabaseUrlOption) -> None:
     """Validate a spec and create or update the carrier from it."""
     spec = _load(path)
-    document = dict(spec.data)
+    document = spec.stored_document()  # TLS file names relative to the file made absolute
     if spec.base_url:
         document["base_url"] = spec.base_url  # CARRIERPAY_BASE_URL_<CODE> wins over the file
     answer = _admin(db.running_url(database_url), queries.ONBOARD_CARRIER, {"spec": Jsonb(document)})
