@@ -19,7 +19,7 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
     daemons:
       adapters:   {copies: 2, batch: 200, lease_s: 60, poll_s: 1, carriers: []}
       reconciler: {interval_s: 5, batch: 200}
-      callbacks:  {host: 0.0.0.0, port: 8080}
+      callbacks:  {host: 0.0.0.0, port: 8080}   # cert: PEM, key: PEM for HTTPS
       scheduler:  {interval_s: 1, batch: 1000}
       webhooks:   {interval_s: 1, batch: 100}
       history:    {interval_s: 1, batch: 500}

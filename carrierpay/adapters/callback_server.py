@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from carrierpay import queries
+from carrierpay.adapters.auth import TlsConfigError
 from carrierpay.adapters.callbacks import CallbackError, verify_and_parse_callback
 from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
@@ -164,8 +165,13 @@ class CallbackServer:
 
 
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    """The HTTPS context of the callback server: our certificate chain and its private key (PEM).
+    Raises TlsConfigError, naming both files, when they cannot be read or do not belong together."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"callback server certificate {cert} / key {key}: {exc}") from exc
     return context
 
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 import typer
 
 from carrierpay import db
-from carrierpay.cli.common import DatabaseUrlOption, user_errors
+from carrierpay.cli.common import DatabaseUrlOption, fail, user_errors
 from carrierpay.daemon import install_stop_handlers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -99,10 +99,16 @@ def callbacks_serve(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve /callbacks/{carrier} until SIGTERM."""
-    from carrierpay.adapters.callback_server import serve
+    from carrierpay.adapters.auth import TlsConfigError
+    from carrierpay.adapters.callback_server import serve, server_ssl_context
 
     if bool(cert) != bool(key):
         raise typer.BadParameter("--cert and --key go together")
+    if cert and key:
+        try:
+            server_ssl_context(cert, key)  # an unusable certificate is one line now, not a traceback later
+        except TlsConfigError as exc:
+            fail(str(exc))
     _logging(verbose)
     asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key))
 

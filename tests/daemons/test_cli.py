@@ -113,3 +113,14 @@ def test_smpp_sessions_need_the_database_for_mo_and_receipts():
 
     with pytest.raises(ValueError, match="database URL"):
         asyncio.run(connector_factory()("smsc_za", {"code": "smsc_za", "transport": "smpp"}))
+
+
+@pytest.mark.parametrize("broken", ["missing", "mismatched"])
+def test_callbacks_serve_refuses_an_unusable_certificate_in_one_line(tls_files, tmp_path, broken):
+    cert = tmp_path / "missing.pem" if broken == "missing" else tls_files.server_cert
+    key = tls_files.client_key  # for "mismatched": a key that is not the certificate's
+    result = runner.invoke(app, ["callbacks", "serve", "--port", "0", "--cert", str(cert), "--key", str(key),
+                                 "--database-url", "postgresql://nobody@127.0.0.1:9/none"])
+    assert result.exit_code == 1
+    assert "callback server certificate" in result.output and str(cert) in result.output.replace("\n", "")
+    assert "Traceback" not in result.output
