@@ -3,7 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(48);
+select plan(50);
 
 -- A charge whose lease runs out may have reached the carrier: it becomes unknown, never requeued.
 create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
@@ -146,6 +146,19 @@ select is((select p.status::text || ' ' || p.collected_minor || ' ' || count(c.*
            from cp.procedure p join cp.carrier_call c using (procedure_id)
            where p.procedure_id = (select id from pay5) group by p.procedure_id),
           'succeeded 20000 1 1', 'one call, collected once, one journal');
+
+-- The lease ran out while the call was being tried, so it was taken for unknown; the adapter's late
+-- answer says it never left. An unknown payment only ever becomes succeeded or failed: it fails as
+-- unreachable (nothing was charged), and no new call is made.
+create temp table pay6 as select (api.charge('acme', '+2348020000008', 'gems', 'c6')->>'id')::bigint as id;
+select pg_temp.claim('test_ng');
+select admin.advance_clock(interval '2 minutes');
+select adapter.expire_leases();
+select pg_temp.settle((select id from pay6), 'failed', 'unreachable');
+select is((select status::text || ' ' || reason from cp.procedure where procedure_id = (select id from pay6)),
+          'failed unreachable', 'a late unreachable answer for an expired lease fails the payment');
+select is((select string_agg(status::text || ' ' || attempt, ',') from cp.carrier_call
+           where procedure_id = (select id from pay6)), 'failed 1', 'with its one call, and nothing new queued');
 
 -- An SMS that failed before reaching the carrier gets a new attempt, not dropped.
 create temp table sms1 as select cp.queue_sms((select subscriber_id from cp.subscriber limit 1), 'hello',
