@@ -67,6 +67,7 @@ class BenchOptions:
     backlog: int = 20_000
     keep: bool = False
     profile: bool = False  # pg_stat_statements.track = all, track_functions = pl: slower, but shows where
+    py_spy: bool = False  # sample the adapter daemons with py-spy during the payment window
     home: Path | None = None
     out: Callable[[str], None] = print
 
@@ -198,6 +199,55 @@ class Daemons:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+PY_SPY_RATE = 50  # samples per second per daemon
+
+
+def start_py_spy(daemons: Daemons, seconds: float) -> list[tuple[subprocess.Popen, Path]]:
+    """py-spy sampling each adapter daemon for `seconds` (non-idle stacks only, so the sample count
+    divided by seconds × rate is how busy the daemon's Python was)."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        raise RuntimeError("--py-spy needs py-spy on PATH: pip install -e '.[bench]'")
+    spies = []
+    for pid in daemons.pids():
+        path = daemons.workdir / f"py-spy-{pid}.txt"
+        spy = subprocess.Popen([binary, "record", "--pid", str(pid), "--format", "raw", "--output", str(path),
+                                "--rate", str(PY_SPY_RATE), "--duration", str(max(1, int(seconds))), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spies.append((spy, path))
+    return spies
+
+
+def summarise_py_spy(paths: list[Path], *, seconds: float, rate: int, top: int = 12) -> list[str]:
+    """Busy share of the daemons and the functions they spent it in (inclusive, by sample count)."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    samples = 0
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            samples += n
+            frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")[1:]]
+            for frame in set(frames):
+                inclusive[frame] += n
+            if frames:
+                own[frames[-1]] += n
+    if not samples:
+        return ["no samples (py-spy could not attach?)"]
+    possible = len(paths) * seconds * rate
+    lines = [f"{len(paths)} daemons busy {100 * samples / possible:.0f}% of the window ({samples} samples)"]
+    # Frames under every sample (the process's entry points) say nothing; show what the time went to.
+    lines += [f"{100 * n / samples:5.1f}% incl  {frame}" for frame, n in inclusive.most_common(top * 4)
+              if ("carrierpay" in frame or "psycopg" in frame) and n < 0.95 * samples][:top]
+    lines += [f"{100 * n / samples:5.1f}% self  {frame}" for frame, n in own.most_common(top // 2)]
+    return lines
 
 
 def percentiles(values: list[float], points=(50, 95, 99)) -> dict[int, float]:
@@ -378,6 +428,7 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
             window["start"] = db_counters(conn)
             window["t0"] = time.perf_counter()
         sampler_task = asyncio.create_task(sampler.run(url, sampler_stop))
+        spies = start_py_spy(daemons, opts.duration) if opts.py_spy else []
         await asyncio.sleep(opts.duration)
         with psycopg.connect(url, autocommit=True) as conn:
             window["end"] = db_counters(conn)
@@ -388,6 +439,9 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
         done = await clients
         await gate_task
         await sampler_task
+        for spy, _ in spies:
+            await asyncio.to_thread(spy.wait)
+        window["py_spy"] = [path for _, path in spies]
         left = await wait_settled(url, "true", timeout=120)
         if left:
             report.failures.append(f"{left} payments still pending or in flight after draining")
@@ -430,6 +484,9 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
         out(f"statement: {calls} calls {total} ms total {mean} ms mean: {query}")
     for calls, total, own, name in functions:
         out(f"function: {calls} calls {total} ms total {own} ms self: {name}")
+    if window.get("py_spy"):
+        for line in summarise_py_spy(window["py_spy"], seconds=opts.duration, rate=PY_SPY_RATE):
+            out(f"daemons (py-spy): {line}")
     if errors:
         out(f"api.charge errors: {dict(errors)}")
         report.failures.append(f"api.charge raised {sum(errors.values())} errors: {dict(errors)}")

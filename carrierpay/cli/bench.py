@@ -20,13 +20,14 @@ def bench(
     fast: bool = typer.Option(False, "--fast", help="fsync and synchronous_commit off (both sides)."),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny run for CI: seconds, not minutes."),
     profile: bool = typer.Option(False, "--profile", help="Track nested statements and PL/pgSQL function times."),
+    py_spy: bool = typer.Option(False, "--py-spy", help="Sample the adapter daemons with py-spy (pip install py-spy)."),
     keep: Path | None = typer.Option(None, "--keep", help="Build the cluster here and keep it (for profiling)."),
 ) -> None:
     """Benchmark the payment path end to end on a throwaway embedded cluster; exits 1 when a money check fails."""
     from carrierpay.payment_bench import BenchOptions, run
 
     values = dict(clients=clients, adapters=adapters, batch=batch, pgbench=pgbench, fast=fast, profile=profile,
-                  out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+                  py_spy=py_spy, out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     if keep is not None:
         values |= {"home": keep, "keep": True}
     if smoke:
