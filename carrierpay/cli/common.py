@@ -41,6 +41,10 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+# What a query on a database that was never migrated raises.
+NOT_MIGRATED = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
+
+
 def user_errors(func: Callable) -> Callable:
     """Report known failures as one line and a hint (a traceback only with --verbose)."""
 
@@ -58,6 +62,9 @@ def user_errors(func: Callable) -> Callable:
             hint = getattr(exc, "hint", None)
             if isinstance(exc, psycopg.OperationalError) and hint is None:
                 hint = "is the database running? try: carrierpay db status"
+            if isinstance(exc, NOT_MIGRATED) and hint is None:
+                hint = ("this database has no carrierpay schema yet: run `carrierpay db migrate`, or point "
+                        "--database-url / CARRIERPAY_DATABASE_URL at a migrated one (the demo's is carrierpay_demo)")
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             fail(message, hint)
 

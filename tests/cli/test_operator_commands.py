@@ -93,3 +93,12 @@ def test_every_group_explains_itself():
         result = subprocess.run([sys.executable, "-m", "carrierpay", group, "--help"], capture_output=True,
                                 text=True, env=os.environ | {"COLUMNS": "200"})
         assert result.returncode == 0 and "Usage" in result.stdout, group
+
+
+def test_a_database_without_the_schema_gets_one_line_and_the_migrate_hint(empty_db_url):
+    env = os.environ | {"CARRIERPAY_DATABASE_URL": empty_db_url, "COLUMNS": "250"}
+    result = subprocess.run([sys.executable, "-m", "carrierpay", "report", "carriers"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "carrierpay db migrate" in result.stderr
