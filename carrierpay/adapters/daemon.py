@@ -9,6 +9,7 @@ and are reconciled, never blindly sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -110,13 +111,16 @@ class AdapterDaemon:
         self.completed = 0
         self._loaded_at = float("-inf")
 
-    async def _load_connectors(self, conn: psycopg.AsyncConnection) -> None:
-        """Build a connector for every enabled carrier (once), and drop those no longer enabled."""
+    async def _load_connectors(self, conn: psycopg.AsyncConnection, *, close_dropped: bool = True) -> None:
+        """Build a connector for every enabled carrier (once), and drop those no longer enabled (their
+        carrier loop closes them after its batch when `close_dropped` is false)."""
         cur = await conn.execute(queries.ENABLED_CARRIERS)
         enabled = {code: spec for code, spec in await cur.fetchall() if not self.only or code in self.only}
         for code in list(self.connectors):
             if code not in enabled:
-                await _close(self.connectors.pop(code))
+                dropped = self.connectors.pop(code)
+                if close_dropped:
+                    await _close(dropped)
         for code, spec in enabled.items():
             if code in self.connectors or code in self.broken:
                 continue
@@ -137,33 +141,64 @@ class AdapterDaemon:
                  " ".join(f"{key}={value}" for key, value in sorted(summary.items())))
         return len(results)
 
-    async def run_once(self, conn: psycopg.AsyncConnection) -> int:
-        """Claim, call and complete one batch per carrier, carriers side by side (a slow carrier does
-        not hold up the others). Returns how many calls were settled."""
-        if asyncio.get_running_loop().time() - self._loaded_at > self.reload_interval:
-            await self._load_connectors(conn)
-        counts = await asyncio.gather(
-            *(self._run_carrier(conn, code, connector) for code, connector in list(self.connectors.items()))
-        )
-        settled = sum(counts)
-        self.completed += settled
-        return settled
-
     async def _body(self, stop: asyncio.Event) -> None:
+        """One loop per carrier, so a carrier that answers slowly or not at all (each call waits for its
+        timeout) never holds up the others' claims. A failure of the database connection ends them all
+        (the task group), and `run_until_stopped` reconnects."""
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn, \
                 await psycopg.AsyncConnection.connect(self.url, autocommit=True) as listener:
             await listener.execute(queries.LISTEN_CALLS)
-            await self._load_connectors(conn)
-            while not stop.is_set():
-                if await self.run_once(conn):
-                    continue  # more may be waiting: claim again before sleeping
-                await self._wait_for_work(listener, stop)
+            try:
+                await self._supervise_carriers(conn, listener, stop)
+            except BaseExceptionGroup as failed:
+                # The database went away under one of the loops: report it as such, so we reconnect.
+                lost, other = failed.split((psycopg.OperationalError, psycopg.InterfaceError))
+                if lost is not None and other is None:
+                    raise lost.exceptions[0] from failed
+                raise
 
-    async def _wait_for_work(self, listener: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
-        """Sleep until a NOTIFY arrives or the poll interval passes (the fallback when one is missed).
-        A stop request is noticed within one poll interval."""
-        async for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
-            break
+    async def _supervise_carriers(self, conn: psycopg.AsyncConnection, listener: psycopg.AsyncConnection,
+                                  stop: asyncio.Event) -> None:
+        """Start a loop for each enabled carrier, and for carriers enabled later (checked every
+        `reload_interval`)."""
+        wakes: dict[str, asyncio.Event] = {}
+        loops: dict[str, asyncio.Task] = {}
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._listen(listener, wakes, stop))
+            while not stop.is_set():
+                await self._load_connectors(conn, close_dropped=False)
+                for code, connector in self.connectors.items():
+                    if code not in loops or loops[code].done():
+                        wakes[code] = asyncio.Event()
+                        loops[code] = group.create_task(self._carrier_loop(conn, code, connector, wakes[code], stop))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.reload_interval)
+
+    async def _carrier_loop(self, conn: psycopg.AsyncConnection, code: str, connector: Connector,
+                            wake: asyncio.Event, stop: asyncio.Event) -> None:
+        """Claim, call and complete this carrier's batches until stopped or the carrier is dropped; a
+        batch in flight is always completed first."""
+        try:
+            while not stop.is_set() and self.connectors.get(code) is connector:
+                wake.clear()
+                settled = await self._run_carrier(conn, code, connector)
+                self.completed += settled
+                if settled:
+                    continue  # more may be waiting: claim again before sleeping
+                # Until a NOTIFY, or the poll interval (the fallback when one is missed) passes.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+        finally:
+            if self.connectors.get(code) is not connector:
+                await _close(connector)
+
+    async def _listen(self, listener: psycopg.AsyncConnection, wakes: dict[str, asyncio.Event],
+                      stop: asyncio.Event) -> None:
+        """Wake every carrier loop on each NOTIFY (it does not say which carrier the work is for)."""
+        while not stop.is_set():
+            async for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+                for wake in list(wakes.values()):
+                    wake.set()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

@@ -126,3 +126,20 @@ async def test_timeout_after_charge_is_unknown_then_reconciled_without_a_second_
         assert len(charge_requests(sim)) == 1  # never sent again: settled by a status query
         assert await world.receivable(carrier) == amount
         assert await world.journals_balanced()
+
+
+async def test_a_slow_carrier_does_not_hold_up_the_others(db_url):
+    async with World(db_url, carriers=["oneapi_gb", "parlayx_za"], timeout_s=10.0) as world:
+        slow, quick = world.sims["oneapi_gb"], world.sims["parlayx_za"]
+        slow.faults.latency_s = 4.0  # every answer takes 4 s (inside the 10 s timeout)
+        slow.add_subscriber(msisdn("oneapi_gb", 401), 10_000)
+        quick.add_subscriber(msisdn("parlayx_za", 402), 10_000)
+        waiting = await world.charge(msisdn("oneapi_gb", 401), "k-slow")
+        await world.wait_until("select status = 'leased' from cp.carrier_call where procedure_id = %s", waiting)
+        # Charged while the slow carrier's batch is still out: settled without waiting for it.
+        settled = await world.charge(msisdn("parlayx_za", 402), "k-quick")
+        assert await world.wait_status(settled) == "succeeded"
+        assert await world.status(waiting) == "in_flight"
+        assert await world.wait_status(waiting) == "succeeded"
+        assert len(slow.ledger.charges(msisdn("oneapi_gb", 401))) == 1
+        assert len(quick.ledger.charges(msisdn("parlayx_za", 402))) == 1
