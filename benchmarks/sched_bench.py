@@ -240,9 +240,9 @@ cross join lateral (
 
 
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
-             decay: float) -> SimResult:
+             decay: float, url: str | None = None) -> SimResult:
     name = f"bench_sim_{timing}"
-    url = server.fresh_db(name)
+    url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
     with psycopg.connect(url, autocommit=True) as conn:
         onboard(conn, carriers, timing, tps=100_000)
@@ -359,15 +359,21 @@ def main() -> None:
         print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
         if not args.skip_sim:
             print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days")
-            def run(timing: str) -> SimResult:
-                return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch, args.decay)
-
+            timings = ("fixed", "best_hour")
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
+                # The databases are made first, one after the other (migrations are not thread-safe).
+                urls = {timing: server.fresh_db(f"bench_sim_{timing}") for timing in timings}
+
+                def run(timing: str) -> SimResult:
+                    return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
+                                    args.decay, url=urls[timing])
+
                 with ThreadPoolExecutor(max_workers=2) as pool:
-                    results = list(pool.map(run, ("fixed", "best_hour")))
+                    results = list(pool.map(run, timings))
             else:
-                results = [run(timing) for timing in ("fixed", "best_hour")]
+                results = [simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
+                                    args.decay) for timing in timings]
             for r in results:
                 print(f"  {r.timing:9s}: {r.renewals} renewals collected ({r.full_price_renewals} at full price), "
                       f"revenue {r.revenue_units:.0f} full-price units {r.revenue}, {r.calls} charge calls, "
