@@ -325,3 +325,12 @@ async def test_missing_response_becomes_unknown():
         r = await h.connector.send(h.charge(300))
         assert (r["outcome"], r["reason"], r["retry_safe"]) == ("unknown", "timeout", False)
         assert len(h.smsc.submits) == 1
+
+
+@run_async
+async def test_smsc_gone_means_unreachable_and_nothing_sent():
+    async with harness(response_timeout_s=1) as h:
+        await h.smsc.stop()  # the SMSC goes away and refuses every re-bind
+        r = await h.connector.send(h.charge(30))
+        assert (r["outcome"], r["reason"], r["retry_safe"], r["carrier_ref"]) == ("failed", "unreachable", True, None)
+        assert h.smsc.ledger == [] and h.smsc.delivered == []

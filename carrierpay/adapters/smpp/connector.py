@@ -505,7 +505,9 @@ class SmppConnector:
             # Either the SMSC may have this part, or earlier parts already went out.
             result.update(outcome="unknown", reason=last.why or "partial", retry_safe=operation != "charge")
         elif last.kind == "not_sent":
-            result.update(outcome="failed", reason="transient", retry_safe=True)
+            # Nothing left our machine (no bound session): the call is held and tried again, like an
+            # HTTP carrier that refuses connections, so an SMSC down for minutes costs no payment.
+            result.update(outcome="failed", reason="unreachable", retry_safe=True)
         else:
             result.update(outcome="failed", reason=self._status_reason(last.status, last.kind), retry_safe=True)
         result["latency_ms"] = int((time.monotonic() - started) * 1000)
