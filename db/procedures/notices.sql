@@ -60,16 +60,39 @@ as $$
     where s.subscriber_id = p_subscriber_id
 $$;
 
--- An amount for people: R5.00, £3.00, 200.00 NGN.
+-- Digits after the decimal point of a currency's major unit (ISO 4217): most have 2, a few none
+-- (UGX, XOF, JPY, ...) or 3 (KWD, BHD, ...). Minor units are what we store; this is only for people.
+create or replace function cp.currency_exponent(p_currency text) returns integer
+language sql immutable
+set search_path = pg_catalog, cp
+as $$
+    select case
+               when p_currency in ('BIF', 'CLP', 'DJF', 'GNF', 'ISK', 'JPY', 'KMF', 'KRW', 'PYG', 'RWF', 'UGX',
+                                   'UYI', 'VND', 'VUV', 'XAF', 'XOF', 'XPF') then 0
+               when p_currency in ('BHD', 'IQD', 'JOD', 'KWD', 'LYD', 'OMR', 'TND') then 3
+               else 2 end
+$$;
+
+-- An amount in major units with the currency's own number of decimals: 5.00, 500 (UGX), 1.250 (KWD).
+create or replace function cp.format_major(p_amount_minor bigint, p_currency text) returns text
+language sql immutable
+set search_path = pg_catalog, cp
+as $$
+    select case when e = 0 then p_amount_minor::text
+                else to_char(p_amount_minor / power(10::numeric, e), 'FM999999999999990.' || repeat('0', e)) end
+    from (select cp.currency_exponent(p_currency) as e) x
+$$;
+
+-- An amount for people: R5.00, £3.00, 200.00 NGN, 500 UGX.
 create or replace function cp.format_money(p_amount_minor bigint, p_currency text) returns text
 language sql immutable
 set search_path = pg_catalog, cp
 as $$
     select case p_currency
-               when 'ZAR' then 'R' || to_char(p_amount_minor / 100.0, 'FM999999990.00')
-               when 'GBP' then '£' || to_char(p_amount_minor / 100.0, 'FM999999990.00')
-               when 'EUR' then '€' || to_char(p_amount_minor / 100.0, 'FM999999990.00')
-               else to_char(p_amount_minor / 100.0, 'FM999999990.00') || ' ' || p_currency end
+               when 'ZAR' then 'R' || cp.format_major(p_amount_minor, p_currency)
+               when 'GBP' then '£' || cp.format_major(p_amount_minor, p_currency)
+               when 'EUR' then '€' || cp.format_major(p_amount_minor, p_currency)
+               else cp.format_major(p_amount_minor, p_currency) || ' ' || p_currency end
 $$;
 
 -- Create or replace one SMS template (operators adapt wording per country and language).

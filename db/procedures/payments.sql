@@ -227,7 +227,7 @@ begin
     if coalesce((v_rules->>'receipt_after_charge')::boolean, false) then
         perform cp.queue_sms(v_proc.subscriber_id,
                              cp.sms_text('receipt', v_proc.subscriber_id, jsonb_build_object(
-                                 'amount', to_char(v_proc.collected_minor / 100.0, 'FM999999990.00'),
+                                 'amount', cp.format_major(v_proc.collected_minor, v_proc.currency),
                                  'currency', v_proc.currency,
                                  'merchant', (select name from cp.merchant where merchant_id = v_proc.merchant_id),
                                  'product', (select name from cp.product where product_id = v_proc.product_id))),

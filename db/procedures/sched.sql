@@ -483,7 +483,7 @@ begin
                 'product', v_sub.product_name, 'merchant', v_sub.merchant_name,
                 'renews_at', to_char(v_sub.next_charge_at at time zone cp.subscriber_timezone(v_sub.subscriber_id),
                                      'DD Mon HH24:MI'),
-                'amount', to_char(v_sub.amount / 100.0, 'FM999999990.00'), 'currency', p_carrier.currency)),
+                'amount', cp.format_major(v_sub.amount, p_carrier.currency), 'currency', p_carrier.currency)),
             'reminder', v_sub.merchant_id);
         update cp.subscription set reminded_period = period_index where subscription_id = v_sub.subscription_id;
         v_count := v_count + 1;

@@ -3,7 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(64);
+select plan(68);
 
 select admin.onboard_carrier('{"code": "test_za", "name": "Test ZA", "country": "ZA", "mcc": "655", "mnc": "01",
   "currency": "ZAR", "timezone": "Africa/Johannesburg", "number_ranges": ["+2782"], "throughput": {"tps": 1000},
@@ -179,6 +179,12 @@ select is((adapter.expire_awaiting('test_za', interval '1 hour'))->>'unknown', '
 select adapter.record_callback('test_za', '{"carrier_ref": "M4", "outcome": "succeeded", "dedupe_key": "dlr:M4"}');
 select is((select p.status::text from cp.procedure p join cp.carrier_call c using (procedure_id)
            where c.carrier_ref = 'M4'), 'succeeded', 'a late receipt reconciles it');
+
+-- Amounts in texts carry the currency's own decimals.
+select is(cp.format_money(500, 'ZAR'), 'R5.00', 'two decimals for the rand');
+select is(cp.format_money(1500, 'UGX'), '1500 UGX', 'none for the Ugandan shilling');
+select is(cp.format_money(1250, 'KWD'), '1.250 KWD', 'three for the Kuwaiti dinar');
+select is(cp.format_major(5, 'NGN'), '0.05', 'a fraction of a naira keeps its leading zero');
 
 select * from finish();
 rollback;
