@@ -233,33 +233,31 @@ class Billing:
         earlier = self.previous("charge", correlator)
         if earlier:
             return earlier
+        code = self._refusal(msisdn, amount_minor) or "ok"
+        if code == "ok":
+            self.subscribers[msisdn].balance_minor -= amount_minor
+        return self._record("charge", correlator, msisdn, amount_minor, code, description=description)
+
+    def _refusal(self, msisdn: str, amount_minor: int) -> str | None:
+        """Why the carrier would not take this amount from this number now (None: it would)."""
         subscriber = self.subscriber(msisdn)
         if subscriber is None:
-            code = "unknown_subscriber"
-        elif subscriber.state == "barred":
-            code = "barred"
-        elif self.max_charge_minor is not None and amount_minor > self.max_charge_minor:
-            code = "limit_exceeded"
-        elif self.balance(msisdn) < amount_minor:
-            code = "insufficient_funds"
-        else:
-            code = "ok"
-            subscriber.balance_minor -= amount_minor
-        return self._record("charge", correlator, msisdn, amount_minor, code, description=description)
+            return "unknown_subscriber"
+        if subscriber.state == "barred":
+            return "barred"
+        if self.max_charge_minor is not None and amount_minor > self.max_charge_minor:
+            return "limit_exceeded"
+        if self.balance(msisdn) < amount_minor:
+            return "insufficient_funds"
+        return None
 
     def reserve(self, correlator: str, msisdn: str, amount_minor: int) -> Result:
         earlier = self.previous("reserve", correlator)
         if earlier:
             return earlier
-        subscriber = self.subscriber(msisdn)
-        if subscriber is None:
-            code = "unknown_subscriber"
-        elif subscriber.state == "barred":
-            code = "barred"
-        elif self.balance(msisdn) < amount_minor:
-            code = "insufficient_funds"
-        else:
-            code = "ok"
+        # A reservation is refused for the same reasons as a charge, the per-transaction limit included.
+        code = self._refusal(msisdn, amount_minor) or "ok"
+        if code == "ok":
             self._reserved[msisdn] = self._reserved.get(msisdn, 0) + amount_minor
         return self._record("reserve", correlator, msisdn, amount_minor, code)
 

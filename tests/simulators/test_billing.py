@@ -93,3 +93,15 @@ async def test_each_simulator_binds_an_ephemeral_loopback_port_and_refuses_anony
             async with session.post(sim.url + path, data=b"{}") as response:
                 assert response.status in (401, 500)  # 500 is a SOAP fault
     assert sim.ledger.transactions == []
+
+
+def test_a_reservation_is_refused_for_the_same_reasons_as_a_charge():
+    bank = billing()
+    bank.max_charge_minor = 1000
+    bank.add_subscriber("+2348030000009", 5000)
+    bank.add_subscriber("+2348030000010", 5000, state="barred")
+    assert bank.reserve("v1", "+2348030000009", 1500).code == "limit_exceeded"
+    assert bank.charge("c1", "+2348030000009", 1500).code == "limit_exceeded"
+    assert bank.reserve("v2", "+2348030000010", 500).code == "barred"
+    assert bank.reserve("v3", "+2348030000009", 800).code == "ok"
+    assert bank.balance("+2348030000009") == 4200  # the reserved amount is held
