@@ -109,18 +109,15 @@ class AdapterDaemon:
         self.connectors: dict[str, Connector] = {}
         self.broken: dict[str, str] = {}  # carriers whose connector could not be built, and why
         self.completed = 0
-        self._loaded_at = float("-inf")
 
-    async def _load_connectors(self, conn: psycopg.AsyncConnection, *, close_dropped: bool = True) -> None:
+    async def _load_connectors(self, conn: psycopg.AsyncConnection) -> None:
         """Build a connector for every enabled carrier (once), and drop those no longer enabled (their
-        carrier loop closes them after its batch when `close_dropped` is false)."""
+        carrier loop closes them once its batch in flight is done)."""
         cur = await conn.execute(queries.ENABLED_CARRIERS)
         enabled = {code: spec for code, spec in await cur.fetchall() if not self.only or code in self.only}
         for code in list(self.connectors):
             if code not in enabled:
-                dropped = self.connectors.pop(code)
-                if close_dropped:
-                    await _close(dropped)
+                self.connectors.pop(code)
         for code, spec in enabled.items():
             if code in self.connectors or code in self.broken:
                 continue
@@ -129,7 +126,6 @@ class AdapterDaemon:
             except Exception as exc:  # a carrier we cannot speak to must not stop the others
                 self.broken[code] = f"{type(exc).__name__}: {exc}"
                 log.error("carrier %s skipped: %s", code, self.broken[code])
-        self._loaded_at = asyncio.get_running_loop().time()
 
     async def _run_carrier(self, conn: psycopg.AsyncConnection, code: str, connector: Connector) -> int:
         calls = await _claim(conn, code, self.batch, self.lease, self.worker)
@@ -162,15 +158,18 @@ class AdapterDaemon:
         """Start a loop for each enabled carrier, and for carriers enabled later (checked every
         `reload_interval`)."""
         wakes: dict[str, asyncio.Event] = {}
-        loops: dict[str, asyncio.Task] = {}
+        loops: dict[str, tuple[asyncio.Task, Connector]] = {}
         async with asyncio.TaskGroup() as group:
             group.create_task(self._listen(listener, wakes, stop))
             while not stop.is_set():
-                await self._load_connectors(conn, close_dropped=False)
+                await self._load_connectors(conn)
                 for code, connector in self.connectors.items():
-                    if code not in loops or loops[code].done():
+                    running = loops.get(code)
+                    # A carrier disabled and enabled again has a new connector: its old loop is ending.
+                    if running is None or running[0].done() or running[1] is not connector:
                         wakes[code] = asyncio.Event()
-                        loops[code] = group.create_task(self._carrier_loop(conn, code, connector, wakes[code], stop))
+                        task = group.create_task(self._carrier_loop(conn, code, connector, wakes[code], stop))
+                        loops[code] = (task, connector)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.reload_interval)
 
