@@ -360,20 +360,19 @@ def main() -> None:
         if not args.skip_sim:
             print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days")
             timings = ("fixed", "best_hour")
+
+            def run(timing: str, url: str | None = None) -> SimResult:
+                return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
+                                args.decay, url=url)
+
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
                 # The databases are made first, one after the other (migrations are not thread-safe).
-                urls = {timing: server.fresh_db(f"bench_sim_{timing}") for timing in timings}
-
-                def run(timing: str) -> SimResult:
-                    return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
-                                    args.decay, url=urls[timing])
-
+                urls = [server.fresh_db(f"bench_sim_{timing}") for timing in timings]
                 with ThreadPoolExecutor(max_workers=2) as pool:
-                    results = list(pool.map(run, timings))
+                    results = list(pool.map(run, timings, urls))
             else:
-                results = [simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
-                                    args.decay) for timing in timings]
+                results = [run(timing) for timing in timings]
             for r in results:
                 print(f"  {r.timing:9s}: {r.renewals} renewals collected ({r.full_price_renewals} at full price), "
                       f"revenue {r.revenue_units:.0f} full-price units {r.revenue}, {r.calls} charge calls, "

@@ -51,6 +51,7 @@ from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 
 log = logging.getLogger("carrierpay.demo")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # demo.log, from both processes
 
 DEMO_DATABASE = "carrierpay_demo"
 DEMO_HISTORY_DATABASE = "carrierpay_demo_history"
@@ -350,7 +351,7 @@ def ship_history(database_url: str, history_url: str, logfile: Path | None, stop
 
     if logfile is not None:
         handler = logging.FileHandler(logfile, mode="a")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
     shipper = Shipper(database_url, open_store(history_url), name="demo-shipper", batch_size=5000)
@@ -914,7 +915,7 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     logfile = home / "demo.log"
     handler = logging.FileHandler(logfile, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
