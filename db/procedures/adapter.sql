@@ -48,7 +48,8 @@ begin
 end
 $$;
 
--- Apply a batch of carrier outcomes in one transaction, and log each interaction.
+-- Apply a batch of carrier outcomes in one transaction, and log each interaction. The plain charge
+-- outcomes (most of any batch) are settled together by cp.settle_charges; the rest one by one.
 -- p_results: [{"call_id", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
 --              "amount_minor", "balance_minor", "latency_ms", "request", "response"}, ...]
 create or replace function adapter.complete_calls(p_results jsonb) returns jsonb
@@ -57,7 +58,7 @@ set search_path = pg_catalog, cp
 as $$
 declare
     v_result jsonb;
-    v_call cp.carrier_call;
+    v_settled bigint[];
     v_applied text;
     v_summary jsonb := '{}';
 begin
@@ -65,19 +66,30 @@ begin
         perform cp.fail('CP080', 'complete_calls takes a JSON array of results');
     end if;
     -- Lock in call id order so concurrent batches cannot deadlock on each other.
+    perform 1 from cp.carrier_call
+    where call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
+    order by call_id
+    for update;
+    v_settled := cp.settle_charges(p_results);
+    if cardinality(v_settled) > 0 then
+        v_summary := jsonb_build_object('applied', cardinality(v_settled));
+    end if;
     for v_result in
-        select r from jsonb_array_elements(p_results) r order by (r->>'call_id')::bigint
+        select r from jsonb_array_elements(p_results) with ordinality as t(r, n)
+        where not coalesce((r->>'call_id')::bigint = any (v_settled), false)
+        order by (r->>'call_id')::bigint, n
     loop
         v_applied := cp.apply_call_result((v_result->>'call_id')::bigint, v_result);
-        select * into v_call from cp.carrier_call where call_id = (v_result->>'call_id')::bigint;
-        insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
-                                    latency_ms, request, response)
-        values (v_call.call_id, v_call.procedure_id, v_call.carrier_id, v_call.operation, v_result->>'outcome',
-                v_result->>'reason', v_result->>'carrier_code', (v_result->>'latency_ms')::int,
-                v_result->'request', v_result->'response');
         v_summary := jsonb_set(v_summary, array[v_applied],
                                to_jsonb(coalesce((v_summary->>v_applied)::int, 0) + 1));
     end loop;
+    insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
+                                latency_ms, request, response)
+    select c.call_id, c.procedure_id, c.carrier_id, c.operation, r->>'outcome', r->>'reason', r->>'carrier_code',
+           (r->>'latency_ms')::int, r->'request', r->'response'
+    from jsonb_array_elements(p_results) with ordinality as t(r, n)
+    join cp.carrier_call c on c.call_id = (r->>'call_id')::bigint
+    order by c.call_id, t.n;
     return v_summary;
 end
 $$;

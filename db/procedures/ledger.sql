@@ -69,40 +69,54 @@ begin
 end
 $$;
 
--- The charge journal: carrier owes the gross; tax, carrier share, platform fee and merchant net.
-create or replace function cp.post_charge_journal(p_procedure_id bigint, p_amount bigint) returns bigint
+drop function if exists cp.post_charge_journal(bigint, bigint);
+
+-- The charge journals of succeeded charges, one per procedure, for its collected amount: the carrier
+-- owes the gross; tax, carrier share, platform fee and merchant net. One statement per table for the
+-- whole batch; the accounts are looked up (or created) once per distinct owner in it.
+create or replace function cp.post_charge_journals(p_procs cp.procedure[]) returns void
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
-declare
-    v_proc cp.procedure;
-    v_carrier cp.carrier;
-    v_split record;
-    v_accounts integer[];
 begin
-    select * into v_proc from cp.procedure where procedure_id = p_procedure_id;
-    select * into v_carrier from cp.carrier where carrier_id = v_proc.carrier_id;
-    select s.* into v_split
-    from cp.split_amount(p_amount, (select vat_bp from cp.country where country = v_carrier.country),
-                         v_carrier.carrier_share_bp,
-                         (select platform_fee_bp from cp.merchant where merchant_id = v_proc.merchant_id)) s;
-    -- The five accounts in one query; one not created yet goes through cp.ledger_account_id.
-    select array_agg(coalesce(a.account_id, cp.ledger_account_id(w.kind, v_proc.currency, w.carrier_id,
-                                                                 w.merchant_id, w.country))
-                     order by w.ord)
-    into v_accounts
-    from (values (1, 'carrier_receivable'::cp.account_kind, v_carrier.carrier_id, null::integer, null::text),
-                 (2, 'tax_payable'::cp.account_kind, null, null, v_carrier.country::text),
-                 (3, 'carrier_share'::cp.account_kind, v_carrier.carrier_id, null, null),
-                 (4, 'platform_revenue'::cp.account_kind, null, null, null),
-                 (5, 'merchant_payable'::cp.account_kind, null, v_proc.merchant_id, null))
-         as w(ord, kind, carrier_id, merchant_id, country)
-    left join cp.ledger_account a
-           on a.kind = w.kind and a.currency = v_proc.currency and a.carrier_id is not distinct from w.carrier_id
-          and a.merchant_id is not distinct from w.merchant_id and a.country is not distinct from w.country;
-    return cp.post_journal(
-        p_procedure_id, 'charge', v_proc.currency, v_accounts,
-        array[p_amount, -v_split.tax, -v_split.carrier_share, -v_split.platform_fee, -v_split.merchant_net]);
+    with charge as (
+        select p.procedure_id, p.currency, p.collected_minor, p.merchant_id, k.carrier_id, k.country,
+               s.tax, s.carrier_share, s.platform_fee, s.merchant_net
+        from unnest(p_procs) p
+        join cp.carrier k on k.carrier_id = p.carrier_id
+        cross join lateral cp.split_amount(p.collected_minor,
+                                           (select vat_bp from cp.country c where c.country = k.country),
+                                           k.carrier_share_bp,
+                                           (select platform_fee_bp from cp.merchant m
+                                            where m.merchant_id = p.merchant_id)) s
+    ), line as (
+        select c.procedure_id, w.kind, c.currency, w.carrier_id, w.merchant_id, w.country, w.ord, w.amount_minor
+        from charge c
+        cross join lateral (values
+            (1, 'carrier_receivable'::cp.account_kind, c.carrier_id, null::integer, null::text, c.collected_minor),
+            (2, 'tax_payable', null, null, c.country::text, -c.tax),
+            (3, 'carrier_share', c.carrier_id, null, null, -c.carrier_share),
+            (4, 'platform_revenue', null, null, null, -c.platform_fee),
+            (5, 'merchant_payable', null, c.merchant_id, null, -c.merchant_net)
+        ) as w(ord, kind, carrier_id, merchant_id, country, amount_minor)
+        where w.amount_minor <> 0
+    ), account as (
+        select o.*, cp.ledger_account_id(o.kind, o.currency, o.carrier_id, o.merchant_id, o.country) as account_id
+        from (select distinct kind, currency, carrier_id, merchant_id, country from line) o
+    ), journal as (
+        insert into cp.journal (procedure_id, kind, currency, posted_at)
+        select procedure_id, 'charge', currency, cp.clock_now() from charge order by procedure_id
+        returning journal_id, procedure_id
+    )
+    insert into cp.ledger_entry (journal_id, account_id, amount_minor)
+    select j.journal_id, a.account_id, l.amount_minor
+    from line l
+    join journal j using (procedure_id)
+    join account a on a.kind = l.kind and a.currency = l.currency
+                  and a.carrier_id is not distinct from l.carrier_id
+                  and a.merchant_id is not distinct from l.merchant_id
+                  and a.country is not distinct from l.country
+    order by j.journal_id, l.ord;
 end
 $$;
 

@@ -153,16 +153,35 @@ as $$
         'created_at', p_proc.created_at, 'final_at', p_proc.final_at))
 $$;
 
--- Count an attempt and its success in the carrier × local hour statistics (append-only rows;
--- sched.fold_hour_stats folds them, so no shared counter row is updated on the payment path).
-create or replace function cp.record_hour_stat(p_proc cp.procedure, p_success boolean) returns void
+-- Count charge attempts and their successes in the carrier × local hour statistics: append-only rows,
+-- one per carrier × hour of the batch (sched.fold_hour_stats folds them, so no shared counter row is
+-- updated on the payment path).
+drop function if exists cp.record_hour_stat(cp.procedure, boolean);
+create or replace function cp.record_hour_stats(p_procs cp.procedure[], p_success boolean) returns void
 language sql
 set search_path = pg_catalog, cp
 as $$
     insert into cp.hour_stats_delta (carrier_id, local_hour, attempts, successes)
-    values (p_proc.carrier_id,
-            extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p_proc.subscriber_id))::smallint,
-            1, case when p_success then 1 else 0 end)
+    select p.carrier_id,
+           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint,
+           count(*), case when p_success then count(*) else 0 end
+    from unnest(p_procs) p
+    group by 1, 2
+$$;
+
+-- The signed-webhook notifications of a batch of payments (p_kind 'payment.succeeded' or
+-- 'payment.failed'), for the merchants that have a URL.
+create or replace function cp.notify_merchant_payments(p_procs cp.procedure[], p_kind text) returns void
+language sql
+set search_path = pg_catalog, cp
+as $$
+    insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
+                                          next_attempt_at, created_at)
+    select p.merchant_id, p_kind, p.procedure_id, p.subscription_id, cp.procedure_document(p),
+           cp.clock_now(), cp.clock_now()
+    from unnest(p_procs) p
+    join cp.merchant m on m.merchant_id = p.merchant_id and m.webhook_url is not null
+    order by p.procedure_id
 $$;
 
 -- A call that failed before reaching the carrier (transient) gets a new attempt, at most three in
@@ -194,7 +213,78 @@ as $$
                                             interval '2 minutes') end
 $$;
 
--- A charge call succeeded: collect, post the journal, deliver, advance the subscription, notify.
+-- The receipt SMS some regulations require after every charge (e.g. the UK's).
+create or replace function cp.queue_charge_receipt(p_proc cp.procedure) returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    perform cp.queue_sms(p_proc.subscriber_id,
+                         cp.sms_text('receipt', p_proc.subscriber_id, jsonb_build_object(
+                             'amount', cp.format_major(p_proc.collected_minor, p_proc.currency),
+                             'currency', p_proc.currency,
+                             'merchant', (select name from cp.merchant where merchant_id = p_proc.merchant_id),
+                             'product', (select name from cp.product where product_id = p_proc.product_id))),
+                         'receipt', p_proc.merchant_id);
+end
+$$;
+
+-- What follows charges that succeeded (their procedures already 'succeeded' with the amount collected),
+-- for a batch at once: the journals, each subscription's next period, the entitlements, the merchant
+-- notifications and, where the regulation requires them, receipts.
+create or replace function cp.charges_succeeded(p_procs cp.procedure[]) returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_proc cp.procedure;
+    v_period_procs bigint[] := '{}';
+    v_period_ends timestamptz[] := '{}';
+begin
+    perform cp.post_charge_journals(p_procs);
+    perform cp.record_hour_stats(p_procs, true);
+    -- Subscriptions in id order, so concurrent batches lock them in the same order.
+    for v_proc in select * from unnest(p_procs) p where p.subscription_id is not null order by p.subscription_id loop
+        v_period_procs := v_period_procs || v_proc.procedure_id;
+        v_period_ends := v_period_ends || cp.subscription_charge_succeeded(v_proc);
+    end loop;
+    -- A part of an accumulating period entitles to nothing yet (a null valid_until would mean forever):
+    -- the part that completes the period grants it.
+    insert into cp.entitlement (procedure_id, merchant_id, subscriber_id, product_id, variant, amount_minor,
+                                granted_at, valid_until)
+    select p.procedure_id, p.merchant_id, p.subscriber_id, p.product_id, coalesce(p.variant, 'default'),
+           p.collected_minor, cp.clock_now(), e.valid_until
+    from unnest(p_procs) p
+    left join unnest(v_period_procs, v_period_ends) as e(procedure_id, valid_until) using (procedure_id)
+    where p.subscription_id is null or e.valid_until is not null
+    order by p.procedure_id;
+    perform cp.notify_merchant_payments(p_procs, 'payment.succeeded');
+    for v_proc in
+        with receipt_carrier as materialized (  -- the rules once per carrier, not once per charge
+            select c.carrier_id from (select distinct carrier_id from unnest(p_procs)) c
+            where coalesce((cp.effective_rules(c.carrier_id)->>'receipt_after_charge')::boolean, false)
+        )
+        select p.* from unnest(p_procs) p join receipt_carrier using (carrier_id)
+        order by p.procedure_id
+    loop
+        perform cp.queue_charge_receipt(v_proc);
+    end loop;
+end
+$$;
+
+-- What follows charges that failed for good (their procedures already 'failed' with the reason), for a
+-- batch at once: the merchant notifications, and each subscription's retry policy.
+create or replace function cp.charges_failed(p_procs cp.procedure[]) returns void
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    perform cp.notify_merchant_payments(p_procs, 'payment.failed');
+    perform cp.subscription_charges_failed(array(select p from unnest(p_procs) p where p.subscription_id is not null));
+end
+$$;
+
+-- A charge call succeeded: collect, then the journal, period, entitlement and notices (cp.charges_succeeded).
 create or replace function cp.charge_succeeded(p_proc cp.procedure, p_call cp.carrier_call, p_amount bigint)
 returns void
 language plpgsql
@@ -202,43 +292,18 @@ set search_path = pg_catalog, cp
 as $$
 declare
     v_proc cp.procedure;
-    v_rules jsonb := cp.effective_rules(p_proc.carrier_id);
-    v_valid_until timestamptz;
 begin
     update cp.procedure
     set collected_minor = p_amount, status = 'succeeded', reason = null
     where procedure_id = p_proc.procedure_id
     returning * into v_proc;
-    perform cp.post_charge_journal(v_proc.procedure_id, p_amount);
-    perform cp.record_hour_stat(v_proc, true);
-    if v_proc.subscription_id is not null then
-        v_valid_until := cp.subscription_charge_succeeded(v_proc);
-    end if;
-    -- A part of an accumulating period entitles to nothing yet (a null valid_until would mean forever):
-    -- the part that completes the period grants it.
-    if v_proc.subscription_id is null or v_valid_until is not null then
-        insert into cp.entitlement (procedure_id, merchant_id, subscriber_id, product_id, variant, amount_minor,
-                                    granted_at, valid_until)
-        values (v_proc.procedure_id, v_proc.merchant_id, v_proc.subscriber_id, v_proc.product_id,
-                coalesce(v_proc.variant, 'default'), v_proc.collected_minor, cp.clock_now(), v_valid_until);
-    end if;
-    perform cp.notify_merchant(v_proc.merchant_id, 'payment.succeeded', cp.procedure_document(v_proc),
-                               v_proc.procedure_id, v_proc.subscription_id);
-    if coalesce((v_rules->>'receipt_after_charge')::boolean, false) then
-        perform cp.queue_sms(v_proc.subscriber_id,
-                             cp.sms_text('receipt', v_proc.subscriber_id, jsonb_build_object(
-                                 'amount', cp.format_major(v_proc.collected_minor, v_proc.currency),
-                                 'currency', v_proc.currency,
-                                 'merchant', (select name from cp.merchant where merchant_id = v_proc.merchant_id),
-                                 'product', (select name from cp.product where product_id = v_proc.product_id))),
-                             'receipt', v_proc.merchant_id);
-    end if;
+    perform cp.charges_succeeded(array[v_proc]);
 end
 $$;
 
 -- A charge call definitely failed. A transient error gets a new attempt (a new call, so a new
 -- correlator) under the same procedure; anything else fails the procedure, and a subscription's
--- retry policy decides what happens next.
+-- retry policy decides what happens next (cp.charges_failed).
 create or replace function cp.charge_failed(p_proc cp.procedure, p_call cp.carrier_call, p_reason text)
 returns void
 language plpgsql
@@ -247,17 +312,104 @@ as $$
 declare
     v_proc cp.procedure;
 begin
-    perform cp.record_hour_stat(p_proc, false);
+    perform cp.record_hour_stats(array[p_proc], false);
     if cp.retry_transient(p_call, p_proc, p_reason) then
         return;
     end if;
     update cp.procedure set status = 'failed', reason = p_reason
     where procedure_id = p_proc.procedure_id returning * into v_proc;
-    perform cp.notify_merchant(v_proc.merchant_id, 'payment.failed', cp.procedure_document(v_proc),
-                               v_proc.procedure_id, v_proc.subscription_id);
-    if v_proc.subscription_id is not null then
-        perform cp.subscription_charge_failed(v_proc, p_reason);
+    perform cp.charges_failed(array[v_proc]);
+end
+$$;
+
+-- Settle in one pass per table the charge outcomes that need no judgement: a leased charge call,
+-- alone in the batch for its procedure, answered 'succeeded' (for the amount asked) or 'failed' for a
+-- definite reason (not throttled, unreachable or transient), its procedure pending or in flight. The
+-- same changes, events and checks as cp.apply_call_result makes one call at a time, in a handful of
+-- statements for the whole batch. p_results as adapter.complete_calls takes them, whose caller holds
+-- the calls' locks; returns the call ids settled here (the caller applies the others one by one).
+create or replace function cp.settle_charges(p_results jsonb) returns bigint[]
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+declare
+    v_calls bigint[];
+    v_procs bigint[];
+    v_outcomes text[];
+    v_reasons text[];
+    v_codes text[];
+    v_refs text[];
+    v_amounts bigint[];
+    v_succeeded cp.procedure[];
+    v_failed cp.procedure[];
+begin
+    -- Lock the procedures of the batch's charge calls in id order, then judge them as locked.
+    perform 1 from cp.procedure
+    where procedure_id in (select c.procedure_id from jsonb_array_elements(p_results) r
+                           join cp.carrier_call c on c.call_id = (r->>'call_id')::bigint
+                           where c.operation = 'charge')
+    order by procedure_id
+    for update;
+    select array_agg(call_id order by call_id), array_agg(procedure_id order by call_id),
+           array_agg(outcome order by call_id), array_agg(reason order by call_id),
+           array_agg(carrier_code order by call_id), array_agg(carrier_ref order by call_id),
+           array_agg(amount_minor order by call_id)
+    into v_calls, v_procs, v_outcomes, v_reasons, v_codes, v_refs, v_amounts
+    from (
+        select r.call_id, c.procedure_id, r.outcome, r.reason, r.carrier_code, r.carrier_ref,
+               coalesce(r.amount_minor, (c.params->>'amount_minor')::bigint) as amount_minor,
+               r.per_call, count(*) over (partition by c.procedure_id) as per_procedure,
+               c.status = 'leased' and c.operation = 'charge' and p.status in ('pending', 'in_flight')
+               and ((r.outcome = 'succeeded'
+                     and coalesce(r.amount_minor = (c.params->>'amount_minor')::bigint, true))
+                    or (r.outcome = 'failed' and r.reason not in ('throttled', 'unreachable', 'transient')))
+                   as plain
+        from (select (e->>'call_id')::bigint as call_id, e->>'outcome' as outcome, e->>'reason' as reason,
+                     e->>'carrier_code' as carrier_code, e->>'carrier_ref' as carrier_ref,
+                     (e->>'amount_minor')::bigint as amount_minor,
+                     count(*) over (partition by e->>'call_id') as per_call
+              from jsonb_array_elements(p_results) e) r
+        join cp.carrier_call c using (call_id)
+        join cp.procedure p using (procedure_id)
+    ) f
+    where plain and per_call = 1 and per_procedure = 1;
+    if v_calls is null then
+        return '{}';
     end if;
+
+    delete from cp.call_queue where call_id = any (v_calls);
+    update cp.carrier_call c
+    set status = case when f.outcome = 'succeeded' then 'done'::cp.call_status else 'failed' end,
+        outcome = f.outcome, reason = f.reason, carrier_code = f.carrier_code,
+        carrier_ref = coalesce(f.carrier_ref, c.carrier_ref), next_reconcile_at = null
+    from unnest(v_calls, v_outcomes, v_reasons, v_codes, v_refs)
+         as f(call_id, outcome, reason, carrier_code, carrier_ref)
+    where c.call_id = f.call_id;
+    update cp.procedure set status = 'in_flight' where procedure_id = any (v_procs) and status = 'pending';
+
+    with settled as (
+        update cp.procedure p
+        set collected_minor = f.amount_minor, status = 'succeeded', reason = null
+        from unnest(v_procs, v_outcomes, v_amounts) as f(procedure_id, outcome, amount_minor)
+        where p.procedure_id = f.procedure_id and f.outcome = 'succeeded'
+        returning p
+    ) select array_agg(p order by (p).procedure_id) into v_succeeded from settled;
+    with settled as (
+        update cp.procedure p
+        set status = 'failed', reason = f.reason
+        from unnest(v_procs, v_outcomes, v_reasons) as f(procedure_id, outcome, reason)
+        where p.procedure_id = f.procedure_id and f.outcome = 'failed'
+        returning p
+    ) select array_agg(p order by (p).procedure_id) into v_failed from settled;
+
+    if v_succeeded is not null then
+        perform cp.charges_succeeded(v_succeeded);
+    end if;
+    if v_failed is not null then
+        perform cp.record_hour_stats(v_failed, false);
+        perform cp.charges_failed(v_failed);
+    end if;
+    return v_calls;
 end
 $$;
 

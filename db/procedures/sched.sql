@@ -240,134 +240,214 @@ begin
 end
 $$;
 
--- A renewal charge failed for good: stop on a permanent reason, otherwise pick the next attempt
--- by the product's policy and move through retrying → grace → suspended → cancelled by age.
-create or replace function cp.subscription_charge_failed(p_proc cp.procedure, p_reason text) returns void
+-- Renewal charges that failed for good, a batch at once (p_procs: their failed procedures, each with
+-- its reason): a permanent reason cancels; otherwise each subscription moves along retrying → grace →
+-- suspended → cancelled by the age of its unpaid period, one legal step at a time so every
+-- intermediate state is recorded, and the product's policy picks its next attempt.
+drop function if exists cp.subscription_charge_failed(cp.procedure, text);
+create or replace function cp.subscription_charges_failed(p_procs cp.procedure[]) returns void
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
 declare
-    v_sub cp.subscription;
-    v_product cp.product;
-    v_rules jsonb;
-    v_due timestamptz;
-    v_age interval;
-    v_target cp.subscription_status;
     v_path cp.subscription_status[] := array['active', 'retrying', 'grace', 'suspended', 'cancelled'];
-    v_step cp.subscription_status;
+    v_ids bigint[];
+    v_targets cp.subscription_status[];
+    v_reasons text[];
+    v_cancelled bigint[];
+    v_cancel_reasons text[];
 begin
-    select * into v_sub from cp.subscription where subscription_id = p_proc.subscription_id for update;
-    if v_sub.status in ('cancelled', 'pending_optin') then
+    -- Lock in id order, so concurrent batches lock in the same order; cancelled and not yet
+    -- confirmed subscriptions are left alone.
+    select array_agg(s.subscription_id order by s.subscription_id), array_agg(p.reason order by s.subscription_id)
+    into v_ids, v_reasons
+    from (select * from cp.subscription
+          where subscription_id in (select subscription_id from unnest(p_procs))
+          order by subscription_id for update) s
+    join unnest(p_procs) p on p.subscription_id = s.subscription_id
+    where s.status not in ('cancelled', 'pending_optin');
+    if v_ids is null then
         return;
     end if;
-    if p_reason in ('subscriber_invalid', 'barred', 'consent_refused') then
-        update cp.subscription set status = 'cancelled', cancel_reason = p_reason, cancelled_at = cp.clock_now(),
-                                   next_charge_at = null
-        where subscription_id = v_sub.subscription_id;
-        perform cp.notify_merchant(v_sub.merchant_id, 'subscription.cancelled',
-                                   jsonb_build_object('id', v_sub.subscription_id, 'reason', p_reason),
-                                   p_subscription_id => v_sub.subscription_id);
-        return;
-    end if;
-    select * into v_product from cp.product where product_id = v_sub.product_id;
-    v_rules := cp.effective_rules((select carrier_id from cp.subscriber where subscriber_id = v_sub.subscriber_id));
-    v_due := coalesce(v_sub.paid_through, (select min(created_at) from cp.procedure
-                                           where subscription_id = v_sub.subscription_id));
-    v_age := cp.clock_now() - v_due;
-    v_target := case
-        when v_age >= make_interval(days => (v_rules->>'cancel_after_days')::int) then 'cancelled'
-        when v_age >= make_interval(days => (v_rules->>'grace_days')::int) then 'suspended'
-        when v_age >= interval '1 day' then 'grace'
-        else 'retrying' end;
-    -- Walk the path one legal step at a time so every intermediate state is recorded.
-    foreach v_step in array v_path loop
-        exit when array_position(v_path, v_sub.status) >= array_position(v_path, v_target);
-        if array_position(v_path, v_step) = array_position(v_path, v_sub.status) + 1 then
-            update cp.subscription set status = v_step,
-                   cancel_reason = case when v_step = 'cancelled' then 'unpaid' end,
-                   cancelled_at = case when v_step = 'cancelled' then cp.clock_now() end
-            where subscription_id = v_sub.subscription_id returning * into v_sub;
-        end if;
+
+    with stopped as (
+        update cp.subscription s
+        set status = 'cancelled', cancel_reason = f.reason, cancelled_at = cp.clock_now(), next_charge_at = null
+        from unnest(v_ids, v_reasons) as f(subscription_id, reason)
+        where s.subscription_id = f.subscription_id and f.reason in ('subscriber_invalid', 'barred', 'consent_refused')
+        returning s.subscription_id, f.reason
+    ) select array_agg(subscription_id order by subscription_id), array_agg(reason order by subscription_id)
+      into v_cancelled, v_cancel_reasons from stopped;
+
+    -- Where each one is heading, by the age of its unpaid period under its carrier's rules.
+    select array_agg(t.subscription_id order by t.subscription_id), array_agg(t.target order by t.subscription_id)
+    into v_ids, v_targets
+    from (
+        with carrier_rules as materialized (  -- once per carrier, not once per subscription
+            select c.carrier_id, make_interval(days => (r.rules->>'cancel_after_days')::int) as cancel_after,
+                   make_interval(days => (r.rules->>'grace_days')::int) as suspend_after
+            from (select distinct b.carrier_id from cp.subscription s join cp.subscriber b using (subscriber_id)
+                  where s.subscription_id = any (v_ids)) c
+            cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
+        )
+        select s.subscription_id,
+               case when a.age >= r.cancel_after then 'cancelled'
+                    when a.age >= r.suspend_after then 'suspended'
+                    when a.age >= interval '1 day' then 'grace'
+                    else 'retrying' end::cp.subscription_status as target
+        from cp.subscription s
+        join cp.subscriber b using (subscriber_id)
+        join carrier_rules r on r.carrier_id = b.carrier_id
+        cross join lateral (
+            select cp.clock_now() - coalesce(s.paid_through, (select min(created_at) from cp.procedure x
+                                                              where x.subscription_id = s.subscription_id)) as age
+        ) a
+        where s.subscription_id = any (v_ids) and s.status <> 'cancelled'
+    ) t;
+    for i in 2 .. array_length(v_path, 1) loop
+        update cp.subscription s
+        set status = v_path[i],
+            cancel_reason = case when v_path[i] = 'cancelled' then 'unpaid' end,
+            cancelled_at = case when v_path[i] = 'cancelled' then cp.clock_now() end,
+            next_charge_at = case when v_path[i] = 'cancelled' then null else s.next_charge_at end
+        from unnest(v_ids, v_targets) as t(subscription_id, target)
+        where s.subscription_id = t.subscription_id and s.status = v_path[i - 1]
+          and array_position(v_path, t.target) >= i;
     end loop;
-    if v_sub.status = 'cancelled' then
-        update cp.subscription set next_charge_at = null where subscription_id = v_sub.subscription_id;
-        perform cp.notify_merchant(v_sub.merchant_id, 'subscription.cancelled',
-                                   jsonb_build_object('id', v_sub.subscription_id, 'reason', 'unpaid'),
-                                   p_subscription_id => v_sub.subscription_id);
-        return;
-    end if;
-    if p_reason = 'insufficient_funds' and cp.retry_policy(v_sub) in ('step_down', 'accumulate') then
-        update cp.subscription set retry_level = retry_level + 1 where subscription_id = v_sub.subscription_id;
-    end if;
-    update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
-    where subscription_id = v_sub.subscription_id;
+    select v_cancelled || array_agg(t.subscription_id order by t.subscription_id),
+           v_cancel_reasons || array_agg('unpaid'::text)
+    into v_cancelled, v_cancel_reasons
+    from unnest(v_ids, v_targets) as t(subscription_id, target) where t.target = 'cancelled';
+    perform cp.notify_merchant(s.merchant_id, 'subscription.cancelled',
+                               jsonb_build_object('id', s.subscription_id, 'reason', f.reason),
+                               p_subscription_id => s.subscription_id)
+    from unnest(v_cancelled, v_cancel_reasons) as f(subscription_id, reason)
+    join cp.subscription s using (subscription_id)
+    order by s.subscription_id;
+
+    -- The others try again: a step down the price ladder (or the next part) after insufficient funds
+    -- under those policies, at the time the product's retry timing picks.
+    with retrying as (
+        select s.subscription_id, s.carrier_id, s.product_id, f.reason from cp.subscription s
+        join unnest(p_procs) f on f.subscription_id = s.subscription_id
+        where s.subscription_id = any (v_ids) and s.status <> 'cancelled'
+    ), policy as materialized (  -- once per carrier and product
+        select o.carrier_id, o.product_id,
+               coalesce(cp.effective_rules(o.carrier_id)->>'retry_policy', p.retry_policy) as retry_policy
+        from (select distinct carrier_id, product_id from retrying) o join cp.product p using (product_id)
+    ), next_try as (
+        select * from cp.next_retry_times(array(select subscription_id from retrying))
+    )
+    update cp.subscription s
+    set retry_level = s.retry_level + case when r.reason = 'insufficient_funds'
+                                                and o.retry_policy in ('step_down', 'accumulate')
+                                           then 1 else 0 end,
+        next_charge_at = n.retry_at
+    from retrying r
+    join policy o using (carrier_id, product_id)
+    join next_try n using (subscription_id)
+    where s.subscription_id = r.subscription_id;
 end
 $$;
 
--- When to try a subscription's charge next: the product's fixed hours, or the soonest of the carrier's
--- best local hours by observed success rate (its top max_attempts_per_day hours; 10% of retries
--- explore a random slot of the coming day instead), inside the charging window, at least an hour
--- away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
--- hours plus the window's opening moments, so a window shorter than an hour is still reached.
-create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
-language plpgsql
+-- When to try each subscription's charge next: the product's fixed hours, or the soonest of the
+-- carrier's best local hours by observed success rate (its top max_attempts_per_day hours; 10% of
+-- retries explore a random slot of the coming day instead), inside the charging window, at least an
+-- hour away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
+-- hours plus the window's opening moments, so a window shorter than an hour is still reached. The
+-- candidates and their ranks depend only on the carrier and the earliest local moment, so they are
+-- worked out once per such pair in the batch, then each subscription picks among them.
+create or replace function cp.next_retry_times(p_subscription_ids bigint[])
+returns table (subscription_id bigint, retry_at timestamptz)
+language plpgsql volatile
 set search_path = pg_catalog, cp
 as $$
-declare
-    v_sub cp.subscription;
-    v_product cp.product;
-    v_carrier_id integer;
-    v_rules jsonb;
-    v_tz text;
-    v_now timestamptz := cp.clock_now();
-    v_local timestamp;
-    v_earliest timestamp;
-    v_best timestamp;
-    v_explore boolean := random() < 0.1;  -- one decision per retry, not per candidate slot
 begin
-    select * into v_sub from cp.subscription where subscription_id = p_subscription_id;
-    select * into v_product from cp.product where product_id = v_sub.product_id;
-    select carrier_id into v_carrier_id from cp.subscriber where subscriber_id = v_sub.subscriber_id;
-    v_rules := cp.effective_rules(v_carrier_id);
-    v_tz := cp.subscriber_timezone(v_sub.subscriber_id);
-    v_local := v_now at time zone v_tz;
-    v_earliest := v_local + interval '1 hour';
-    if v_sub.attempts_day = v_local::date and v_sub.attempts_today >= (v_rules->>'max_attempts_per_day')::int then
-        v_earliest := greatest(v_earliest, v_local::date + 1);
-    end if;
-    with slots as (
-        select date_trunc('hour', v_earliest) + make_interval(hours => h) as slot
-        from generate_series(1, 48) h
-        union
-        -- the window's opening moment, which need not fall on the hour (e.g. 08:15-08:45)
-        select v_earliest::date + make_interval(days => d) + split_part(v_rules->>'charging_hours', '-', 1)::time
-        from generate_series(0, 2) d
-        where coalesce(v_rules->>'charging_hours', '') <> ''
-    ), allowed as (
-        select slot from slots
-        where slot >= v_earliest and cp.in_window(slot::time, v_rules->>'charging_hours')
-    ), ranked as (
-        -- each allowed hour's smoothed success rate, ranked (equal rates share a rank)
-        select a.slot, dense_rank() over (
-                   order by (coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2) desc) as hour_rank
-        from allowed a
-        left join cp.hour_stats hs on hs.carrier_id = v_carrier_id and hs.local_hour = extract(hour from a.slot)
+    -- PL/pgSQL, not SQL, so the plan of this query is kept between calls rather than made on each one.
+    return query
+    with sub as (
+        select s.subscription_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz, p.retry_timing,
+               p.fixed_retry_hours, s.attempts_day, s.attempts_today,
+               random() < 0.1 as explore  -- one decision per retry, not per candidate slot
+        from cp.subscription s
+        join cp.subscriber b on b.subscriber_id = s.subscriber_id
+        join cp.carrier k on k.carrier_id = b.carrier_id
+        join cp.product p on p.product_id = s.product_id
+        where s.subscription_id = any (p_subscription_ids)
+    ), carrier_rules as materialized (  -- once per carrier, not once per subscription
+        select c.carrier_id, coalesce(r.rules->>'charging_hours', '') as hours,
+               (r.rules->>'max_attempts_per_day')::int as max_attempts
+        from (select distinct carrier_id from sub) c
+        cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
+    ), zone as materialized (
+        select t.tz, cp.clock_now() at time zone t.tz as local_now from (select distinct tz from sub) t
+    ), prepared as (
+        select sub.subscription_id, sub.carrier_id, sub.tz, sub.retry_timing, sub.fixed_retry_hours, sub.explore,
+               r.hours, greatest(r.max_attempts, 1) as best_hours,
+               case when sub.attempts_day = z.local_now::date and sub.attempts_today >= r.max_attempts
+                    then greatest(z.local_now + interval '1 hour', z.local_now::date + 1)
+                    else z.local_now + interval '1 hour' end as earliest
+        from sub
+        join carrier_rules r using (carrier_id)
+        join zone z using (tz)
+    ), start as (
+        select distinct carrier_id, hours, best_hours, earliest from prepared
+    ), candidate as (
+        -- each allowed slot with its hour's smoothed success rate, ranked (equal rates share a rank)
+        select st.carrier_id, st.hours, st.best_hours, st.earliest, x.slot,
+               dense_rank() over (partition by st.carrier_id, st.hours, st.earliest
+                                  order by (coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2) desc)
+                   as hour_rank
+        from start st
+        cross join lateral (
+            select date_trunc('hour', st.earliest) + make_interval(hours => h) as slot
+            from generate_series(1, 48) h
+            union
+            -- the window's opening moment, which need not fall on the hour (e.g. 08:15-08:45)
+            select st.earliest::date + make_interval(days => d) + split_part(st.hours, '-', 1)::time
+            from generate_series(0, 2) d
+            where st.hours <> ''
+        ) x
+        left join cp.hour_stats hs on hs.carrier_id = st.carrier_id and hs.local_hour = extract(hour from x.slot)
+        where x.slot >= st.earliest and cp.in_window(x.slot::time, nullif(st.hours, ''))
+    ), choice as (
+        -- per start: the soonest slot, the soonest of the day's best hours (as many of them as attempts a
+        -- day allow, so retries use the day's allowance at good hours instead of waiting for the single
+        -- best), and the coming day's slots for exploring
+        select carrier_id, hours, earliest, min(slot) as first_slot,
+               min(slot) filter (where hour_rank <= best_hours) as best_slot,
+               array_agg(slot order by slot) filter (where slot < earliest + interval '1 day') as day_slots
+        from candidate group by carrier_id, hours, earliest
+    ), fixed_choice as (
+        -- per start and product: the soonest of the product's fixed hours
+        select c.carrier_id, c.hours, c.earliest, f.fixed_retry_hours,
+               min(c.slot) filter (where extract(hour from c.slot)::int = any (f.fixed_retry_hours)) as fixed_slot
+        from (select distinct carrier_id, hours, earliest, fixed_retry_hours from prepared
+              where retry_timing = 'fixed') f
+        join candidate c using (carrier_id, hours, earliest)
+        group by 1, 2, 3, 4
     )
-    select r.slot into v_best
-    from ranked r
-    order by case when v_product.retry_timing = 'fixed'
-                  -- fixed hours first; if none falls inside the window, the window's first hour
-                  then case when extract(hour from r.slot)::int = any (v_product.fixed_retry_hours) then 0 else 1 end
-                  -- explore: any allowed slot of the coming day may win
-                  when v_explore then case when r.slot < v_earliest + interval '1 day' then random() else 2 end
-                  -- exploit: the soonest of the day's best hours, as many of them as attempts a day allow,
-                  -- so retries use the day's allowance at good hours instead of waiting for the single best
-                  else case when r.hour_rank <= greatest((v_rules->>'max_attempts_per_day')::int, 1) then 0 else 1 end
-             end,
-             r.slot
-    limit 1;
-    return coalesce(v_best, v_earliest) at time zone v_tz;
+    select p.subscription_id,
+           (coalesce(case when p.retry_timing = 'fixed'
+                         -- fixed hours first; if none falls inside the window, the window's first hour
+                         then fc.fixed_slot
+                         -- explore: any allowed slot of the coming day may win
+                         when p.explore then c.day_slots[1 + floor(random() * cardinality(c.day_slots))::int]
+                         else c.best_slot end,
+                    c.first_slot, p.earliest) at time zone p.tz)::timestamptz
+    from prepared p
+    left join choice c using (carrier_id, hours, earliest)
+    left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours);
 end
+$$;
+
+-- The same for one subscription.
+drop function if exists cp.next_retry_time(bigint);
+create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
+language sql volatile
+set search_path = pg_catalog, cp
+as $$
+    select retry_at from cp.next_retry_times(array[p_subscription_id])
 $$;
 
 -- Fold the append-only hour statistics into their per-carrier × hour totals.
@@ -441,8 +521,8 @@ begin
             for update of s skip locked
         ) d;
         if cardinality(v_later) > 0 then
-            update cp.subscription set next_charge_at = cp.next_retry_time(subscription_id)
-            where subscription_id = any (v_later);
+            update cp.subscription s set next_charge_at = n.retry_at
+            from cp.next_retry_times(v_later) n where s.subscription_id = n.subscription_id;
         end if;
         if cardinality(v_start) > 0 then
             v_count := v_count + cardinality(cp.start_renewals(v_start));

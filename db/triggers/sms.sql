@@ -13,13 +13,18 @@ begin
 end
 $$;
 
--- A call just learnt its carrier id: apply receipts that arrived before it (kept in the inbox).
-create or replace function cp.tg_carrier_call__rematch_callbacks() returns trigger
+-- Calls that just learnt their carrier id: apply receipts that arrived before them (kept in the inbox).
+drop function if exists cp.tg_carrier_call__rematch_callbacks() cascade;
+create or replace function cp.tg_carrier_call__rematch() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
 begin
-    perform cp.rematch_callbacks(new.call_id);
+    perform cp.rematch_callbacks(n.call_id)
+    from new_rows n join old_rows o using (call_id)
+    where n.carrier_ref is not null and n.carrier_ref is distinct from o.carrier_ref
+      and n.status in ('awaiting_result', 'unknown')
+    order by n.call_id;
     return null;
 end
 $$;
@@ -27,10 +32,9 @@ $$;
 drop trigger if exists _110_awaiting_since on cp.carrier_call;
 create trigger _110_awaiting_since before update of status on cp.carrier_call
     for each row execute function cp.tg_carrier_call__awaiting_since();
--- After the _900 event triggers, so the history shows the call waiting before it is settled.
+-- After the _900 event trigger (statement triggers fire in name order), so the history shows the
+-- call waiting before it is settled.
 drop trigger if exists _950_rematch_callbacks on cp.carrier_call;
-create trigger _950_rematch_callbacks after update of carrier_ref on cp.carrier_call
-    for each row
-    when (new.carrier_ref is not null and new.carrier_ref is distinct from old.carrier_ref
-          and new.status in ('awaiting_result', 'unknown'))
-    execute function cp.tg_carrier_call__rematch_callbacks();
+create trigger _950_rematch_callbacks after update on cp.carrier_call
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_carrier_call__rematch();

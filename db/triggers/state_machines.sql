@@ -1,4 +1,6 @@
 -- State machines and their events: an illegal transition raises; every change writes an event.
+-- Events are written by statement-level triggers over the transition tables, so a statement that
+-- settles a batch of rows writes its events in one insert.
 
 -- Enforce the procedure state machine and keep its timestamps.
 create or replace function cp.tg_procedure__transition() returns trigger
@@ -15,19 +17,41 @@ begin
 end
 $$;
 
--- Outbox event for a new procedure or a change of its status.
-create or replace function cp.tg_procedure__event() returns trigger
+-- Outbox events for new procedures and changes of their status: one insert per statement, however
+-- many rows it wrote (a batch of settled charges is one statement).
+drop function if exists cp.tg_procedure__event() cascade;
+create or replace function cp.procedure_event_payload(p cp.procedure, p_from cp.procedure_status) returns jsonb
+language sql stable
+as $$
+    select jsonb_build_object('kind', p.kind, 'from', p_from, 'to', p.status, 'amount_minor', p.amount_minor,
+                              'currency', p.currency, 'collected_minor', p.collected_minor,
+                              'refunded_minor', p.refunded_minor, 'reason', p.reason,
+                              'subscriber_id', p.subscriber_id, 'subscription_id', p.subscription_id,
+                              'procedure_id', p.procedure_id)
+$$;
+
+create or replace function cp.tg_procedure__created() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
 begin
-    perform cp.emit_event('procedure', new.procedure_id,
-        case when tg_op = 'INSERT' then 'created' else 'status_changed' end,
-        jsonb_build_object('kind', new.kind, 'from', case when tg_op = 'UPDATE' then old.status end,
-                           'to', new.status, 'amount_minor', new.amount_minor, 'currency', new.currency,
-                           'collected_minor', new.collected_minor, 'refunded_minor', new.refunded_minor,
-                           'reason', new.reason, 'subscriber_id', new.subscriber_id,
-                           'subscription_id', new.subscription_id, 'procedure_id', new.procedure_id));
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'procedure', n.procedure_id, 'created', cp.clock_now(), cp.procedure_event_payload(n, null)
+    from new_rows n order by n.procedure_id;
+    return null;
+end
+$$;
+
+create or replace function cp.tg_procedure__changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'procedure', n.procedure_id, 'status_changed', cp.clock_now(), cp.procedure_event_payload(n, o.status)
+    from new_rows n join old_rows o using (procedure_id)
+    where n.status is distinct from o.status
+    order by n.procedure_id;
     return null;
 end
 $$;
@@ -46,18 +70,40 @@ begin
 end
 $$;
 
--- Outbox event for a new subscription or a change of its status.
-create or replace function cp.tg_subscription__event() returns trigger
+-- Outbox events for new subscriptions and changes of their status, one insert per statement.
+drop function if exists cp.tg_subscription__event() cascade;
+create or replace function cp.subscription_event_payload(s cp.subscription, p_from cp.subscription_status)
+returns jsonb
+language sql stable
+as $$
+    select jsonb_build_object('from', p_from, 'to', s.status, 'next_charge_at', s.next_charge_at,
+                              'paid_through', s.paid_through, 'subscriber_id', s.subscriber_id,
+                              'subscription_id', s.subscription_id, 'reason', s.cancel_reason)
+$$;
+
+create or replace function cp.tg_subscription__created() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
 begin
-    perform cp.emit_event('subscription', new.subscription_id,
-        case when tg_op = 'INSERT' then 'created' else 'status_changed' end,
-        jsonb_build_object('from', case when tg_op = 'UPDATE' then old.status end, 'to', new.status,
-                           'next_charge_at', new.next_charge_at, 'paid_through', new.paid_through,
-                           'subscriber_id', new.subscriber_id, 'subscription_id', new.subscription_id,
-                           'reason', new.cancel_reason));
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'subscription', n.subscription_id, 'created', cp.clock_now(), cp.subscription_event_payload(n, null)
+    from new_rows n order by n.subscription_id;
+    return null;
+end
+$$;
+
+create or replace function cp.tg_subscription__changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'subscription', n.subscription_id, 'status_changed', cp.clock_now(),
+           cp.subscription_event_payload(n, o.status)
+    from new_rows n join old_rows o using (subscription_id)
+    where n.status is distinct from o.status
+    order by n.subscription_id;
     return null;
 end
 $$;
@@ -76,18 +122,38 @@ begin
 end
 $$;
 
--- Outbox event for a new carrier call or a change of its status.
-create or replace function cp.tg_carrier_call__event() returns trigger
+-- Outbox events for new carrier calls and changes of their status, one insert per statement.
+drop function if exists cp.tg_carrier_call__event() cascade;
+create or replace function cp.carrier_call_event_payload(c cp.carrier_call, p_from cp.call_status) returns jsonb
+language sql stable
+as $$
+    select jsonb_build_object('from', p_from, 'to', c.status, 'operation', c.operation, 'attempt', c.attempt,
+                              'correlator', c.correlator, 'outcome', c.outcome, 'reason', c.reason,
+                              'carrier_code', c.carrier_code, 'procedure_id', c.procedure_id)
+$$;
+
+create or replace function cp.tg_carrier_call__created() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp
 as $$
 begin
-    perform cp.emit_event('carrier_call', new.call_id,
-        case when tg_op = 'INSERT' then 'created' else 'status_changed' end,
-        jsonb_build_object('from', case when tg_op = 'UPDATE' then old.status end, 'to', new.status,
-                           'operation', new.operation, 'attempt', new.attempt, 'correlator', new.correlator,
-                           'outcome', new.outcome, 'reason', new.reason, 'carrier_code', new.carrier_code,
-                           'procedure_id', new.procedure_id));
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'carrier_call', n.call_id, 'created', cp.clock_now(), cp.carrier_call_event_payload(n, null)
+    from new_rows n order by n.call_id;
+    return null;
+end
+$$;
+
+create or replace function cp.tg_carrier_call__changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp
+as $$
+begin
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'carrier_call', n.call_id, 'status_changed', cp.clock_now(), cp.carrier_call_event_payload(n, o.status)
+    from new_rows n join old_rows o using (call_id)
+    where n.status is distinct from o.status
+    order by n.call_id;
     return null;
 end
 $$;
@@ -122,30 +188,36 @@ create trigger _100_transition before update of status on cp.procedure
     for each row execute function cp.tg_procedure__transition();
 drop trigger if exists _900_event_created on cp.procedure;
 create trigger _900_event_created after insert on cp.procedure
-    for each row execute function cp.tg_procedure__event();
+    referencing new table as new_rows
+    for each statement execute function cp.tg_procedure__created();
 drop trigger if exists _900_event_changed on cp.procedure;
-create trigger _900_event_changed after update of status on cp.procedure
-    for each row when (old.status is distinct from new.status) execute function cp.tg_procedure__event();
+create trigger _900_event_changed after update on cp.procedure
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_procedure__changed();
 
 drop trigger if exists _100_transition on cp.subscription;
 create trigger _100_transition before update of status on cp.subscription
     for each row execute function cp.tg_subscription__transition();
 drop trigger if exists _900_event_created on cp.subscription;
 create trigger _900_event_created after insert on cp.subscription
-    for each row execute function cp.tg_subscription__event();
+    referencing new table as new_rows
+    for each statement execute function cp.tg_subscription__created();
 drop trigger if exists _900_event_changed on cp.subscription;
-create trigger _900_event_changed after update of status on cp.subscription
-    for each row when (old.status is distinct from new.status) execute function cp.tg_subscription__event();
+create trigger _900_event_changed after update on cp.subscription
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_subscription__changed();
 
 drop trigger if exists _100_transition on cp.carrier_call;
 create trigger _100_transition before update of status on cp.carrier_call
     for each row execute function cp.tg_carrier_call__transition();
 drop trigger if exists _900_event_created on cp.carrier_call;
 create trigger _900_event_created after insert on cp.carrier_call
-    for each row execute function cp.tg_carrier_call__event();
+    referencing new table as new_rows
+    for each statement execute function cp.tg_carrier_call__created();
 drop trigger if exists _900_event_changed on cp.carrier_call;
-create trigger _900_event_changed after update of status on cp.carrier_call
-    for each row when (old.status is distinct from new.status) execute function cp.tg_carrier_call__event();
+create trigger _900_event_changed after update on cp.carrier_call
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_carrier_call__changed();
 
 drop trigger if exists _900_notify on cp.call_queue;
 create trigger _900_notify after insert on cp.call_queue
