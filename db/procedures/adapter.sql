@@ -29,8 +29,10 @@ begin
         limit v_granted
         for update skip locked
     ), leased as (
+        -- By primary key lookups whatever the statistics say: the queue's are usually from a moment it
+        -- was nearly empty, and a join planned for one row turns quadratic for a batch.
         update cp.call_queue q set lease_until = cp.clock_now() + p_lease, worker = p_worker
-        from picked where q.call_id = picked.call_id
+        where q.call_id = any (array(select call_id from picked))
         returning q.call_id
     ), calls as (
         update cp.carrier_call c set status = 'leased', sent_at = clock_timestamp()

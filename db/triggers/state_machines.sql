@@ -171,7 +171,8 @@ declare
     v_code text;
 begin
     for v_code in
-        select distinct c.code from new_rows n join cp.carrier c using (carrier_id)
+        -- once per carrier of the statement, not once per row (a batch of renewals is one statement)
+        select c.code from (select distinct carrier_id from new_rows) n join cp.carrier c using (carrier_id)
         where not exists (select 1 from cp.call_queue q
                           where q.carrier_id = n.carrier_id and q.lease_until is null
                             and q.available_at <= cp.clock_now()
