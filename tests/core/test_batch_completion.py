@@ -124,7 +124,7 @@ def test_a_mixed_batch_ends_exactly_as_one_result_at_a_time(conn):
     results = mixed_results(ng, gb)
     marks = dict(zip(("last_call", "last_proc", "last_event"), conn.execute(
         "select (select max(call_id) from cp.carrier_call), (select max(procedure_id) from cp.procedure), "
-        "(select max(event_id) from cp.event)").fetchone()))
+        "(select max(event_id) from cp.event)").fetchone(), strict=True))
 
     now = conn.execute("select cp.clock_now()").fetchone()[0]
     conn.execute("begin")
