@@ -4,8 +4,8 @@ and how fast sched.run_due turns a large backlog of due subscriptions into queue
     PYTHONPATH=$PWD python benchmarks/sched_bench.py          # both parts at the default (reduced) size
     PYTHONPATH=$PWD python benchmarks/sched_bench.py --subscriptions 100000 --days 30 --due 1000000 --due-seconds 600
 
-The defaults (2,000 subscriptions x 7 days; 100,000 due) take about 10 minutes on 2 shared cores; the
-full size is the same code at roughly 50x the work (see benchmarks/RESULTS.md).
+The defaults (2,000 subscriptions x 7 days; 100,000 due) take a few minutes on 2 cores. Part (a) at
+the full size (100,000 x 30 days, --parallel) took about two hours (see benchmarks/RESULTS.md).
 
 Runs on CARRIERPAY_DATABASE_URL (a server we may create databases on) or on a throwaway embedded
 cluster. Prints figures; asserts nothing.
