@@ -51,12 +51,13 @@ as $$
 $$;
 
 -- The retry policy on insufficient funds: the carrier's rules may override the product's.
-create or replace function cp.retry_policy(p_subscription cp.subscription) returns text
+drop function if exists cp.retry_policy(cp.subscription);
+create or replace function cp.retry_policy(p_carrier_id integer, p_product_id integer) returns text
 language sql stable
 set search_path = pg_catalog, cp
 as $$
-    select coalesce(cp.effective_rules(p_subscription.carrier_id)->>'retry_policy', p.retry_policy)
-    from cp.product p where p.product_id = p_subscription.product_id
+    select coalesce(cp.effective_rules(p_carrier_id)->>'retry_policy', p.retry_policy)
+    from cp.product p where p.product_id = p_product_id
 $$;
 
 -- Create the charge procedures and calls for the current periods of a batch of subscriptions, with
@@ -332,9 +333,8 @@ begin
         join unnest(p_procs) f on f.subscription_id = s.subscription_id
         where s.subscription_id = any (v_ids) and s.status <> 'cancelled'
     ), policy as materialized (  -- once per carrier and product
-        select o.carrier_id, o.product_id,
-               coalesce(cp.effective_rules(o.carrier_id)->>'retry_policy', p.retry_policy) as retry_policy
-        from (select distinct carrier_id, product_id from retrying) o join cp.product p using (product_id)
+        select o.carrier_id, o.product_id, cp.retry_policy(o.carrier_id, o.product_id) as retry_policy
+        from (select distinct carrier_id, product_id from retrying) o
     ), next_try as (
         select * from cp.next_retry_times(array(select subscription_id from retrying))
     )
