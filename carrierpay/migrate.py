@@ -27,7 +27,7 @@ __all__ = ["MigrationError", "MigrationPlan", "migrate", "plan", "repeatable_fil
 
 # One key for every migrator of a database: concurrent runs queue instead of interleaving.
 MIGRATION_LOCK_KEY = 0x43504D49  # "CPMI"
-REPEATABLE_DIRS = ("procedures", "triggers")
+REPEATABLE_DIRS = ("procedures", "triggers", "privileges")
 
 
 @dataclass

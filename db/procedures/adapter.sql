@@ -5,7 +5,7 @@
 create or replace function adapter.claim_calls(p_carrier text, p_limit integer, p_lease interval, p_worker text)
 returns setof jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier_id integer;
@@ -56,7 +56,7 @@ $$;
 --              "amount_minor", "balance_minor", "latency_ms", "request", "response"}, ...]
 create or replace function adapter.complete_calls(p_results jsonb) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_result jsonb;
@@ -101,7 +101,7 @@ $$;
 -- p_payload: {"correlator" | "carrier_ref", "outcome", "reason", "carrier_code", "amount_minor", "dedupe_key", ...}
 create or replace function adapter.record_callback(p_carrier text, p_payload jsonb) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier_id integer;
@@ -125,7 +125,7 @@ begin
     else
         -- By the carrier's id; a multi-part SMS has one id per part, joined by ','. The lock pairs with
         -- cp.rematch_callbacks, so a receipt racing the call's id either finds it or is found later.
-        perform pg_advisory_xact_lock(v_carrier_id, hashtext(p_payload->>'carrier_ref'));
+        perform pg_catalog.pg_advisory_xact_lock(v_carrier_id, hashtext(p_payload->>'carrier_ref'));
         select * into v_call from cp.carrier_call
         where carrier_id = v_carrier_id and carrier_ref is not null
           and string_to_array(carrier_ref, ',') @> array[p_payload->>'carrier_ref']
@@ -149,7 +149,7 @@ $$;
 -- unknown and wait for reconciliation: never a blind retry.
 create or replace function adapter.expire_leases(p_limit integer default 1000) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_call cp.carrier_call;
@@ -196,7 +196,7 @@ $$;
 -- only once the call has been quiet for twice the carrier's timeout in real time.
 create or replace function adapter.claim_reconciliations(p_carrier text, p_limit integer) returns setof jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     return query
@@ -222,8 +222,3 @@ begin
 end
 $$;
 
-grant execute on function
-    adapter.claim_calls(text, integer, interval, text), adapter.complete_calls(jsonb),
-    adapter.record_callback(text, jsonb), adapter.expire_leases(integer),
-    adapter.claim_reconciliations(text, integer)
-to carrierpay_adapter;

@@ -3,7 +3,7 @@
 -- Fetch a required text field from a spec document, or raise CP090 naming it.
 create or replace function cp.spec_text(p_spec jsonb, p_field text) returns text
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     if p_spec->>p_field is null or p_spec->>p_field = '' then
@@ -16,7 +16,7 @@ $$;
 -- Create or update a carrier from its spec document (carriers/<code>/carrier.yaml as jsonb).
 create or replace function admin.onboard_carrier(p_spec jsonb) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_code text := cp.spec_text(p_spec, 'code');
@@ -79,7 +79,7 @@ $$;
 -- Enable or disable a carrier (a disabled carrier takes no new payments).
 create or replace function admin.set_carrier_enabled(p_carrier text, p_enabled boolean) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_id integer;
@@ -97,7 +97,7 @@ create or replace function admin.add_merchant(p_code text, p_name text, p_webhoo
                                               p_platform_fee_bp integer default 0)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_role text := 'cp_merchant_' || p_code;
@@ -111,7 +111,7 @@ begin
         perform cp.fail('CP080', format('merchant %L already exists', p_code));
     end if;
     -- Roles are cluster-wide: another database on the server may have made this one already.
-    if not exists (select 1 from pg_roles where rolname = v_role) then
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = v_role) then
         execute format('create role %I login', v_role);
     end if;
     execute format('grant carrierpay_merchant to %I', v_role);
@@ -126,7 +126,7 @@ $$;
 -- Issue a new webhook signing secret for a merchant.
 create or replace function admin.rotate_merchant_secret(p_merchant text) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_secret text := encode(public.gen_random_bytes(32), 'hex');
@@ -146,7 +146,7 @@ create or replace function admin.add_product(p_merchant text, p_code text, p_nam
                                              p_retry_timing text default 'best_hour')
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant_id integer;
@@ -175,7 +175,7 @@ create or replace function admin.add_price_point(p_merchant text, p_product text
                                                  p_carrier text default null, p_country text default null)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_product_id integer;
@@ -216,9 +216,3 @@ begin
 end
 $$;
 
-grant execute on function
-    admin.onboard_carrier(jsonb), admin.set_carrier_enabled(text, boolean),
-    admin.add_merchant(text, text, text, integer), admin.rotate_merchant_secret(text),
-    admin.add_product(text, text, text, text, text),
-    admin.add_price_point(text, text, text, bigint, text, text, text, text)
-to carrierpay_admin;

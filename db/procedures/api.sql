@@ -7,7 +7,7 @@ create or replace function api.charge(p_merchant text, p_msisdn text, p_product 
                                       p_amount_minor bigint default null, p_metadata jsonb default '{}')
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -78,7 +78,7 @@ create or replace function cp.create_optin(p_merchant cp.merchant, p_subscriber 
                                            p_purpose text, p_subscription_id bigint)
 returns cp.optin
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_rules jsonb := cp.effective_rules(p_subscriber.carrier_id);
@@ -104,7 +104,7 @@ $$;
 create or replace function api.request_optin(p_merchant text, p_msisdn text, p_product text, p_idempotency_key text)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -136,7 +136,7 @@ create or replace function cp.new_subscription(p_merchant_id integer, p_subscrib
                                                p_carrier cp.carrier, p_product cp.product, p_plan text)
 returns cp.subscription
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_pp cp.price_point;
@@ -166,7 +166,7 @@ create or replace function api.subscribe(p_merchant text, p_msisdn text, p_produ
                                          p_idempotency_key text)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -207,7 +207,7 @@ $$;
 -- attempt must be counted): it returns status pin_wrong with error CP031 and the attempts left.
 create or replace function api.confirm_optin(p_merchant text, p_optin_id bigint, p_pin text) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -267,7 +267,7 @@ $$;
 -- The public view of a subscription.
 create or replace function cp.subscription_document(p_subscription_id bigint) returns jsonb
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select jsonb_strip_nulls(jsonb_build_object(
         'id', s.subscription_id, 'status', s.status, 'plan', s.plan,
@@ -282,7 +282,7 @@ $$;
 -- already in flight may still succeed (and can be refunded); nothing renews afterwards.
 create or replace function cp.cancel_subscription(p_subscription_id bigint, p_reason text) returns jsonb
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_sub cp.subscription;
@@ -305,7 +305,7 @@ create or replace function api.cancel_subscription(p_merchant text, p_subscripti
                                                    p_reason text default null)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -323,7 +323,7 @@ create or replace function api.refund(p_merchant text, p_payment_id bigint, p_id
                                       p_amount_minor bigint default null, p_reason text default null)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -386,7 +386,7 @@ $$;
 -- Ask the carrier whether the subscriber's balance covers an amount; poll api.payment for the answer.
 create or replace function api.check_balance(p_merchant text, p_msisdn text, p_amount_minor bigint) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -411,7 +411,7 @@ $$;
 -- A payment (any procedure of the merchant): status, amounts, carrier attempts and history.
 create or replace function api.payment(p_merchant text, p_payment_id bigint) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -440,7 +440,7 @@ $$;
 -- A subscription: status, dates and its charges.
 create or replace function api.subscription(p_merchant text, p_subscription_id bigint) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
@@ -461,9 +461,3 @@ begin
 end
 $$;
 
-grant execute on function
-    api.charge(text, text, text, text, bigint, jsonb), api.request_optin(text, text, text, text),
-    api.subscribe(text, text, text, text, text), api.confirm_optin(text, bigint, text),
-    api.cancel_subscription(text, bigint, text), api.refund(text, bigint, text, bigint, text),
-    api.check_balance(text, text, bigint), api.payment(text, bigint), api.subscription(text, bigint)
-to carrierpay_merchant, carrierpay_admin;

@@ -13,7 +13,7 @@ $$;
 -- Move business time so that cp.clock_now() reads p_at; returns the new offset.
 create or replace function admin.set_clock(p_at timestamptz) returns interval
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_offset interval := p_at - now();
@@ -27,7 +27,7 @@ $$;
 -- Move business time forward (or back) by p_by; returns the new business time.
 create or replace function admin.advance_clock(p_by interval) returns timestamptz
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.clock_offset (singleton, offset_by) values (true, p_by)
@@ -36,4 +36,3 @@ begin
 end
 $$;
 
-grant execute on function admin.set_clock(timestamptz), admin.advance_clock(interval) to carrierpay_admin;

@@ -6,32 +6,47 @@
 create or replace function cp.fail(p_code text, p_message text, p_detail text default null)
 returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     raise exception using errcode = p_code, message = p_message, detail = coalesce(p_detail, '');
 end
 $$;
 
+-- The role a caller acts as: the role it SET ROLE to, else its login. Inside a SECURITY DEFINER
+-- function current_user is the owner, so this is how the API sees who called it; a pooled login
+-- that does SET ROLE cp_merchant_x is x and nothing more.
+create or replace function cp.calling_role() returns name
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when pg_catalog.current_setting('role') in ('', 'none') then session_user
+                else pg_catalog.current_setting('role')::name end
+$$;
+
 -- The merchant whose code is given, after checking that the calling role may act for it.
 create or replace function cp.authorize_merchant(p_merchant text) returns cp.merchant
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant;
+    v_caller name := cp.calling_role();
 begin
     select * into v_merchant from cp.merchant where code = p_merchant;
     if not found then
-        perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
     end if;
-    -- Merchant roles may act only for themselves; the owner and carrierpay_admin members for anyone.
-    if session_user::text <> v_merchant.db_role
-       and not pg_has_role(session_user, 'carrierpay_admin', 'member')
-       and not exists (select 1 from pg_roles where rolname = session_user and rolsuper)
-       and session_user::text <> (select pg_get_userbyid(n.nspowner) from pg_namespace n where n.nspname = 'cp')
+    -- Merchant roles may act only for themselves; the owner of the cp schema, superusers and
+    -- carrierpay_admin members for anyone. Every catalog name is qualified: a caller's temporary
+    -- table must never stand in for pg_roles.
+    if v_caller::text <> v_merchant.db_role
+       and not pg_catalog.pg_has_role(v_caller, 'carrierpay_admin', 'member')
+       and not exists (select 1 from pg_catalog.pg_roles r where r.rolname = v_caller and r.rolsuper)
+       and v_caller::text <> (select pg_catalog.pg_get_userbyid(n.nspowner)
+                              from pg_catalog.pg_namespace n where n.nspname = 'cp')
     then
-        perform cp.fail('CP002', format('role %s may not act for merchant %L', session_user, p_merchant));
+        perform cp.fail('CP002', format('role %s may not act for merchant %L', v_caller, left(p_merchant, 64)));
     end if;
     return v_merchant;
 end
@@ -52,7 +67,7 @@ $$;
 -- Validate an MSISDN as E.164 (+ and 7 to 15 digits, no leading zero).
 create or replace function cp.normalize_msisdn(p_msisdn text) returns text
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_clean text := regexp_replace(coalesce(p_msisdn, ''), '[\s\-().]', '', 'g');
@@ -70,7 +85,7 @@ $$;
 -- The carrier whose number range holds this MSISDN (longest prefix wins).
 create or replace function cp.carrier_for_msisdn(p_msisdn text) returns cp.carrier
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier cp.carrier;
@@ -94,7 +109,7 @@ $$;
 -- so that concurrent purchases by the same person see each other's spend.
 create or replace function cp.lock_subscriber(p_msisdn text, p_carrier_id integer) returns cp.subscriber
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_subscriber cp.subscriber;
@@ -116,7 +131,7 @@ $$;
 -- A merchant's product by code, or CP003.
 create or replace function cp.merchant_product(p_merchant_id integer, p_code text) returns cp.product
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_product cp.product;
@@ -145,7 +160,7 @@ create or replace function cp.idempotency_begin(
     p_merchant_id integer, p_key text, p_operation text, p_request jsonb
 ) returns jsonb
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_hash text := md5(p_operation || ':' || p_request::text);
@@ -172,7 +187,7 @@ $$;
 create or replace function cp.idempotency_finish(p_merchant_id integer, p_key text, p_response jsonb)
 returns jsonb
 language sql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     update cp.idempotency set response = p_response where merchant_id = p_merchant_id and idem_key = p_key;
     select p_response;

@@ -11,7 +11,7 @@
 -- Bucket (0..63) of an aggregate; the advisory lock (class 1129334868, "CPHT") guards it.
 create or replace function cp.history_bucket(p_aggregate_type text, p_aggregate_id bigint) returns integer
 language sql immutable parallel safe
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
     select (abs(hashtextextended(p_aggregate_type || ':' || p_aggregate_id::text, 0)) % 64)::integer
 $$;
@@ -19,7 +19,7 @@ $$;
 -- A jsonb member as bigint when it holds an integer, else null (a bad payload must not stop shipping).
 create or replace function cp.jsonb_bigint(p_doc jsonb, p_key text) returns bigint
 language sql immutable parallel safe
-set search_path = pg_catalog
+set search_path = pg_catalog, pg_temp
 as $$
     select case when (p_doc ->> p_key) ~ '^[0-9]{1,18}$' then (p_doc ->> p_key)::bigint end
 $$;
@@ -30,7 +30,7 @@ create or replace function cp.history_correlation(
     p_aggregate_type text, p_aggregate_id bigint, p_payload jsonb,
     out procedure_id bigint, out payment_id bigint, out subscription_id bigint, out subscriber_id bigint)
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     with direct as (
         select
@@ -67,7 +67,7 @@ $$;
 -- of all waiting on the buckets of the very oldest rows.
 create or replace function cp.history_lock_buckets(p_row_buckets integer[], p_limit integer) returns integer[]
 language plpgsql volatile
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_bucket integer;
@@ -80,7 +80,7 @@ begin
             v_rows := v_rows + 1;
         elsif not v_bucket = any(v_tried) then
             v_tried := v_tried || v_bucket;
-            if pg_try_advisory_xact_lock(1129334868, v_bucket) then
+            if pg_catalog.pg_try_advisory_xact_lock(1129334868, v_bucket) then
                 v_held := v_held || v_bucket;
                 v_rows := v_rows + 1;
             end if;
@@ -97,7 +97,7 @@ returns table (event_id bigint, aggregate_type text, aggregate_id bigint, kind t
                occurred_at timestamptz, recorded_at timestamptz, payload jsonb,
                procedure_id bigint, payment_id bigint, subscription_id bigint, subscriber_id bigint)
 language plpgsql volatile security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 #variable_conflict use_column
 declare
@@ -135,7 +135,7 @@ returns table (log_id bigint, call_id bigint, carrier_id integer, operation text
                logged_at timestamptz,
                procedure_id bigint, payment_id bigint, subscription_id bigint, subscriber_id bigint)
 language plpgsql volatile security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 #variable_conflict use_column
 declare
@@ -171,7 +171,7 @@ $$;
 create or replace function adapter.complete_history_batch(p_shipper text, p_event_ids bigint[], p_log_ids bigint[])
 returns void
 language plpgsql volatile security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_events integer;
@@ -197,7 +197,7 @@ create or replace function adapter.report_history_shipper(p_shipper text, p_host
                                                           p_error text default null)
 returns void
 language plpgsql volatile security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.history_shipper as s (shipper, host, pid, last_error, last_error_at)
@@ -247,8 +247,3 @@ select h.shipper, h.host, h.pid, h.started_at, h.heartbeat_at, h.last_shipped_at
        h.events_shipped, h.logs_shipped, h.batches, h.last_error, h.last_error_at
   from cp.history_shipper h;
 
-grant select on report.history_lag, report.history_shippers to carrierpay_reporter, carrierpay_admin;
-grant execute on function adapter.claim_history_events(integer), adapter.claim_carrier_logs(integer),
-    adapter.complete_history_batch(text, bigint[], bigint[]),
-    adapter.report_history_shipper(text, text, integer, text)
-    to carrierpay_adapter;

@@ -7,7 +7,7 @@ create or replace function cp.ledger_account_id(
     p_carrier_id integer default null, p_merchant_id integer default null, p_country text default null
 ) returns integer
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_id integer;
@@ -36,7 +36,7 @@ create or replace function cp.split_amount(p_gross bigint, p_vat_bp integer, p_c
                                           p_platform_fee_bp integer)
 returns table (tax bigint, carrier_share bigint, platform_fee bigint, merchant_net bigint)
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_net bigint;
@@ -55,7 +55,7 @@ create or replace function cp.post_journal(p_procedure_id bigint, p_kind text, p
                                            p_accounts integer[], p_amounts bigint[])
 returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_journal_id bigint;
@@ -76,7 +76,7 @@ drop function if exists cp.post_charge_journal(bigint, bigint);
 -- whole batch; the accounts are looked up (or created) once per distinct owner in it.
 create or replace function cp.post_charge_journals(p_procs cp.procedure[]) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     with charge as (
@@ -124,7 +124,7 @@ $$;
 -- The last refund takes whatever remains on each account, so a full refund nets every account to 0.
 create or replace function cp.post_refund_journal(p_refund_id bigint, p_amount bigint) returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_refund cp.procedure;
@@ -176,7 +176,7 @@ $$;
 -- Raise unless every entry of the journal sums to zero (run at commit by a constraint trigger).
 create or replace function cp.assert_journal_balanced(p_journal_id bigint) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_sum bigint;

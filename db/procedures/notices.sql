@@ -6,7 +6,7 @@
 -- A subscriber's language: their own, else their carrier's country's.
 create or replace function cp.subscriber_language(p_subscriber_id bigint) returns text
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select coalesce(s.language, co.language, 'en')
     from cp.subscriber s join cp.carrier c using (carrier_id) join cp.country co on co.country = c.country
@@ -16,7 +16,7 @@ $$;
 -- Fill {name} placeholders of a text from a jsonb object (missing names stay as written).
 create or replace function cp.fill_template(p_text text, p_vars jsonb) returns text
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_text text := p_text;
@@ -33,7 +33,7 @@ $$;
 -- The template text for a code, country and language, with the fallbacks described above.
 create or replace function cp.sms_template_text(p_code text, p_country text, p_language text) returns text
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_text text;
@@ -53,7 +53,7 @@ $$;
 create or replace function cp.sms_text(p_code text, p_subscriber_id bigint, p_vars jsonb default '{}')
 returns text
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select cp.fill_template(cp.sms_template_text(p_code, c.country, cp.subscriber_language(s.subscriber_id)), p_vars)
     from cp.subscriber s join cp.carrier c using (carrier_id)
@@ -64,7 +64,7 @@ $$;
 -- (UGX, XOF, JPY, ...) or 3 (KWD, BHD, ...). Minor units are what we store; this is only for people.
 create or replace function cp.currency_exponent(p_currency text) returns integer
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select case
                when p_currency in ('BIF', 'CLP', 'DJF', 'GNF', 'ISK', 'JPY', 'KMF', 'KRW', 'PYG', 'RWF', 'UGX',
@@ -76,7 +76,7 @@ $$;
 -- An amount in major units with the currency's own number of decimals: 5.00, 500 (UGX), 1.250 (KWD).
 create or replace function cp.format_major(p_amount_minor bigint, p_currency text) returns text
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select case when e = 0 then p_amount_minor::text
                 else to_char(p_amount_minor / power(10::numeric, e), 'FM999999999999990.' || repeat('0', e)) end
@@ -86,7 +86,7 @@ $$;
 -- An amount for people: R5.00, £3.00, 200.00 NGN, 500 UGX.
 create or replace function cp.format_money(p_amount_minor bigint, p_currency text) returns text
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select case p_currency
                when 'ZAR' then 'R' || cp.format_major(p_amount_minor, p_currency)
@@ -99,7 +99,7 @@ $$;
 create or replace function admin.set_sms_template(p_code text, p_country text, p_language text, p_text text)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     if p_text is null or btrim(p_text) = '' then
@@ -113,7 +113,6 @@ begin
 end
 $$;
 
-grant execute on function admin.set_sms_template(text, text, text, text) to carrierpay_admin;
 
 -- Shipped texts. Existing rows are left alone, so an operator's wording survives a re-run; change a
 -- shipped text with admin.set_sms_template. The English defaults keep the wording used before

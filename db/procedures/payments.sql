@@ -8,7 +8,7 @@ create or replace function cp.queue_call(p_procedure_id bigint, p_operation text
                                          p_available_at timestamptz default null, p_attempt integer default 1)
 returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_proc cp.procedure;
@@ -37,7 +37,7 @@ $$;
 -- The call document adapters receive: what the connector needs to talk to the carrier.
 create or replace function cp.call_document(p_call cp.carrier_call) returns jsonb
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select p_call.params || jsonb_build_object(
         'call_id', p_call.call_id, 'procedure_id', p_call.procedure_id,
@@ -55,7 +55,7 @@ create or replace function cp.new_procedure(p_kind cp.procedure_kind, p_subscrib
                                             p_metadata jsonb default '{}')
 returns cp.procedure
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_proc cp.procedure;
@@ -75,7 +75,7 @@ $$;
 -- Over SMPP the charge is a premium MT, so it carries the text the subscriber receives.
 create or replace function cp.charge_params(p_proc cp.procedure, p_amount bigint) returns jsonb
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select jsonb_build_object(
         'msisdn', s.msisdn, 'amount_minor', p_amount, 'currency', p_proc.currency,
@@ -97,7 +97,7 @@ create or replace function cp.queue_sms(p_subscriber_id bigint, p_text text, p_p
                                         p_merchant_id integer default null, p_sensitive boolean default false)
 returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_subscriber cp.subscriber;
@@ -127,7 +127,7 @@ create or replace function cp.notify_merchant(p_merchant_id integer, p_kind text
                                               p_procedure_id bigint default null, p_subscription_id bigint default null)
 returns void
 language sql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
                                           next_attempt_at, created_at)
@@ -139,7 +139,7 @@ $$;
 -- The public view of a procedure, as api.* functions return it.
 create or replace function cp.procedure_document(p_proc cp.procedure) returns jsonb
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select jsonb_strip_nulls(jsonb_build_object(
         'id', p_proc.procedure_id, 'kind', p_proc.kind, 'status', p_proc.status,
@@ -159,7 +159,7 @@ $$;
 drop function if exists cp.record_hour_stat(cp.procedure, boolean);
 create or replace function cp.record_hour_stats(p_procs cp.procedure[], p_success boolean) returns void
 language sql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     insert into cp.hour_stats_delta (carrier_id, local_hour, attempts, successes)
     select p.carrier_id,
@@ -173,7 +173,7 @@ $$;
 -- 'payment.failed'), for the merchants that have a URL.
 create or replace function cp.notify_merchant_payments(p_procs cp.procedure[], p_kind text) returns void
 language sql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
                                           next_attempt_at, created_at)
@@ -189,7 +189,7 @@ $$;
 create or replace function cp.retry_transient(p_call cp.carrier_call, p_proc cp.procedure, p_reason text)
 returns boolean
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     if p_reason is distinct from 'transient' or p_call.attempt >= 3 or p_proc.status <> 'in_flight' then
@@ -206,7 +206,7 @@ $$;
 -- 10 s, 20 s, ... then every 2 minutes); null once it has been held for an hour: it then fails.
 create or replace function cp.unreachable_retry_at(p_since timestamptz) returns timestamptz
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select case when cp.clock_now() - p_since < interval '1 hour'
                 then cp.clock_now() + least(greatest(cp.clock_now() - p_since, interval '5 seconds'),
@@ -216,7 +216,7 @@ $$;
 -- The receipt SMS some regulations require after every charge (e.g. the UK's).
 create or replace function cp.queue_charge_receipt(p_proc cp.procedure) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.queue_sms(p_proc.subscriber_id,
@@ -234,7 +234,7 @@ $$;
 -- notifications and, where the regulation requires them, receipts.
 create or replace function cp.charges_succeeded(p_procs cp.procedure[]) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_proc cp.procedure;
@@ -276,7 +276,7 @@ $$;
 -- batch at once: the merchant notifications, and each subscription's retry policy.
 create or replace function cp.charges_failed(p_procs cp.procedure[]) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.notify_merchant_payments(p_procs, 'payment.failed');
@@ -288,7 +288,7 @@ $$;
 create or replace function cp.charge_succeeded(p_proc cp.procedure, p_call cp.carrier_call, p_amount bigint)
 returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_proc cp.procedure;
@@ -307,7 +307,7 @@ $$;
 create or replace function cp.charge_failed(p_proc cp.procedure, p_call cp.carrier_call, p_reason text)
 returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_proc cp.procedure;
@@ -330,7 +330,7 @@ $$;
 -- the calls' locks; returns the call ids settled here (the caller applies the others one by one).
 create or replace function cp.settle_charges(p_results jsonb) returns bigint[]
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_calls bigint[];
@@ -416,7 +416,7 @@ $$;
 -- A refund call succeeded: compensating journal, parent's refunded amount, revoke when full.
 create or replace function cp.refund_succeeded(p_refund cp.procedure) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_parent cp.procedure;
@@ -443,7 +443,7 @@ $$;
 -- 'applied', 'duplicate' (the call was already settled the same way) or 'conflict'.
 create or replace function cp.apply_call_result(p_call_id bigint, p_result jsonb) returns text
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_call cp.carrier_call;

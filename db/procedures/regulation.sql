@@ -5,7 +5,7 @@
 -- The rules in force for a carrier: built-in defaults, then its preset, then its overrides.
 create or replace function cp.effective_rules(p_carrier_id integer) returns jsonb
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select jsonb_build_object(
                'optin_subscription', false, 'optin_one_time', false,
@@ -25,7 +25,7 @@ $$;
 -- A rule's amount cap for this currency, or null when none applies.
 create or replace function cp.rule_cap(p_rules jsonb, p_name text, p_currency text) returns bigint
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select case when p_rules ? p_name and coalesce(p_rules->>'cap_currency', p_currency) = p_currency
                 then (p_rules->>p_name)::bigint end
@@ -34,7 +34,7 @@ $$;
 -- Whether a local time of day lies inside a window written 'HH:MM-HH:MM' (may wrap midnight).
 create or replace function cp.in_window(p_local time, p_window text) returns boolean
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_from time;
@@ -58,7 +58,7 @@ $$;
 -- sms_quiet_hours is a list of {"days": [ISO weekdays 1..7], "from": "HH:MM", "to": "HH:MM"}.
 create or replace function cp.sms_allowed_at(p_rules jsonb, p_local timestamp) returns boolean
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select not exists (
         select 1
@@ -71,7 +71,7 @@ $$;
 -- The first moment at or after p_at when SMS is allowed (quiet hours defer, they never drop).
 create or replace function cp.next_sms_time(p_rules jsonb, p_timezone text, p_at timestamptz) returns timestamptz
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_local timestamp := p_at at time zone p_timezone;
@@ -93,7 +93,7 @@ create or replace function cp.check_charge_rules(
     p_subscriber_id bigint, p_carrier_id integer, p_amount bigint, p_currency text, p_rules jsonb default null
 ) returns void
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_rules jsonb := coalesce(p_rules, cp.effective_rules(p_carrier_id));
@@ -130,7 +130,7 @@ $$;
 -- What a subscriber has spent (or has in flight) since a moment, net of refunds.
 create or replace function cp.spent_since(p_subscriber_id bigint, p_since timestamptz) returns bigint
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select coalesce(sum(case when status in ('succeeded', 'partially_refunded', 'refunded')
                              then collected_minor - refunded_minor
@@ -144,7 +144,7 @@ $$;
 create or replace function admin.upsert_regulation(p_code text, p_name text, p_source text, p_rules jsonb)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.regulation (code, name, source, rules) values (p_code, p_name, p_source, p_rules)
@@ -153,7 +153,6 @@ begin
 end
 $$;
 
-grant execute on function admin.upsert_regulation(text, text, text, jsonb) to carrierpay_admin;
 
 -- Shipped presets, drawn from public rules; each names its source. Verify before claiming compliance.
 insert into cp.regulation (code, name, source, rules) values

@@ -104,9 +104,6 @@ create view report.unbalanced_journals as
 select journal_id, sum(amount_minor)::bigint as off_by_minor
 from cp.ledger_entry group by journal_id having sum(amount_minor) <> 0;
 
-grant select on report.revenue, report.success_by_carrier, report.success_by_hour, report.retries_per_success,
-    report.churn, report.refunds, report.open_calls, report.ledger_balances, report.unbalanced_journals
-to carrierpay_reporter, carrierpay_admin;
 
 -- One row per carrier (and its country and currency): what a carrier brought in over the life of
 -- the database. Charges: every charge procedure that reached the carrier (not still pending);
@@ -179,4 +176,3 @@ left join charges c on c.carrier_id = k.carrier_id
 left join refunds r on r.carrier_id = k.carrier_id
 left join subs s on s.carrier_id = k.carrier_id;
 
-grant select on report.carrier_summary to carrierpay_reporter, carrierpay_admin;

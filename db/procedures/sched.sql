@@ -8,7 +8,7 @@ create or replace function cp.period_start(p_anchor_local timestamp, p_plan cp.p
                                            p_timezone text)
 returns timestamptz
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select (p_anchor_local + case p_plan
                 when 'daily' then make_interval(days => p_index)
@@ -22,7 +22,7 @@ $$;
 create or replace function cp.price_ladder(p_product_id integer, p_plan cp.plan, p_carrier_id integer)
 returns table (price_point cp.price_point, level bigint, n bigint)
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select (pp.price_point_id, pp.product_id, pp.carrier_id, pp.country, pp.plan, pp.amount_minor, pp.currency,
             pp.variant, pp.active)::cp.price_point,
@@ -41,7 +41,7 @@ $$;
 create or replace function cp.renewal_price_point(p_subscription cp.subscription, p_level integer)
 returns cp.price_point
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select l.price_point
     from cp.subscriber s
@@ -54,7 +54,7 @@ $$;
 drop function if exists cp.retry_policy(cp.subscription);
 create or replace function cp.retry_policy(p_carrier_id integer, p_product_id integer) returns text
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select coalesce(cp.effective_rules(p_carrier_id)->>'retry_policy', p.retry_policy)
     from cp.product p where p.product_id = p_product_id
@@ -69,7 +69,7 @@ $$;
 -- procedure ids in the order of p_subscription_ids.
 create or replace function cp.start_renewals(p_subscription_ids bigint[]) returns bigint[]
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_now timestamptz := cp.clock_now();
@@ -166,7 +166,7 @@ $$;
 -- Create the charge procedure and call for one subscription's current period (cp.start_renewals).
 create or replace function cp.start_renewal(p_subscription_id bigint) returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform 1 from cp.subscription where subscription_id = p_subscription_id for update;
@@ -180,7 +180,7 @@ $$;
 -- Activate a subscription (after opt-in, or at once where none is needed) and queue its first charge.
 create or replace function cp.activate_subscription(p_subscription_id bigint) returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     update cp.subscription
@@ -197,7 +197,7 @@ $$;
 -- or null while an accumulating period is still short of its price.
 create or replace function cp.subscription_charge_succeeded(p_proc cp.procedure) returns timestamptz
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_sub cp.subscription;
@@ -248,7 +248,7 @@ $$;
 drop function if exists cp.subscription_charge_failed(cp.procedure, text);
 create or replace function cp.subscription_charges_failed(p_procs cp.procedure[]) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_path cp.subscription_status[] := array['active', 'retrying', 'grace', 'suspended', 'cancelled'];
@@ -360,7 +360,7 @@ $$;
 create or replace function cp.next_retry_times(p_subscription_ids bigint[])
 returns table (subscription_id bigint, retry_at timestamptz)
 language plpgsql volatile
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     -- PL/pgSQL, not SQL, so the plan of this query is kept between calls rather than made on each one.
@@ -445,7 +445,7 @@ $$;
 drop function if exists cp.next_retry_time(bigint);
 create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
 language sql volatile
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select retry_at from cp.next_retry_times(array[p_subscription_id])
 $$;
@@ -453,7 +453,7 @@ $$;
 -- Fold the append-only hour statistics into their per-carrier × hour totals.
 create or replace function sched.fold_hour_stats() returns integer
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_rows integer;
@@ -480,7 +480,7 @@ $$;
 create or replace function sched.run_due(p_limit integer default 1000, p_lookahead_s integer default 60)
 returns integer
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier cp.carrier;
@@ -492,7 +492,7 @@ declare
 begin
     for v_carrier in select * from cp.carrier where enabled order by carrier_id loop
         exit when v_count >= p_limit;
-        continue when not pg_try_advisory_xact_lock(1129336644, v_carrier.carrier_id);  -- 'CPSD'
+        continue when not pg_catalog.pg_try_advisory_xact_lock(1129336644, v_carrier.carrier_id);  -- 'CPSD'
         v_rules := cp.effective_rules(v_carrier.carrier_id);
         perform sched.queue_reminders(v_carrier, v_rules, p_limit);
         -- Calls held for later (quiet hours, a throttle pause) are not ready and take no room.
@@ -537,7 +537,7 @@ $$;
 create or replace function sched.queue_reminders(p_carrier cp.carrier, p_rules jsonb, p_limit integer)
 returns integer
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_notice interval := make_interval(hours => (p_rules->>'renewal_notice_hours')::int);
@@ -576,7 +576,7 @@ $$;
 -- business clock: carriers count real requests). Returns how many were granted.
 create or replace function cp.take_budget(p_carrier_id integer, p_wanted integer) returns integer
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_now timestamptz := date_trunc('second', clock_timestamp());
@@ -602,11 +602,10 @@ $$;
 -- Give back budget taken but not used (fewer calls were ready than granted).
 create or replace function cp.return_budget(p_carrier_id integer, p_unused integer) returns void
 language sql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     update cp.carrier_budget set used = greatest(0, used - p_unused)
     where carrier_id = p_carrier_id and p_unused > 0
       and window_start = date_trunc('second', clock_timestamp())
 $$;
 
-grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats() to carrierpay_admin;

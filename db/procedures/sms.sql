@@ -17,7 +17,7 @@ where cp.country.country = v.country and cp.country.language = 'en';
 -- spaces), ASCII punctuation and invisible characters dropped, spaces collapsed, upper case.
 create or replace function cp.normalize_mo_text(p_text text) returns text
 language sql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select upper(btrim(regexp_replace(
         regexp_replace(normalize(coalesce(p_text, ''), nfkc), '[!-/:-@\[-`{-~]', ' ', 'g'),
@@ -28,7 +28,7 @@ $$;
 -- A registered keyword alone counts as SUB <keyword>.
 create or replace function cp.parse_mo(p_normalized text) returns jsonb
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_words text[] := case when p_normalized = '' then '{}'::text[] else string_to_array(p_normalized, ' ') end;
@@ -63,7 +63,7 @@ $$;
 -- The price point a keyword's subscription is offered at on its carrier (as cp.new_subscription picks it).
 create or replace function cp.keyword_price_point(p_keyword cp.sms_keyword) returns cp.price_point
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select pp.* from cp.price_point pp join cp.carrier c on c.carrier_id = p_keyword.carrier_id
     where pp.product_id = p_keyword.product_id and pp.plan = p_keyword.plan and pp.active
@@ -77,7 +77,7 @@ create or replace function cp.keyword_vars(p_keyword cp.sms_keyword, p_subscribe
                                            p_price_point_id integer default null)
 returns jsonb
 language plpgsql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_pp cp.price_point;
@@ -104,7 +104,7 @@ create or replace function cp.queue_reply(p_subscriber_id bigint, p_text text, p
                                           p_short_code text)
 returns bigint
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_proc_id bigint;
@@ -126,7 +126,7 @@ $$;
 create or replace function cp.sms_help_text(p_carrier_id integer, p_subscriber_id bigint, p_short_code text)
 returns text
 language sql stable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
     select cp.sms_text('sms_help', p_subscriber_id, jsonb_build_object(
         'short_code', p_short_code,
@@ -149,7 +149,7 @@ create or replace function cp.mo_subscribe(p_carrier cp.carrier, p_subscriber cp
                                            p_keyword text, p_mo_id bigint, p_text text)
 returns jsonb
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_keyword cp.sms_keyword;
@@ -246,7 +246,7 @@ $$;
 -- A confirmation whose time ran out: expired, and its subscription cancelled if still waiting.
 create or replace function cp.expire_sms_confirmation(p_conf cp.sms_confirmation) returns void
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     update cp.sms_confirmation set status = 'expired' where confirmation_id = p_conf.confirmation_id;
@@ -263,7 +263,7 @@ create or replace function cp.mo_confirm(p_carrier cp.carrier, p_subscriber cp.s
                                          p_mo_id bigint, p_text text)
 returns jsonb
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_conf cp.sms_confirmation;
@@ -314,7 +314,7 @@ create or replace function cp.mo_stop(p_carrier cp.carrier, p_subscriber cp.subs
                                       p_mode text, p_keyword text)
 returns jsonb
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_ids bigint[];
@@ -364,7 +364,7 @@ $$;
 -- p_mo: {"msisdn", "short_code", "text", "carrier_msg_id", "received_at", ...} as the SMPP connector reports it.
 create or replace function adapter.record_mo(p_carrier text, p_mo jsonb) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier cp.carrier;
@@ -446,7 +446,7 @@ create or replace function admin.add_sms_keyword(p_carrier text, p_short_code te
                                                  p_product text, p_plan text)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier cp.carrier;
@@ -499,7 +499,7 @@ $$;
 -- oldest first: a receipt can overtake the submit_sm_resp that tells us the id. Returns how many applied.
 create or replace function cp.rematch_callbacks(p_call_id bigint) returns integer
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_call cp.carrier_call;
@@ -514,7 +514,7 @@ begin
     -- Same lock as adapter.record_callback takes per id, so a receipt recorded concurrently is
     -- either seen here or sees this id.
     foreach v_part in array string_to_array(v_call.carrier_ref, ',') loop
-        perform pg_advisory_xact_lock(v_call.carrier_id, hashtext(v_part));
+        perform pg_catalog.pg_advisory_xact_lock(v_call.carrier_id, hashtext(v_part));
     end loop;
     for v_row in
         select i.* from cp.callback_inbox i
@@ -542,7 +542,7 @@ $$;
 -- unknown). The trigger on carrier_ref does this at once; the sweep is for the reconciler.
 create or replace function adapter.rematch_callbacks(p_carrier text, p_limit integer default 1000) returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_call_id bigint;
@@ -575,7 +575,7 @@ create or replace function adapter.expire_awaiting(p_carrier text, p_after inter
                                                    p_limit integer default 1000)
 returns jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_call_id bigint;
@@ -595,8 +595,3 @@ begin
 end
 $$;
 
-grant execute on function
-    adapter.record_mo(text, jsonb), adapter.rematch_callbacks(text, integer),
-    adapter.expire_awaiting(text, interval, integer)
-to carrierpay_adapter;
-grant execute on function admin.add_sms_keyword(text, text, text, text, text, text) to carrierpay_admin;

@@ -4,7 +4,7 @@
 -- Raise CP060 unless moving p_machine from p_from to p_to is allowed.
 create or replace function cp.assert_transition(p_machine text, p_from text, p_to text) returns void
 language plpgsql immutable
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_allowed text[];

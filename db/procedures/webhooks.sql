@@ -5,7 +5,7 @@
 create or replace function adapter.claim_notifications(p_limit integer, p_lease interval default interval '1 minute')
 returns setof jsonb
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     return query
@@ -32,7 +32,7 @@ $$;
 -- exponentially (30 s doubling, at most 6 h) and give up after 15 attempts.
 create or replace function adapter.complete_notifications(p_results jsonb) returns integer
 language plpgsql security definer
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_rows integer;
@@ -51,5 +51,3 @@ begin
 end
 $$;
 
-grant execute on function adapter.claim_notifications(integer, interval), adapter.complete_notifications(jsonb)
-to carrierpay_adapter;

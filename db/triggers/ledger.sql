@@ -3,7 +3,7 @@
 -- Reject any change to a posted journal or entry: corrections are new compensating journals.
 create or replace function cp.tg_ledger__immutable() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.fail('CP062', format('%s rows are immutable; post a compensating journal instead', tg_table_name));
@@ -14,7 +14,7 @@ $$;
 -- At commit, check the journal of each inserted entry balances.
 create or replace function cp.tg_ledger_entry__balanced() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.assert_journal_balanced(new.journal_id);

@@ -3,7 +3,7 @@
 -- Note when a call starts waiting for its receipt, so adapter.expire_awaiting can time the wait.
 create or replace function cp.tg_carrier_call__awaiting_since() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     if new.status = 'awaiting_result' and old.status is distinct from 'awaiting_result' then
@@ -17,7 +17,7 @@ $$;
 drop function if exists cp.tg_carrier_call__rematch_callbacks() cascade;
 create or replace function cp.tg_carrier_call__rematch() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.rematch_callbacks(n.call_id)

@@ -5,7 +5,7 @@
 -- Enforce the procedure state machine and keep its timestamps.
 create or replace function cp.tg_procedure__transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.assert_transition('procedure', old.status::text, new.status::text);
@@ -32,7 +32,7 @@ $$;
 
 create or replace function cp.tg_procedure__created() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
@@ -44,7 +44,7 @@ $$;
 
 create or replace function cp.tg_procedure__changed() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
@@ -59,7 +59,7 @@ $$;
 -- Enforce the subscription state machine.
 create or replace function cp.tg_subscription__transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.assert_transition('subscription', old.status::text, new.status::text);
@@ -83,7 +83,7 @@ $$;
 
 create or replace function cp.tg_subscription__created() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
@@ -95,7 +95,7 @@ $$;
 
 create or replace function cp.tg_subscription__changed() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
@@ -111,7 +111,7 @@ $$;
 -- Enforce the carrier call state machine.
 create or replace function cp.tg_carrier_call__transition() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     perform cp.assert_transition('carrier_call', old.status::text, new.status::text);
@@ -134,7 +134,7 @@ $$;
 
 create or replace function cp.tg_carrier_call__created() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
@@ -146,7 +146,7 @@ $$;
 
 create or replace function cp.tg_carrier_call__changed() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
@@ -165,7 +165,7 @@ $$;
 -- (the poll interval bounds the rare case of a call committed just after their last empty claim).
 create or replace function cp.tg_call_queue__notify() returns trigger
 language plpgsql
-set search_path = pg_catalog, cp
+set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_code text;
@@ -178,7 +178,7 @@ begin
                             and q.available_at <= cp.clock_now()
                             and q.call_id not in (select call_id from new_rows))
     loop
-        perform pg_notify('carrierpay_calls', v_code);
+        perform pg_catalog.pg_notify('carrierpay_calls', v_code);
     end loop;
     return null;
 end

@@ -12,6 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from carrierpay.migrate import repeatable_files
 from carrierpay.paths import sql_root
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sql-api.md"
@@ -68,7 +69,7 @@ def test_the_document_has_examples_of_every_api_function():
 def test_every_error_code_is_documented():
     text = DOC.read_text()
     raised = set()
-    for path in list((sql_root() / "procedures").glob("*.sql")) + list((sql_root() / "triggers").glob("*.sql")):
+    for path in [item.path for item in repeatable_files()]:
         raised |= set(re.findall(r"cp\.fail\('(CP\d{3})'", path.read_text()))
     table = set(re.findall(r"^\| `(CP\d{3})` \|", text, re.MULTILINE))
     assert raised - table == set(), f"error codes raised but missing from the table: {sorted(raised - table)}"

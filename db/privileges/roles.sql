@@ -1,0 +1,49 @@
+-- Who may execute and read what: the only place privileges on carrierpay's functions and views
+-- are granted. Applied after every other repeatable file by `carrierpay db migrate`, so a
+-- function created or replaced since the last run gets exactly the privileges below, and
+-- nothing else. docs/security.md lists the same inventory; tests/security checks the catalog
+-- against it after a migrate.
+--
+--   carrierpay_merchant  api.*                                   (through the merchant's own role)
+--   carrierpay_adapter   adapter.*                               (adapter daemons, reconciler, callback
+--                                                                 server, webhook dispatcher, history shipper)
+--   carrierpay_reporter  select on report.*                      (DBAs)
+--   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, select on report.*
+--
+-- PostgreSQL grants EXECUTE on every new function to PUBLIC unless told otherwise, and
+-- ALTER DEFAULT PRIVILEGES cannot take that back for roles other than the one that ran it, so
+-- the reset here is explicit: revoke everything, then grant the table above.
+
+do $$
+declare
+    v_schema text;
+begin
+    foreach v_schema in array array['cp', 'api', 'admin', 'adapter', 'report', 'sched'] loop
+        execute pg_catalog.format('revoke all on all functions in schema %I from public, carrierpay_merchant, '
+                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
+        execute pg_catalog.format('revoke all on all tables in schema %I from public, carrierpay_merchant, '
+                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
+        execute pg_catalog.format('revoke all on all sequences in schema %I from public, carrierpay_merchant, '
+                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
+    end loop;
+    -- Temporary tables are how a caller's own objects could shadow ours; nobody but the owner
+    -- (and the operators' admin role, whose tools may stage data) needs them.
+    execute pg_catalog.format('revoke temporary on database %I from public', pg_catalog.current_database());
+    execute pg_catalog.format('grant temporary on database %I to carrierpay_admin', pg_catalog.current_database());
+end
+$$;
+
+revoke create on schema public from public;
+revoke all on schema cp, sched from public;
+
+grant usage on schema api to carrierpay_merchant, carrierpay_admin;
+grant usage on schema admin to carrierpay_admin;
+grant usage on schema adapter to carrierpay_adapter;
+grant usage on schema report to carrierpay_reporter, carrierpay_admin;
+grant usage on schema sched to carrierpay_admin;
+
+grant execute on all functions in schema api to carrierpay_merchant, carrierpay_admin;
+grant execute on all functions in schema admin to carrierpay_admin;
+grant execute on all functions in schema adapter to carrierpay_adapter;
+grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats() to carrierpay_admin;
+grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
