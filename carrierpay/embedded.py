@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 SUPPORTED_MAJOR = 15
 SERVER_USER_WHEN_ROOT = "postgres"
@@ -77,6 +79,8 @@ class EmbeddedCluster:
         self.socket_dir = self.home / "run"
         self.logfile = self.home / "postgres.log"
         self.state_file = self.home / "cluster.json"
+        # The superuser's password, readable by whoever made the cluster and nobody else.
+        self.password_file = self.home / "superuser.password"
         # fast=True trades durability for speed: only for throwaway test clusters.
         self.fast = fast
         self._bindir: Path | None = None
@@ -154,10 +158,19 @@ class EmbeddedCluster:
     def port(self) -> int | None:
         return self._read_state().get("port")
 
+    @property
+    def password(self) -> str | None:
+        """The superuser's password; None for a cluster made before passwords (trust authentication)."""
+        try:
+            return self.password_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
     def url(self, dbname: str) -> str:
         if self.port is None:
             raise ClusterError("the embedded cluster has never been started", hint="run: carrierpay db up")
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+        credentials = SUPERUSER if self.password is None else f"{SUPERUSER}:{quote(self.password, safe='')}"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{dbname}"
 
     # -- lifecycle --------------------------------------------------------------------------
     def is_initialized(self) -> bool:
@@ -198,14 +211,27 @@ class EmbeddedCluster:
         os.chmod(self.datadir, 0o700)
         self.logfile.touch()
         self._hand_to_server_user(self.datadir, self.socket_dir, self.logfile)
-        self._run(
-            "initdb",
-            "-D", str(self.datadir),
-            "-U", SUPERUSER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-        )
+        # Every connection, TCP or socket, authenticates with SCRAM: any local user can reach the
+        # port, and merchant roles log in with passwords of their own.
+        password = secrets.token_urlsafe(24)
+        self.password_file.touch(mode=0o600)
+        self.password_file.write_text(password + "\n")
+        pwfile = self.socket_dir / "initdb.pwfile"
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(password + "\n")
+        self._hand_to_server_user(pwfile)
+        try:
+            self._run(
+                "initdb",
+                "-D", str(self.datadir),
+                "-U", SUPERUSER,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.socket_dir}'",

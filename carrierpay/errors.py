@@ -61,6 +61,7 @@ CarrierUnavailable = _kind("CarrierUnavailable", "CP070")
 OperationNotOffered = _kind("OperationNotOffered", "CP071")
 UnknownCall = _kind("UnknownCall", "CP072")
 InvalidArgument = _kind("InvalidArgument", "CP080")
+MerchantRoleNotOurs = _kind("MerchantRoleNotOurs", "CP085")
 InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
 

@@ -153,6 +153,7 @@ def migrate(url: str, root: Path | None = None, *, revision: str = "head") -> Mi
             conn.exec_driver_sql(_BOOTSTRAP.replace("%", "%%"))
             todo = _pending(conn, root)
             if todo.up_to_date:
+                conn.execute(text("select cp.restrict_temporary_tables()"))
                 return todo
             cfg = _alembic_config(root)
             cfg.attributes["connection"] = conn

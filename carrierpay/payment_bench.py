@@ -293,10 +293,12 @@ def pgbench(cluster, scale: int, clients: int, duration: float, out: Callable[[s
         conn.execute("drop database if exists pgbench")
         conn.execute("create database pgbench")
     base = [str(binary), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres"]
-    subprocess.run([*base, "-i", "-q", "-s", str(scale), "pgbench"], check=True, capture_output=True, text=True)
+    env = os.environ | ({"PGPASSWORD": cluster.password} if cluster.password else {})
+    subprocess.run([*base, "-i", "-q", "-s", str(scale), "pgbench"], check=True, capture_output=True, text=True,
+                   env=env)
     seconds = max(1, int(round(duration)))
     result = subprocess.run([*base, "-c", str(clients), "-j", "2", "-T", str(seconds), "pgbench"],
-                            check=True, capture_output=True, text=True)
+                            check=True, capture_output=True, text=True, env=env)
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", result.stdout)
     if not match:
         raise RuntimeError(f"pgbench printed no tps: {result.stdout[-500:]}")

@@ -68,6 +68,7 @@ LIST_MERCHANTS = (
     "select code, name, db_role, webhook_url, platform_fee_bp, created_at from cp.merchant order by code"
 )
 ROTATE_MERCHANT_SECRET = "select admin.rotate_merchant_secret(%(code)s)"
+ROTATE_MERCHANT_PASSWORD = "select admin.rotate_merchant_password(%(code)s)"
 ADD_PRODUCT = "select admin.add_product(%(merchant)s, %(code)s, %(name)s, %(retry_policy)s, %(retry_timing)s)"
 ADD_PRICE_POINT = (
     "select admin.add_price_point(%(merchant)s, %(product)s, %(plan)s, %(amount)s, %(currency)s, %(variant)s,"

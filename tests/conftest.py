@@ -114,9 +114,11 @@ def db_url(pg_cluster, template_db):
         port=pg_cluster.port,
         dbname=name,
         template_dbname=template_db,
-        password=None,
+        password=pg_cluster.password,
     )
     janitor.init()
+    # Database privileges do not travel with CREATE DATABASE … TEMPLATE; migrate re-applies them.
+    migrate.migrate(pg_cluster.url(name))
     try:
         yield pg_cluster.url(name)
     finally:

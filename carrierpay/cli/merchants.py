@@ -12,7 +12,8 @@ app = typer.Typer(
         "Merchants: their database role (which may act only for them) and webhook secret.\n\n"
         "Examples:\n\n"
         "  carrierpay merchant add acme 'Acme Games' --webhook-url https://acme.example/hooks --fee-bp 1000\n\n"
-        "  carrierpay merchant rotate-secret acme"
+        "  carrierpay merchant rotate-secret acme\n\n"
+        "  carrierpay merchant rotate-password acme"
     ),
     no_args_is_help=True,
 )
@@ -27,7 +28,7 @@ def add(
     fee_bp: int = typer.Option(0, "--fee-bp", help="Platform fee in basis points of the net amount"),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
-    """Create a merchant and its database role; prints the webhook secret once."""
+    """Create a merchant and its database role; prints the role's password and the webhook secret once."""
     rows = call_sql(database_url, queries.ADD_MERCHANT,
                     {"code": code, "name": name, "webhook_url": webhook_url, "platform_fee_bp": fee_bp})
     print_document(rows[0][0])
@@ -46,3 +47,10 @@ def list_(database_url: str | None = DatabaseUrlOption) -> None:
 def rotate_secret(code: str, database_url: str | None = DatabaseUrlOption) -> None:
     """Issue a new webhook signing secret (the old one stops working at once)."""
     print_document(call_sql(database_url, queries.ROTATE_MERCHANT_SECRET, {"code": code})[0][0])
+
+
+@app.command("rotate-password")
+@user_errors
+def rotate_password(code: str, database_url: str | None = DatabaseUrlOption) -> None:
+    """Issue a new password for the merchant's database role (shown once; the old one stops working at once)."""
+    print_document(call_sql(database_url, queries.ROTATE_MERCHANT_PASSWORD, {"code": code})[0][0])

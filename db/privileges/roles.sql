@@ -14,6 +14,19 @@
 -- ALTER DEFAULT PRIVILEGES cannot take that back for roles other than the one that ran it, so
 -- the reset here is explicit: revoke everything, then grant the table above.
 
+-- Temporary tables are how a caller's own objects could shadow ours; nobody but the owner (and
+-- the operators' admin role, whose tools may stage data) needs them. A database privilege is
+-- not copied by CREATE DATABASE … TEMPLATE, so `carrierpay db migrate` calls this on every run,
+-- even when nothing else is pending.
+create or replace function cp.restrict_temporary_tables() returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    execute pg_catalog.format('revoke temporary on database %I from public', pg_catalog.current_database());
+    execute pg_catalog.format('grant temporary on database %I to carrierpay_admin', pg_catalog.current_database());
+end
+$$;
 do $$
 declare
     v_schema text;
@@ -26,12 +39,10 @@ begin
         execute pg_catalog.format('revoke all on all sequences in schema %I from public, carrierpay_merchant, '
                                   'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
     end loop;
-    -- Temporary tables are how a caller's own objects could shadow ours; nobody but the owner
-    -- (and the operators' admin role, whose tools may stage data) needs them.
-    execute pg_catalog.format('revoke temporary on database %I from public', pg_catalog.current_database());
-    execute pg_catalog.format('grant temporary on database %I to carrierpay_admin', pg_catalog.current_database());
 end
 $$;
+
+select cp.restrict_temporary_tables();
 
 revoke create on schema public from public;
 revoke all on schema cp, sched from public;

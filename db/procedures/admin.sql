@@ -92,7 +92,30 @@ begin
 end
 $$;
 
--- Create a merchant, its database role (member of carrierpay_merchant) and its webhook secret.
+-- The comment carrierpay puts on every merchant role it creates: how add_merchant tells a role of
+-- its own (made for the same merchant in another database of the server) from one it must not adopt.
+create or replace function cp.merchant_role_marker(p_code text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select 'carrierpay merchant role for ' || p_code $$;
+
+-- A fresh password for a merchant's login role: 24 random bytes, URL-safe, shown once to the operator.
+create or replace function cp.set_merchant_password(p_role text) returns text
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_password text := pg_catalog.translate(pg_catalog.encode(public.gen_random_bytes(24), 'base64'), '+/', '-_');
+begin
+    -- password_encryption is forced so the server keeps a SCRAM verifier, never the password itself.
+    perform pg_catalog.set_config('password_encryption', 'scram-sha-256', true);
+    execute pg_catalog.format('alter role %I with login password %L', p_role, v_password);
+    return v_password;
+end
+$$;
+
+-- Create a merchant, its database role (member of carrierpay_merchant, with a generated password)
+-- and its webhook secret. Both secrets are in the returned document and nowhere else in clear.
 create or replace function admin.add_merchant(p_code text, p_name text, p_webhook_url text default null,
                                               p_platform_fee_bp integer default 0)
 returns jsonb
@@ -102,24 +125,53 @@ as $$
 declare
     v_role text := 'cp_merchant_' || p_code;
     v_secret text := encode(public.gen_random_bytes(32), 'hex');
+    v_existing pg_catalog.pg_roles;
+    v_password text;
     v_id integer;
 begin
     if p_code is null or p_code !~ '^[a-z0-9_]{1,40}$' then
-        perform cp.fail('CP080', format('merchant code %L must be 1-40 lowercase letters, digits or _', p_code));
+        perform cp.fail('CP080', format('merchant code %L must be 1-40 lowercase letters, digits or _',
+                                        left(p_code, 64)));
     end if;
     if exists (select 1 from cp.merchant where code = p_code) then
         perform cp.fail('CP080', format('merchant %L already exists', p_code));
     end if;
-    -- Roles are cluster-wide: another database on the server may have made this one already.
-    if not exists (select 1 from pg_catalog.pg_roles where rolname = v_role) then
+    select * into v_existing from pg_catalog.pg_roles where rolname = v_role;
+    if not found then
         execute format('create role %I login', v_role);
+        execute format('comment on role %I is %L', v_role, cp.merchant_role_marker(p_code));
+    elsif pg_catalog.shobj_description(v_existing.oid, 'pg_authid') is distinct from cp.merchant_role_marker(p_code)
+          or v_existing.rolsuper or v_existing.rolcreaterole or v_existing.rolcreatedb
+          or v_existing.rolreplication or v_existing.rolbypassrls then
+        -- Roles are cluster-wide: adopting one made by someone else would hand its owner (or its
+        -- privileges) a merchant's money.
+        perform cp.fail('CP085', format('role %s exists and was not created by carrierpay for merchant %L',
+                                        v_role, p_code));
     end if;
     execute format('grant carrierpay_merchant to %I', v_role);
+    v_password := cp.set_merchant_password(v_role);
     insert into cp.merchant (code, name, db_role, webhook_url, webhook_secret, platform_fee_bp)
     values (p_code, p_name, v_role, p_webhook_url, v_secret, p_platform_fee_bp)
     returning merchant_id into v_id;
     return jsonb_build_object('id', v_id, 'code', p_code, 'status', 'created', 'db_role', v_role,
-                              'webhook_secret', v_secret);
+                              'db_password', v_password, 'webhook_secret', v_secret);
+end
+$$;
+
+-- Issue a new password for a merchant's database role (the old one stops working at once).
+create or replace function admin.rotate_merchant_password(p_merchant text) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant;
+begin
+    select * into v_merchant from cp.merchant where code = p_merchant;
+    if not found then
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
+    end if;
+    return jsonb_build_object('id', v_merchant.merchant_id, 'code', p_merchant, 'status', 'rotated',
+                              'db_role', v_merchant.db_role, 'db_password', cp.set_merchant_password(v_merchant.db_role));
 end
 $$;
 
@@ -134,7 +186,7 @@ declare
 begin
     update cp.merchant set webhook_secret = v_secret where code = p_merchant returning merchant_id into v_id;
     if v_id is null then
-        perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
     end if;
     return jsonb_build_object('id', v_id, 'code', p_merchant, 'status', 'rotated', 'webhook_secret', v_secret);
 end

@@ -1,0 +1,65 @@
+"""Fixtures for the attacks: a merchant world, and connections that log in as a merchant's own role."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from tests.core.world import load_world
+
+
+def url_as(url: str, role: str, password: str) -> str:
+    """The same database, logged in as another role with its password."""
+    parts = urlsplit(url)
+    netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
+def world_conn(db_url):
+    """The owner's autocommit connection to a database holding the test world."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+        yield conn
+
+
+@pytest.fixture
+def merchant(db_url, world_conn):
+    """A merchant of its own (unique code: roles are cluster-wide), with a product priced on test_ng,
+    and a factory of connections logged in as its role with the password add_merchant showed once."""
+    code = f"m{uuid.uuid4().hex[:10]}"
+    added = world_conn.execute("select admin.add_merchant(%s, 'Attacker Ltd')", [code]).fetchone()[0]
+    world_conn.execute("select admin.add_product(%s, 'gems', 'Gems')", [code])
+    world_conn.execute("select admin.add_price_point(%s, 'gems', 'one_time', 20000, 'NGN', 'gems', "
+                       "p_carrier => 'test_ng')", [code])
+
+    class Merchant:
+        def __init__(self):
+            self.code = code
+            self.role = added["db_role"]
+            self.password = added["db_password"]
+
+        def connect(self, **kwargs) -> psycopg.Connection:
+            return psycopg.connect(url_as(db_url, self.role, self.password), autocommit=True, **kwargs)
+
+    return Merchant()
+
+
+class raises_sqlstate:  # noqa: N801 - used like pytest.raises
+    """`with raises_sqlstate("CP002"): ...` fails unless the block raises a database error with that SQLSTATE."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None:
+            raise AssertionError(f"expected SQLSTATE {self.code}, nothing was raised")
+        if not isinstance(exc, psycopg.Error) or exc.sqlstate != self.code:
+            return False
+        return True
