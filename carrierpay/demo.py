@@ -257,20 +257,31 @@ class DemoDatabase:
 def prepare_database(database_url: str | None, say: Callable[[str], None]) -> DemoDatabase:
     """Start the embedded cluster if needed, recreate the demo databases, migrate."""
     from carrierpay import db
-    from carrierpay.embedded import create_available_extensions
 
     where = db.target(database_url)
     started = False
     cluster = where.embedded
     if cluster is not None:
         if cluster.init():
-            say(f"created a PostgreSQL cluster in {cluster.datadir}")
+            say(f"created a PostgreSQL {cluster.describe_location()}")
         started = cluster.start()
         say(f"PostgreSQL {'started' if started else 'already running'} on port {cluster.port}")
         admin_url = cluster.url("postgres")
     else:
         admin_url = _replace_database(where.url, "postgres")
         say(f"using the configured server for {DEMO_DATABASE}")
+    try:
+        return _recreate_demo_databases(admin_url, cluster, started, say)
+    except BaseException:
+        if started:
+            cluster.stop()
+        raise
+
+
+def _recreate_demo_databases(admin_url: str, cluster: Any | None, started: bool,
+                             say: Callable[[str], None]) -> DemoDatabase:
+    from carrierpay.embedded import create_available_extensions
+
     url = _replace_database(admin_url, DEMO_DATABASE)
     history_url = _replace_database(admin_url, DEMO_HISTORY_DATABASE)
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -908,7 +919,6 @@ database keeps running until `carrierpay db down`.
 
 
 async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     began = time.monotonic()
     home = config.home()
@@ -923,6 +933,22 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
 
     say = console.print
     database = await asyncio.to_thread(prepare_database, options.database_url, say)
+    try:
+        return await _run_prepared_demo(options, database, console, logfile, handler, began)
+    finally:
+        # Whatever ended the run (its end, a failure, Ctrl-C), what the demo started it stops.
+        if database.cluster is not None and database.started_cluster and not options.keep:
+            database.cluster.stop()
+            say("stopped the embedded PostgreSQL (the data stays: `carrierpay db up` and "
+                f"`carrierpay db url --database {DEMO_DATABASE}`); keep it running next time with --keep")
+
+
+async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, console: Any, logfile: Path,
+                             handler: logging.Handler, began: float) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    say = console.print
+    root = logging.getLogger()
     demo = Demo(options, database, console, logfile)
     summary: dict[str, Any] = {}
     try:
@@ -967,8 +993,4 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
         await demo.close()
         root.removeHandler(handler)
         handler.close()
-    if database.cluster is not None and database.started_cluster and not options.keep:
-        await asyncio.to_thread(database.cluster.stop)
-        say("stopped the embedded PostgreSQL (the data stays: `carrierpay db up` and "
-            f"`carrierpay db url --database {DEMO_DATABASE}`); keep it running next time with --keep")
     return summary

@@ -21,6 +21,16 @@ from urllib.parse import quote
 SUPPORTED_MAJOR = 15
 SERVER_USER_WHEN_ROOT = "postgres"
 SUPERUSER = "postgres"
+# Where root keeps clusters whose home the postgres user cannot reach.
+RELOCATED_CLUSTERS = Path("/var/lib/carrierpay/clusters")
+
+
+def hint_for_server_error(message: str) -> str | None:
+    """The fix for server errors an operator cannot act on as worded, or None."""
+    if "could not load library" in message or "undefined symbol" in message:
+        return ("the PostgreSQL binaries were upgraded under the running server; restart it: "
+                "carrierpay db down && carrierpay db up")
+    return None
 
 
 class ClusterError(RuntimeError):
@@ -75,10 +85,13 @@ class EmbeddedCluster:
 
     def __init__(self, home: Path, *, fast: bool = False):
         self.home = Path(home).resolve()
-        self.datadir = self.home / "pgdata"
-        self.socket_dir = self.home / "run"
-        self.logfile = self.home / "postgres.log"
         self.state_file = self.home / "cluster.json"
+        # What the server itself writes (data, socket, log) lives in server_dir: the home, unless we
+        # are root and the postgres user cannot reach it (a checkout under a private /root).
+        self.server_dir = self._server_dir()
+        self.datadir = self.server_dir / "pgdata"
+        self.socket_dir = self.server_dir / "run"
+        self.logfile = self.server_dir / "postgres.log"
         # The superuser's password, readable by whoever made the cluster and nobody else.
         self.password_file = self.home / "superuser.password"
         # fast=True trades durability for speed: only for throwaway test clusters.
@@ -118,17 +131,50 @@ class EmbeddedCluster:
         for path in paths:
             os.chown(path, user.pw_uid, user.pw_gid)
 
-    def _check_server_user_can_reach_home(self) -> None:
-        if not self.as_root:
-            return
+    def _server_user_can_reach(self, path: Path) -> bool:
+        """Whether the server's user can walk to `path` (or, if it does not exist yet, its nearest ancestor)."""
+        while not path.exists() and path != path.parent:
+            path = path.parent
         probe = subprocess.run(
-            ["runuser", "-u", SERVER_USER_WHEN_ROOT, "--", "test", "-x", str(self.home)],
+            ["runuser", "-u", SERVER_USER_WHEN_ROOT, "--", "test", "-x", str(path)],
             capture_output=True,
             check=False,
         )
-        if probe.returncode != 0:
+        return probe.returncode == 0
+
+    def _server_dir(self) -> Path:
+        recorded = self._read_state().get("server_dir")
+        if recorded:
+            return Path(recorded)
+        if not self.as_root or (self.home / "pgdata").exists() or self._server_user_can_reach(self.home):
+            return self.home
+        # One directory per home (its path hashed), so two checkouts never share a cluster.
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return RELOCATED_CLUSTERS / f"{self.home.parent.name or 'root'}-{digest}"
+
+    def describe_location(self) -> str:
+        """Where the cluster is, and why, in one line for the operator."""
+        if not self.relocated:
+            return f"cluster in {self.datadir}"
+        return (f"cluster in {self.datadir} (the {SERVER_USER_WHEN_ROOT} user cannot reach {self.home}; "
+                f"carrierpay finds it there through {self.state_file})")
+
+    @property
+    def relocated(self) -> bool:
+        """True when the server's files live outside the home (see _server_dir)."""
+        return self.server_dir != self.home
+
+    def _prepare_server_dir(self) -> None:
+        if not self.relocated:
+            return
+        RELOCATED_CLUSTERS.mkdir(parents=True, exist_ok=True)
+        os.chmod(RELOCATED_CLUSTERS.parent, 0o755)
+        os.chmod(RELOCATED_CLUSTERS, 0o755)
+        self.server_dir.mkdir(exist_ok=True)
+        os.chmod(self.server_dir, 0o755)
+        if not self._server_user_can_reach(self.server_dir):
             raise ClusterError(
-                f"the {SERVER_USER_WHEN_ROOT} user cannot reach {self.home} (a parent directory is private)",
+                f"the {SERVER_USER_WHEN_ROOT} user can reach neither {self.home} nor {self.server_dir}",
                 hint="set CARRIERPAY_HOME to a directory under /var/tmp or /srv",
             )
 
@@ -204,8 +250,11 @@ class EmbeddedCluster:
         if self.is_initialized():
             return False
         self.home.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.home, 0o755)
-        self._check_server_user_can_reach_home()
+        if self.relocated:
+            self._prepare_server_dir()
+            self._write_state(server_dir=str(self.server_dir))
+        else:
+            os.chmod(self.home, 0o755)
         for directory in (self.datadir, self.socket_dir):
             directory.mkdir(exist_ok=True)
         os.chmod(self.datadir, 0o700)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from carrierpay import db, errors
-from carrierpay.embedded import ClusterError
+from carrierpay.embedded import ClusterError, hint_for_server_error
 from carrierpay.errors import MigrationError
 
 console = Console()
@@ -59,7 +59,7 @@ def user_errors(func: Callable) -> Callable:
                 err_console.print_exception()
             if getattr(exc, "orig", None) is not None:  # SQLAlchemy wraps the driver's error
                 exc = exc.orig
-            hint = getattr(exc, "hint", None)
+            hint = getattr(exc, "hint", None) or hint_for_server_error(str(exc))
             if isinstance(exc, psycopg.OperationalError) and hint is None:
                 hint = "is the database running? try: carrierpay db status"
             if isinstance(exc, NOT_MIGRATED) and hint is None:

@@ -29,7 +29,7 @@ def up(database_url: str | None = DatabaseUrlOption) -> None:
         return
     cluster = where.embedded
     if cluster.init():
-        console.print(f"created cluster in {cluster.datadir}")
+        console.print(f"created {cluster.describe_location()}")
     if cluster.start():
         console.print(f"started PostgreSQL on port {cluster.port} (socket dir {cluster.socket_dir})")
     else:
@@ -56,8 +56,10 @@ def status(database_url: str | None = DatabaseUrlOption) -> None:
     where = db.target(database_url)
     if where.embedded is not None:
         st = where.embedded.status()
-        console.print(f"embedded cluster: {'running' if st.running else 'stopped'} "
-                      f"(data {st.datadir}, port {st.port}, pid {st.pid})")
+        if st.running:
+            console.print(f"embedded cluster: running (data {st.datadir}, port {st.port}, pid {st.pid})")
+        else:
+            console.print(f"embedded cluster: stopped (data {st.datadir}); start it with: carrierpay db up")
         if not st.running:
             raise typer.Exit(1)
     from carrierpay import migrate
