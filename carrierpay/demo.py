@@ -709,7 +709,8 @@ class Demo:
 
     # ------------------------------------------------------------------ the week
 
-    async def run_week(self, progress: Callable[[int, int, int], None]) -> None:
+    async def run_week(self, progress: Callable[[int, int, int], None],
+                       signed_up: Callable[[int, int], None] = lambda done, confirmed: None) -> None:
         hours = self.options.days * 24
         per_day = max(1, self.options.subscribers // 100)
         for hour in range(hours):
@@ -719,6 +720,7 @@ class Demo:
             await self.tick_scheduler()
             if hour < SIGNUP_HOURS:
                 await self.sign_up(hour)
+                signed_up(sum(1 for p in self.people if p.cohort <= hour), self.stats.confirmed)
             of_day = hour % 24
             if of_day in (2, 6):  # 10:00 and 14:00 UTC: every carrier's charging hours are open
                 await self.buy(max(1, self.options.subscribers // 250))
@@ -829,7 +831,10 @@ class Demo:
             "settling_hours": self.stats.settling_hours,
             "sms_delivered": sum(len(sim.texts) for sim in self.sims.values()),
         }
-        return {"database": DEMO_DATABASE, "url": self.db.url, "history_url": self.db.history_url,
+        from carrierpay.db import redact_url
+
+        return {"database": DEMO_DATABASE, "url": redact_url(self.db.url),
+                "history_url": redact_url(self.db.history_url),
                 "business_clock": (await self.one(queries.CLOCK_NOW)).isoformat(),
                 "carriers": rows, "checks": checks, "totals": totals,
                 "ok": all(check["ok"] for check in checks.values())}
@@ -842,6 +847,9 @@ class Demo:
 
         held = asyncio.Event()
         install_stop_handlers(held)
+        # Time stands where the run ended: the report the user just read stays true until they
+        # move the clock themselves (admin.advance_clock).
+        await self.q(queries.HOLD_CLOCK, {"hold": True})
         scheduler = asyncio.ensure_future(run_scheduler(self.db.url, interval=1.0, stop=held))
         await held.wait()
         await scheduler
@@ -898,15 +906,16 @@ def print_report(console: Any, summary: dict[str, Any]) -> None:
         console.print(f" {mark} {name.replace('_', ' ')}: {check['detail']}")
 
 
-def keep_instructions(database: DemoDatabase) -> str:
+def keep_instructions(database: DemoDatabase, business_clock: str) -> str:
     return f"""
 The demo database stays up. In another terminal:
 
-  export CARRIERPAY_DATABASE_URL="$(carrierpay db url --database {DEMO_DATABASE})"   # = {database.url}
+  export CARRIERPAY_DATABASE_URL="$(carrierpay db url --database {DEMO_DATABASE})"
   psql "$CARRIERPAY_DATABASE_URL"
 
-and try, in psql (the business clock stands where the week ended; the simulators and daemons of this
-demo keep running until you press Ctrl-C here, so what you start settles):
+and try, in psql (the business clock is held where the run ended, {business_clock}, so the report
+stays as printed until you move it: select admin.advance_clock('1 day'); the simulators and daemons
+of this demo keep running until you press Ctrl-C here, so what you start settles):
 
   select * from report.carrier_summary;
   select api.charge('pixelforge', '+2348035550001', 'gems', 'by-hand-1') ->> 'id' as payment \\gset
@@ -958,19 +967,27 @@ async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, conso
         say(f"{options.subscribers:,} subscribers, 2 merchants, {options.days} simulated days from "
             f"{START:%a %d %b %Y %H:%M} UTC (seed {options.seed}); daemon log: {logfile}")
         hours = options.days * 24
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[charges]}"),
+        # One bar per phase: sign-ups (the first hours, the slowest part of a run), the simulated
+        # days hour by hour, then settling what is still in flight.
+        with Progress(TextColumn("[bold]{task.description:<24}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                       TimeElapsedColumn(), console=console, transient=False) as bar:
-            task = bar.add_task("day 1 08:00 UTC", total=hours, charges="")
+            signups = bar.add_task("sign-ups", total=options.subscribers, detail="")
+            week = bar.add_task(f"{options.days} days, day 1 08:00", total=hours, detail="")
+
+            def signed_up(done: int, confirmed: int) -> None:
+                bar.update(signups, completed=done, detail=f"opt-ins confirmed {confirmed:,}")
 
             def progress(done: int, collected: int, attempted: int) -> None:
                 now = START + timedelta(hours=done)
-                bar.update(task, completed=done,
-                           description=f"day {(now - START).days + 1} {now:%H:%M} UTC",
-                           charges=f"charges collected {collected:,} of {attempted:,}")
+                bar.update(week, completed=done,
+                           description=f"{options.days} days, day {(now - START).days + 1} {now:%H:%M}",
+                           detail=f"charges collected {collected:,} of {attempted:,}")
 
-            await demo.run_week(progress)
-        say("settling what is still in flight (callbacks, result files, reconciliation) ...")
-        await demo.finish()
+            await demo.run_week(progress, signed_up)
+            settling = bar.add_task("settling in-flight calls", total=None,
+                                    detail="callbacks, result files, reconciliation")
+            await demo.finish()
+            bar.update(settling, total=1, completed=1, detail="done")
         summary = await demo.report()
         summary["elapsed_s"] = round(time.monotonic() - began, 1)
         summary["options"] = {"subscribers": options.subscribers, "days": options.days, "seed": options.seed}
@@ -979,7 +996,9 @@ async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, conso
             options.summary.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         say(f"\nfinished in {summary['elapsed_s']}s; "
             + ("[green]all checks passed[/]" if summary["ok"] else "[bold red]some checks FAILED[/]"))
-        where = (f"data: database {DEMO_DATABASE} ({database.url}); history store {DEMO_HISTORY_DATABASE}; "
+        from carrierpay.db import redact_url
+
+        where = (f"data: database {DEMO_DATABASE} ({redact_url(database.url)}); history store {DEMO_HISTORY_DATABASE}; "
                  f"daemon log {logfile}")
         if database.cluster is not None:
             where += f"; cluster {database.cluster.datadir}"
@@ -987,7 +1006,7 @@ async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, conso
             where += f"; summary {options.summary}"
         say(where)
         if options.keep:
-            say(keep_instructions(database))
+            say(keep_instructions(database, summary["business_clock"]))
             await demo.hold()
     finally:
         await demo.close()

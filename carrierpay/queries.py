@@ -52,6 +52,7 @@ SHOW_CARRIER = """
 """
 ADVANCE_CLOCK = "select admin.advance_clock(%(by)s)"
 SET_CLOCK = "select admin.set_clock(%(at)s)"
+HOLD_CLOCK = "select admin.hold_clock(%(hold)s)"
 ADD_SMS_KEYWORD = (
     "select admin.add_sms_keyword(%(carrier)s, %(short_code)s, %(keyword)s, %(merchant)s, %(product)s, %(plan)s)"
 )

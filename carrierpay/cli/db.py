@@ -114,6 +114,4 @@ def migrate_cmd(
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    return db.redact_url(url)
