@@ -1,0 +1,54 @@
+"""`carrierpay demo --keep`: the report printed must stay true while the user explores, so business time is
+held where the run ended until the user moves it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_keep_holds_the_business_clock_until_the_user_moves_it():
+    home = Path(tempfile.mkdtemp(prefix="carrierpay-keep-", dir="/tmp"))
+    os.chmod(home, 0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CARRIERPAY_")}
+    env["CARRIERPAY_HOME"] = str(home)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+
+    def carrierpay(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "carrierpay", *args], env=env, capture_output=True, text=True,
+                              timeout=60, cwd=home)
+
+    demo = subprocess.Popen([sys.executable, "-m", "carrierpay", "demo", "--subscribers", "200", "--days", "1",
+                             "--keep"], env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        deadline = time.monotonic() + 240
+        for line in demo.stdout:
+            seen.append(line)
+            if "keep running until you press Ctrl-C" in line or time.monotonic() > deadline:
+                break
+        assert any("held where the run ended" in line for line in seen), "".join(seen)[-3000:]
+        url = carrierpay("db", "url", "--database", "carrierpay_demo").stdout.strip()
+        with psycopg.connect(url, autocommit=True) as conn:
+            first = conn.execute("select cp.clock_now()").fetchone()[0]
+            time.sleep(2.5)  # the demo's scheduler ticks every second meanwhile
+            assert conn.execute("select cp.clock_now()").fetchone()[0] == first
+            moved = conn.execute("select admin.advance_clock(interval '1 hour')").fetchone()[0]
+            assert (moved - first).total_seconds() == 3600
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        carrierpay("db", "down")
+        shutil.rmtree(home, ignore_errors=True)
