@@ -1,14 +1,14 @@
 """The business clock can be held: it then stands still until an operator moves it.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

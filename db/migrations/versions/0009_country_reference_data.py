@@ -2,14 +2,14 @@
 
 The rows themselves are reference data re-applied by every migrate (db/procedures/countries.sql).
 
-Revision ID: 0014
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
-revision = "0014"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
