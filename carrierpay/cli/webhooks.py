@@ -28,8 +28,7 @@ def run(interval: float = typer.Option(1.0, help="Seconds between polls when idl
         database_url: str | None = DatabaseUrlOption) -> None:
     """Deliver pending notifications (HMAC-SHA256 signed POSTs), retrying with back-off.
 
-    Redirects are never followed, and a URL whose host resolves to a loopback, private, link-local,
-    multicast or other non-public address is refused at connect time, unless its network is allowed.
+    Redirects are never followed; non-public destinations are refused at connect time unless allowed.
     """
     from carrierpay import webhooks
 
