@@ -10,7 +10,8 @@ What it does, in order:
    simulators, with the throughput raised so a week fits in minutes; two merchants, each with a
    daily subscription (two or three price points per carrier, for step-down) and a one-time product;
 4. runs the daemons in this process: adapter daemon, reconciler, callback server (the NG aggregator
-   reports by callback), webhook dispatcher (to a local receiver that checks every signature); the
+   reports by callback), webhook dispatcher (to a local receiver that checks every signature, on
+   loopback over plain http, both allowed explicitly for the demo); the
    history shipper runs in a child process (its redaction and JSON work get the other core); the
    scheduler is ticked by the driver once per simulated hour;
 5. signs subscribers up in SQL batches through `api.subscribe`; each reads the PIN off the simulated
@@ -39,6 +40,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -458,6 +460,8 @@ class Demo:
                                                   timeout_s=DEMO_TIMEOUT_S, connect_s=5.0)
             await self.q(queries.ONBOARD_CARRIER, {"spec": Jsonb(self.specs[market.carrier])})
         self.callback_carriers = [code for code, spec in self.specs.items() if spec.get("callbacks")]
+        # The merchants' receiver is a local plain-http server: allowed here, explicitly (https only otherwise).
+        await self.q(queries.ALLOW_HTTP_WEBHOOK_URLS)
         for merchant in MERCHANTS:
             document = await self.one(queries.ADD_MERCHANT, {
                 "code": merchant.code, "name": merchant.name, "platform_fee_bp": merchant.platform_fee_bp,
@@ -522,6 +526,7 @@ class Demo:
         from carrierpay.adapters.daemon import AdapterDaemon
         from carrierpay.adapters.reconciler import Reconciler
         from carrierpay.adapters.registry import connector_factory
+        from carrierpay.webhooks import DestinationPolicy
         from carrierpay.webhooks import run as run_webhooks
 
         callbacks = await self._stack.enter_async_context(CallbackServer(self.db.url, secrets=SECRETS))
@@ -533,7 +538,10 @@ class Demo:
             self.tasks.append(asyncio.ensure_future(adapters.run(self.stop)))
         self.reconciler = Reconciler(self.db.url, factory, interval=0.2, batch=500)
         self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
-        self.tasks.append(asyncio.ensure_future(run_webhooks(self.db.url, interval=0.2, batch=500, stop=self.stop)))
+        # The receiver listens on loopback over http, which the dispatcher refuses unless told: allow exactly it.
+        receiver = DestinationPolicy(allow_networks=(ip_network("127.0.0.1/32"),), allow_http=True)
+        self.tasks.append(asyncio.ensure_future(run_webhooks(self.db.url, policy=receiver, interval=0.2, batch=500,
+                                                             stop=self.stop)))
         self._shipper = self._processes.Process(
             target=ship_history, name="history-shipper", daemon=True,
             args=(self.db.url, self.db.history_url, self.logfile, self._shipper_stop, self._shipper_errors))

@@ -277,7 +277,7 @@ def db_counters(conn: psycopg.Connection) -> tuple[int, int, float]:
 def setup_world(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("select admin.onboard_carrier(%s)", [json.dumps(CARRIER_SPEC)])
-        conn.execute("select admin.add_merchant(%s, 'Bench Games', 'http://127.0.0.1:9/hooks', 1000)", [MERCHANT])
+        conn.execute("select admin.add_merchant(%s, 'Bench Games', 'https://bench.example/hooks', 1000)", [MERCHANT])
         conn.execute("select admin.add_product(%s, 'gems', '100 gems')", [MERCHANT])
         conn.execute("select admin.add_product(%s, 'club', 'Gem club')", [MERCHANT])
         conn.execute("select admin.add_price_point(%s, 'gems', 'one_time', %s, %s, 'gems_100', p_carrier => %s)",

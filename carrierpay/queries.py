@@ -65,6 +65,8 @@ COMPLETE_NOTIFICATIONS = "select adapter.complete_notifications(%(results)s)"
 
 # Operator CLI (role carrierpay_admin).
 ADD_MERCHANT = "select admin.add_merchant(%(code)s, %(name)s, %(webhook_url)s, %(platform_fee_bp)s)"
+# For this session: webhook URLs may be plain http (cp.assert_webhook_url; local receivers, demos).
+ALLOW_HTTP_WEBHOOK_URLS = "select pg_catalog.set_config('carrierpay.webhook_allow_http', 'on', false)"
 LIST_MERCHANTS = (
     "select code, name, db_role, webhook_url, platform_fee_bp, created_at from cp.merchant order by code"
 )

@@ -21,7 +21,7 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
       reconciler: {interval_s: 5, batch: 200}
       callbacks:  {host: 0.0.0.0, port: 8080}   # cert: PEM, key: PEM for HTTPS
       scheduler:  {interval_s: 1, batch: 1000}
-      webhooks:   {interval_s: 1, batch: 100}
+      webhooks:   {interval_s: 1, batch: 100}   # allow_networks: [CIDR, ...], allow_http: true (see docs/daemons.md)
       history:    {interval_s: 1, batch: 500}
       # any daemon: enabled: false to leave it out, copies: N to run N of it
 
@@ -105,6 +105,13 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
         args = ["webhooks", "run"]
         _option(args, "--interval", s.get("interval_s"))
         _option(args, "--batch", s.get("batch"))
+        networks = s.get("allow_networks") or []
+        if isinstance(networks, str):  # a ${VAR} holding a list
+            networks = networks.replace(",", " ").split()
+        for network in networks:
+            args += ["--allow-network", str(network)]
+        if s.get("allow_http") in (True, "true", "yes", "1", "on"):
+            args.append("--allow-http")
     elif name == "history":
         args = ["history", "ship"]
         _option(args, "--interval", s.get("interval_s"))

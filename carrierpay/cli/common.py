@@ -75,11 +75,15 @@ def is_tty() -> bool:
     return sys.stdout.isatty()
 
 
-def call_sql(database_url: str | None, query: str, params: dict | list | None = None) -> list[tuple]:
-    """Run one named query on the running database; our SQLSTATEs become CarrierpayError."""
+def call_sql(database_url: str | None, query: str, params: dict | list | None = None,
+             before: tuple[str, ...] = ()) -> list[tuple]:
+    """Run one named query on the running database (after the named queries `before`, on the same
+    session); our SQLSTATEs become CarrierpayError."""
     url = db.running_url(database_url)
     with psycopg.connect(url, autocommit=True) as conn:
         try:
+            for setup in before:
+                conn.execute(setup)
             return conn.execute(query, params).fetchall()
         except psycopg.Error as exc:
             translated = errors.translate(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carrierpay import queries
+from carrierpay import config, queries
 from carrierpay.cli.common import DatabaseUrlOption, call_sql, print_document, print_rows, user_errors
 
 app = typer.Typer(
@@ -24,13 +24,18 @@ app = typer.Typer(
 def add(
     code: str = typer.Argument(..., help="Short code: lowercase letters, digits, _"),
     name: str = typer.Argument(..., help="Display name"),
-    webhook_url: str | None = typer.Option(None, help="Where signed notifications are posted"),
+    webhook_url: str | None = typer.Option(None, help="Where signed notifications are posted (https)"),
     fee_bp: int = typer.Option(0, "--fee-bp", help="Platform fee in basis points of the net amount"),
+    allow_http: bool = typer.Option(
+        False, "--allow-http",
+        help="Accept a plain http webhook URL (local receivers; or $CARRIERPAY_WEBHOOK_ALLOW_HTTP=1)"),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Create a merchant and its database role; prints the role's password and the webhook secret once."""
+    before = (queries.ALLOW_HTTP_WEBHOOK_URLS,) if config.webhook_allow_http(allow_http) else ()
     rows = call_sql(database_url, queries.ADD_MERCHANT,
-                    {"code": code, "name": name, "webhook_url": webhook_url, "platform_fee_bp": fee_bp})
+                    {"code": code, "name": name, "webhook_url": webhook_url, "platform_fee_bp": fee_bp},
+                    before=before)
     print_document(rows[0][0])
 
 

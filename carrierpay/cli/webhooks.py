@@ -18,16 +18,34 @@ app = typer.Typer(help="Merchant webhooks.\n\nExample:\n\n  carrierpay webhooks 
 @user_errors
 def run(interval: float = typer.Option(1.0, help="Seconds between polls when idle"),
         batch: int = typer.Option(100, help="Notifications per batch"),
+        allow_network: list[str] = typer.Option(
+            [], "--allow-network", metavar="CIDR",
+            help="A non-public network (loopback, private, link-local ...) webhooks may still be posted to; "
+                 "repeat for several. Added to $CARRIERPAY_WEBHOOK_ALLOW_NETWORKS. None by default."),
+        allow_http: bool = typer.Option(
+            False, "--allow-http",
+            help="Also post to plain http URLs (else https only; or $CARRIERPAY_WEBHOOK_ALLOW_HTTP=1)"),
         database_url: str | None = DatabaseUrlOption) -> None:
-    """Deliver pending notifications (HMAC-SHA256 signed POSTs), retrying with back-off."""
+    """Deliver pending notifications (HMAC-SHA256 signed POSTs), retrying with back-off.
+
+    Redirects are never followed; non-public destinations are refused at connect time unless allowed.
+    """
     from carrierpay import webhooks
 
+    try:
+        policy = webhooks.DestinationPolicy.from_settings(allow_network, allow_http)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--allow-network") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     url = db.running_url(database_url)
+    if policy.allow_networks or policy.allow_http:
+        logging.getLogger("carrierpay.webhooks").warning(
+            "webhooks may also go to %s%s", ", ".join(map(str, policy.allow_networks)) or "no private network",
+            " and over plain http" if policy.allow_http else "")
 
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        await webhooks.run(url, interval=interval, batch=batch, stop=stop)
+        await webhooks.run(url, policy=policy, interval=interval, batch=batch, stop=stop)
 
     asyncio.run(main())

@@ -51,6 +51,7 @@ end
 $$;
 
 -- Post one balanced journal from (account, amount) pairs; amounts debit positive, credit negative.
+-- One statement, so the journal and its entries exist together whenever its check runs.
 create or replace function cp.post_journal(p_procedure_id bigint, p_kind text, p_currency text,
                                            p_accounts integer[], p_amounts bigint[])
 returns bigint
@@ -60,11 +61,15 @@ as $$
 declare
     v_journal_id bigint;
 begin
-    insert into cp.journal (procedure_id, kind, currency, posted_at)
-    values (p_procedure_id, p_kind, p_currency, cp.clock_now())
-    returning journal_id into v_journal_id;
-    insert into cp.ledger_entry (journal_id, account_id, amount_minor)
-    select v_journal_id, a, m from unnest(p_accounts, p_amounts) as t(a, m) where m <> 0;
+    with journal as (
+        insert into cp.journal (procedure_id, kind, currency, posted_at)
+        values (p_procedure_id, p_kind, p_currency, cp.clock_now())
+        returning journal_id
+    ), entry as (
+        insert into cp.ledger_entry (journal_id, account_id, amount_minor)
+        select j.journal_id, t.a, t.m from journal j, unnest(p_accounts, p_amounts) as t(a, m) where t.m <> 0
+    )
+    select journal_id into v_journal_id from journal;
     return v_journal_id;
 end
 $$;
@@ -73,7 +78,8 @@ drop function if exists cp.post_charge_journal(bigint, bigint);
 
 -- The charge journals of succeeded charges, one per procedure, for its collected amount: the carrier
 -- owes the gross; tax, carrier share, platform fee and merchant net. One statement per table for the
--- whole batch; the accounts are looked up (or created) once per distinct owner in it.
+-- whole batch; the accounts are looked up (or created) once per distinct owner in it. A charge that
+-- collected nothing moved no money and gets no journal (a journal has at least two entries).
 create or replace function cp.post_charge_journals(p_procs cp.procedure[]) returns void
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -89,6 +95,7 @@ begin
                                            k.carrier_share_bp,
                                            (select platform_fee_bp from cp.merchant m
                                             where m.merchant_id = p.merchant_id)) s
+        where p.collected_minor <> 0
     ), line as (
         select c.procedure_id, w.kind, c.currency, w.carrier_id, w.merchant_id, w.country, w.ord, w.amount_minor
         from charge c
@@ -173,17 +180,37 @@ begin
 end
 $$;
 
--- Raise unless every entry of the journal sums to zero (run at commit by a constraint trigger).
-create or replace function cp.assert_journal_balanced(p_journal_id bigint) returns void
+-- Raise unless a journal is a real double entry: at least two entries, summing to zero in each
+-- currency, all in the journal's own currency. One query per journal, run once per journal at the
+-- commit that posts it (deferred constraint trigger on cp.journal).
+drop function if exists cp.assert_journal_balanced(bigint);
+create or replace function cp.assert_journal_balanced(p_journal_id bigint, p_currency text) returns void
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_sum bigint;
+    v_entries bigint;
+    v_off text;
+    v_foreign text;
 begin
-    select coalesce(sum(amount_minor), 0) into v_sum from cp.ledger_entry where journal_id = p_journal_id;
-    if v_sum <> 0 then
-        perform cp.fail('CP061', format('journal %s does not balance (off by %s)', p_journal_id, v_sum));
+    select coalesce(sum(g.entries), 0),
+           string_agg(format('%s by %s', g.currency, g.total), ', ' order by g.currency) filter (where g.total <> 0),
+           string_agg(g.currency, ', ' order by g.currency) filter (where g.currency <> p_currency)
+    into v_entries, v_off, v_foreign
+    from (select a.currency::text as currency, count(*) as entries, sum(e.amount_minor) as total
+          from cp.ledger_entry e join cp.ledger_account a using (account_id)
+          where e.journal_id = p_journal_id
+          group by a.currency) g;
+    if v_entries < 2 then
+        perform cp.fail('CP065', format('journal %s has %s entries; a journal needs at least two', p_journal_id,
+                                        v_entries));
+    end if;
+    if v_off is not null then
+        perform cp.fail('CP061', format('journal %s does not balance (off in %s)', p_journal_id, v_off));
+    end if;
+    if v_foreign is not null then
+        perform cp.fail('CP067', format('journal %s in %s has entries on accounts in %s', p_journal_id, p_currency,
+                                        v_foreign));
     end if;
 end
 $$;

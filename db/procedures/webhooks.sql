@@ -51,3 +51,35 @@ begin
 end
 $$;
 
+
+-- Raise unless a merchant's webhook URL is one the dispatcher may post a signed body to: https, or
+-- plain http only where the operator allows it for this session or database
+-- (carrierpay.webhook_allow_http = on), with a host and no user name or password in it. Where the
+-- host points is checked by the dispatcher at every connection (docs/daemons.md).
+create or replace function cp.assert_webhook_url(p_url text) returns void
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_scheme text := lower(substring(p_url from '^([A-Za-z][A-Za-z0-9+.-]*)://'));
+    v_authority text := substring(p_url from '^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)');
+begin
+    if p_url is null then
+        return;
+    end if;
+    if v_scheme is null or v_scheme not in ('https', 'http') then
+        perform cp.fail('CP063', format('webhook URL %L... must start with https://', left(p_url, 24)));
+    end if;
+    if length(p_url) > 2048 or p_url ~ '[[:space:][:cntrl:]]' or coalesce(v_authority, '') in ('', ':')
+       or v_authority ~ '^:' or strpos(v_authority, '@') > 0 then
+        perform cp.fail('CP063', format('webhook URL %L... must be at most 2048 characters, name a host, and hold '
+                                        'no spaces, user name or password', left(p_url, 24)));
+    end if;
+    if v_scheme = 'http'
+       and lower(coalesce(pg_catalog.current_setting('carrierpay.webhook_allow_http', true), ''))
+           not in ('on', 'true', 'yes', '1') then
+        perform cp.fail('CP064', format('webhook URL %L... is plain http: use https (an operator may allow http '
+                                        'with carrierpay.webhook_allow_http = on)', left(p_url, 24)));
+    end if;
+end
+$$;

@@ -1,15 +1,17 @@
--- The three state machines: every transition not in DESIGN §3 raises CP060, whoever writes the row.
+-- The three state machines: every transition not in DESIGN §3 raises CP060, whoever writes the row;
+-- a procedure is born pending; the consent log never changes.
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(19);
+select plan(31);
 
 -- Something to hang rows on: a subscriber, a procedure and a call from a real charge.
 select api.charge('acme', '+2348020000001', 'gems', 'k1');
 select api.subscribe('acme', '+2348020000002', 'club', 'daily', 'k2');
 
--- Try every (from, to) pair of a machine on a throw-away row inserted in state `from` (inserts are
--- not transitions), and report what the UPDATE to `to` did: 'ok' or the SQLSTATE it raised.
+-- Try every (from, to) pair of a machine on a throw-away row brought to state `from` (a procedure is
+-- born pending and walked there along legal transitions; the others are inserted in it), and report
+-- what the UPDATE to `to` did: 'ok' or the SQLSTATE it raised.
 create function pg_temp.try_transitions(p_machine text)
 returns table (from_status text, to_status text, result text)
 language plpgsql as $$
@@ -21,17 +23,28 @@ declare
     v_proc cp.procedure := (select p from cp.procedure p where kind = 'charge' limit 1);
     v_sub cp.subscription := (select s from cp.subscription s limit 1);
     v_id bigint;
+    v_step text;
 begin
     foreach from_status in array v_states loop
         foreach to_status in array v_states loop
             continue when from_status = to_status;
             begin
                 if p_machine = 'procedure' then
-                    insert into cp.procedure (kind, status, merchant_id, subscriber_id, carrier_id, amount_minor,
+                    insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, amount_minor,
                                               currency, created_at, updated_at)
-                    values ('charge', from_status::cp.procedure_status, v_proc.merchant_id, v_proc.subscriber_id,
-                            v_proc.carrier_id, 100, v_proc.currency, now(), now())
+                    values ('charge', v_proc.merchant_id, v_proc.subscriber_id, v_proc.carrier_id, 100,
+                            v_proc.currency, now(), now())
                     returning procedure_id into v_id;
+                    foreach v_step in array case from_status
+                        when 'pending' then array[]::text[]
+                        when 'in_flight' then array['in_flight']
+                        when 'failed' then array['failed']
+                        when 'unknown' then array['in_flight', 'unknown']
+                        when 'succeeded' then array['in_flight', 'succeeded']
+                        when 'partially_refunded' then array['in_flight', 'succeeded', 'partially_refunded']
+                        when 'refunded' then array['in_flight', 'succeeded', 'refunded'] end loop
+                        update cp.procedure set status = v_step::cp.procedure_status where procedure_id = v_id;
+                    end loop;
                     update cp.procedure set status = to_status::cp.procedure_status where procedure_id = v_id;
                 elsif p_machine = 'subscription' then
                     insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status,
@@ -119,6 +132,44 @@ select lives_ok($$ update cp.subscription set status = 'cancelled' $$, 'any subs
 select throws_ok($$ update cp.subscription set status = 'active' $$, 'CP060', null, 'cancelled is final');
 select throws_ok($$ select cp.assert_transition('procedure', 'refunded', 'succeeded') $$, 'CP060',
                  'illegal procedure transition refunded -> succeeded', 'the message names the machine and states');
+
+-- Birth: a procedure is inserted pending, with nothing collected, refunded or final, whoever inserts
+-- it; every flow of the platform does (cp.new_procedure, sched.run_due). The owner included.
+create function pg_temp.insert_procedure(p_status text, p_collected bigint default 0, p_refunded bigint default 0,
+                                         p_final timestamptz default null) returns bigint
+language sql as $$
+    insert into cp.procedure (kind, status, merchant_id, subscriber_id, carrier_id, amount_minor, currency,
+                              collected_minor, refunded_minor, created_at, updated_at, final_at)
+    select 'charge', p_status::cp.procedure_status, p.merchant_id, p.subscriber_id, p.carrier_id, 100, p.currency,
+           p_collected, p_refunded, now(), now(), p_final
+    from cp.procedure p where p.kind = 'charge' limit 1
+    returning procedure_id
+$$;
+select throws_ok($$ select pg_temp.insert_procedure('in_flight') $$, 'CP068', null,
+                 'a procedure cannot be born in flight');
+select throws_ok($$ select pg_temp.insert_procedure('succeeded', 100) $$, 'CP068', null,
+                 'a procedure cannot be born succeeded (with money collected)');
+select throws_ok($$ select pg_temp.insert_procedure('unknown') $$, 'CP068', null,
+                 'a procedure cannot be born unknown');
+select throws_ok($$ select pg_temp.insert_procedure('failed', p_final => now()) $$, 'CP068', null,
+                 'a procedure cannot be born failed');
+select throws_ok($$ select pg_temp.insert_procedure('refunded', 100, 100) $$, 'CP068', null,
+                 'a procedure cannot be born refunded');
+select throws_ok($$ select pg_temp.insert_procedure('pending', 100) $$, 'CP068', null,
+                 'nor pending with money already collected');
+select lives_ok($$ select pg_temp.insert_procedure('pending') $$, 'pending with nothing collected is the birth state');
+select is((select count(*)::int from cp.procedure p where p.status <> 'pending' and not exists
+             (select 1 from cp.event e where e.aggregate_type = 'procedure' and e.aggregate_id = p.procedure_id
+                and e.kind = 'status_changed')),
+          0, 'every procedure not pending got there by a transition that wrote its event');
+
+-- Consent: evidence, only ever added.
+select lives_ok($$ insert into cp.consent (subscriber_id, merchant_id, method, evidence, given_at)
+                   select subscriber_id, (select merchant_id from cp.merchant where code = 'acme'), 'pin', '{}', now()
+                   from cp.subscriber limit 1 $$, 'consent rows can be added');
+select throws_ok($$ update cp.consent set method = 'forged' $$, 'CP069', null, 'consent rows cannot be updated');
+select throws_ok($$ delete from cp.consent $$, 'CP069', null, 'consent rows cannot be deleted');
+select throws_ok($$ truncate cp.consent $$, 'CP069', null, 'the consent log cannot be truncated');
 
 select * from finish();
 rollback;

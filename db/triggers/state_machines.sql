@@ -1,6 +1,33 @@
--- State machines and their events: an illegal transition raises; every change writes an event.
+-- State machines and their events: a procedure is born in its initial state, an illegal transition
+-- raises, every change writes an event; the consent log, which has no states, never changes.
 -- Events are written by statement-level triggers over the transition tables, so a statement that
 -- settles a batch of rows writes its events in one insert.
+
+-- A procedure is born pending with nothing collected, refunded or final: every other state is
+-- reached through the transitions (and the journals that go with them). Fired only for a row that
+-- breaks this (the trigger's WHEN), so a well-formed insert costs nothing.
+create or replace function cp.tg_procedure__born_pending() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.fail('CP068', format('a procedure is created pending with nothing collected or refunded, not %s '
+                                    '(collected %s, refunded %s)', new.status, new.collected_minor,
+                                    new.refunded_minor));
+    return null;
+end
+$$;
+
+-- Consent is evidence (who agreed to what, when, how): rows are only ever added.
+create or replace function cp.tg_consent__immutable() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.fail('CP069', 'consent rows are immutable: consent is evidence, only ever added');
+    return null;
+end
+$$;
 
 -- Enforce the procedure state machine and keep its timestamps.
 create or replace function cp.tg_procedure__transition() returns trigger
@@ -184,6 +211,11 @@ begin
 end
 $$;
 
+drop trigger if exists _100_born_pending on cp.procedure;
+create trigger _100_born_pending before insert on cp.procedure
+    for each row
+    when (new.status <> 'pending' or new.collected_minor <> 0 or new.refunded_minor <> 0 or new.final_at is not null)
+    execute function cp.tg_procedure__born_pending();
 drop trigger if exists _100_transition on cp.procedure;
 create trigger _100_transition before update of status on cp.procedure
     for each row execute function cp.tg_procedure__transition();
@@ -224,3 +256,10 @@ drop trigger if exists _900_notify on cp.call_queue;
 create trigger _900_notify after insert on cp.call_queue
     referencing new table as new_rows
     for each statement execute function cp.tg_call_queue__notify();
+
+drop trigger if exists _100_immutable on cp.consent;
+create trigger _100_immutable before update or delete on cp.consent
+    for each row execute function cp.tg_consent__immutable();
+drop trigger if exists _101_immutable_truncate on cp.consent;
+create trigger _101_immutable_truncate before truncate on cp.consent
+    for each statement execute function cp.tg_consent__immutable();

@@ -32,7 +32,9 @@ def test_onboard_a_merchant_sell_and_refund_from_the_command_line(cli, conn):
         "timezone": "Africa/Lagos", "number_ranges": ["+234803"], "regulation": "NG",
         "operations": {"charge": {"pattern": "sync"}, "refund": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}},
     })])
-    added = document(cli("merchant", "add", "shop", "Shop Ltd", "--webhook-url", "http://127.0.0.1:9/h"))
+    refused = cli("merchant", "add", "shop", "Shop Ltd", "--webhook-url", "http://shop.example/h")
+    assert refused.returncode == 1 and "CP064" in refused.stderr  # plain http needs --allow-http
+    added = document(cli("merchant", "add", "shop", "Shop Ltd", "--webhook-url", "https://shop.example/h"))
     assert added["status"] == "created" and len(added["webhook_secret"]) == 64
     assert "shop" in cli("merchant", "list").stdout
     rotated = document(cli("merchant", "rotate-secret", "shop"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from ipaddress import ip_network
 
-import aiohttp
 import psycopg
 from aiohttp import web
 
@@ -40,14 +40,18 @@ def test_payment_webhook_is_signed_retried_and_delivered(conn, db_url):
 
     async def scenario():
         runner, url, received = await _receiver([500])
+        # The receiver is local plain http: both must be allowed, explicitly, where the URL is set and
+        # by the dispatcher.
+        conn.execute("select set_config('carrierpay.webhook_allow_http', 'on', false)")
         conn.execute("update cp.merchant set webhook_url = %s where code = 'acme'", [url])
+        local = webhooks.DestinationPolicy(allow_networks=(ip_network("127.0.0.1/32"),), allow_http=True)
         try:
             async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn, \
-                    aiohttp.ClientSession() as session:
-                assert await webhooks.dispatch_once(aconn, session) == 1  # answered 500
-                assert await webhooks.dispatch_once(aconn, session) == 0  # backing off
+                    webhooks.WebhookClient(local) as client:
+                assert await webhooks.dispatch_once(aconn, client) == 1  # answered 500
+                assert await webhooks.dispatch_once(aconn, client) == 0  # backing off
                 conn.execute("select admin.advance_clock(interval '1 minute')")
-                assert await webhooks.dispatch_once(aconn, session) == 1  # delivered
+                assert await webhooks.dispatch_once(aconn, client) == 1  # delivered
         finally:
             await runner.cleanup()
         return received
