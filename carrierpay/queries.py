@@ -119,4 +119,5 @@ REPORT_VIEWS = {
     "ledger": "report.ledger_balances",
     "unbalanced": "report.unbalanced_journals",
     "carriers": "report.carrier_summary",
+    "conflicts": "report.call_conflicts",
 }

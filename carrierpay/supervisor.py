@@ -19,7 +19,8 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
     daemons:
       adapters:   {copies: 2, batch: 200, lease_s: 60, poll_s: 1, carriers: []}
       reconciler: {interval_s: 5, batch: 200}
-      callbacks:  {host: 0.0.0.0, port: 8080}   # cert: PEM, key: PEM for HTTPS
+      callbacks:  {host: 0.0.0.0, port: 8080}   # cert: PEM, key: PEM for HTTPS; client_ca: PEM for
+                  # mutual_tls callbacks; max_connections, header_timeout_s, body_timeout_s, idle_timeout_s
       scheduler:  {interval_s: 1, batch: 1000}
       webhooks:   {interval_s: 1, batch: 100}   # allow_networks: [CIDR, ...], allow_http: true (see docs/daemons.md)
       history:    {interval_s: 1, batch: 500}
@@ -97,6 +98,11 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
         _option(args, "--port", s.get("port"))
         _option(args, "--cert", s.get("cert"))
         _option(args, "--key", s.get("key"))
+        _option(args, "--client-ca", s.get("client_ca"))
+        _option(args, "--max-connections", s.get("max_connections"))
+        _option(args, "--header-timeout", s.get("header_timeout_s"))
+        _option(args, "--body-timeout", s.get("body_timeout_s"))
+        _option(args, "--idle-timeout", s.get("idle_timeout_s"))
     elif name == "scheduler":
         args = ["scheduler", "run"]
         _option(args, "--interval", s.get("interval_s"))

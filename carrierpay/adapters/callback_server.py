@@ -3,19 +3,24 @@
     POST|GET /callbacks/{carrier}     a carrier's result callback (the spec's `callbacks` section)
     GET      /health                  200 when the database answers
 
-Each callback is authenticated and read by `verify_and_parse_callback` (signature, Basic, source
-IP, per the spec), then recorded with `adapter.record_callback`, which is idempotent: carriers
-retry until they get a 200, send duplicates, and call back before or after our synchronous
-answer, and every one of those lands once. The server answers 200 only after the database has
-the callback; 403 for a failed authentication and 400 for an unreadable callback (both logged,
-nothing written); 404 for a carrier we do not know; 503 when the database is unavailable, so the
-carrier retries. MO messages and delivery receipts will get their own routes beside this one.
+Each callback is authenticated and only then read by `verify_and_parse_callback` (signature,
+Basic, bearer, client certificate, source IP, per the spec), then recorded with
+`adapter.record_callback`, which is idempotent: carriers retry until they get a 200, send
+duplicates, and call back before or after our synchronous answer, and every one of those lands
+once. The server answers 200 only after the database has the callback; 403 for a failed
+authentication and 400 for a malformed or unreadable callback (both one log line, nothing
+written); 404 for a carrier we do not know; 503 when the database is unavailable or a secret the
+check needs is not set, so the carrier retries.
+
+The listener (`carrierpay.guarded_http`) bounds what one client can hold: connections, the time to
+send headers and body, idle keep-alive, body size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -27,13 +32,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from carrierpay import queries
 from carrierpay.adapters.auth import TlsConfigError
-from carrierpay.adapters.callbacks import CallbackError, verify_and_parse_callback
+from carrierpay.adapters.callbacks import CallbackError, PeerCertificate, verify_and_parse_callback
 from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
 from carrierpay.daemon import install_stop_handlers
+from carrierpay.errors import BadCallback, InvalidArgument, translate
+from carrierpay.guarded_http import GuardedListener, HttpLimits
 
 log = logging.getLogger("carrierpay.callbacks")
 SPEC_CACHE_SECONDS = 30.0
+SPEC_CACHE_SIZE = 1024  # carrier codes remembered, unknown ones included: a client picks the names
+CARRIER_CODE = re.compile(r"^[a-z0-9_]{1,63}$")
 
 
 class CallbackServer:
@@ -48,6 +57,7 @@ class CallbackServer:
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         pool_size: int = 4,
+        limits: HttpLimits | None = None,
     ) -> None:
         self.url = url
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
@@ -56,35 +66,35 @@ class CallbackServer:
         self.ssl_context = ssl_context
         self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
                                         kwargs={"autocommit": True})
+        self.listener = GuardedListener(limits)
         self._specs: dict[str, tuple[float, CarrierSpec | None]] = {}
         self._parsed: dict[str, tuple[Any, CarrierSpec]] = {}
         self._runner: web.AppRunner | None = None
-        self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0}
+        self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0,
+                       "conflict": 0, "not_sent": 0}
         self.base_url = ""
 
     # ------------------------------------------------------------------ lifecycle
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=256 * 1024)
+        app = web.Application(client_max_size=self.listener.limits.max_body_bytes,
+                              middlewares=[self.listener.middleware])
         app.router.add_route("*", "/callbacks/{carrier}", self.handle)
         app.router.add_get("/health", self.health)
         return app
 
     async def start(self) -> CallbackServer:
         await self.pool.open(wait=False)
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(self.app(), shutdown_timeout=1.0, **self.listener.runner_options())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
+        host, port = await self.listener.start(self._runner, self.host, self.port, self.ssl_context)
         scheme = "https" if self.ssl_context else "http"
         self.base_url = f"{scheme}://{host}:{port}"
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.listener.stop(self._runner)
+        self._runner = None
         await self.pool.close()
 
     async def __aenter__(self) -> CallbackServer:
@@ -118,12 +128,17 @@ class CallbackServer:
                     self._parsed[code] = (row[0], spec)
                 except SpecError as exc:
                     log.error("callbacks for %s cannot be read: stored spec is invalid: %s", code, exc)
+        if len(self._specs) >= SPEC_CACHE_SIZE:
+            self._specs.clear()
         self._specs[code] = (now, spec)
         return spec
 
     async def handle(self, request: web.Request) -> web.Response:
         code = request.match_info["carrier"]
-        body = await request.read()
+        body = await request.read()  # already read by the listener's middleware, within its limits
+        if not CARRIER_CODE.match(code):
+            log.warning("callback for unknown carrier %r from %s", code[:70], request.remote)
+            return web.Response(status=404, text="unknown carrier")
         try:
             spec = await self._spec(code)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -134,9 +149,13 @@ class CallbackServer:
             return web.Response(status=404, text="unknown carrier")
         try:
             parsed = verify_and_parse_callback(
-                spec, request.method, request.headers, request.query, body, request.remote, secrets=self.secrets
+                spec, request.method, request.headers, request.query, body, request.remote, secrets=self.secrets,
+                peer_cert=_peer_certificate(request),
             )
         except CallbackError as exc:
+            if exc.status == 503:
+                log.error("callback for %s cannot be checked: %s", code, exc)
+                return web.Response(status=503, text="try again")
             kind = "rejected" if exc.status == 403 else "unreadable"
             self.counts[kind] += 1
             log.warning("callback for %s from %s %s: %s", code, request.remote, kind, exc)
@@ -149,10 +168,22 @@ class CallbackServer:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("callback for %s not recorded, database unavailable (%s)", code, exc)
             return web.Response(status=503, text="try again")
+        except psycopg.Error as exc:
+            # The database refuses what no check here caught: the callback's fault, not the server's.
+            if isinstance(exc, psycopg.DataError) or isinstance(translate(exc), BadCallback | InvalidArgument):
+                self.counts["unreadable"] += 1
+                message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else type(exc).__name__
+                log.warning("callback for %s from %s unreadable: %s", code, request.remote, message[:200])
+                return web.Response(status=400, text="unreadable")
+            raise
         status = answer.get("status")
-        key = "duplicate" if status == "duplicate" else "unmatched" if status == "unmatched" else "recorded"
+        key = status if status in ("duplicate", "unmatched", "conflict", "not_sent") else "recorded"
         self.counts[key] += 1
-        log.debug("callback %s %s: %s", code, parsed["correlator"], status)
+        if key in ("conflict", "not_sent"):
+            log.warning("callback for %s %s names call %s but contradicts it (%s): recorded in report.call_conflicts",
+                        code, parsed["correlator"][:64], answer.get("call_id"), status)
+        else:
+            log.debug("callback %s %s: %s", code, parsed["correlator"], status)
         return web.Response(text="OK")
 
     async def health(self, request: web.Request) -> web.Response:
@@ -164,14 +195,31 @@ class CallbackServer:
         return web.Response(text="ok")
 
 
-def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
-    """The HTTPS context of the callback server: our certificate chain and its private key (PEM).
-    Raises TlsConfigError, naming both files, when they cannot be read or do not belong together."""
+def _peer_certificate(request: web.Request) -> PeerCertificate | None:
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    return PeerCertificate.from_ssl(ssl_object.getpeercert(), ssl_object.getpeercert(binary_form=True))
+
+
+def server_ssl_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """The HTTPS context of the callback server: our certificate chain and its private key (PEM), and,
+    with `client_ca`, the CA bundle that signs carriers' client certificates (checks of type
+    `mutual_tls`). A client certificate is then asked for but not required, since other carriers
+    authenticate otherwise; one that is presented must verify against that bundle. Raises
+    TlsConfigError, naming the files, when they cannot be read or do not belong together."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise TlsConfigError(f"callback server certificate {cert} / key {key}: {exc}") from exc
+    if client_ca:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsConfigError(f"callback server client CA {client_ca}: {exc}") from exc
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -182,16 +230,19 @@ async def serve(
     port: int = 8080,
     cert: str | None = None,
     key: str | None = None,
+    client_ca: str | None = None,
+    limits: HttpLimits | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until stopped (SIGTERM/SIGINT), logging counts every minute."""
     stop = stop or asyncio.Event()
     install_stop_handlers(stop)
-    context = server_ssl_context(cert, key) if cert and key else None
-    async with CallbackServer(url, host=host, port=port, ssl_context=context) as server:
+    context = server_ssl_context(cert, key, client_ca) if cert and key else None
+    async with CallbackServer(url, host=host, port=port, ssl_context=context, limits=limits) as server:
         log.info("callback server listening on %s/callbacks/{carrier}", server.base_url)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=60)
             except TimeoutError:
-                log.info("callbacks: %s", " ".join(f"{k}={v}" for k, v in server.counts.items()))
+                counts = {**server.counts, **server.listener.counts}
+                log.info("callbacks: %s", " ".join(f"{k}={v}" for k, v in counts.items()))

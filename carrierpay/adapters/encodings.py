@@ -72,12 +72,26 @@ def parse_body(
     return ParsedBody(fmt, parse_document(fmt, body))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return number
+
+
 def parse_document(fmt: str, body: bytes) -> Any:
     if fmt == "json":
+        # Strict JSON only: NaN, Infinity and numbers beyond a float (1e400) are refused here rather
+        # than becoming values no database column or JSON writer accepts; nesting deep enough to
+        # exhaust the parser's recursion is an unreadable document, not a crash.
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UnreadableResponse(f"not JSON: {exc}") from exc
+            return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise UnreadableResponse(f"not JSON: {str(exc)[:120]}") from exc
     if fmt == "form":
         try:
             return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))

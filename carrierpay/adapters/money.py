@@ -5,6 +5,9 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+MAX_MINOR = 2**63 - 1  # bigint, as the database stores amounts
+MAX_MINOR_DIGITS = 18  # MAX_MINOR has 19 digits; a larger adjusted exponent can never fit
+
 
 class AmountError(ValueError):
     pass
@@ -26,11 +29,24 @@ def parse_amount(value: Any, fmt: str, exponent: int) -> int | None:
         return None
     if isinstance(value, float):
         value = repr(value)
+    text = str(value).strip()
     try:
-        number = Decimal(str(value).strip())
+        number = Decimal(text)
     except InvalidOperation as exc:
-        raise AmountError(f"not an amount: {value!r}") from exc
-    minor = number if fmt == "minor" else number.scaleb(exponent)
+        raise AmountError(f"not an amount: {text[:20]!r}") from exc
+    if not number.is_finite():
+        raise AmountError(f"not an amount: {text[:20]!r}")
+    shift = 0 if fmt == "minor" else exponent
+    # Judged on the exponent before any arithmetic: "1e999999999" would otherwise overflow the
+    # decimal context or build an integer of a billion digits. The database keeps amounts in bigint.
+    if number and number.adjusted() + shift > MAX_MINOR_DIGITS:
+        raise AmountError(f"{text[:20]!r} is out of range")
+    if number and number.adjusted() + shift < 0:
+        raise AmountError(f"{text[:20]!r} is not a whole number of minor units")
+    minor = number.scaleb(shift)
     if minor != minor.to_integral_value():
-        raise AmountError(f"{value!r} is not a whole number of minor units")
-    return int(minor)
+        raise AmountError(f"{text[:20]!r} is not a whole number of minor units")
+    amount = int(minor)
+    if not -MAX_MINOR <= amount <= MAX_MINOR:
+        raise AmountError(f"{text[:20]!r} is out of range")
+    return amount

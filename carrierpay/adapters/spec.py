@@ -9,6 +9,7 @@ section they depend on. Every error names the JSON path of the offending field.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from lxml import etree
 from referencing import Registry, Resource
 
 from carrierpay.adapters.encodings import compile_jsonpath
-from carrierpay.adapters.templates import check_template
+from carrierpay.adapters.templates import check_template, template_variables
 from carrierpay.paths import carriers_root
 
 SCHEMA_PACKAGE = "carrierpay.adapters.schemas"
@@ -34,6 +35,9 @@ BASE_URL_VARIABLE = "CARRIERPAY_BASE_URL_{code}"
 DEFAULT_AMOUNT = {"format": "major_decimal", "exponent": 2}
 DEFAULT_TIMEOUTS = {"connect_s": 5.0, "total_s": 30.0}
 TLS_FILE_KEYS = ("ca_bundle", "client_cert", "client_key")
+# Callback checks that prove the sender holds something we gave it or agreed with it; an IP
+# allow-list only narrows who may try.
+CREDENTIAL_CHECKS = frozenset({"signature", "basic", "bearer", "mutual_tls"})
 
 
 class SpecError(ValueError):
@@ -116,15 +120,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield from _results_errors(f"{where}.results", step.get("results") or [])
 
     callbacks = data.get("callbacks")
-    if callbacks:
-        yield from _extract_errors("callbacks", callbacks["encoding"], callbacks)
-        yield from _results_errors("callbacks.results", callbacks.get("results") or [])
-        for index, check in enumerate(callbacks.get("auth") or []):
-            if check["type"] == "signature" and check["canonical"] == "template":
-                if "template" not in check:
-                    yield f"callbacks.auth[{index}].template: required when canonical is 'template'"
-                else:
-                    yield from _template_errors(f"callbacks.auth[{index}].template", check["template"])
+    if callbacks is not None:
+        yield from _callback_errors(callbacks)
 
     reports = data.get("reports")
     if reports:
@@ -135,6 +132,43 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield from _xpath_errors("reports.record_xpath", reports["record_xpath"], namespaces)
             for name, expression in reports["columns"].items():
                 yield from _xpath_errors(f"reports.columns.{name}", expression, namespaces)
+
+
+def _callback_errors(callbacks: Mapping[str, Any]) -> Iterable[str]:
+    yield from _extract_errors("callbacks", callbacks["encoding"], callbacks)
+    yield from _results_errors("callbacks.results", callbacks.get("results") or [])
+    checks = callbacks.get("auth") or []
+    if not any(check["type"] in CREDENTIAL_CHECKS for check in checks):
+        yield ("callbacks.auth: callbacks need a credential check (signature, basic, bearer or mutual_tls); "
+               "without one anybody who can reach the callback server could settle payments, and an "
+               "ip_allow_list alone does not prove who is calling")
+    for index, check in enumerate(checks):
+        where = f"callbacks.auth[{index}]"
+        if check["type"] == "ip_allow_list":
+            for n, cidr in enumerate(check["cidrs"]):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError:
+                    yield f"{where}.cidrs[{n}]: {cidr!r} is not an IP address or network"
+        if check["type"] != "signature":
+            continue
+        if check["canonical"] == "template":
+            if "template" not in check:
+                yield f"{where}.template: required when canonical is 'template'"
+                continue
+            yield from _template_errors(f"{where}.template", check["template"])
+        # A JSON or XML body is never parsed before it is authenticated, so its signature can only
+        # be over the raw bytes (a template may use body and method, not the parsed fields).
+        if callbacks["encoding"] != "form":
+            if "field" in check:
+                yield (f"{where}.field: a {callbacks['encoding']} callback is verified before its body is read; "
+                       "put the signature in a header")
+            if check["canonical"] in ("sorted_values", "sorted_pairs"):
+                yield (f"{where}.canonical: a {callbacks['encoding']} callback is verified before its body is "
+                       "read; sign the raw body (raw_body, or a template over body and method)")
+            if check["canonical"] == "template" and "params" in template_variables(check["template"]):
+                yield (f"{where}.template: a {callbacks['encoding']} callback is verified before its body is "
+                       "read; the template may use body and method, not params")
 
 
 def _template_errors(path: str, source: Any) -> Iterable[str]:

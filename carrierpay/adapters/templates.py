@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
@@ -78,6 +78,14 @@ def check_template(source: str) -> str | None:
     except TemplateSyntaxError as exc:
         return f"template error line {exc.lineno}: {exc.message}"
     return None
+
+
+def template_variables(source: str) -> set[str]:
+    """The top-level names a template reads (empty when it does not compile)."""
+    try:
+        return set(meta.find_undeclared_variables(_PLAIN.parse(source)))
+    except TemplateSyntaxError:
+        return set()
 
 
 # Compiling a template costs a thousand times more than rendering it, and a carrier's spec has a few

@@ -95,22 +95,38 @@ def callbacks_serve(
     port: int = typer.Option(8080, "--port", help="Port to bind (0: any free port)."),
     cert: str | None = typer.Option(None, "--cert", help="TLS certificate chain (PEM): serve HTTPS."),
     key: str | None = typer.Option(None, "--key", help="TLS private key (PEM)."),
+    client_ca: str | None = typer.Option(
+        None, "--client-ca", help="CA bundle (PEM) for carriers' client certificates (callbacks.auth mutual_tls)."),
+    max_connections: int = typer.Option(256, "--max-connections", min=1, help="Open connections at most."),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request's headers (and TLS handshake)."
+    ),
+    body_timeout: float = typer.Option(10.0, "--body-timeout", min=0.1, help="Seconds a client has to send a body."),
+    idle_timeout: float = typer.Option(
+        30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
+    ),
     database_url: str | None = DatabaseUrlOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve /callbacks/{carrier} until SIGTERM."""
     from carrierpay.adapters.auth import TlsConfigError
     from carrierpay.adapters.callback_server import serve, server_ssl_context
+    from carrierpay.guarded_http import HttpLimits
 
     if bool(cert) != bool(key):
         raise typer.BadParameter("--cert and --key go together")
+    if client_ca and not cert:
+        raise typer.BadParameter("--client-ca needs --cert and --key: client certificates come with HTTPS")
     if cert and key:
         try:
-            server_ssl_context(cert, key)  # an unusable certificate is one line now, not a traceback later
+            server_ssl_context(cert, key, client_ca)  # an unusable file is one line now, not a traceback later
         except TlsConfigError as exc:
             fail(str(exc))
+    limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                        idle_timeout_s=idle_timeout)
     _logging(verbose)
-    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key))
+    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, client_ca=client_ca,
+                      limits=limits))
 
 
 @scheduler_app.command("run")

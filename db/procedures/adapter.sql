@@ -96,9 +96,58 @@ begin
 end
 $$;
 
+-- Refuse a callback payload the ledger could not take as it is, before anything is written: the
+-- callback server checks the same, so this only fires for a caller that skipped it.
+create or replace function cp.check_callback_payload(p_payload jsonb) returns void
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_amount numeric;
+begin
+    if jsonb_typeof(p_payload) is distinct from 'object' then
+        perform cp.fail('CP073', 'a callback payload is a JSON object');
+    end if;
+    if p_payload->>'outcome' is null or p_payload->>'outcome' not in ('succeeded', 'failed', 'unknown', 'pending') then
+        perform cp.fail('CP080', format('callback outcome must be succeeded, failed, unknown or pending, not %L',
+                                        left(p_payload->>'outcome', 20)));
+    end if;
+    if p_payload->>'amount_minor' is not null then
+        if jsonb_typeof(p_payload->'amount_minor') <> 'number' then
+            perform cp.fail('CP073', 'a callback amount_minor is a number');
+        end if;
+        v_amount := (p_payload->>'amount_minor')::numeric;
+        if v_amount <> trunc(v_amount) or v_amount < 0 or v_amount > 9223372036854775807 then
+            perform cp.fail('CP073', 'a callback amount_minor is a whole number of minor units, 0 to 2^63-1');
+        end if;
+    end if;
+end
+$$;
+
+-- Apply a callback to the sent call it names (locked by the caller). A result in another currency
+-- than the payment's describes some other transaction: it is kept as a conflict and changes nothing.
+create or replace function cp.apply_callback_result(p_call cp.carrier_call, p_payload jsonb) returns text
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if p_payload->>'currency' is not null
+       and upper(p_payload->>'currency') is distinct from
+           (select p.currency::text from cp.procedure p where p.procedure_id = p_call.procedure_id) then
+        perform cp.record_call_conflict(p_call, 'currency', p_payload);
+        return 'conflict';
+    end if;
+    return cp.apply_call_result(p_call.call_id, p_payload);
+end
+$$;
+
 -- Record a carrier callback (async result, late result, receipt). Idempotent: the same callback
 -- twice changes nothing the second time; a callback may arrive before the synchronous answer.
--- p_payload: {"correlator" | "carrier_ref", "outcome", "reason", "carrier_code", "amount_minor", "dedupe_key", ...}
+-- Only a call handed to the carrier can be settled by one: a call still (or again) in the queue
+-- was never sent, or nothing of it reached the carrier, so a result for it is a conflict, and so
+-- is one in another currency than the payment's.
+-- p_payload: {"correlator" | "carrier_ref", "outcome", "reason", "carrier_code", "amount_minor", "currency",
+--             "dedupe_key", ...}
 create or replace function adapter.record_callback(p_carrier text, p_payload jsonb) returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -111,17 +160,20 @@ declare
 begin
     select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
     if v_carrier_id is null then
-        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 40)));
     end if;
+    perform cp.check_callback_payload(p_payload);
     v_key := coalesce(p_payload->>'dedupe_key', md5(p_payload::text));
     insert into cp.callback_inbox (carrier_id, dedupe_key, payload) values (v_carrier_id, v_key, p_payload)
     on conflict do nothing;
     if not found then
         return jsonb_build_object('id', v_key, 'status', 'duplicate');
     end if;
+    -- Locked now, so the call cannot be claimed or requeued between the check below and the change.
     if p_payload->>'correlator' is not null then
         select * into v_call from cp.carrier_call
-        where carrier_id = v_carrier_id and correlator = p_payload->>'correlator';
+        where carrier_id = v_carrier_id and correlator = p_payload->>'correlator'
+        for update;
     else
         -- By the carrier's id; a multi-part SMS has one id per part, joined by ','. The lock pairs with
         -- cp.rematch_callbacks, so a receipt racing the call's id either finds it or is found later.
@@ -129,13 +181,20 @@ begin
         select * into v_call from cp.carrier_call
         where carrier_id = v_carrier_id and carrier_ref is not null
           and string_to_array(carrier_ref, ',') @> array[p_payload->>'carrier_ref']
-        order by call_id desc limit 1;
+        order by call_id desc limit 1
+        for update;
     end if;
     if not found then
         -- Kept in the inbox for late matching; the reconciler looks here too.
         return jsonb_build_object('id', v_key, 'status', 'unmatched');
     end if;
-    v_applied := cp.apply_call_result(v_call.call_id, p_payload);
+    if v_call.status = 'queued' then
+        -- Not kept in the inbox: once the call has been sent, a repeat of this callback may count.
+        delete from cp.callback_inbox where carrier_id = v_carrier_id and dedupe_key = v_key;
+        perform cp.record_call_conflict(v_call, 'not_sent', p_payload);
+        return jsonb_build_object('id', v_key, 'status', 'not_sent', 'call_id', v_call.call_id);
+    end if;
+    v_applied := cp.apply_callback_result(v_call, p_payload);
     insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code, request,
                                 response)
     values (v_call.call_id, v_call.procedure_id, v_call.carrier_id, v_call.operation, p_payload->>'outcome',

@@ -48,6 +48,16 @@ begin
     if jsonb_typeof(p_spec->'number_ranges') is distinct from 'array' or jsonb_array_length(p_spec->'number_ranges') = 0 then
         perform cp.fail('CP090', 'carrier spec: number_ranges must list at least one E.164 prefix');
     end if;
+    -- Whoever can reach the callback server could otherwise settle payments: a source address alone
+    -- proves nothing, so at least one check must prove the sender holds a credential.
+    if p_spec ? 'callbacks' and jsonb_typeof(p_spec->'callbacks') = 'object' and not exists (
+        select 1 from jsonb_array_elements(case jsonb_typeof(p_spec#>'{callbacks,auth}')
+                                               when 'array' then p_spec#>'{callbacks,auth}' else '[]' end) a
+        where a->>'type' in ('signature', 'basic', 'bearer', 'mutual_tls'))
+    then
+        perform cp.fail('CP090', 'carrier spec: callbacks.auth needs a credential check (signature, basic, bearer '
+                                 'or mutual_tls); an ip_allow_list alone does not authenticate a callback');
+    end if;
 
     insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, tps, carrier_share_bp,
                             regulation_code, rules_override, spec)

@@ -439,6 +439,25 @@ begin
 end
 $$;
 
+-- Keep a carrier answer that contradicts what we hold, for a person to look into (report.call_conflicts
+-- and an outcome_conflict event): the answer itself changes nothing, so this is the only trace of it.
+create or replace function cp.record_call_conflict(p_call cp.carrier_call, p_kind text, p_reported jsonb)
+returns void
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_reported jsonb := coalesce(p_reported, '{}') - 'request' - 'response' - 'raw';
+begin
+    insert into cp.call_conflict (call_id, procedure_id, carrier_id, kind, call_status, reported, recorded_at)
+    values (p_call.call_id, p_call.procedure_id, p_call.carrier_id, p_kind, p_call.status, v_reported,
+            cp.clock_now());
+    perform cp.emit_event('carrier_call', p_call.call_id, 'outcome_conflict',
+                          jsonb_build_object('kind', p_kind, 'settled', p_call.status, 'reported', v_reported,
+                                             'procedure_id', p_call.procedure_id));
+end
+$$;
+
 -- Apply one carrier outcome to its call and procedure. Returns what happened, for the caller's log:
 -- 'applied', 'duplicate' (the call was already settled the same way) or 'conflict'.
 create or replace function cp.apply_call_result(p_call_id bigint, p_result jsonb) returns text
@@ -464,14 +483,23 @@ begin
                                         p_call_id, v_outcome));
     end if;
     if v_call.status in ('done', 'failed') then
-        -- Already settled (a duplicate callback, or the callback beat the synchronous answer).
-        if (v_call.status = 'done') = (v_outcome = 'succeeded') or v_outcome in ('unknown', 'pending') then
+        -- Already settled (a duplicate callback, or the callback beat the synchronous answer). The
+        -- first answer stands; one that contradicts it is kept for a person and moves no money.
+        if v_outcome in ('unknown', 'pending') then
             return 'duplicate';
         end if;
-        perform cp.emit_event('carrier_call', v_call.call_id, 'outcome_conflict',
-                              jsonb_build_object('settled', v_call.status, 'reported', p_result - 'request' - 'response',
-                                                 'procedure_id', v_call.procedure_id));
-        return 'conflict';
+        if (v_call.status = 'done') <> (v_outcome = 'succeeded') then
+            perform cp.record_call_conflict(v_call, 'outcome', p_result);
+            return 'conflict';
+        end if;
+        if v_call.status = 'done' and v_call.operation = 'charge' and p_result->>'amount_minor' is not null
+           and (p_result->>'amount_minor')::numeric
+               is distinct from (select p.collected_minor from cp.procedure p where p.procedure_id = v_call.procedure_id)
+        then
+            perform cp.record_call_conflict(v_call, 'amount', p_result);
+            return 'conflict';
+        end if;
+        return 'duplicate';
     end if;
     if v_call.status = 'queued' then
         -- A late answer for a call whose lease had expired and was requeued: take it.

@@ -176,3 +176,20 @@ left join charges c on c.carrier_id = k.carrier_id
 left join refunds r on r.carrier_id = k.carrier_id
 left join subs s on s.carrier_id = k.carrier_id;
 
+
+-- Carrier answers that contradicted what we held and so changed nothing (cp.call_conflict): a
+-- result for a call already settled the other way or for another amount, in another currency, or
+-- for a call never sent. Each needs a person: a carrier bug, a forged callback with a leaked key,
+-- or a real charge we did not book.
+drop view if exists report.call_conflicts;
+create view report.call_conflicts as
+select x.conflict_id, x.recorded_at, c.code as carrier, x.kind, k.operation, k.correlator, x.call_id, x.procedure_id,
+       x.call_status as call_status_then, k.status as call_status_now, p.status as procedure_status,
+       p.amount_minor, p.collected_minor, p.currency,
+       x.reported->>'outcome' as reported_outcome, x.reported->>'reason' as reported_reason,
+       x.reported->'amount_minor' as reported_amount_minor, x.reported->>'currency' as reported_currency,
+       x.reported->>'carrier_ref' as reported_carrier_ref, x.reported
+from cp.call_conflict x
+join cp.carrier c on c.carrier_id = x.carrier_id
+join cp.carrier_call k on k.call_id = x.call_id
+join cp.procedure p on p.procedure_id = x.procedure_id;

@@ -525,8 +525,9 @@ begin
         order by i.received_at, i.dedupe_key
     loop
         select * into v_call from cp.carrier_call where call_id = p_call_id;
-        exit when v_call.status in ('done', 'failed');
-        perform cp.apply_call_result(v_call.call_id, v_row.payload);
+        -- A call back in the queue is not out at the carrier: its receipts wait for it to be sent.
+        exit when v_call.status in ('done', 'failed', 'queued');
+        perform cp.apply_callback_result(v_call, v_row.payload);
         insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
                                     request, response)
         values (v_call.call_id, v_call.procedure_id, v_call.carrier_id, v_call.operation, v_row.payload->>'outcome',

@@ -151,3 +151,40 @@ def test_secrets_come_from_values_environment_then_file(tmp_path):
     with pytest.raises(MissingSecret) as missing:
         secrets.get("NOPE")
     assert "NOPE" in str(missing.value) and "CARRIERPAY_SECRETS_FILE" in str(missing.value)
+
+
+def callbacks_with(*checks: dict) -> dict:
+    data = copy.deepcopy(load_spec("aggregator_ng").data)
+    data["callbacks"]["auth"] = list(checks)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("checks", "expected"),
+    [
+        ((), "callbacks.auth: callbacks need a credential check"),
+        (({"type": "ip_allow_list", "cidrs": ["203.0.113.0/24"]},),
+         "callbacks.auth: callbacks need a credential check"),
+        (({"type": "ip_allow_list", "cidrs": ["not-a-net"]}, {"type": "bearer", "token": {"secret": "T_TOKEN"}}),
+         "callbacks.auth[0].cidrs[0]: 'not-a-net' is not an IP address or network"),
+        (({"type": "bearer", "token": "plain-text-token"},), "callbacks.auth[0].token"),
+        (({"type": "bearer", "token": {"secret": "T_TOKEN"}, "header": "X-T", "query": "t"},), "callbacks.auth[0]"),
+        (({"type": "mutual_tls"},), "callbacks.auth[0]"),
+        (({"type": "mutual_tls", "fingerprints_sha256": ["abc"]},), "callbacks.auth[0].fingerprints_sha256[0]"),
+    ],
+    ids=["none", "ip only", "bad cidr", "literal token", "header and query", "no identity", "bad pin"],
+)
+def test_callbacks_need_a_credential_check_that_can_work(checks, expected):
+    errors = validate_spec(callbacks_with(*checks))
+    assert any(error.startswith(expected) for error in errors), errors
+
+
+@pytest.mark.parametrize("checks", [
+    ({"type": "bearer", "token": {"secret": "T_TOKEN"}}, {"type": "ip_allow_list", "cidrs": ["203.0.113.0/24"]}),
+    ({"type": "bearer", "token": {"secret": "T_TOKEN"}, "query": "token"},),
+    ({"type": "mutual_tls", "subjects": ["carrier.example"],
+      "fingerprints_sha256": ["AB:" * 31 + "CD"]},),
+    ({"type": "basic", "username": "carrier", "password": {"secret": "T_PASSWORD"}},),
+], ids=["bearer and ip", "bearer in query", "mutual tls", "basic"])
+def test_credential_checks_are_accepted(checks):
+    assert validate_spec(callbacks_with(*checks)) == []

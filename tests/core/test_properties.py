@@ -152,6 +152,9 @@ class Model:
             status = self.sql("select adapter.record_callback('test_ng', %s)", Jsonb(result))[0][0]["status"]
             if status == "duplicate" and call.status not in FINAL:
                 return  # the same callback twice: the inbox dropped it, as the model must
+            if call.status == "queued":
+                assert status == "not_sent"
+                return  # never handed to the carrier: no callback can settle it
         else:
             self.sql("select adapter.complete_calls(%s)", Jsonb([result | {"call_id": call.call_id}]))
         self.apply(target, call, outcome, reason)
