@@ -4,15 +4,15 @@ A callback that says "failed" for a call that already succeeded, another amount 
 the payment's, or a result for a call that was never handed to the carrier moves no money; each is
 kept here (and shown by report.call_conflicts) so a person can find out what really happened.
 
-Revision ID: 0010
-Revises: 0008
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02
 """
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0008"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
