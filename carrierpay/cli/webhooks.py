@@ -10,6 +10,7 @@ import typer
 from carrierpay import db
 from carrierpay.cli.common import DatabaseUrlOption, user_errors
 from carrierpay.daemon import install_stop_handlers
+from carrierpay.logmask import configure_logging
 
 app = typer.Typer(help="Merchant webhooks.\n\nExample:\n\n  carrierpay webhooks run --interval 1", no_args_is_help=True)
 
@@ -22,7 +23,7 @@ def run(interval: float = typer.Option(1.0, help="Seconds between polls when idl
     """Deliver pending notifications (HMAC-SHA256 signed POSTs), retrying with back-off."""
     from carrierpay import webhooks
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(logging.INFO, "%(asctime)s %(name)s %(message)s")
     url = db.running_url(database_url)
 
     async def main() -> None:
