@@ -297,6 +297,15 @@ begin
     select * into v_keyword from cp.sms_keyword where keyword_id = v_conf.keyword_id;
     select * into v_sub from cp.subscription where subscription_id = v_conf.subscription_id for update;
     v_vars := cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id);
+    if v_sub.status not in ('pending_optin', 'cancelled') then
+        -- The merchant's PIN activated it first: the YES has nothing left to do.
+        update cp.sms_confirmation set status = 'cancelled' where confirmation_id = v_conf.confirmation_id;
+        v_reply := cp.queue_reply(p_subscriber.subscriber_id, cp.sms_text('sms_already', p_subscriber.subscriber_id,
+                                                                          v_vars),
+                                  v_keyword.merchant_id, v_conf.short_code);
+        return jsonb_build_object('status', 'already_subscribed', 'subscription_id', v_conf.subscription_id,
+                                  'existing', true, 'confirmation_id', v_conf.confirmation_id, 'reply_id', v_reply);
+    end if;
     if v_conf.expires_at <= cp.clock_now() or v_sub.status <> 'pending_optin' then
         perform cp.expire_sms_confirmation(v_conf);
         v_reply := cp.queue_reply(p_subscriber.subscriber_id, cp.sms_text('sms_expired', p_subscriber.subscriber_id, v_vars),

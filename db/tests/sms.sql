@@ -3,7 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(74);
+select plan(77);
 
 select admin.onboard_carrier('{"code": "test_za", "name": "Test ZA", "country": "ZA", "mcc": "655", "mnc": "01",
   "currency": "ZAR", "timezone": "Africa/Johannesburg", "number_ranges": ["+2782"], "throughput": {"tps": 1000},
@@ -100,6 +100,14 @@ select is(api.confirm_optin('acme', (select (d->>'optin_id')::bigint from za_api
           ->>'status', 'confirmed', 'the PIN afterwards is accepted');
 select is((select count(*)::int from cp.procedure where kind = 'charge'
            and subscription_id = (select (d->>'id')::bigint from za_api)), 1, 'but the two confirmations queue one charge');
+create temp table za_pin as select api.subscribe('acme', '+27820000021', 'club', 'daily', 'za-3') as d;
+select pg_temp.mo('+27820000021', 'SUB GEMS', 'm32');
+select api.confirm_optin('acme', (select (d->>'optin_id')::bigint from za_pin), pg_temp.pin('+27820000021'));
+select is((pg_temp.mo('+27820000021', 'YES', 'm33'))->>'status', 'already_subscribed',
+          'a YES after the PIN activated the subscription is told it is subscribed');
+select matches(pg_temp.last_sms('+27820000021')->>'text', 'already', 'in so many words');
+select is((select count(*)::int from cp.procedure where kind = 'charge'
+           and subscription_id = (select (d->>'id')::bigint from za_pin)), 1, 'still one first charge');
 select is((api.subscribe('acme', '+27820000001', 'club', 'daily', 'za-2'))->>'id',
           (select s.subscription_id::text from cp.subscription s join cp.subscriber b using (subscriber_id)
            where b.msisdn = '+27820000001' and s.status <> 'cancelled'),
