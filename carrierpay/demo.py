@@ -49,6 +49,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from carrierpay import config, migrate, queries
+from carrierpay.logmask import MaskingFormatter
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 
@@ -364,7 +365,7 @@ def ship_history(database_url: str, history_url: str, logfile: Path | None, stop
 
     if logfile is not None:
         handler = logging.FileHandler(logfile, mode="a")
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(MaskingFormatter(LOG_FORMAT))
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(logging.INFO)
     shipper = Shipper(database_url, open_store(history_url), name="demo-shipper", batch_size=5000)
@@ -942,7 +943,7 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     logfile = home / "demo.log"
     handler = logging.FileHandler(logfile, mode="w")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(MaskingFormatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)

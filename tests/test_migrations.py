@@ -116,3 +116,42 @@ def test_broken_file_after_a_good_migration_keeps_the_previous_state(empty_db_ur
         migrate.migrate(empty_db_url, root=broken_sql_root)
     assert schema_dump(empty_db_url) == before
     assert "procedures/zz_broken.sql" in migrate.plan(empty_db_url, root=broken_sql_root).changed_files
+
+
+def test_0013_keeps_one_live_subscription_and_flags_queued_charges(empty_db_url):
+    """A database with duplicate live subscriptions (made before the unique index) upgrades: the one
+    confirmed and paid furthest stays, the others are cancelled; queued charges learn their zone."""
+    migrate.migrate(empty_db_url, revision="0008")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("""
+            insert into cp.regulation (code, name, source) values ('T', 'test', 'test');
+            insert into cp.country (country, name, vat_bp) values ('NG', 'Nigeria', 750);
+            insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, regulation_code, spec)
+            values ('c', 'c', 'NG', '621', '20', 'NGN', 'Africa/Lagos', 'T', '{}');
+            insert into cp.merchant (code, name, db_role, webhook_secret) values ('m', 'm', 'cp_merchant_m', 's');
+            insert into cp.product (merchant_id, code, name) values (1, 'p', 'p');
+            insert into cp.price_point (product_id, carrier_id, plan, amount_minor, currency, variant)
+            values (1, 1, 'daily', 100, 'NGN', 'v');
+            insert into cp.subscriber (msisdn, carrier_id, timezone)
+            values ('+2348020000001', 1, 'Asia/Tokyo'), ('+2348020000002', 1, null);
+            insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status,
+                                         price_point_id, status_since, paid_through)
+            values (1, 1, 1, 1, 'daily', 'pending_optin', 1, now(), null),
+                   (1, 1, 1, 1, 'daily', 'active', 1, now(), '2030-01-02'),
+                   (1, 1, 1, 1, 'daily', 'grace', 1, now(), '2030-01-05'),
+                   (1, 2, 1, 1, 'daily', 'active', 1, now(), null);
+            insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, amount_minor, currency,
+                                      created_at, updated_at)
+            values ('charge', 1, 1, 1, 100, 'NGN', now(), now()), ('sms', null, 2, 1, 0, 'NGN', now(), now());
+            insert into cp.carrier_call (procedure_id, carrier_id, operation, safe_to_repeat, correlator, created_at)
+            values (1, 1, 'charge', false, 'cp-1', now()), (2, 1, 'send_sms', true, 'cp-2', now());
+            insert into cp.call_queue (call_id, carrier_id, available_at) select call_id, 1, now() from cp.carrier_call;
+        """)
+    migrate.migrate(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select subscription_id, status::text, cancel_reason from cp.subscription "
+                            "order by subscription_id").fetchall() == [
+            (1, "cancelled", "duplicate"), (2, "cancelled", "duplicate"), (3, "grace", None), (4, "active", None)]
+        assert conn.execute("select c.operation, q.charging_hours, q.timezone from cp.call_queue q "
+                            "join cp.carrier_call c using (call_id) order by q.call_id").fetchall() == [
+            ("charge", True, "Asia/Tokyo"), ("send_sms", False, None)]

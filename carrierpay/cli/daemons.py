@@ -15,6 +15,7 @@ import typer
 from carrierpay import db
 from carrierpay.cli.common import DatabaseUrlOption, fail, user_errors
 from carrierpay.daemon import install_stop_handlers
+from carrierpay.logmask import configure_logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CarrierOption = typer.Option(None, "--carrier", "-c",
@@ -31,7 +32,7 @@ scheduler_app = typer.Typer(help="Scheduler: renewals, retries, reminders, lease
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    configure_logging(logging.DEBUG if verbose else logging.INFO, LOG_FORMAT)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from carrierpay.cli.common import DatabaseUrlOption, console, fail, user_errors
+from carrierpay.logmask import configure_logging
 
 
 @user_errors
@@ -35,7 +36,7 @@ def up(
         for child in settings.children:
             console.print(f"{child.name}: carrierpay {' '.join(child.args)}")
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     where = db.target(settings.database_url)
     if where.embedded is not None:
         cluster = where.embedded

@@ -10,6 +10,7 @@ import typer
 from carrierpay import db
 from carrierpay.cli.common import DatabaseUrlOption, user_errors
 from carrierpay.daemon import install_stop_handlers
+from carrierpay.logmask import configure_logging
 
 app = typer.Typer(help="Merchant webhooks.\n\nExample:\n\n  carrierpay webhooks run --interval 1", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def run(interval: float = typer.Option(1.0, help="Seconds between polls when idl
         policy = webhooks.DestinationPolicy.from_settings(allow_network, allow_http)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--allow-network") from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(logging.INFO, "%(asctime)s %(name)s %(message)s")
     url = db.running_url(database_url)
     if policy.allow_networks or policy.allow_http:
         logging.getLogger("carrierpay.webhooks").warning(

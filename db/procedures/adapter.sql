@@ -2,6 +2,12 @@
 -- batches, record callbacks, expire leases and find what needs reconciling.
 
 -- Lease up to p_limit ready calls of a carrier to one worker. Returns one call document each.
+-- A charge is handed out only inside the charging hours of its subscriber's local time, however it
+-- came to be ready (queued late, a transient retry, a throttled or unreachable call held back, a
+-- backlog that outlived the window): outside them it stays queued, moved to the window's next
+-- opening, so it is not picked again before then. Whether the window is open is worked out once per
+-- claim in the carrier's zone; only the calls of subscribers with a zone of their own are judged one
+-- by one.
 create or replace function adapter.claim_calls(p_carrier text, p_limit integer, p_lease interval, p_worker text)
 returns setof jsonb
 language plpgsql security definer
@@ -9,30 +15,51 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_carrier_id integer;
+    v_timezone text;
+    v_now timestamptz := cp.clock_now();
+    v_hours text;
+    v_open boolean := true;
+    v_opening timestamptz;
     v_granted integer;
     v_claimed integer;
 begin
-    select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
+    select carrier_id, timezone into v_carrier_id, v_timezone from cp.carrier where code = p_carrier;
     if v_carrier_id is null then
-        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
     end if;
     -- The carrier's calls-per-second budget is shared by every adapter process.
     v_granted := cp.take_budget(v_carrier_id, p_limit);
     if v_granted = 0 then
         return;
     end if;
+    v_hours := nullif(cp.effective_rules(v_carrier_id)->>'charging_hours', '');
+    if v_hours is not null then
+        v_open := cp.in_window((v_now at time zone v_timezone)::time, v_hours);
+        if not v_open then
+            v_opening := cp.next_charging_time(v_hours, v_timezone, v_now);
+        end if;
+    end if;
     return query
     with picked as (
-        select q.call_id from cp.call_queue q
-        where q.carrier_id = v_carrier_id and q.lease_until is null and q.available_at <= cp.clock_now()
+        select q.call_id,
+               not q.charging_hours or v_hours is null
+               or case when q.timezone is null then v_open
+                       else cp.in_window((v_now at time zone q.timezone)::time, v_hours) end as may_send
+        from cp.call_queue q
+        where q.carrier_id = v_carrier_id and q.lease_until is null and q.available_at <= v_now
         order by q.available_at
         limit v_granted
         for update skip locked
+    ), held as (
+        update cp.call_queue q
+        set available_at = case when q.timezone is null then v_opening
+                                else cp.next_charging_time(v_hours, q.timezone, v_now) end
+        where q.call_id = any (array(select call_id from picked where not may_send))
     ), leased as (
         -- By primary key lookups whatever the statistics say: the queue's are usually from a moment it
         -- was nearly empty, and a join planned for one row turns quadratic for a batch.
-        update cp.call_queue q set lease_until = cp.clock_now() + p_lease, worker = p_worker
-        where q.call_id = any (array(select call_id from picked))
+        update cp.call_queue q set lease_until = v_now + p_lease, worker = p_worker
+        where q.call_id = any (array(select call_id from picked where may_send))
         returning q.call_id
     ), calls as (
         update cp.carrier_call c set status = 'leased', sent_at = clock_timestamp()
@@ -43,8 +70,8 @@ begin
         where p.status = 'pending' and p.procedure_id in (select procedure_id from calls)
         returning p.procedure_id
     )
-    select cp.call_document(calls::cp.carrier_call) || jsonb_build_object('lease_until', cp.clock_now() + p_lease)
-    from calls;  -- procs runs regardless: data-modifying CTEs always execute
+    select cp.call_document(calls::cp.carrier_call) || jsonb_build_object('lease_until', v_now + p_lease)
+    from calls;  -- held and procs run regardless: data-modifying CTEs always execute
     get diagnostics v_claimed = row_count;
     perform cp.return_budget(v_carrier_id, v_granted - v_claimed);
 end
@@ -160,7 +187,7 @@ declare
 begin
     select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
     if v_carrier_id is null then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 40)));
+        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
     end if;
     perform cp.check_callback_payload(p_payload);
     v_key := coalesce(p_payload->>'dedupe_key', md5(p_payload::text));

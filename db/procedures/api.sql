@@ -19,10 +19,12 @@ declare
     v_rules jsonb;
     v_optin cp.optin;
     v_proc cp.procedure;
+    v_metadata jsonb := cp.check_metadata(p_metadata);
+    v_optin_id bigint := cp.json_bigint(v_metadata, 'optin_id');  -- the one member we read ourselves
     v_earlier jsonb;
 begin
     v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'charge',
-        jsonb_build_object('msisdn', p_msisdn, 'product', p_product, 'amount', p_amount_minor, 'metadata', p_metadata));
+        jsonb_build_object('msisdn', p_msisdn, 'product', p_product, 'amount', p_amount_minor, 'metadata', v_metadata));
     if v_earlier is not null then
         return v_earlier;
     end if;
@@ -40,10 +42,11 @@ begin
     limit 1;
     if not found then
         if p_amount_minor is null then
-            perform cp.fail('CP007', format('product %L has no one-time price on carrier %s', p_product, v_carrier.code));
+            perform cp.fail('CP007', format('product %L has no one-time price on carrier %s', v_product.code,
+                                            v_carrier.code));
         end if;
         perform cp.fail('CP006', format('%s is not a price point of product %L on carrier %s',
-                                        p_amount_minor, p_product, v_carrier.code));
+                                        p_amount_minor, v_product.code, v_carrier.code));
     end if;
     if v_pp.currency <> v_carrier.currency then
         perform cp.fail('CP008', format('price point in %s but carrier %s bills in %s',
@@ -54,7 +57,7 @@ begin
     if coalesce((v_rules->>'optin_one_time')::boolean, false) then
         -- The regulation wants a confirmed opt-in (api.request_optin + api.confirm_optin) per purchase.
         select * into v_optin from cp.optin
-        where optin_id = (p_metadata->>'optin_id')::bigint and merchant_id = v_merchant.merchant_id
+        where optin_id = v_optin_id and merchant_id = v_merchant.merchant_id
           and subscriber_id = v_subscriber.subscriber_id and product_id = v_product.product_id
           and purpose = 'charge' and status = 'confirmed'
         for update;
@@ -67,7 +70,7 @@ begin
     perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency,
                                   v_rules);
     v_proc := cp.new_procedure('charge', v_subscriber, v_merchant.merchant_id, v_pp.amount_minor, v_pp.currency,
-                               v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => p_metadata);
+                               v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => v_metadata);
     perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_pp.amount_minor));
     return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key, cp.procedure_document(v_proc));
 end
@@ -161,7 +164,41 @@ begin
 end
 $$;
 
+-- The subscriber's live (not cancelled) subscription to a product, locked, or null: there is at most
+-- one (index subscription_one_live). One still waiting for an opt-in that can no longer be given (its
+-- PIN expired or used up its tries, its YES window closed) is cancelled here, so that asking again
+-- starts afresh instead of finding a subscription nobody can confirm.
+create or replace function cp.live_subscription(p_subscriber_id bigint, p_product_id integer)
+returns cp.subscription
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_sub cp.subscription;
+begin
+    select * into v_sub from cp.subscription
+    where subscriber_id = p_subscriber_id and product_id = p_product_id and status <> 'cancelled'
+    for update;
+    if not found or v_sub.status <> 'pending_optin'
+       or exists (select 1 from cp.optin o
+                  where o.subscriber_id = p_subscriber_id and o.subscription_id = v_sub.subscription_id
+                    and o.status = 'pending' and o.expires_at > cp.clock_now() and o.attempts < o.max_attempts)
+       or exists (select 1 from cp.sms_confirmation c
+                  where c.subscription_id = v_sub.subscription_id and c.status = 'pending'
+                    and c.expires_at > cp.clock_now()) then
+        return v_sub;
+    end if;
+    update cp.optin set status = 'expired'
+    where subscriber_id = p_subscriber_id and subscription_id = v_sub.subscription_id and status = 'pending';
+    update cp.sms_confirmation set status = 'expired' where subscription_id = v_sub.subscription_id and status = 'pending';
+    perform cp.cancel_subscription(v_sub.subscription_id, 'optin_expired');
+    return null;
+end
+$$;
+
 -- Subscribe: double opt-in where the regulation needs it, else activate and queue the first charge.
+-- A subscriber has at most one live subscription to a product: asking again (with another key, or by
+-- SMS keyword) returns that one, flagged "existing", and creates and charges nothing.
 create or replace function api.subscribe(p_merchant text, p_msisdn text, p_product text, p_plan text,
                                          p_idempotency_key text)
 returns jsonb
@@ -184,12 +221,26 @@ begin
         return v_earlier;
     end if;
     if p_plan is null or p_plan not in ('daily', 'weekly', 'monthly') then
-        perform cp.fail('CP052', format('plan %L must be daily, weekly or monthly', p_plan));
+        perform cp.fail('CP052', format('plan %L must be daily, weekly or monthly', left(p_plan, 64)));
     end if;
     v_msisdn := cp.normalize_msisdn(p_msisdn);
     v_carrier := cp.carrier_for_msisdn(v_msisdn);
     v_product := cp.merchant_product(v_merchant.merchant_id, p_product);
+    -- The subscriber's row lock serialises every path that subscribes this number, so a concurrent
+    -- request waits here and then finds the subscription this one made.
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
+    v_sub := cp.live_subscription(v_subscriber.subscriber_id, v_product.product_id);
+    if v_sub.subscription_id is not null then
+        -- Still waiting for its PIN: the merchant may confirm the opt-in already sent.
+        select * into v_optin from cp.optin
+        where subscriber_id = v_subscriber.subscriber_id and subscription_id = v_sub.subscription_id
+          and status = 'pending' and expires_at > cp.clock_now() and attempts < max_attempts
+        order by optin_id desc limit 1;
+        return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key,
+            cp.subscription_document(v_sub.subscription_id) || jsonb_build_object('existing', true)
+            || jsonb_strip_nulls(jsonb_build_object('optin_id', v_optin.optin_id,
+                                                    'optin_expires_at', v_optin.expires_at)));
+    end if;
     v_sub := cp.new_subscription(v_merchant.merchant_id, v_subscriber, v_carrier, v_product, p_plan);
     if coalesce((cp.effective_rules(v_carrier.carrier_id)->>'optin_subscription')::boolean, false) then
         v_optin := cp.create_optin(v_merchant, v_subscriber, v_product, 'subscribe', v_sub.subscription_id);
@@ -198,8 +249,8 @@ begin
         select * into v_sub from cp.subscription where subscription_id = v_sub.subscription_id;
     end if;
     return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key,
-        cp.subscription_document(v_sub.subscription_id) || jsonb_strip_nulls(jsonb_build_object(
-            'optin_id', v_optin.optin_id, 'optin_expires_at', v_optin.expires_at)));
+        cp.subscription_document(v_sub.subscription_id) || jsonb_build_object('existing', false)
+        || jsonb_strip_nulls(jsonb_build_object('optin_id', v_optin.optin_id, 'optin_expires_at', v_optin.expires_at)));
 end
 $$;
 
@@ -310,6 +361,7 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
 begin
+    perform cp.check_length('p_reason', p_reason, 500);
     if not exists (select 1 from cp.subscription
                    where subscription_id = p_subscription_id and merchant_id = v_merchant.merchant_id) then
         perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
@@ -336,6 +388,7 @@ declare
     v_call cp.carrier_call;
     v_earlier jsonb;
 begin
+    perform cp.check_length('p_reason', p_reason, 500);
     v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'refund',
         jsonb_build_object('payment', p_payment_id, 'amount', p_amount_minor, 'reason', p_reason));
     if v_earlier is not null then
@@ -384,17 +437,30 @@ end
 $$;
 
 -- Ask the carrier whether the subscriber's balance covers an amount; poll api.payment for the answer.
-create or replace function api.check_balance(p_merchant text, p_msisdn text, p_amount_minor bigint) returns jsonb
+-- It queues a carrier call (which the carrier may bill or rate-limit), so a retried request must not
+-- queue a second one: like every call with an effect it takes an idempotency key.
+drop function if exists api.check_balance(text, text, bigint);
+create or replace function api.check_balance(p_merchant text, p_msisdn text, p_amount_minor bigint,
+                                             p_idempotency_key text)
+returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
-    v_msisdn text := cp.normalize_msisdn(p_msisdn);
-    v_carrier cp.carrier := cp.carrier_for_msisdn(v_msisdn);
+    v_msisdn text;
+    v_carrier cp.carrier;
     v_subscriber cp.subscriber;
     v_proc cp.procedure;
+    v_earlier jsonb;
 begin
+    v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'check_balance',
+        jsonb_build_object('msisdn', p_msisdn, 'amount', p_amount_minor));
+    if v_earlier is not null then
+        return v_earlier;
+    end if;
+    v_msisdn := cp.normalize_msisdn(p_msisdn);
+    v_carrier := cp.carrier_for_msisdn(v_msisdn);
     if p_amount_minor is null or p_amount_minor <= 0 then
         perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
     end if;
@@ -404,7 +470,7 @@ begin
     perform cp.queue_call(v_proc.procedure_id, 'balance',
                           jsonb_build_object('msisdn', v_msisdn, 'amount_minor', p_amount_minor,
                                              'currency', v_carrier.currency));
-    return cp.procedure_document(v_proc);
+    return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key, cp.procedure_document(v_proc));
 end
 $$;
 

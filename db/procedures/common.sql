@@ -76,9 +76,77 @@ begin
         v_clean := '+' || substr(v_clean, 3);
     end if;
     if v_clean !~ '^\+[1-9][0-9]{6,14}$' then
-        perform cp.fail('CP005', format('malformed MSISDN %L: expected E.164 such as +447700900123', p_msisdn));
+        perform cp.fail('CP005', format('malformed MSISDN %s: expected E.164 such as +447700900123',
+                                        cp.mask_msisdn(p_msisdn)));
     end if;
     return v_clean;
+end
+$$;
+
+-- An MSISDN (or whatever a caller sent as one) as messages may show it: the server log keeps
+-- error messages, and a phone number is personal data. Only the last four digits are kept.
+create or replace function cp.mask_msisdn(p_msisdn text) returns text
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when p_msisdn is null then 'null'
+                else '***' || right(regexp_replace(left(p_msisdn, 64), '[^0-9]', '', 'g'), 4) end
+$$;
+
+-- A caller's p_metadata: a JSON object of at most 4 KB serialized (null counts as empty), else CP080.
+create or replace function cp.check_metadata(p_metadata jsonb) returns jsonb
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if p_metadata is null then
+        return '{}'::jsonb;
+    end if;
+    if jsonb_typeof(p_metadata) <> 'object' then
+        perform cp.fail('CP080', format('p_metadata must be a JSON object, not %s', jsonb_typeof(p_metadata)));
+    end if;
+    if octet_length(p_metadata::text) > 4096 then
+        perform cp.fail('CP080', format('p_metadata is %s bytes serialized; at most 4096 are kept',
+                                        octet_length(p_metadata::text)));
+    end if;
+    return p_metadata;
+end
+$$;
+
+-- A free-text argument (a reason) of at most p_max characters, else CP080.
+create or replace function cp.check_length(p_name text, p_value text, p_max integer) returns text
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if length(p_value) > p_max then
+        perform cp.fail('CP080', format('%s is %s characters long; at most %s are allowed', p_name, length(p_value),
+                                        p_max));
+    end if;
+    return p_value;
+end
+$$;
+
+-- An integer member of a caller's JSON document (a JSON number or a string of digits), or null when
+-- absent; anything else, or a value outside bigint, is CP080 rather than a cast error.
+create or replace function cp.json_bigint(p_doc jsonb, p_key text) returns bigint
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_value jsonb := p_doc -> p_key;
+    v_text text;
+begin
+    if v_value is null or jsonb_typeof(v_value) = 'null' then
+        return null;
+    end if;
+    v_text := case jsonb_typeof(v_value) when 'number' then v_value::text when 'string' then v_value #>> '{}' end;
+    if v_text is null or v_text !~ '^-?[0-9]{1,19}$'
+       or v_text::numeric not between -9223372036854775808 and 9223372036854775807 then
+        perform cp.fail('CP080', format('%s must be an integer, not %s', left(p_key, 64),
+                                        left(coalesce(v_text, jsonb_typeof(v_value)), 64)));
+    end if;
+    return v_text::bigint;
 end
 $$;
 
@@ -96,7 +164,8 @@ begin
     order by length(p.prefix) desc
     limit 1;
     if not found then
-        perform cp.fail('CP004', format('no known carrier serves %s', p_msisdn));
+        perform cp.fail('CP004', format('no known carrier serves %s (a number starting %s)',
+                                        cp.mask_msisdn(p_msisdn), left(p_msisdn, 4)));
     end if;
     if not v_carrier.enabled then
         perform cp.fail('CP070', format('carrier %s is disabled', v_carrier.code));
@@ -138,7 +207,7 @@ declare
 begin
     select * into v_product from cp.product where merchant_id = p_merchant_id and code = p_code;
     if not found then
-        perform cp.fail('CP003', format('unknown product %L', p_code));
+        perform cp.fail('CP003', format('unknown product %L', left(p_code, 64)));
     end if;
     return v_product;
 end
@@ -177,7 +246,8 @@ begin
     end if;
     select * into v_row from cp.idempotency where merchant_id = p_merchant_id and idem_key = p_key;
     if v_row.operation <> p_operation or v_row.request_hash <> v_hash then
-        perform cp.fail('CP010', format('idempotency key %L was already used with different parameters', p_key));
+        perform cp.fail('CP010', format('idempotency key %L was already used with different parameters',
+                                        left(p_key, 64)));
     end if;
     return v_row.response;
 end

@@ -28,8 +28,11 @@ begin
     values (v_call_id, p_procedure_id, v_proc.carrier_id, p_operation, coalesce(v_op->>'pattern', 'sync'),
             coalesce((v_op->>'safe_to_repeat')::boolean, p_operation not in ('charge', 'refund')),
             p_attempt, 'cp-' || v_call_id, coalesce(p_params, '{}'), cp.clock_now());
-    insert into cp.call_queue (call_id, carrier_id, available_at)
-    values (v_call_id, v_proc.carrier_id, coalesce(p_available_at, cp.clock_now()));
+    -- A charge is handed to an adapter only inside its subscriber's charging hours (adapter.claim_calls).
+    insert into cp.call_queue (call_id, carrier_id, available_at, charging_hours, timezone)
+    values (v_call_id, v_proc.carrier_id, coalesce(p_available_at, cp.clock_now()), p_operation = 'charge',
+            case when p_operation = 'charge'
+                 then (select timezone from cp.subscriber where subscriber_id = v_proc.subscriber_id) end);
     return v_call_id;
 end
 $$;
@@ -480,7 +483,7 @@ begin
     end if;
     if v_outcome is null or v_outcome not in ('succeeded', 'failed', 'unknown', 'pending') then
         perform cp.fail('CP080', format('call %s: outcome must be succeeded, failed, unknown or pending, not %L',
-                                        p_call_id, v_outcome));
+                                        p_call_id, left(v_outcome, 64)));
     end if;
     if v_call.status in ('done', 'failed') then
         -- Already settled (a duplicate callback, or the callback beat the synchronous answer). The

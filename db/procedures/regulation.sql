@@ -54,6 +54,29 @@ begin
 end
 $$;
 
+-- The first moment at or after p_at inside a daily charging window ('HH:MM-HH:MM' in p_timezone's local
+-- time): p_at itself while the window is open (or there is none), else the window's next opening.
+-- A charge outside the hours is not refused later on: it waits for this moment.
+create or replace function cp.next_charging_time(p_hours text, p_timezone text, p_at timestamptz)
+returns timestamptz
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_local timestamp := p_at at time zone p_timezone;
+    v_opening timestamp;
+begin
+    if cp.in_window(v_local::time, p_hours) then
+        return p_at;
+    end if;
+    v_opening := v_local::date + split_part(p_hours, '-', 1)::time;
+    if v_opening <= v_local then
+        v_opening := v_opening + interval '1 day';
+    end if;
+    return greatest(p_at, v_opening at time zone p_timezone);
+end
+$$;
+
 -- Whether SMS may be sent at this local moment under the rules' quiet hours.
 -- sms_quiet_hours is a list of {"days": [ISO weekdays 1..7], "from": "HH:MM", "to": "HH:MM"}.
 create or replace function cp.sms_allowed_at(p_rules jsonb, p_local timestamp) returns boolean

@@ -135,23 +135,40 @@ begin
     into v_procs
     from ins;
 
-    with calls as (
+    -- Each charge call waits on the queue for its subscriber's charging hours (a subscription confirmed
+    -- at night is charged when they open); the opening is worked out once per carrier's hours and zone.
+    with hours as materialized (
+        select d.carrier_id, nullif(cp.effective_rules(d.carrier_id)->>'charging_hours', '') as hours
+        from (select distinct carrier_id from cp.procedure where procedure_id = any (v_procs)) d
+    ), planned as materialized (
+        select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, o.*
+        from (select p.procedure_id, p.carrier_id, c.spec->'operations'->'charge' as op,
+                     cp.charge_params(p, p.amount_minor) as params, s.timezone as own_timezone,
+                     coalesce(s.timezone, c.timezone) as timezone, h.hours
+              from cp.procedure p
+              join cp.carrier c on c.carrier_id = p.carrier_id
+              join cp.subscriber s on s.subscriber_id = p.subscriber_id
+              join hours h on h.carrier_id = p.carrier_id
+              where p.procedure_id = any (v_procs)
+              order by p.procedure_id) o
+    ), openings as materialized (
+        select z.timezone, z.hours, cp.next_charging_time(z.hours, z.timezone, v_now) as opening
+        from (select distinct timezone, hours from planned where hours is not null) z
+    ), calls as (
         insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat,
                                      attempt, correlator, params, created_at)
         overriding system value
         select x.call_id, x.procedure_id, x.carrier_id, 'charge', coalesce(x.op->>'pattern', 'sync'),
                coalesce((x.op->>'safe_to_repeat')::boolean, false), 1, 'cp-' || x.call_id,
                coalesce(x.params, '{}'), v_now
-        from (select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, o.*
-              from (select p.procedure_id, p.carrier_id, c.spec->'operations'->'charge' as op,
-                           cp.charge_params(p, p.amount_minor) as params
-                    from cp.procedure p join cp.carrier c on c.carrier_id = p.carrier_id
-                    where p.procedure_id = any (v_procs)
-                    order by p.procedure_id) o) x
-        returning call_id, carrier_id
+        from planned x
+        returning call_id
     )
-    insert into cp.call_queue (call_id, carrier_id, available_at)
-    select calls.call_id, calls.carrier_id, v_now from calls;
+    insert into cp.call_queue (call_id, carrier_id, available_at, charging_hours, timezone)
+    select x.call_id, x.carrier_id, coalesce(o.opening, v_now), true, x.own_timezone
+    from planned x
+    join calls using (call_id)
+    left join openings o on o.timezone = x.timezone and o.hours = x.hours;
 
     update cp.subscription
     set next_charge_at = null,
@@ -178,14 +195,30 @@ end
 $$;
 
 -- Activate a subscription (after opt-in, or at once where none is needed) and queue its first charge.
+-- Confirmed outside the charging hours, its first period starts (and is charged) when they open.
+-- Returns the first charge's procedure id, or null when it was no longer waiting for its opt-in (a
+-- PIN and a YES can both confirm one subscription: the second changes nothing).
 create or replace function cp.activate_subscription(p_subscription_id bigint) returns bigint
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
+declare
+    v_sub cp.subscription;
+    v_tz text;
+    v_start timestamptz;
 begin
+    select * into v_sub from cp.subscription
+    where subscription_id = p_subscription_id and status = 'pending_optin'
+    for update;
+    if not found then
+        return null;
+    end if;
+    v_tz := cp.subscriber_timezone(v_sub.subscriber_id);
+    v_start := cp.next_charging_time(nullif(cp.effective_rules(v_sub.carrier_id)->>'charging_hours', ''), v_tz,
+                                     cp.clock_now());
     update cp.subscription
     set status = 'active',
-        anchor_local = cp.clock_now() at time zone cp.subscriber_timezone(subscriber_id),
+        anchor_local = v_start at time zone v_tz,
         period_index = 0,
         period_base = 0
     where subscription_id = p_subscription_id;

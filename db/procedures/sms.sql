@@ -174,31 +174,43 @@ begin
     select * into v_merchant from cp.merchant where merchant_id = v_keyword.merchant_id;
     select * into v_product from cp.product where product_id = v_keyword.product_id;
 
-    -- Already subscribed, or already asked: answer again rather than subscribe twice.
-    select * into v_sub from cp.subscription
-    where subscriber_id = p_subscriber.subscriber_id and product_id = v_product.product_id and status <> 'cancelled'
-    order by subscription_id desc limit 1
-    for update;
-    if found and v_sub.status <> 'pending_optin' then
+    -- Already subscribed, or already asked: answer with the subscription there is (as api.subscribe
+    -- does), never a second one. cp.live_subscription has cancelled one nobody can confirm any more.
+    v_sub := cp.live_subscription(p_subscriber.subscriber_id, v_product.product_id);
+    if v_sub.subscription_id is not null and v_sub.status <> 'pending_optin' then
         v_reply := cp.queue_reply(p_subscriber.subscriber_id,
             cp.sms_text('sms_already', p_subscriber.subscriber_id, cp.keyword_vars(v_keyword, p_subscriber.subscriber_id)),
             v_merchant.merchant_id, p_short_code);
         return jsonb_build_object('status', 'already_subscribed', 'subscription_id', v_sub.subscription_id,
-                                  'reply_id', v_reply);
+                                  'existing', true, 'reply_id', v_reply);
     end if;
-    if found then
-        select * into v_conf from cp.sms_confirmation
-        where subscription_id = v_sub.subscription_id and status = 'pending' for update;
-        if found and v_conf.expires_at > cp.clock_now() then
+    if v_sub.subscription_id is not null then
+        select * into v_conf from cp.sms_confirmation where subscription_id = v_sub.subscription_id for update;
+        if found and v_conf.status = 'pending' and v_conf.expires_at > cp.clock_now() then
             v_reply := cp.queue_reply(p_subscriber.subscriber_id,
                 cp.sms_text('sms_confirm', p_subscriber.subscriber_id,
                             cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
                 v_merchant.merchant_id, p_short_code);
             return jsonb_build_object('status', 'confirmation_resent', 'subscription_id', v_sub.subscription_id,
-                                      'confirmation_id', v_conf.confirmation_id, 'reply_id', v_reply);
-        elsif found then
-            perform cp.expire_sms_confirmation(v_conf);
+                                      'existing', true, 'confirmation_id', v_conf.confirmation_id, 'reply_id', v_reply);
         end if;
+        -- Waiting for a PIN the merchant sent: the subscriber, who asks by SMS, may confirm the same
+        -- subscription with YES instead (whichever comes first activates it; the other changes nothing).
+        v_minutes := coalesce((v_rules->>'sms_confirm_minutes')::int, (v_rules->>'pin_ttl_minutes')::int);
+        insert into cp.sms_confirmation (subscription_id, subscriber_id, keyword_id, short_code, expires_at, created_at)
+        values (v_sub.subscription_id, p_subscriber.subscriber_id, v_keyword.keyword_id, p_short_code,
+                cp.clock_now() + make_interval(mins => v_minutes), cp.clock_now())
+        on conflict (subscription_id) do update
+            set status = 'pending', keyword_id = excluded.keyword_id, short_code = excluded.short_code,
+                expires_at = excluded.expires_at, confirmed_at = null, created_at = excluded.created_at
+        returning * into v_conf;
+        v_reply := cp.queue_reply(p_subscriber.subscriber_id,
+            cp.sms_text('sms_confirm', p_subscriber.subscriber_id,
+                        cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
+            v_merchant.merchant_id, p_short_code);
+        return jsonb_build_object('status', 'confirmation_sent', 'subscription_id', v_sub.subscription_id,
+                                  'existing', true, 'confirmation_id', v_conf.confirmation_id,
+                                  'expires_at', v_conf.expires_at, 'reply_id', v_reply);
     end if;
 
     begin
@@ -285,6 +297,15 @@ begin
     select * into v_keyword from cp.sms_keyword where keyword_id = v_conf.keyword_id;
     select * into v_sub from cp.subscription where subscription_id = v_conf.subscription_id for update;
     v_vars := cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id);
+    if v_sub.status not in ('pending_optin', 'cancelled') then
+        -- The merchant's PIN activated it first: the YES has nothing left to do.
+        update cp.sms_confirmation set status = 'cancelled' where confirmation_id = v_conf.confirmation_id;
+        v_reply := cp.queue_reply(p_subscriber.subscriber_id, cp.sms_text('sms_already', p_subscriber.subscriber_id,
+                                                                          v_vars),
+                                  v_keyword.merchant_id, v_conf.short_code);
+        return jsonb_build_object('status', 'already_subscribed', 'subscription_id', v_conf.subscription_id,
+                                  'existing', true, 'confirmation_id', v_conf.confirmation_id, 'reply_id', v_reply);
+    end if;
     if v_conf.expires_at <= cp.clock_now() or v_sub.status <> 'pending_optin' then
         perform cp.expire_sms_confirmation(v_conf);
         v_reply := cp.queue_reply(p_subscriber.subscriber_id, cp.sms_text('sms_expired', p_subscriber.subscriber_id, v_vars),
@@ -382,7 +403,7 @@ declare
 begin
     select * into v_carrier from cp.carrier where code = p_carrier;
     if not found then
-        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
     end if;
     v_msg_id := coalesce(nullif(p_mo->>'carrier_msg_id', ''),
                          'h:' || md5(concat_ws('|', p_mo->>'msisdn', v_short_code, v_text, p_mo->>'received_at')));
@@ -457,24 +478,25 @@ declare
 begin
     select * into v_carrier from cp.carrier where code = p_carrier;
     if not found then
-        perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
+        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
     end if;
     select p.* into v_product from cp.product p join cp.merchant m using (merchant_id)
     where m.code = p_merchant and p.code = p_product;
     if not found then
-        perform cp.fail('CP003', format('unknown product %L of merchant %L', p_product, p_merchant));
+        perform cp.fail('CP003', format('unknown product %L of merchant %L', left(p_product, 64),
+                                        left(p_merchant, 64)));
     end if;
     if v_keyword !~ '^[A-Z0-9]{1,20}$' or (cp.parse_mo(v_keyword)->>'command') <> 'keyword' then
         perform cp.fail('CP080', format('keyword %L must be one word of letters and digits, not a command word',
-                                        p_keyword));
+                                        left(p_keyword, 64)));
     end if;
     if p_plan is null or p_plan not in ('daily', 'weekly', 'monthly') then
-        perform cp.fail('CP052', format('plan %L must be daily, weekly or monthly', p_plan));
+        perform cp.fail('CP052', format('plan %L must be daily, weekly or monthly', left(p_plan, 64)));
     end if;
     v_codes := v_carrier.spec#>'{smpp,source_short_codes}';
     if p_short_code is null or (v_codes is not null and not v_codes ? p_short_code) then
-        perform cp.fail('CP080', format('short code %L is not one of carrier %s''s (%s)', p_short_code, p_carrier,
-                                        v_codes));
+        perform cp.fail('CP080', format('short code %L is not one of carrier %s''s (%s)', left(p_short_code, 64),
+                                        v_carrier.code, v_codes));
     end if;
     select * into v_row from cp.sms_keyword
     where carrier_id = v_carrier.carrier_id and short_code = p_short_code and keyword = v_keyword;

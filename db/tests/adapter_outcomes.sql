@@ -7,7 +7,7 @@ select plan(50);
 
 -- A charge whose lease runs out may have reached the carrier: it becomes unknown, never requeued.
 create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
-create temp table bal as select (api.check_balance('acme', '+2348020000002', 100)->>'id')::bigint as id;
+create temp table bal as select (api.check_balance('acme', '+2348020000002', 100, 'bal-1')->>'id')::bigint as id;
 select is((select count(*)::int from pg_temp.claim('test_ng')), 2, 'charge and balance calls leased');
 select is(adapter.expire_leases(), '{"unknown": 0, "requeued": 0}'::jsonb, 'nothing expires inside the lease');
 select admin.advance_clock(interval '2 minutes');
@@ -171,7 +171,7 @@ select is((select status::text from cp.procedure where procedure_id = (select id
           'the SMS procedure stays in flight between attempts');
 
 -- A balance check reported unknown is settled by its later answer like any procedure.
-create temp table bal2 as select (api.check_balance('acme', '+2348020000005', 100)->>'id')::bigint as id;
+create temp table bal2 as select (api.check_balance('acme', '+2348020000005', 100, 'bal-2')->>'id')::bigint as id;
 select pg_temp.claim('test_ng');
 select pg_temp.settle((select id from bal2), 'unknown', 'timeout');
 select pg_temp.settle((select id from bal2), 'succeeded', null, '{"balance_minor": 500}');

@@ -2,7 +2,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(37);
+select plan(43);
 
 -- A collected NG payment of 20000 NGN.
 create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
@@ -102,13 +102,24 @@ select throws_ok(format($$ select api.payment('other', %s) $$, (select id from p
                  'api.payment of another merchant''s payment');
 
 -- api.check_balance: a balance call; the answer shows in api.payment.
-create temp table b as select api.check_balance('acme', '+447700900001', 300) as d;
+create temp table b as select api.check_balance('acme', '+447700900001', 300, 'bal-1') as d;
 select is((select d->>'kind' || ' ' || (d->>'status') from b), 'balance_check pending', 'balance check queued');
 select pg_temp.claim('test_gb');
 select pg_temp.settle((select (d->>'id')::bigint from b), 'succeeded', null, '{"balance_minor": 250}');
 select is((api.payment('acme', (select (d->>'id')::bigint from b)))->'result',
           '{"balance_minor": 250, "sufficient": false}'::jsonb, 'the balance and whether it covers the amount');
-select throws_ok($$ select api.check_balance('acme', '+447700900001', 0) $$, 'CP006', null, 'balance for zero');
+select throws_ok($$ select api.check_balance('acme', '+447700900001', 0, 'bal-2') $$, 'CP006', null, 'balance for zero');
+select is((api.check_balance('acme', '+447700900001', 300, 'bal-1'))->>'id', (select d->>'id' from b),
+          'a balance check repeated with its key returns the first one');
+select is((select count(*)::int from cp.procedure where kind = 'balance_check'), 1, 'and queues no second carrier call');
+select throws_ok($$ select api.check_balance('acme', '+447700900001', 500, 'bal-1') $$, 'CP010', null,
+                 'the same key with another amount');
+select throws_ok($$ select api.check_balance('acme', '+447700900001', 300, null) $$, 'CP080', null,
+                 'a balance check without a key');
+select is((select count(*)::int from pg_catalog.pg_proc where oid::regprocedure::text like 'api.check_balance(%'), 1,
+          'only the signature with a key exists');
+select throws_ok(format($$ select api.refund('acme', %s, 'r-long', 1, repeat('x', 501)) $$, (select id from pay)),
+                 'CP080', null, 'a refund reason over 500 characters');
 
 select * from finish();
 rollback;

@@ -1,8 +1,9 @@
--- api.subscribe with double opt-in (GB and NG), api.cancel_subscription and api.subscription.
+-- api.subscribe with double opt-in (GB and NG), one live subscription per subscriber and product,
+-- api.cancel_subscription and api.subscription.
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(32);
+select plan(48);
 
 -- NG: subscribing needs double SMS confirmation; nothing is charged before it.
 create temp table doc as select api.subscribe('acme', '+2348020000001', 'club', 'daily', 's1') as d;
@@ -88,6 +89,49 @@ select throws_ok($$ select api.subscribe('acme', '+2348020000009', 'club', 'year
                  'unknown plan');
 select throws_ok($$ select api.subscribe('acme', '+2348020000009', 'club', 'monthly', 's5') $$, 'CP052', null,
                  'plan without a price point on this carrier');
+
+-- One live subscription per subscriber and product: another key answers with the one there is.
+create temp table one as select api.subscribe('acme', '+2348020000011', 'club', 'daily', 'one-1') as d;
+create temp table two as select api.subscribe('acme', '+2348020000011', 'club', 'daily', 'one-2') as d;
+select is((select d->>'id' from two), (select d->>'id' from one), 'a second subscribe finds the live subscription');
+select is((select (one.d->>'existing') || ' ' || (two.d->>'existing') from one, two), 'false true',
+          'the answer says whether it is new');
+select is((select d->>'optin_id' from two), (select d->>'optin_id' from one),
+          'while it waits for its PIN, the answer names the opt-in already sent');
+select is((select count(*)::int from cp.optin o join cp.subscriber b using (subscriber_id)
+           where b.msisdn = '+2348020000011'), 1, 'no second PIN is sent');
+select is(api.confirm_optin('acme', (select (d->>'optin_id')::bigint from two), pg_temp.pin('+2348020000011'))->>'status',
+          'confirmed', 'the opt-in confirms the one subscription');
+create temp table three as select api.subscribe('acme', '+2348020000011', 'club', 'daily', 'one-3') as d;
+select is((select d->>'id' || ' ' || (d->>'status') || ' ' || (d->>'existing') from three),
+          (select d->>'id' from one) || ' active true', 'an active subscription is found too');
+select is((api.subscribe('acme', '+2348020000011', 'club', 'weekly', 'one-4'))->>'plan', 'daily',
+          'asking for another plan finds the live one too (cancel first to change plan)');
+select is((select count(*)::int from cp.subscription s join cp.subscriber b using (subscriber_id)
+           where b.msisdn = '+2348020000011'), 1, 'one subscription after four requests');
+select is((select count(*)::int from cp.procedure where kind = 'charge'
+           and subscription_id = (select (d->>'id')::bigint from one)), 1, 'one first charge');
+select throws_ok(format($$ insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan,
+                                                        status, price_point_id, status_since)
+                          select merchant_id, subscriber_id, carrier_id, product_id, 'daily', 'pending_optin',
+                                 price_point_id, now()
+                          from cp.subscription where subscription_id = %s $$, (select d->>'id' from one)),
+                 '23505', null, 'the unique index refuses a second live one, whoever writes it');
+
+-- A subscription whose opt-in can no longer be given is replaced, not returned.
+create temp table stale as select api.subscribe('acme', '+2348020000012', 'club', 'daily', 'stale-1') as d;
+select admin.advance_clock(interval '11 minutes');
+create temp table fresh as select api.subscribe('acme', '+2348020000012', 'club', 'daily', 'stale-2') as d;
+select isnt((select d->>'id' from fresh), (select d->>'id' from stale), 'an expired PIN: a new subscription');
+select is((select d->>'existing' from fresh), 'false', 'it is new');
+select isnt((select d->>'optin_id' from fresh), (select d->>'optin_id' from stale), 'with a new opt-in');
+select is((select status::text || ' ' || cancel_reason from cp.subscription
+           where subscription_id = (select (d->>'id')::bigint from stale)), 'cancelled optin_expired',
+          'the old one is cancelled');
+select is((select status::text from cp.optin where optin_id = (select (d->>'optin_id')::bigint from stale)), 'expired',
+          'and its opt-in expired');
+select is((select count(*)::int from cp.subscription s join cp.subscriber b using (subscriber_id)
+           where b.msisdn = '+2348020000012' and s.status <> 'cancelled'), 1, 'one live subscription');
 
 select * from finish();
 rollback;

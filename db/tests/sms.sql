@@ -3,7 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(68);
+select plan(77);
 
 select admin.onboard_carrier('{"code": "test_za", "name": "Test ZA", "country": "ZA", "mcc": "655", "mnc": "01",
   "currency": "ZAR", "timezone": "Africa/Johannesburg", "number_ranges": ["+2782"], "throughput": {"tps": 1000},
@@ -88,6 +88,30 @@ select is((select cancel_reason from cp.subscription s join cp.subscriber b usin
            where b.msisdn = '+27820000002'), 'optin_expired', 'because the opt-in expired');
 select matches(pg_temp.last_sms('+27820000002')->>'text', 'has expired', 'and the subscriber is told');
 select is((pg_temp.mo('+27820000002', 'YES', 'm4b'))->>'status', 'nothing_to_confirm', 'a stray YES confirms nothing');
+
+-- One live subscription per subscriber and product, by SMS and by the API alike.
+create temp table za_api as select api.subscribe('acme', '+27820000020', 'club', 'daily', 'za-1') as d;
+select is((pg_temp.mo('+27820000020', 'SUB GEMS', 'm30'))->>'subscription_id', (select d->>'id' from za_api),
+          'SUB while the merchant''s PIN is pending opens a YES on the same subscription');
+select is((select count(*)::int from cp.subscription s join cp.subscriber b using (subscriber_id)
+           where b.msisdn = '+27820000020'), 1, 'no second subscription');
+select is((pg_temp.mo('+27820000020', 'YES', 'm31'))->>'status', 'confirmed', 'YES confirms it');
+select is(api.confirm_optin('acme', (select (d->>'optin_id')::bigint from za_api), pg_temp.pin('+27820000020'))
+          ->>'status', 'confirmed', 'the PIN afterwards is accepted');
+select is((select count(*)::int from cp.procedure where kind = 'charge'
+           and subscription_id = (select (d->>'id')::bigint from za_api)), 1, 'but the two confirmations queue one charge');
+create temp table za_pin as select api.subscribe('acme', '+27820000021', 'club', 'daily', 'za-3') as d;
+select pg_temp.mo('+27820000021', 'SUB GEMS', 'm32');
+select api.confirm_optin('acme', (select (d->>'optin_id')::bigint from za_pin), pg_temp.pin('+27820000021'));
+select is((pg_temp.mo('+27820000021', 'YES', 'm33'))->>'status', 'already_subscribed',
+          'a YES after the PIN activated the subscription is told it is subscribed');
+select matches(pg_temp.last_sms('+27820000021')->>'text', 'already', 'in so many words');
+select is((select count(*)::int from cp.procedure where kind = 'charge'
+           and subscription_id = (select (d->>'id')::bigint from za_pin)), 1, 'still one first charge');
+select is((api.subscribe('acme', '+27820000001', 'club', 'daily', 'za-2'))->>'id',
+          (select s.subscription_id::text from cp.subscription s join cp.subscriber b using (subscriber_id)
+           where b.msisdn = '+27820000001' and s.status <> 'cancelled'),
+          'api.subscribe finds the subscription made by SMS');
 
 -- HELP and what is not understood.
 select is((pg_temp.mo('+27820000003', 'help', 'm5'))->>'status', 'help', 'HELP answers');

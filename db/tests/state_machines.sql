@@ -25,6 +25,8 @@ declare
     v_id bigint;
     v_step text;
 begin
+    -- Throw-away rows for another subscriber: one live subscription per subscriber and product.
+    v_sub.subscriber_id := v_proc.subscriber_id;
     foreach from_status in array v_states loop
         foreach to_status in array v_states loop
             continue when from_status = to_status;

@@ -75,7 +75,8 @@ async def test_balance_check_reports_the_carriers_balance(db_url, carrier):
     async with World(db_url, carriers=[carrier]) as world:
         number = msisdn(carrier, 104)
         world.sims[carrier].add_subscriber(number, 12_345)
-        check = (await world.one("select api.check_balance(%s, %s, 20000)", MERCHANT, number))["id"]
+        check = (await world.one("select api.check_balance(%s, %s, 20000, %s)", MERCHANT, number,
+                                 f"balance-{carrier}"))["id"]
         assert await world.wait_status(check) == "succeeded"
         result = await world.one("select result from cp.procedure where procedure_id = %s", check)
         assert result == {"balance_minor": 12_345, "sufficient": False}

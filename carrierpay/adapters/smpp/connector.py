@@ -38,6 +38,8 @@ from aiosmpplib.retrytimer import AbstractRetryTimer
 from aiosmpplib.state import NPI, TON, BindMode, OptionalParam, SmppCommand, SmppCommandStatus, SmppSessionState
 from aiosmpplib.throttle import AbstractThrottleHandler
 
+from carrierpay.logmask import mask_msisdn
+
 from . import dlr, gsm
 from .config import SmppConfig, check_bind_credentials, load_smpp_config, resolve_secret
 
@@ -246,7 +248,9 @@ class _Esme(ESME):
                 # e.g. a receipt carried only in TLVs, with an empty short_message the library refuses
                 return _parse_deliver_sm(pdu)
             except Exception:
-                log.warning("malformed deliver_sm from SMSC: %s", pdu.hex())
+                # Not the PDU itself: it holds the sender's number and the text in hex.
+                log.warning("malformed deliver_sm from SMSC (%d bytes, sequence %d)", len(pdu),
+                            header.sequence_num)
                 await self._send_data(GenericNack(header.sequence_num, SmppCommandStatus.ESME_RSYSERR))
                 return None
         return await super()._handle_request(pdu, header)
@@ -536,7 +540,7 @@ class SmppConnector:
             raise ValueError("text is empty")
         msisdn = str(call["msisdn"]).lstrip("+")
         if not msisdn.isdigit():
-            raise ValueError(f"msisdn {call['msisdn']!r} is not an E.164 number")
+            raise ValueError(f"msisdn {mask_msisdn(call['msisdn'])} is not an E.164 number")
         short_code = call.get("short_code") or cfg.short_code
         service_type = ""
         tlvs: list[OptionalParam] = []
