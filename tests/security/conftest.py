@@ -6,6 +6,7 @@ import uuid
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from tests.core.world import load_world
@@ -63,3 +64,14 @@ class raises_sqlstate:  # noqa: N801 - used like pytest.raises
         if not isinstance(exc, psycopg.Error) or exc.sqlstate != self.code:
             return False
         return True
+
+
+def role_url(owner_url: str, role: str) -> str:
+    """A URL that logs in as `role`, after giving it a fresh password (the cluster wants SCRAM for everyone)."""
+    import secrets
+
+    password = secrets.token_urlsafe(16)
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("alter role {} with login password {}").format(
+            psycopg.sql.Identifier(role), psycopg.sql.Literal(password)))
+    return url_as(owner_url, role, password)

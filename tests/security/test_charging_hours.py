@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from carrierpay.paths import sql_root
+from tests.security.conftest import role_url
 
 WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
 ADAPTER_ROLE = "cp_security_adapter"
@@ -39,13 +39,13 @@ def owner(world_url):
 
 @pytest.fixture
 def merchant(world_url):
-    with psycopg.connect(make_conninfo(world_url, user="cp_merchant_acme"), autocommit=True) as conn:
+    with psycopg.connect(role_url(world_url, "cp_merchant_acme"), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
 def adapter(world_url):
-    with psycopg.connect(make_conninfo(world_url, user=ADAPTER_ROLE), autocommit=True) as conn:
+    with psycopg.connect(role_url(world_url, ADAPTER_ROLE), autocommit=True) as conn:
         yield conn
 
 

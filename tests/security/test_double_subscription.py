@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from carrierpay.paths import sql_root
+from tests.security.conftest import role_url
 
 WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
 NUMBER = "+2348020000050"
@@ -33,7 +33,7 @@ def world_url(db_url):
 
 
 def merchant_url(url: str) -> str:
-    return make_conninfo(url, user="cp_merchant_acme")
+    return role_url(url, "cp_merchant_acme")
 
 
 def live(conn, number: str) -> list[int]:

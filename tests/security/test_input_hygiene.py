@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from carrierpay.paths import sql_root
+from tests.security.conftest import role_url
 
 WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def owner(world_url):
 
 @pytest.fixture
 def merchant(world_url):
-    with psycopg.connect(make_conninfo(world_url, user="cp_merchant_acme"), autocommit=True) as conn:
+    with psycopg.connect(role_url(world_url, "cp_merchant_acme"), autocommit=True) as conn:
         yield conn
 
 
