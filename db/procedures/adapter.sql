@@ -50,6 +50,19 @@ begin
 end
 $$;
 
+-- A logged request or response of a call, or a stand-in when it shows one of p_secrets (the digit
+-- runs of a sensitive SMS, such as its PIN). Adapters mask these themselves; this keeps a connector
+-- that did not from storing one in cp.carrier_log, and so in the history.
+create or replace function cp.log_without_secrets(p_doc jsonb, p_secrets jsonb) returns jsonb
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when exists (select 1 from jsonb_array_elements_text(coalesce(p_secrets, '[]')) s
+                             where p_doc::text ~ ('(^|[^0-9])' || s || '($|[^0-9])'))
+                then jsonb_build_object('redacted', 'held a secret of this SMS')
+                else p_doc end
+$$;
+
 -- Apply a batch of carrier outcomes in one transaction, and log each interaction. The plain charge
 -- outcomes (most of any batch) are settled together by cp.settle_charges; the rest one by one.
 -- p_results: [{"call_id", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
@@ -63,6 +76,7 @@ declare
     v_settled bigint[];
     v_applied text;
     v_summary jsonb := '{}';
+    v_secrets jsonb;
 begin
     if jsonb_typeof(p_results) is distinct from 'array' then
         perform cp.fail('CP080', 'complete_calls takes a JSON array of results');
@@ -72,6 +86,16 @@ begin
     where call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
     order by call_id
     for update;
+    -- The secrets of sensitive SMS in the batch, read before settling replaces their text: digit runs
+    -- of the text that its redacted form does not have.
+    select jsonb_object_agg(c.call_id::text, to_jsonb(array(
+               select m[1] from regexp_matches(c.params->>'text', '([0-9]{4,})', 'g') m
+               except
+               select m[1] from regexp_matches(coalesce(c.params->>'redacted_text', ''), '([0-9]{4,})', 'g') m)))
+    into v_secrets
+    from cp.carrier_call c
+    where c.call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
+      and c.operation = 'send_sms' and c.params->>'sensitive' = 'true' and c.params->>'redacted' is null;
     v_settled := cp.settle_charges(p_results);
     if cardinality(v_settled) > 0 then
         v_summary := jsonb_build_object('applied', cardinality(v_settled));
@@ -88,7 +112,8 @@ begin
     insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
                                 latency_ms, request, response)
     select c.call_id, c.procedure_id, c.carrier_id, c.operation, r->>'outcome', r->>'reason', r->>'carrier_code',
-           (r->>'latency_ms')::int, r->'request', r->'response'
+           (r->>'latency_ms')::int, cp.log_without_secrets(r->'request', v_secrets->(c.call_id::text)),
+           cp.log_without_secrets(r->'response', v_secrets->(c.call_id::text))
     from jsonb_array_elements(p_results) with ordinality as t(r, n)
     join cp.carrier_call c on c.call_id = (r->>'call_id')::bigint
     order by c.call_id, t.n;

@@ -48,6 +48,9 @@ begin
     if jsonb_typeof(p_spec->'number_ranges') is distinct from 'array' or jsonb_array_length(p_spec->'number_ranges') = 0 then
         perform cp.fail('CP090', 'carrier spec: number_ranges must list at least one E.164 prefix');
     end if;
+    if cp.optin_rules_problem(p_spec->'rules') is not null then
+        perform cp.fail('CP090', 'carrier spec: ' || cp.optin_rules_problem(p_spec->'rules'));
+    end if;
 
     insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, tps, carrier_share_bp,
                             regulation_code, rules_override, spec)
