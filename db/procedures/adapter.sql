@@ -81,21 +81,23 @@ begin
     if jsonb_typeof(p_results) is distinct from 'array' then
         perform cp.fail('CP080', 'complete_calls takes a JSON array of results');
     end if;
-    -- Lock in call id order so concurrent batches cannot deadlock on each other.
-    perform 1 from cp.carrier_call
-    where call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
-    order by call_id
-    for update;
-    -- The secrets of sensitive SMS in the batch, read before settling replaces their text: digit runs
-    -- of the text that its redacted form does not have.
-    select jsonb_object_agg(c.call_id::text, to_jsonb(array(
-               select m[1] from regexp_matches(c.params->>'text', '([0-9]{4,})', 'g') m
-               except
-               select m[1] from regexp_matches(coalesce(c.params->>'redacted_text', ''), '([0-9]{4,})', 'g') m)))
+    -- Lock in call id order so concurrent batches cannot deadlock on each other. Read the secrets of
+    -- the batch's sensitive SMS while at it, before settling replaces their text: the digit runs of
+    -- the text that its redacted form does not have.
+    select jsonb_object_agg(x.call_id::text, x.secrets) filter (where x.secrets is not null)
     into v_secrets
-    from cp.carrier_call c
-    where c.call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
-      and c.operation = 'send_sms' and c.params->>'sensitive' = 'true' and c.params->>'redacted' is null;
+    from (select c.call_id,
+                 case when c.operation = 'send_sms' and c.params->>'sensitive' = 'true'
+                           and c.params->>'redacted' is null
+                      then to_jsonb(array(
+                          select m[1] from regexp_matches(c.params->>'text', '([0-9]{4,})', 'g') m
+                          except
+                          select m[1] from regexp_matches(coalesce(c.params->>'redacted_text', ''),
+                                                          '([0-9]{4,})', 'g') m)) end as secrets
+          from cp.carrier_call c
+          where c.call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
+          order by c.call_id
+          for update) x;
     v_settled := cp.settle_charges(p_results);
     if cardinality(v_settled) > 0 then
         v_summary := jsonb_build_object('applied', cardinality(v_settled));
@@ -112,8 +114,11 @@ begin
     insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
                                 latency_ms, request, response)
     select c.call_id, c.procedure_id, c.carrier_id, c.operation, r->>'outcome', r->>'reason', r->>'carrier_code',
-           (r->>'latency_ms')::int, cp.log_without_secrets(r->'request', v_secrets->(c.call_id::text)),
-           cp.log_without_secrets(r->'response', v_secrets->(c.call_id::text))
+           (r->>'latency_ms')::int,
+           case when v_secrets ? c.call_id::text then cp.log_without_secrets(r->'request', v_secrets->(c.call_id::text))
+                else r->'request' end,
+           case when v_secrets ? c.call_id::text then cp.log_without_secrets(r->'response', v_secrets->(c.call_id::text))
+                else r->'response' end
     from jsonb_array_elements(p_results) with ordinality as t(r, n)
     join cp.carrier_call c on c.call_id = (r->>'call_id')::bigint
     order by c.call_id, t.n;

@@ -330,6 +330,10 @@ $$;
 
 
 -- Shipped presets, drawn from public rules; each names its source. Verify before claiming compliance.
+-- None sets its own opt-in limits: all take the defaults of cp.effective_rules (6-digit PINs, 5 PINs
+-- an hour and 10 a day per number, 10 wrong PINs a day and 30 in 30 days per number, 5000 PINs an
+-- hour and 1000 wrong PINs a day per merchant and carrier), which keep a brute force on one number
+-- within 1 in 10,000 per 30 days (docs/sql-api.md, Opt-in limits).
 insert into cp.regulation (code, name, source, rules) values
 ('DEFAULT', 'No specific rules', 'carrierpay defaults', '{}'),
 ('EU', 'EU electronic-communications exclusion',

@@ -4,8 +4,10 @@ Each opt-in records the carrier its number was on (limits are the carrier's rule
 budget is per carrier) and the SMS procedure that carries its PIN (a PIN can be checked only once
 that SMS was handed to an adapter). `pin_checks` is null while the opt-in's PIN checks are counted
 by its own sequence (cp.pin_checks_<optin_id>, which a rollback cannot undo) and holds the final
-count once that sequence is folded in and dropped. Indexes serve the sliding-window counts per
-number, per merchant and carrier, and the sweep of opt-ins whose sequence can be folded.
+count once that sequence is folded in and dropped (opt-ins made before this revision have no
+sequence: their count is closed, and a pending one reads as expired). Indexes serve the
+sliding-window counts per number, per merchant and carrier, and the sweep of opt-ins whose
+sequence can be folded.
 
 Revision ID: 0009
 Revises: 0008
