@@ -68,7 +68,7 @@ SETTLE_TIMEOUT_S = 60.0
 # unknown outcome can be reconciled twice this long after the call (in real time).
 DEMO_TIMEOUT_S = 8.0
 FINAL = ("succeeded", "failed", "refunded", "partially_refunded")
-PIN_TEXT = re.compile(r" is (\d{4})\. Do not share it\.")
+PIN_TEXT = re.compile(r" is (\d{4,10})\. Do not share it\.")
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,11 @@ group by k.code
 """
 NOTIFICATIONS_SQL = "select status, count(*) from cp.merchant_notification group by status"
 HISTORY_LAG_SQL = "select coalesce(sum(unshipped), 0)::bigint from report.history_lag"
+
+
+def wrong_pin(pin: str) -> str:
+    """A mistyped PIN: the right one plus one, same number of digits."""
+    return f"{(int(pin) + 1) % 10 ** len(pin):0{len(pin)}d}"
 
 
 def money(amount_minor: int, currency: str) -> str:
@@ -653,7 +658,7 @@ class Demo:
         wrong = [p for p in answering if p.wrong_pin_first]
         if wrong:
             await self.confirm([p.merchant.code for p in wrong], [p.optin_id for p in wrong],
-                               [f"{(int(self.pins[p.msisdn]) + 1) % 10000:04d}" for p in wrong])
+                               [wrong_pin(self.pins[p.msisdn]) for p in wrong])
             self.stats.wrong_pins += len(wrong)
         documents = await self.confirm([p.merchant.code for p in answering], [p.optin_id for p in answering],
                                        [self.pins[p.msisdn] for p in answering])

@@ -4,7 +4,7 @@ The history store is read by more people, kept longer and copied further than th
 database, so it must never receive a credential, a PIN or a full phone number. Redaction works
 on keys (any JSON member whose name says it is secret) and inside strings (Bearer/Basic
 credentials, `password=` in query strings, `"token": "…"` in JSON or `<spPassword>` in XML kept
-as text, "PIN is 1234" in SMS bodies), so that a carrier response stored as raw text is covered
+as text, "PIN is 1234" or "PIN for X is 123456" in SMS bodies), so that a carrier response stored as raw text is covered
 too. Adapters already redact what they log; this is the second, independent line.
 """
 
@@ -43,9 +43,11 @@ _PIN_WORDS = (
     r"|verification code|confirmation code|security code)"
 )
 # "PIN is x", "PIN: x", "password=x": whatever follows. "PIN 1234": only a token with a digit.
+# "PIN for Gems (purchase) is 123456": digits after "is" later in the same sentence.
 _PIN_IN_TEXT = (
     re.compile(_PIN_WORDS + r"(\s+is\b\s*[:=]?\s*|\s*[:=]\s*)([^\s,;&<>\"'\[\]]{0,63}[^\s,;&<>\"'\[\].])", re.I),
     re.compile(_PIN_WORDS + r"(\s+)((?=[A-Za-z]*\d)[A-Za-z0-9]{3,12})\b", re.I),
+    re.compile(_PIN_WORDS + r"(\s+(?:for|of|from)\b[^.\n]{0,80}?\sis\s*[:=]?\s*)(\d{3,12})(?!\d)", re.I),
 )
 # Every pattern above needs one of these to match; most values (statuses, timestamps, ids) have none.
 _MAYBE_SENSITIVE = re.compile(r'[\s"<=]|\d{7}|' + _PIN_WORDS, re.I)

@@ -77,6 +77,19 @@ begin
 end
 $$;
 
+-- A logged request or response of a call, or a stand-in when it shows one of p_secrets (the digit
+-- runs of a sensitive SMS, such as its PIN). Adapters mask these themselves; this keeps a connector
+-- that did not from storing one in cp.carrier_log, and so in the history.
+create or replace function cp.log_without_secrets(p_doc jsonb, p_secrets jsonb) returns jsonb
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when exists (select 1 from jsonb_array_elements_text(coalesce(p_secrets, '[]')) s
+                             where p_doc::text ~ ('(^|[^0-9])' || s || '($|[^0-9])'))
+                then jsonb_build_object('redacted', 'held a secret of this SMS')
+                else p_doc end
+$$;
+
 -- Apply a batch of carrier outcomes in one transaction, and log each interaction. The plain charge
 -- outcomes (most of any batch) are settled together by cp.settle_charges; the rest one by one.
 -- p_results: [{"call_id", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
@@ -90,15 +103,28 @@ declare
     v_settled bigint[];
     v_applied text;
     v_summary jsonb := '{}';
+    v_secrets jsonb;
 begin
     if jsonb_typeof(p_results) is distinct from 'array' then
         perform cp.fail('CP080', 'complete_calls takes a JSON array of results');
     end if;
-    -- Lock in call id order so concurrent batches cannot deadlock on each other.
-    perform 1 from cp.carrier_call
-    where call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
-    order by call_id
-    for update;
+    -- Lock in call id order so concurrent batches cannot deadlock on each other. Read the secrets of
+    -- the batch's sensitive SMS while at it, before settling replaces their text: the digit runs of
+    -- the text that its redacted form does not have.
+    select jsonb_object_agg(x.call_id::text, x.secrets) filter (where x.secrets is not null)
+    into v_secrets
+    from (select c.call_id,
+                 case when c.operation = 'send_sms' and c.params->>'sensitive' = 'true'
+                           and c.params->>'redacted' is null
+                      then to_jsonb(array(
+                          select m[1] from regexp_matches(c.params->>'text', '([0-9]{4,})', 'g') m
+                          except
+                          select m[1] from regexp_matches(coalesce(c.params->>'redacted_text', ''),
+                                                          '([0-9]{4,})', 'g') m)) end as secrets
+          from cp.carrier_call c
+          where c.call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
+          order by c.call_id
+          for update) x;
     v_settled := cp.settle_charges(p_results);
     if cardinality(v_settled) > 0 then
         v_summary := jsonb_build_object('applied', cardinality(v_settled));
@@ -115,7 +141,11 @@ begin
     insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
                                 latency_ms, request, response)
     select c.call_id, c.procedure_id, c.carrier_id, c.operation, r->>'outcome', r->>'reason', r->>'carrier_code',
-           (r->>'latency_ms')::int, r->'request', r->'response'
+           (r->>'latency_ms')::int,
+           case when v_secrets ? c.call_id::text then cp.log_without_secrets(r->'request', v_secrets->(c.call_id::text))
+                else r->'request' end,
+           case when v_secrets ? c.call_id::text then cp.log_without_secrets(r->'response', v_secrets->(c.call_id::text))
+                else r->'response' end
     from jsonb_array_elements(p_results) with ordinality as t(r, n)
     join cp.carrier_call c on c.call_id = (r->>'call_id')::bigint
     order by c.call_id, t.n;

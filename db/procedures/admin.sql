@@ -58,6 +58,9 @@ begin
         perform cp.fail('CP090', 'carrier spec: callbacks.auth needs a credential check (signature, basic, bearer '
                                  'or mutual_tls); an ip_allow_list alone does not authenticate a callback');
     end if;
+    if cp.optin_rules_problem(p_spec->'rules') is not null then
+        perform cp.fail('CP090', 'carrier spec: ' || cp.optin_rules_problem(p_spec->'rules'));
+    end if;
 
     insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, tps, carrier_share_bp,
                             regulation_code, rules_override, spec)

@@ -76,7 +76,11 @@ begin
 end
 $$;
 
--- Create an opt-in: a PIN sent by SMS, to be confirmed with api.confirm_optin.
+-- Create an opt-in: a PIN sent by SMS, to be confirmed with api.confirm_optin. Every PIN is an SMS
+-- to someone and a chance to guess, so none is sent while the number is locked for wrong PINs
+-- (CP037) or has had its PINs for now (CP035), or the merchant has used its hourly budget on the
+-- carrier (CP036). The caller holds the subscriber row locked (cp.lock_subscriber), so a number's
+-- requests and checks are counted one at a time. The opt-in's checks get a sequence of their own.
 create or replace function cp.create_optin(p_merchant cp.merchant, p_subscriber cp.subscriber, p_product cp.product,
                                            p_purpose text, p_subscription_id bigint)
 returns cp.optin
@@ -85,20 +89,44 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_rules jsonb := cp.effective_rules(p_subscriber.carrier_id);
-    v_pin text := lpad(((('x' || encode(public.gen_random_bytes(4), 'hex'))::bit(32)::bigint) % 10000)::text, 4, '0');
+    v_length integer := least(greatest(coalesce((v_rules->>'pin_length')::int, 6), 4), 10);
+    -- 63 random bits modulo 10^length: uniform to within 10^-9.
+    v_pin text := lpad(((('x' || encode(public.gen_random_bytes(8), 'hex'))::bit(64)::bigint & 9223372036854775807)
+                        % power(10::numeric, v_length)::bigint)::text, v_length, '0');
+    v_vars jsonb := jsonb_build_object('merchant', p_merchant.name, 'product', p_product.name,
+                                       'purpose', case p_purpose when 'subscribe' then 'subscription' else 'purchase' end);
+    v_wait timestamptz;
+    v_sms bigint;
     v_optin cp.optin;
 begin
-    insert into cp.optin (merchant_id, subscriber_id, product_id, subscription_id, purpose, pin_hash,
-                          max_attempts, expires_at, created_at)
-    values (p_merchant.merchant_id, p_subscriber.subscriber_id, p_product.product_id, p_subscription_id, p_purpose,
-            public.crypt(v_pin, public.gen_salt('bf', 4)), (v_rules->>'pin_max_attempts')::int,
-            cp.clock_now() + make_interval(mins => (v_rules->>'pin_ttl_minutes')::int), cp.clock_now())
+    v_wait := cp.msisdn_pin_lock(p_subscriber.subscriber_id, v_rules);
+    if v_wait is not null then
+        perform cp.fail('CP037', format('too many wrong PINs for this number; PIN opt-ins resume at %s', v_wait));
+    end if;
+    v_wait := cp.msisdn_pin_request_wait(p_subscriber.subscriber_id, v_rules);
+    if v_wait is not null then
+        perform cp.fail('CP035', format('this number was sent its %s PINs of the hour or %s of the day; next one at %s',
+                                        v_rules->>'pin_requests_per_msisdn_hour', v_rules->>'pin_requests_per_msisdn_day',
+                                        v_wait));
+    end if;
+    v_wait := cp.merchant_pin_request_wait(p_merchant.merchant_id, p_subscriber.carrier_id, v_rules);
+    if v_wait is not null then
+        perform cp.fail('CP036', format('merchant %s has sent its %s PINs of the hour on this carrier; next one at %s',
+                                        p_merchant.code, v_rules->>'pin_requests_per_merchant_hour', v_wait));
+    end if;
+    v_sms := cp.queue_sms(p_subscriber.subscriber_id,
+                          cp.sms_text('pin', p_subscriber.subscriber_id, v_vars || jsonb_build_object('pin', v_pin)),
+                          'pin', p_merchant.merchant_id, p_sensitive => true,
+                          p_redacted_text => cp.sms_text('pin', p_subscriber.subscriber_id,
+                                                         v_vars || jsonb_build_object('pin', repeat('*', v_length))));
+    insert into cp.optin (merchant_id, subscriber_id, carrier_id, product_id, subscription_id, purpose, pin_hash,
+                          max_attempts, expires_at, created_at, sms_procedure_id)
+    values (p_merchant.merchant_id, p_subscriber.subscriber_id, p_subscriber.carrier_id, p_product.product_id,
+            p_subscription_id, p_purpose, public.crypt(v_pin, public.gen_salt('bf', 4)),
+            (v_rules->>'pin_max_attempts')::int,
+            cp.clock_now() + make_interval(mins => (v_rules->>'pin_ttl_minutes')::int), cp.clock_now(), v_sms)
     returning * into v_optin;
-    perform cp.queue_sms(p_subscriber.subscriber_id,
-                         cp.sms_text('pin', p_subscriber.subscriber_id, jsonb_build_object(
-                             'merchant', p_merchant.name, 'product', p_product.name, 'pin', v_pin,
-                             'purpose', case p_purpose when 'subscribe' then 'subscription' else 'purchase' end)),
-                         'pin', p_merchant.merchant_id, p_sensitive => true);
+    execute format('create sequence %s as integer minvalue 1', cp.pin_checks_sequence(v_optin.optin_id));
     return v_optin;
 end
 $$;
@@ -256,6 +284,11 @@ $$;
 
 -- Confirm an opt-in with the PIN the subscriber received. A wrong PIN is not an exception (the
 -- attempt must be counted): it returns status pin_wrong with error CP031 and the attempts left.
+-- A caller can still roll its own transaction back, so every check is first counted by the
+-- opt-in's sequence, which a rollback does not undo, and limits read those counts. A PIN is checked
+-- only once its SMS was handed to an adapter (CP039): the opt-in is then committed, and so is its
+-- sequence. A number locked for wrong PINs (CP037) or a merchant over its daily budget of wrong
+-- PINs (CP038) gets no check at all.
 create or replace function api.confirm_optin(p_merchant text, p_optin_id bigint, p_pin text) returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -263,12 +296,17 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_optin cp.optin;
+    v_rules jsonb;
+    v_checks integer;
+    v_lock timestamptz;
 begin
-    select * into v_optin from cp.optin where optin_id = p_optin_id and merchant_id = v_merchant.merchant_id
-    for update;
+    select * into v_optin from cp.optin where optin_id = p_optin_id and merchant_id = v_merchant.merchant_id;
     if not found then
-        perform cp.fail('CP030', format('no opt-in %s for merchant %L', p_optin_id, p_merchant));
+        perform cp.fail('CP030', format('no opt-in %s for merchant %L', p_optin_id, left(p_merchant, 40)));
     end if;
+    -- A number's checks one at a time, and after its PIN requests, so its limits count exactly.
+    perform 1 from cp.subscriber where subscriber_id = v_optin.subscriber_id for no key update;
+    select * into v_optin from cp.optin where optin_id = p_optin_id for update;
     if v_optin.status in ('confirmed', 'used') then
         if v_optin.pin_hash = public.crypt(coalesce(p_pin, ''), v_optin.pin_hash) then
             -- Confirming twice with the right PIN is a repeat, not an error.
@@ -277,10 +315,11 @@ begin
         end if;
         perform cp.fail('CP034', format('opt-in %s is already confirmed', p_optin_id));
     end if;
-    if v_optin.status = 'failed' or v_optin.attempts >= v_optin.max_attempts then
+    v_checks := cp.optin_checks(v_optin);
+    if v_optin.status = 'failed' or greatest(v_optin.attempts, v_checks) >= v_optin.max_attempts then
         perform cp.fail('CP033', format('opt-in %s: too many wrong PINs; start again', p_optin_id));
     end if;
-    if v_optin.status = 'expired' or v_optin.expires_at <= cp.clock_now() then
+    if v_optin.status = 'expired' or v_optin.expires_at <= cp.clock_now() or v_optin.pin_checks is not null then
         perform cp.fail('CP032', format('opt-in %s expired at %s; start again', p_optin_id, v_optin.expires_at));
     end if;
     if exists (select 1 from cp.subscription
@@ -288,22 +327,47 @@ begin
         perform cp.fail('CP051', format('subscription %s was cancelled before its opt-in was confirmed',
                                         v_optin.subscription_id));
     end if;
+    if (select status from cp.procedure where procedure_id = v_optin.sms_procedure_id) = 'pending' then
+        perform cp.fail('CP039', format('the PIN of opt-in %s has not been sent yet; try again in a moment',
+                                        p_optin_id));
+    end if;
+    v_rules := cp.effective_rules(v_optin.carrier_id);
+    v_lock := cp.msisdn_pin_lock(v_optin.subscriber_id, v_rules);
+    if v_lock is not null then
+        perform cp.fail('CP037', format('opt-in %s: too many wrong PINs for this number; checks resume at %s',
+                                        p_optin_id, v_lock));
+    end if;
+    v_lock := cp.merchant_pin_lock(v_optin.merchant_id, v_optin.carrier_id, v_rules);
+    if v_lock is not null then
+        perform cp.fail('CP038', format('merchant %s: too many wrong PINs today on this carrier; checks resume at %s',
+                                        v_merchant.code, v_lock));
+    end if;
+    -- Counted before it is compared.
+    v_checks := nextval(cp.pin_checks_sequence(v_optin.optin_id)::regclass);
     if v_optin.pin_hash <> public.crypt(coalesce(p_pin, ''), v_optin.pin_hash) then
-        update cp.optin set attempts = attempts + 1,
-               status = case when attempts + 1 >= max_attempts then 'failed'::cp.optin_status else status end
+        -- Checks that were rolled back count as wrong PINs too.
+        update cp.optin set attempts = v_checks,
+               status = case when v_checks >= max_attempts then 'failed'::cp.optin_status else status end
         where optin_id = v_optin.optin_id returning * into v_optin;
         if v_optin.status = 'failed' and v_optin.subscription_id is not null then
             update cp.subscription set status = 'cancelled', cancel_reason = 'optin_failed', cancelled_at = cp.clock_now()
             where subscription_id = v_optin.subscription_id and status = 'pending_optin';
         end if;
-        return jsonb_build_object('id', v_optin.optin_id, 'status', case when v_optin.status = 'failed' then 'failed'
-                                                                         else 'pin_wrong' end,
-                                  'error', jsonb_build_object('code', case when v_optin.status = 'failed' then 'CP033'
-                                                                           else 'CP031' end,
-                                                              'message', 'wrong PIN'),
-                                  'attempts_left', v_optin.max_attempts - v_optin.attempts);
+        v_lock := cp.msisdn_pin_lock(v_optin.subscriber_id, v_rules);
+        return jsonb_strip_nulls(jsonb_build_object(
+            'id', v_optin.optin_id,
+            'status', case when v_optin.status = 'failed' then 'failed' when v_lock is not null then 'locked'
+                           else 'pin_wrong' end,
+            'error', jsonb_build_object('code', case when v_lock is not null then 'CP037'
+                                                     when v_optin.status = 'failed' then 'CP033' else 'CP031' end,
+                                        'message', case when v_lock is not null
+                                                        then 'wrong PIN; too many for this number'
+                                                        else 'wrong PIN' end),
+            'attempts_left', v_optin.max_attempts - v_checks,
+            'locked_until', v_lock));
     end if;
-    update cp.optin set status = 'confirmed', confirmed_at = cp.clock_now() where optin_id = v_optin.optin_id;
+    update cp.optin set status = 'confirmed', confirmed_at = cp.clock_now(), attempts = greatest(attempts, v_checks - 1)
+    where optin_id = v_optin.optin_id;
     insert into cp.consent (subscriber_id, merchant_id, product_id, method, evidence, given_at)
     values (v_optin.subscriber_id, v_optin.merchant_id, v_optin.product_id, 'pin',
             jsonb_build_object('optin_id', v_optin.optin_id, 'purpose', v_optin.purpose), cp.clock_now());

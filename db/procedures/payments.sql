@@ -95,9 +95,13 @@ as $$
     where s.subscriber_id = p_proc.subscriber_id
 $$;
 
--- Queue an SMS to a subscriber, held until the regulation's quiet hours are over.
+-- Queue an SMS to a subscriber, held until the regulation's quiet hours are over. A sensitive text
+-- (a PIN) is kept only until the carrier has it: the call's text is then replaced by p_redacted_text
+-- (the same message with the secret masked; cp.tg_carrier_call__scrub_sensitive).
+drop function if exists cp.queue_sms(bigint, text, text, integer, boolean);
 create or replace function cp.queue_sms(p_subscriber_id bigint, p_text text, p_purpose text,
-                                        p_merchant_id integer default null, p_sensitive boolean default false)
+                                        p_merchant_id integer default null, p_sensitive boolean default false,
+                                        p_redacted_text text default null)
 returns bigint
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -119,7 +123,10 @@ begin
                                p_metadata => jsonb_build_object('purpose', p_purpose));
     perform cp.queue_call(v_proc.procedure_id, 'send_sms',
                           jsonb_build_object('msisdn', v_subscriber.msisdn, 'text', p_text, 'purpose', p_purpose,
-                                             'sensitive', p_sensitive),
+                                             'sensitive', p_sensitive)
+                          || case when p_sensitive then jsonb_build_object('redacted_text',
+                                                                           coalesce(p_redacted_text, '[redacted]'))
+                                  else '{}'::jsonb end,
                           v_at);
     return v_proc.procedure_id;
 end
@@ -469,6 +476,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_call cp.carrier_call;
+    v_as_sent cp.carrier_call;
     v_proc cp.procedure;
     v_outcome text := p_result->>'outcome';
     v_reason text := p_result->>'reason';
@@ -563,6 +571,8 @@ begin
     end if;
 
     v_new_status := case when v_outcome = 'succeeded' then 'done' else 'failed' end;
+    -- A new attempt repeats the call as it was sent: settling it replaces a sensitive text.
+    v_as_sent := v_call;
     delete from cp.call_queue where call_id = v_call.call_id;
     update cp.carrier_call
     set status = v_new_status, outcome = v_outcome, reason = v_reason,
@@ -610,7 +620,7 @@ begin
                 'sufficient', case when p_result ? 'balance_minor'
                                    then (p_result->>'balance_minor')::bigint >= v_proc.amount_minor end))
         where procedure_id = v_proc.procedure_id;
-    elsif v_outcome = 'failed' and cp.retry_transient(v_call, v_proc, v_reason) then
+    elsif v_outcome = 'failed' and cp.retry_transient(v_as_sent, v_proc, v_reason) then
         -- An SMS (a PIN someone is waiting for, a receipt the regulation requires) that failed
         -- before reaching the carrier gets a new attempt rather than being dropped.
         null;

@@ -9,7 +9,10 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
     select jsonb_build_object(
                'optin_subscription', false, 'optin_one_time', false,
-               'pin_ttl_minutes', 10, 'pin_max_attempts', 3,
+               'pin_length', 6, 'pin_ttl_minutes', 10, 'pin_max_attempts', 3,
+               'pin_requests_per_msisdn_hour', 5, 'pin_requests_per_msisdn_day', 10,
+               'pin_failures_per_msisdn_day', 10, 'pin_failures_per_msisdn_30d', 30,
+               'pin_requests_per_merchant_hour', 5000, 'pin_failures_per_merchant_day', 1000,
                'refund_window_days', 30, 'max_attempts_per_day', 3,
                'grace_days', 3, 'cancel_after_days', 30,
                'receipt_after_charge', false, 'sms_quiet_hours', '[]'::jsonb
@@ -163,13 +166,185 @@ as $$
       and status in ('pending', 'in_flight', 'unknown', 'succeeded', 'partially_refunded', 'refunded')
 $$;
 
+-- Opt-in limits (api.request_optin, api.subscribe, api.confirm_optin): PIN requests and wrong PINs
+-- are counted over sliding windows from cp.optin rows, per number and per merchant and carrier.
+
+-- The sequence that counts an opt-in's PIN checks: nextval is not undone by a rollback, so a caller
+-- that rolls back a wrong guess has spent it all the same.
+create or replace function cp.pin_checks_sequence(p_optin_id bigint) returns text
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select pg_catalog.format('cp.%I', 'pin_checks_' || p_optin_id)
+$$;
+
+-- PIN checks made on an opt-in, rolled-back ones included: its sequence while it counts, the
+-- folded count once cp.close_pin_checks has dropped the sequence.
+create or replace function cp.optin_checks(p_optin cp.optin) returns integer
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(p_optin.pin_checks,
+                    pg_catalog.pg_sequence_last_value(pg_catalog.to_regclass(cp.pin_checks_sequence(p_optin.optin_id))),
+                    0)::integer
+$$;
+
+-- Wrong PINs on an opt-in: every check but the one that confirmed it, whether or not its
+-- transaction committed.
+create or replace function cp.optin_failures(p_optin cp.optin) returns integer
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select greatest(p_optin.attempts,
+                    cp.optin_checks(p_optin) - case when p_optin.status in ('confirmed', 'used') then 1 else 0 end)
+$$;
+
+-- When wrong PINs counted over a sliding window of p_window fall below p_limit again, or null when
+-- they are below it already. Each opt-in's wrong PINs (p_failures) stay in the window until p_window
+-- after its expiry (p_expires): it could have been checked up to then.
+create or replace function cp.lock_until(p_expires timestamptz[], p_failures integer[], p_window interval,
+                                         p_limit integer)
+returns timestamptz
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select min(x.expires_at) filter (where x.newer - x.failures < p_limit) + p_window
+    from (select e.expires_at, e.failures,
+                 sum(e.failures) over (order by e.expires_at desc, e.n desc) as newer,
+                 sum(e.failures) over () as total
+          from unnest(p_expires, p_failures) with ordinality as e(expires_at, failures, n)) x
+    where x.total >= p_limit
+$$;
+
+-- Until when a number is locked for wrong PINs (on opt-ins of every merchant, rolled-back checks
+-- included) under its carrier's daily and 30-day limits, or null when it is not.
+create or replace function cp.msisdn_pin_lock(p_subscriber_id bigint, p_rules jsonb) returns timestamptz
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    with f as materialized (
+        select o.expires_at, cp.optin_failures(o) as failures
+        from cp.optin o
+        where o.subscriber_id = p_subscriber_id
+          and o.created_at > cp.clock_now() - interval '31 days'  -- an opt-in lives a day at most
+          and o.expires_at > cp.clock_now() - interval '30 days'
+    )
+    select greatest(
+        cp.lock_until(array_agg(f.expires_at) filter (where f.expires_at > cp.clock_now() - interval '1 day'),
+                      array_agg(f.failures) filter (where f.expires_at > cp.clock_now() - interval '1 day'),
+                      interval '1 day', (p_rules->>'pin_failures_per_msisdn_day')::int),
+        cp.lock_until(array_agg(f.expires_at), array_agg(f.failures), interval '30 days',
+                      (p_rules->>'pin_failures_per_msisdn_30d')::int))
+    from f
+$$;
+
+-- Until when a merchant may check no more PINs of a carrier's numbers: its wrong PINs of the last
+-- day (as committed, and as folded in by cp.close_pin_checks) reached the carrier's daily budget.
+create or replace function cp.merchant_pin_lock(p_merchant_id integer, p_carrier_id integer, p_rules jsonb)
+returns timestamptz
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select cp.lock_until(array_agg(o.expires_at), array_agg(o.attempts), interval '1 day',
+                         (p_rules->>'pin_failures_per_merchant_day')::int)
+    from cp.optin o
+    where o.merchant_id = p_merchant_id and o.carrier_id = p_carrier_id and o.attempts > 0
+      and o.created_at > cp.clock_now() - interval '2 days' and o.expires_at > cp.clock_now() - interval '1 day'
+$$;
+
+-- When a number may be sent its next PIN under its carrier's hourly and daily limits (requests of
+-- every merchant count), or null when it may be now.
+create or replace function cp.msisdn_pin_request_wait(p_subscriber_id bigint, p_rules jsonb) returns timestamptz
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select greatest(
+        (select o.created_at + interval '1 hour' from cp.optin o
+         where o.subscriber_id = p_subscriber_id and o.created_at > cp.clock_now() - interval '1 hour'
+         order by o.created_at desc offset (p_rules->>'pin_requests_per_msisdn_hour')::int - 1 limit 1),
+        (select o.created_at + interval '1 day' from cp.optin o
+         where o.subscriber_id = p_subscriber_id and o.created_at > cp.clock_now() - interval '1 day'
+         order by o.created_at desc offset (p_rules->>'pin_requests_per_msisdn_day')::int - 1 limit 1))
+$$;
+
+-- When a merchant may send its next PIN to a carrier's numbers under the carrier's hourly budget,
+-- or null when it may be now.
+create or replace function cp.merchant_pin_request_wait(p_merchant_id integer, p_carrier_id integer, p_rules jsonb)
+returns timestamptz
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select o.created_at + interval '1 hour' from cp.optin o
+    where o.merchant_id = p_merchant_id and o.carrier_id = p_carrier_id
+      and o.created_at > cp.clock_now() - interval '1 hour'
+    order by o.created_at desc offset (p_rules->>'pin_requests_per_merchant_hour')::int - 1 limit 1
+$$;
+
+-- Fold the PIN checks of expired opt-ins into their rows and drop their sequences; a pending one
+-- becomes expired. Checks a rollback took back count as wrong PINs from here on (the merchant's
+-- daily budget reads the rows). Numbers being checked right now are left for the next run.
+-- Returns how many were folded. Called by sched.run_due.
+create or replace function cp.close_pin_checks(p_limit integer default 500) returns integer
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_optin cp.optin;
+    v_checks integer;
+    v_count integer := 0;
+begin
+    for v_optin in
+        select o.* from cp.optin o join cp.subscriber s using (subscriber_id)
+        where o.pin_checks is null and o.expires_at <= cp.clock_now()
+        order by o.expires_at
+        limit p_limit
+        for no key update of o, s skip locked
+    loop
+        v_checks := cp.optin_checks(v_optin);
+        update cp.optin
+        set pin_checks = v_checks,
+            attempts = greatest(attempts, v_checks - case when status in ('confirmed', 'used') then 1 else 0 end),
+            status = case when status = 'pending' then 'expired'::cp.optin_status else status end
+        where optin_id = v_optin.optin_id;
+        execute format('drop sequence if exists %s', cp.pin_checks_sequence(v_optin.optin_id));
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end
+$$;
+
+-- What is wrong with the opt-in rules of a preset or a carrier override, or null: a PIN length
+-- outside 4-10 digits or a limit that is not a positive whole number would make PINs guessable
+-- or opt-ins impossible, and is refused when the rules are saved rather than found at a request.
+create or replace function cp.optin_rules_problem(p_rules jsonb) returns text
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select format('rule %s must be a whole number from %s to %s, not %s', r.name, r.low, r.high,
+                  left((p_rules->r.name)::text, 20))
+    from (values ('pin_length', 4, 10), ('pin_ttl_minutes', 1, 1440), ('pin_max_attempts', 1, 10),
+                 ('pin_requests_per_msisdn_hour', 1, 1000000000), ('pin_requests_per_msisdn_day', 1, 1000000000),
+                 ('pin_failures_per_msisdn_day', 1, 1000000000), ('pin_failures_per_msisdn_30d', 1, 1000000000),
+                 ('pin_requests_per_merchant_hour', 1, 1000000000),
+                 ('pin_failures_per_merchant_day', 1, 1000000000)) r (name, low, high)
+    where p_rules ? r.name
+      and not coalesce(case when jsonb_typeof(p_rules->r.name) = 'number' and (p_rules->>r.name) ~ '^[0-9]{1,10}$'
+                            then (p_rules->>r.name)::bigint between r.low and r.high end, false)
+    limit 1
+$$;
+
 -- Create or replace a regulation preset.
 create or replace function admin.upsert_regulation(p_code text, p_name text, p_source text, p_rules jsonb)
 returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
+declare
+    v_problem text := cp.optin_rules_problem(p_rules);
 begin
+    if v_problem is not null then
+        perform cp.fail('CP080', format('regulation %s: %s', left(p_code, 40), v_problem));
+    end if;
     insert into cp.regulation (code, name, source, rules) values (p_code, p_name, p_source, p_rules)
     on conflict (code) do update set name = excluded.name, source = excluded.source, rules = excluded.rules;
     return jsonb_build_object('id', p_code, 'status', 'saved');
@@ -178,6 +353,10 @@ $$;
 
 
 -- Shipped presets, drawn from public rules; each names its source. Verify before claiming compliance.
+-- None sets its own opt-in limits: all take the defaults of cp.effective_rules (6-digit PINs, 5 PINs
+-- an hour and 10 a day per number, 10 wrong PINs a day and 30 in 30 days per number, 5000 PINs an
+-- hour and 1000 wrong PINs a day per merchant and carrier), which keep a brute force on one number
+-- within 1 in 10,000 per 30 days (docs/sql-api.md, Opt-in limits).
 insert into cp.regulation (code, name, source, rules) values
 ('DEFAULT', 'No specific rules', 'carrierpay defaults', '{}'),
 ('EU', 'EU electronic-communications exclusion',

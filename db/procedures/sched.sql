@@ -509,7 +509,7 @@ $$;
 -- schedulers may run at once: each due row is locked (SKIP LOCKED) and its next_charge_at
 -- cleared in the same transaction, and a carrier's budget is computed by one scheduler at a
 -- time (advisory lock), so the queue never holds more than tps × p_lookahead_s calls ready within
--- the lookahead.
+-- the lookahead. Each run also folds in the PIN checks of expired opt-ins (cp.close_pin_checks).
 create or replace function sched.run_due(p_limit integer default 1000, p_lookahead_s integer default 60)
 returns integer
 language plpgsql security definer
@@ -523,6 +523,7 @@ declare
     v_later bigint[];
     v_count integer := 0;
 begin
+    perform cp.close_pin_checks(least(p_limit, 500));
     for v_carrier in select * from cp.carrier where enabled order by carrier_id loop
         exit when v_count >= p_limit;
         continue when not pg_catalog.pg_try_advisory_xact_lock(1129336644, v_carrier.carrier_id);  -- 'CPSD'

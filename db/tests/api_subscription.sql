@@ -10,7 +10,7 @@ create temp table doc as select api.subscribe('acme', '+2348020000001', 'club', 
 select is((select d->>'status' from doc), 'pending_optin', 'NG subscription waits for the opt-in');
 select ok((select d ? 'optin_id' and d ? 'optin_expires_at' from doc), 'the document names the opt-in to confirm');
 select is((select count(*)::int from cp.procedure where kind = 'charge'), 0, 'nothing charged before the opt-in');
-select matches(pg_temp.pin('+2348020000001'), '^[0-9]{4}$', 'a PIN SMS went to the subscriber');
+select matches(pg_temp.pin('+2348020000001'), '^[0-9]{6}$', 'a PIN SMS went to the subscriber');
 select is((select params->>'text' from cp.carrier_call where operation = 'send_sms') ~ 'subscription', true,
           'the SMS says it is for a subscription');
 select is(api.subscribe('acme', '+2348020000001', 'club', 'daily', 's1'), (select d from doc),

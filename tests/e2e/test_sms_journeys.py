@@ -175,7 +175,7 @@ async def test_web_subscription_with_pin_by_sms(db_url):
                                                            "plan": "daily", "key": "web-1"})
         doc = (await cur.fetchone())[0]
         assert doc["status"] == "pending_optin"
-        pin = re.search(r"PIN for Gem club \(subscription\) is (\d{4})", await w.text_like(WEB, r"PIN")).group(1)
+        pin = re.search(r"PIN for Gem club \(subscription\) is (\d+)", await w.text_like(WEB, r"PIN")).group(1)
         cur = await w.conn.execute(queries.API_CONFIRM_OPTIN, {"merchant": "gamesco", "optin_id": doc["optin_id"],
                                                                "pin": pin})
         assert (await cur.fetchone())[0]["status"] == "confirmed"

@@ -29,6 +29,8 @@ def test_ordinary_keys_are_kept(key):
     ("PIN: 1234", "PIN: [REDACTED]"),
     ("Your PIN code: 1234", "Your PIN code: [REDACTED]"),
     ("Send PIN 99812 to confirm", "Send PIN [REDACTED] to confirm"),
+    ("Your Acme PIN for 100 gems (purchase) is 048213. Do not share it.",
+     "Your Acme PIN for 100 gems (purchase) is [REDACTED]. Do not share it."),
     ("OTP=ab12cd", "OTP=[REDACTED]"),
     ("the password is: hunter2", "the password is: [REDACTED]"),
     ("Authorization: Bearer eyJhbGciOi.abc.def", "Authorization: Bearer [REDACTED]"),
