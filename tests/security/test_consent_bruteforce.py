@@ -16,10 +16,10 @@ from fractions import Fraction
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from tests.core.world import load_world
+from tests.security.conftest import role_url
 
 VICTIM = "+447700900777"  # a GB number (test_gb, GB preset: 6-digit PINs, default limits)
 GUESSES = (f"{n:06d}" for n in itertools.count())  # the attacker's guesses, never repeated
@@ -29,7 +29,7 @@ GUESSES = (f"{n:06d}" for n in itertools.count())  # the attacker's guesses, nev
 def world(db_url):
     with psycopg.connect(db_url, autocommit=True) as owner:
         load_world(owner)
-    merchant = psycopg.connect(make_conninfo(db_url, user="cp_merchant_acme"), autocommit=True)
+    merchant = psycopg.connect(role_url(db_url, "cp_merchant_acme"), autocommit=True)
     adapter = psycopg.connect(db_url, autocommit=True)
     adapter.execute("set role carrierpay_adapter")
     owner = psycopg.connect(db_url, autocommit=True)

@@ -4,6 +4,7 @@ keyword. Every way ends with one live subscription and one charge per period."""
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,10 +44,18 @@ def live(conn, number: str) -> list[int]:
 
 
 def pin_for(conn, number: str) -> str:
-    return conn.execute(
-        "select substring(params->>'text' from 'PIN for .* is ([0-9]{4})') from cp.carrier_call "
-        "where operation = 'send_sms' and params->>'purpose' = 'pin' and params->>'msisdn' = %s "
-        "order by call_id desc limit 1", [number]).fetchone()[0]
+    """Play the adapter that sends PIN texts (a PIN is checked only once sent) and read the latest off the handset."""
+    pins = []
+    for (doc,) in conn.execute("select adapter.claim_calls('test_ng', 1000, interval '1 minute', 'sms-worker')"):
+        if doc["operation"] != "send_sms":
+            continue
+        if doc.get("msisdn") == number and "PIN" in doc.get("text", ""):
+            pins.append(re.search(r"PIN for .* is ([0-9]+)", doc["text"]).group(1))
+        conn.execute("select adapter.complete_calls(%s)",
+                     [Jsonb([{"call_id": doc["call_id"], "outcome": "succeeded"}])])
+    if pins:
+        return pins[-1]
+    raise AssertionError(f"no PIN text waiting for {number}")
 
 
 def settle_charges(owner, number: str, outcome: str = "succeeded") -> int:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from carrierpay.history.shipper import Shipper
 from carrierpay.history.stores import PostgresStore
 from tests.core.world import load_world
+from tests.security.conftest import role_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemons"))
 from harness import CARRIERS, MERCHANT, PRODUCT, World, msisdn  # noqa: E402
@@ -55,7 +55,7 @@ def rows_holding(url: str, pins: list[str]) -> dict[str, int]:
 def test_pins_sent_through_the_adapter_functions_leave_no_trace(db_url):
     with psycopg.connect(db_url, autocommit=True) as owner:
         load_world(owner)
-    with psycopg.connect(make_conninfo(db_url, user="cp_merchant_acme"), autocommit=True) as merchant:
+    with psycopg.connect(role_url(db_url, "cp_merchant_acme"), autocommit=True) as merchant:
         for n in (1, 2, 3):
             merchant.execute("select api.request_optin('acme', %s, 'gems', %s)", [f"+44770090010{n}", f"p{n}"])
         merchant.execute("select api.subscribe('acme', '+2348020000101', 'club', 'daily', 'p4')")
