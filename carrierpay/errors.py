@@ -62,6 +62,7 @@ OperationNotOffered = _kind("OperationNotOffered", "CP071")
 UnknownCall = _kind("UnknownCall", "CP072")
 InvalidArgument = _kind("InvalidArgument", "CP080")
 InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
+CallNotUnsettled = _kind("CallNotUnsettled", "CP091")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {

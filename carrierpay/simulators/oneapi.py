@@ -202,7 +202,7 @@ class OneApiSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, operation)
         if not result.ok:
             return self.error(result.code)
         return self.answer(201, self.transaction_document(result, operation_status, body))
@@ -262,7 +262,7 @@ class OneApiSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, "capture")
         if not result.ok:
             return self.error(result.code)
         return self.answer(201, self.transaction_document(result, "Charged", body))
