@@ -40,6 +40,9 @@ class OneApiFlavor:
     response_format: str = "json"  # json | xml
     codes: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(ONEAPI_CODES))
     token_ttl_s: float = 3600.0
+    # What the status lookup finds by clientCorrelator; some operators' know payments only, and
+    # answer "no such transaction" about a refund they did apply.
+    status_kinds: tuple[str, ...] = ("charge", "capture", "refund")
 
 
 def _xml(name: str, value: Any) -> str:
@@ -216,6 +219,8 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         for kind, status in (("charge", "Charged"), ("capture", "Charged"), ("refund", "Refunded")):
+            if kind not in self.flavor.status_kinds:
+                continue
             result = self.billing.lookup(correlator, kind)
             if result is not None:
                 return (
