@@ -125,6 +125,7 @@ class _Flight:
     calling: set[asyncio.Task] = field(default_factory=set)  # with the carrier now
     unrecorded: int = 0  # claimed and not yet recorded (those calling, and answers the recorder holds)
     room: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever an answer is recorded
+    retired: bool = False  # its carrier was dropped: the connector closes once these calls are answered
 
 
 class AnswerRecorder:
@@ -178,6 +179,7 @@ class AnswerRecorder:
             while True:
                 if not self._held:
                     if self._closing:
+                        self._report(force=True)
                         return
                     self._arrived.clear()
                     await self._arrived.wait()
@@ -188,7 +190,11 @@ class AnswerRecorder:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._ready.wait(), delay)
                 group = list(itertools.islice(self._held, self.limit))
-                await self._record(group)
+                try:
+                    await self._record(group)
+                except Exception:  # not the database going away (that is retried): a bug, not worth a loop
+                    log.exception("could not record %d answer(s); their leases will run out and the "
+                                  "reconciler settles them", len(group))
                 for _, _, flight in group:
                     self._held.popleft()
                     if flight is not None:
@@ -313,6 +319,9 @@ class AdapterDaemon:
 
     def _retire(self, flight: _Flight) -> None:
         """Close a dropped carrier's connector once the calls it is making are answered."""
+        if flight.retired:
+            return
+        flight.retired = True
         if self.flights.get(flight.code) is flight:
             del self.flights[flight.code]
 
