@@ -76,6 +76,7 @@ BadCallback = _kind("BadCallback", "CP073")
 InvalidArgument = _kind("InvalidArgument", "CP080")
 MerchantRoleNotOurs = _kind("MerchantRoleNotOurs", "CP085")
 InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
+CallNotUnsettled = _kind("CallNotUnsettled", "CP091")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {

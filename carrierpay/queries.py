@@ -50,6 +50,9 @@ SHOW_CARRIER = """
              where c.carrier_id = k.carrier_id group by c.status) s) as calls
     from cp.carrier k where k.code = %(carrier)s
 """
+# Calls no reconciliation route settled, and the operator's settlement of one (admin.settle_call).
+CALLS_NEEDING_OPERATOR = "select * from report.calls_needing_operator order by call_id"
+SETTLE_CALL = "select admin.settle_call(%(call_id)s, %(outcome)s, %(reason)s)"
 ADVANCE_CLOCK = "select admin.advance_clock(%(by)s)"
 SET_CLOCK = "select admin.set_clock(%(at)s)"
 HOLD_CLOCK = "select admin.hold_clock(%(hold)s)"
@@ -116,6 +119,7 @@ REPORT_VIEWS = {
     "churn": "report.churn",
     "refunds": "report.refunds",
     "calls": "report.open_calls",
+    "operator": "report.calls_needing_operator",
     "ledger": "report.ledger_balances",
     "unbalanced": "report.unbalanced_journals",
     "carriers": "report.carrier_summary",

@@ -1,10 +1,13 @@
 """`carrierpay up`: every daemon of a deployment in one supervised process group.
 
 Each daemon runs as its own child process (`python -m carrierpay <daemon command>`), so one that
-crashes or is killed takes nothing else with it; the supervisor restarts it with back-off (doubling
-from `restart.initial_backoff_s` to `restart.max_backoff_s`, reset once a child has stayed up for
-`restart.reset_after_s`). SIGTERM or SIGINT stops every child (SIGTERM, then SIGKILL after
-`stop_timeout_s`) and then the supervisor. Children also get SIGTERM if the supervisor itself dies
+crashes or is killed takes nothing else with it; the supervisor restarts it with back-off: a child
+that dies within `restart.reset_after_s` (5 s) of starting is restarted after a delay doubling from
+`restart.initial_backoff_s` (1 s) to `restart.max_backoff_s` (30 s), so a daemon that cannot start
+does not spin; one that ran longer was healthy, and is restarted after the initial delay again. An
+adapter killed every 15 seconds is thus down about a second each time, not for half a minute.
+SIGTERM or SIGINT stops every child (SIGTERM, then SIGKILL after `stop_timeout_s`) and then the
+supervisor. Children also get SIGTERM if the supervisor itself dies
 (Linux parent-death signal), so no daemon outlives its group.
 
 The daemons hold no state, so a restart loses nothing: see docs/daemons.md.
@@ -14,7 +17,7 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
 
     database_url: ${CARRIERPAY_DATABASE_URL}    # else the embedded cluster
     callback_base_url: https://cb.example.com   # else CARRIERPAY_CALLBACK_BASE_URL
-    restart: {initial_backoff_s: 1, max_backoff_s: 30, reset_after_s: 30}
+    restart: {initial_backoff_s: 1, max_backoff_s: 30, reset_after_s: 5}
     stop_timeout_s: 15
     daemons:
       adapters:   {copies: 2, batch: 200, lease_s: 60, poll_s: 1, carriers: []}
@@ -139,7 +142,7 @@ class UpConfig:
     database_url: str | None = None
     initial_backoff_s: float = 1.0
     max_backoff_s: float = 30.0
-    reset_after_s: float = 30.0
+    reset_after_s: float = 5.0  # a child that ran this long was healthy: its next restart is quick again
     stop_timeout_s: float = 15.0
 
 
@@ -191,7 +194,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
         database_url=database_url or document.get("database_url") or environ.get("CARRIERPAY_DATABASE_URL") or None,
         initial_backoff_s=float(restart.get("initial_backoff_s", 1.0)),
         max_backoff_s=float(restart.get("max_backoff_s", 30.0)),
-        reset_after_s=float(restart.get("reset_after_s", 30.0)),
+        reset_after_s=float(restart.get("reset_after_s", 5.0)),
         stop_timeout_s=float(document.get("stop_timeout_s", 15.0)),
     )
 

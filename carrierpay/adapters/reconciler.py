@@ -13,14 +13,16 @@ Each tick:
      waits for the carrier's late callback. **A charge is never sent again before it is settled.**
    - a refund or other money operation: the result file when the operation is `report`; else the
      SAME call again (same correlator) when the spec says the carrier deduplicates it
-     (`safe_to_repeat`); else a status query; else wait.
+     (`safe_to_repeat`); else a status query, when the status operation knows that operation
+     (`operations.status.covers`, charges only unless the spec lists more); else wait.
    - anything else (balance, SMS, opt-in): sent again when safe to repeat, else closed as
      `failed/unknown` (nothing to recover; the subscriber can ask again).
 
 Definite answers go back through `adapter.complete_calls` with the ORIGINAL call id, so the
 procedure moves unknown → succeeded | failed and the ledger follows. An answer that settles
 nothing (throttled, transient, unreachable, unreadable, not yet in a report) leaves the call for its
-next turn.
+next turn. A call that three turns have not settled is listed in `report.calls_needing_operator`
+for an operator to settle (`admin.settle_call`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def route_for(spec_data: Mapping[str, Any], call: Mapping[str, Any]) -> str:
     operations = spec_data.get("operations") or {}
     name = call.get("operation")
     operation = operations.get(name) or {}
-    has_status = "status" in operations
+    # A status query about an operation it does not know would say "no such transaction" of an
+    # applied refund, or nothing at all: ask it only about what the spec says it covers.
+    has_status = "status" in operations and name in (operations["status"].get("covers") or ["charge"])
     has_reports = bool(spec_data.get("reports"))
     safe = bool(operation.get("safe_to_repeat", name not in ("charge", "refund")))
     if name == "charge":

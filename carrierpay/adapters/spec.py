@@ -107,6 +107,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield f"{base}.pattern: 'callback' needs a top-level 'callbacks' section"
         if operation["pattern"] == "report" and "reports" not in data:
             yield f"{base}.pattern: 'report' needs a top-level 'reports' section"
+        if "covers" in operation and op_name != "status":
+            yield f"{base}.covers: only the status operation says which operations it reports on"
         yield from _results_errors(f"{base}.results", operation.get("results") or [])
         if data["transport"] != "http":
             continue

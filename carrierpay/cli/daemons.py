@@ -46,14 +46,16 @@ async def _with_signals(make) -> None:
 @user_errors
 def adapters_run(
     carrier: list[str] | None = CarrierOption,
-    batch: int = typer.Option(200, "--batch", min=1, help="Calls claimed per carrier per round."),
+    batch: int = typer.Option(200, "--batch", min=1,
+                              help="Most calls per carrier claimed and not yet recorded (and answers per commit)."),
     lease: float = typer.Option(60.0, "--lease", min=1, help="Seconds a claimed call stays with this process."),
     poll: float = typer.Option(1.0, "--poll", min=0.01, help="Seconds between polls when no NOTIFY arrives."),
     callback_base_url: str | None = CallbackBaseOption,
     database_url: str | None = DatabaseUrlOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run an adapter daemon until SIGTERM. Logs one line per completed batch."""
+    """Run an adapter daemon until SIGTERM: each answer is recorded as it arrives (answers arriving within
+    10 ms share a commit). Logs a line per carrier every 10 s of activity."""
     from carrierpay.adapters.daemon import AdapterDaemon
     from carrierpay.adapters.registry import connector_factory
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from carrierpay.cli import bench as bench_cmd
+from carrierpay.cli import calls as calls_cmd
 from carrierpay.cli import carriers as carriers_cmd
 from carrierpay.cli import daemons as daemons_cmd
 from carrierpay.cli import db as db_cmd
@@ -25,6 +26,7 @@ app.add_typer(products.app, name="product")
 app.add_typer(subscribers.app, name="subscriber")
 app.add_typer(pay.app, name="pay")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(calls_cmd.app, name="calls")
 app.add_typer(history.app, name="history")
 app.command("report")(report.report)
 app.command("bench")(bench_cmd.bench)

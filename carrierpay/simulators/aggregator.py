@@ -130,7 +130,7 @@ class AggregatorSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, "charge")
         return web.json_response(
             {"status": "accepted", "message_id": result.transaction.txid, "reference": reference}, status=202
         )
@@ -210,7 +210,7 @@ class AggregatorSimulator(Simulator):
         if amount is None or not form.get("reference") or not form.get("original_message_id"):
             return self.error(400, "INVALID_REQUEST", "reference, original_message_id and amount are required")
         result = self.billing.refund(form["reference"], form.get("msisdn", ""), amount, form["original_message_id"])
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, "refund")
         if not result.ok:
             return web.json_response(
                 {"status": "failed", "error_code": ERROR_CODES.get(result.code, "REFUND_REFUSED")}, status=200

@@ -134,7 +134,9 @@ class Result:
 
 
 class Billing:
-    """Subscribers, balances and the ledger; idempotent per (operation kind, correlator)."""
+    """Subscribers, balances and the ledger; idempotent per (operation kind, correlator) unless
+    `deduplicates` is off: then a repeated request is applied again, as by a carrier that ignores
+    our correlator (the status lookup then reports the latest)."""
 
     def __init__(self, *, clock: SimClock, rng: random.Random, currency: str, timezone: str, txid_prefix: str):
         self.clock = clock
@@ -145,6 +147,7 @@ class Billing:
         self.subscribers: dict[str, Subscriber] = {}
         self.ledger = Ledger()
         self.max_charge_minor: int | None = None
+        self.deduplicates = True
         self.unknown_prefixes: list[str] = []
         self._by_key: dict[tuple[str, str], Result] = {}
         self._reserved: dict[str, int] = {}
@@ -206,7 +209,7 @@ class Billing:
 
     def previous(self, kind: str, correlator: str) -> Result | None:
         earlier = self._by_key.get((kind, correlator))
-        if earlier is None:
+        if earlier is None or not self.deduplicates:
             return None
         return Result(earlier.code, earlier.transaction, repeated=True)
 
@@ -332,6 +335,18 @@ class Faults:
     tps_window_s: float = 1.0
     late_response_s: float = 5.0  # how late a `timeout_after_charge` answer comes, if anyone still listens
     injected: dict[str | None, list[str]] = field(default_factory=lambda: defaultdict(list))
+    holds: dict[str | None, asyncio.Event] = field(default_factory=dict)  # answers held until released
+
+    def hold(self, operation: str | None = None) -> None:
+        """Stall the carrier: requests of `operation` (None: of every money operation) are applied as
+        usual, but their answers wait until `release`; a client that stops waiting gets none."""
+        self.holds.setdefault(operation, asyncio.Event())
+
+    def release(self, operation: str | None = None) -> None:
+        """Send the answers held by `hold(operation)`, and stop holding them."""
+        gate = self.holds.pop(operation, None)
+        if gate is not None:
+            gate.set()
 
     def inject(self, fault: str, *, operation: str | None = None, times: int = 1) -> None:
         if fault not in FAULTS:
@@ -527,8 +542,16 @@ class Simulator:
             return "transient"
         return None
 
-    async def after_apply(self, fault: str | None, request: web.Request) -> None:
-        """Misbehave after the effect is applied: answer too late, or hang up (the answer then goes nowhere)."""
+    async def after_apply(self, fault: str | None, request: web.Request, operation: str | None = None) -> None:
+        """Misbehave after the effect is applied: hold the answer while the carrier is stalled
+        (`faults.hold`), answer too late, or hang up (the answer then goes nowhere)."""
+        gate = self.faults.holds.get(operation) or self.faults.holds.get(None)
+        if gate is not None:
+            closing = asyncio.ensure_future(self._closing.wait())
+            released = asyncio.ensure_future(gate.wait())
+            await asyncio.wait([closing, released], return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            released.cancel()
         if fault == "timeout_after_charge":
             try:
                 await asyncio.wait_for(self._closing.wait(), self.faults.late_response_s)

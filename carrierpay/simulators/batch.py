@@ -98,7 +98,7 @@ class BatchSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, kind)
         return self.reply(202, status="ACCEPTED", txn_id=txn_id)
 
     async def charge(self, request: web.Request) -> web.StreamResponse:

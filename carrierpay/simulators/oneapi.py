@@ -40,6 +40,9 @@ class OneApiFlavor:
     response_format: str = "json"  # json | xml
     codes: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(ONEAPI_CODES))
     token_ttl_s: float = 3600.0
+    # What the status lookup finds by clientCorrelator; some operators' know payments only, and
+    # answer "no such transaction" about a refund they did apply.
+    status_kinds: tuple[str, ...] = ("charge", "capture", "refund")
 
 
 def _xml(name: str, value: Any) -> str:
@@ -202,7 +205,7 @@ class OneApiSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, operation)
         if not result.ok:
             return self.error(result.code)
         return self.answer(201, self.transaction_document(result, operation_status, body))
@@ -216,6 +219,8 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         for kind, status in (("charge", "Charged"), ("capture", "Charged"), ("refund", "Refunded")):
+            if kind not in self.flavor.status_kinds:
+                continue
             result = self.billing.lookup(correlator, kind)
             if result is not None:
                 return (
@@ -262,7 +267,7 @@ class OneApiSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, "capture")
         if not result.ok:
             return self.error(result.code)
         return self.answer(201, self.transaction_document(result, "Charged", body))

@@ -151,7 +151,7 @@ class ParlayXSimulator(Simulator):
         garbage = self.garbage_response(fault) if fault else None
         if garbage:
             return garbage
-        await self.after_apply(fault, request)
+        await self.after_apply(fault, request, kind)
         if not result.ok:
             return self.fault(result.code, reference)
         return self.envelope(f'<ns1:{kind}AmountResponse xmlns:ns1="{CHARGING_NS}"/>')

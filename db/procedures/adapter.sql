@@ -62,7 +62,7 @@ begin
         where q.call_id = any (array(select call_id from picked where may_send))
         returning q.call_id
     ), calls as (
-        update cp.carrier_call c set status = 'leased', sent_at = clock_timestamp()
+        update cp.carrier_call c set status = 'leased', sent_at = clock_timestamp(), lease_no = c.lease_no + 1
         from leased where c.call_id = leased.call_id
         returning c.*
     ), procs as (
@@ -70,7 +70,8 @@ begin
         where p.status = 'pending' and p.procedure_id in (select procedure_id from calls)
         returning p.procedure_id
     )
-    select cp.call_document(calls::cp.carrier_call) || jsonb_build_object('lease_until', v_now + p_lease)
+    select cp.call_document(calls::cp.carrier_call)
+           || jsonb_build_object('lease_until', v_now + p_lease, 'lease', calls.lease_no)
     from calls;  -- held and procs run regardless: data-modifying CTEs always execute
     get diagnostics v_claimed = row_count;
     perform cp.return_budget(v_carrier_id, v_granted - v_claimed);
@@ -92,13 +93,18 @@ $$;
 
 -- Apply a batch of carrier outcomes in one transaction, and log each interaction. The plain charge
 -- outcomes (most of any batch) are settled together by cp.settle_charges; the rest one by one.
--- p_results: [{"call_id", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
+-- An adapter that lost its connection cannot tell whether its last batch committed, so it sends the
+-- batch again: a result naming the lease it answers (`lease`, from adapter.claim_calls) is recorded
+-- once per call and lease, and a repeat changes nothing, not even the log.
+-- p_results: [{"call_id", "lease", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
 --              "amount_minor", "balance_minor", "latency_ms", "request", "response"}, ...]
 create or replace function adapter.complete_calls(p_results jsonb) returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
+    v_results jsonb;
+    v_repeats integer;
     v_result jsonb;
     v_settled bigint[];
     v_applied text;
@@ -125,12 +131,36 @@ begin
           where c.call_id in (select (r->>'call_id')::bigint from jsonb_array_elements(p_results) r)
           order by c.call_id
           for update) x;
-    v_settled := cp.settle_charges(p_results);
+    -- Left out: an answer for a lease already answered (or a later one), the same answer twice in
+    -- this batch, and an answer that says nothing happened (throttled, unreachable, transient,
+    -- unknown, pending) from a lease the call has outlived: the call was handed out again since, and
+    -- putting it back on the queue or opening a new attempt now could send it twice at once.
+    select coalesce(jsonb_agg(x.r order by x.n) filter (where not x.repeat), '[]'),
+           count(*) filter (where x.repeat)
+    into v_results, v_repeats
+    from (
+        select t.r, t.n, coalesce(
+            t.r->>'lease' is not null and (
+                row_number() over (partition by t.r->>'call_id', t.r->>'lease' order by t.n) > 1
+                or (t.r->>'lease')::integer <= c.answered_lease_no
+                or ((t.r->>'lease')::integer < c.lease_no
+                    and not (t.r->>'outcome' = 'succeeded'
+                             or (t.r->>'outcome' = 'failed'
+                                 and coalesce(t.r->>'reason', 'rejected')
+                                     not in ('throttled', 'unreachable', 'transient', 'unknown'))))),
+            false) as repeat
+        from jsonb_array_elements(p_results) with ordinality as t(r, n)
+        left join cp.carrier_call c on c.call_id = (t.r->>'call_id')::bigint
+    ) x;
+    if v_repeats > 0 then
+        v_summary := jsonb_build_object('duplicate', v_repeats);
+    end if;
+    v_settled := cp.settle_charges(v_results);
     if cardinality(v_settled) > 0 then
-        v_summary := jsonb_build_object('applied', cardinality(v_settled));
+        v_summary := v_summary || jsonb_build_object('applied', cardinality(v_settled));
     end if;
     for v_result in
-        select r from jsonb_array_elements(p_results) with ordinality as t(r, n)
+        select r from jsonb_array_elements(v_results) with ordinality as t(r, n)
         where not coalesce((r->>'call_id')::bigint = any (v_settled), false)
         order by (r->>'call_id')::bigint, n
     loop
@@ -138,6 +168,13 @@ begin
         v_summary := jsonb_set(v_summary, array[v_applied],
                                to_jsonb(coalesce((v_summary->>v_applied)::int, 0) + 1));
     end loop;
+    -- cp.settle_charges notes the lease of what it settles in its own update; the rest here.
+    update cp.carrier_call c set answered_lease_no = l.lease
+    from (select (r->>'call_id')::bigint as call_id, max((r->>'lease')::integer) as lease
+          from jsonb_array_elements(v_results) r
+          where r->>'lease' is not null
+          group by 1) l
+    where c.call_id = l.call_id and coalesce(c.answered_lease_no, 0) < l.lease;
     insert into cp.carrier_log (call_id, procedure_id, carrier_id, operation, outcome, reason, carrier_code,
                                 latency_ms, request, response)
     select c.call_id, c.procedure_id, c.carrier_id, c.operation, r->>'outcome', r->>'reason', r->>'carrier_code',
@@ -146,7 +183,7 @@ begin
                 else r->'request' end,
            case when v_secrets ? c.call_id::text then cp.log_without_secrets(r->'response', v_secrets->(c.call_id::text))
                 else r->'response' end
-    from jsonb_array_elements(p_results) with ordinality as t(r, n)
+    from jsonb_array_elements(v_results) with ordinality as t(r, n)
     join cp.carrier_call c on c.call_id = (r->>'call_id')::bigint
     order by c.call_id, t.n;
     return v_summary;

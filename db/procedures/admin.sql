@@ -281,3 +281,44 @@ begin
 end
 $$;
 
+
+-- The last resort for a call no reconciliation route could settle (report.calls_needing_operator):
+-- the operator found out from the carrier what happened and records it through the same completion
+-- path as a carrier's answer; who did it and why stays in the call's events.
+create or replace function admin.settle_call(p_call_id bigint, p_outcome text, p_reason text) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_call cp.carrier_call;
+    v_reason text := left(btrim(coalesce(p_reason, '')), 500);
+    v_proc cp.procedure;
+begin
+    select * into v_call from cp.carrier_call where call_id = p_call_id for update;
+    if not found then
+        perform cp.fail('CP072', format('unknown carrier call %s', p_call_id));
+    end if;
+    if p_outcome is null or p_outcome not in ('succeeded', 'failed') then
+        perform cp.fail('CP080', format('outcome must be succeeded or failed, not %L', left(p_outcome, 20)));
+    end if;
+    if length(v_reason) < 3 then
+        perform cp.fail('CP080', 'a reason is required: how the outcome was established (kept for audit)');
+    end if;
+    if v_call.status not in ('unknown', 'awaiting_result') then
+        perform cp.fail('CP091', format('call %s is %s: only a call whose outcome is unknown or awaited can be '
+                                        'settled by an operator', p_call_id, v_call.status));
+    end if;
+    perform adapter.complete_calls(jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
+        'call_id', p_call_id, 'outcome', p_outcome,
+        'reason', case when p_outcome = 'failed' then 'settled_by_operator' end,
+        'carrier_code', 'operator', 'carrier_ref', v_call.carrier_ref,
+        'response', jsonb_build_object('settled_by', cp.calling_role(), 'reason', v_reason)))));
+    perform cp.emit_event('carrier_call', p_call_id, 'settled_by_operator', jsonb_build_object(
+        'from', v_call.status, 'outcome', p_outcome, 'reason', v_reason, 'operator', cp.calling_role(),
+        'login', session_user, 'procedure_id', v_call.procedure_id, 'operation', v_call.operation));
+    select * into v_call from cp.carrier_call where call_id = p_call_id;
+    select * into v_proc from cp.procedure where procedure_id = v_call.procedure_id;
+    return jsonb_build_object('call_id', p_call_id, 'status', v_call.status, 'procedure_id', v_proc.procedure_id,
+                              'procedure_status', v_proc.status);
+end
+$$;

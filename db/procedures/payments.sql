@@ -336,8 +336,9 @@ $$;
 -- alone in the batch for its procedure, answered 'succeeded' (for the amount asked) or 'failed' for a
 -- definite reason (not throttled, unreachable or transient), its procedure pending or in flight. The
 -- same changes, events and checks as cp.apply_call_result makes one call at a time, in a handful of
--- statements for the whole batch. p_results as adapter.complete_calls takes them, whose caller holds
--- the calls' locks; returns the call ids settled here (the caller applies the others one by one).
+-- statements for the whole batch (noting the lease each result answers). p_results as
+-- adapter.complete_calls takes them, whose caller holds the calls' locks and has left out repeats;
+-- returns the call ids settled here (the caller applies the others one by one).
 create or replace function cp.settle_charges(p_results jsonb) returns bigint[]
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -350,6 +351,7 @@ declare
     v_codes text[];
     v_refs text[];
     v_amounts bigint[];
+    v_leases integer[];
     v_succeeded cp.procedure[];
     v_failed cp.procedure[];
 begin
@@ -363,10 +365,10 @@ begin
     select array_agg(call_id order by call_id), array_agg(procedure_id order by call_id),
            array_agg(outcome order by call_id), array_agg(reason order by call_id),
            array_agg(carrier_code order by call_id), array_agg(carrier_ref order by call_id),
-           array_agg(amount_minor order by call_id)
-    into v_calls, v_procs, v_outcomes, v_reasons, v_codes, v_refs, v_amounts
+           array_agg(amount_minor order by call_id), array_agg(lease order by call_id)
+    into v_calls, v_procs, v_outcomes, v_reasons, v_codes, v_refs, v_amounts, v_leases
     from (
-        select r.call_id, c.procedure_id, r.outcome, r.reason, r.carrier_code, r.carrier_ref,
+        select r.call_id, c.procedure_id, r.outcome, r.reason, r.carrier_code, r.carrier_ref, r.lease,
                coalesce(r.amount_minor, (c.params->>'amount_minor')::bigint) as amount_minor,
                r.per_call, count(*) over (partition by c.procedure_id) as per_procedure,
                c.status = 'leased' and c.operation = 'charge' and p.status in ('pending', 'in_flight')
@@ -376,7 +378,7 @@ begin
                    as plain
         from (select (e->>'call_id')::bigint as call_id, e->>'outcome' as outcome, e->>'reason' as reason,
                      e->>'carrier_code' as carrier_code, e->>'carrier_ref' as carrier_ref,
-                     (e->>'amount_minor')::bigint as amount_minor,
+                     (e->>'amount_minor')::bigint as amount_minor, (e->>'lease')::integer as lease,
                      count(*) over (partition by e->>'call_id') as per_call
               from jsonb_array_elements(p_results) e) r
         join cp.carrier_call c using (call_id)
@@ -391,9 +393,10 @@ begin
     update cp.carrier_call c
     set status = case when f.outcome = 'succeeded' then 'done'::cp.call_status else 'failed' end,
         outcome = f.outcome, reason = f.reason, carrier_code = f.carrier_code,
-        carrier_ref = coalesce(f.carrier_ref, c.carrier_ref), next_reconcile_at = null
-    from unnest(v_calls, v_outcomes, v_reasons, v_codes, v_refs)
-         as f(call_id, outcome, reason, carrier_code, carrier_ref)
+        carrier_ref = coalesce(f.carrier_ref, c.carrier_ref), next_reconcile_at = null,
+        answered_lease_no = coalesce(f.lease, c.answered_lease_no)
+    from unnest(v_calls, v_outcomes, v_reasons, v_codes, v_refs, v_leases)
+         as f(call_id, outcome, reason, carrier_code, carrier_ref, lease)
     where c.call_id = f.call_id;
     update cp.procedure set status = 'in_flight' where procedure_id = any (v_procs) and status = 'pending';
 
@@ -513,7 +516,12 @@ begin
         return 'duplicate';
     end if;
     if v_call.status = 'queued' then
-        -- A late answer for a call whose lease had expired and was requeued: take it.
+        -- Its lease ran out and it was requeued. An answer that nothing was sent leaves it there (the
+        -- same answer recorded twice must not take it off the queue); a late answer saying what
+        -- happened is taken.
+        if v_outcome = 'failed' and v_reason in ('throttled', 'unreachable') then
+            return 'duplicate';
+        end if;
         delete from cp.call_queue where call_id = v_call.call_id;
         update cp.carrier_call set status = 'leased' where call_id = v_call.call_id returning * into v_call;
     end if;

@@ -3,7 +3,8 @@
 -- Views are dropped and recreated so a changed column list applies cleanly.
 
 drop view if exists report.revenue, report.success_by_carrier, report.success_by_hour, report.retries_per_success,
-    report.churn, report.refunds, report.open_calls, report.ledger_balances, report.unbalanced_journals cascade;
+    report.churn, report.refunds, report.open_calls, report.calls_needing_operator, report.ledger_balances,
+    report.unbalanced_journals cascade;
 
 -- Collected, refunded and net revenue per carrier, country, merchant and currency.
 create view report.revenue as
@@ -88,6 +89,20 @@ select c.code as carrier, k.operation, k.status, count(*) as calls,
 from cp.carrier_call k join cp.carrier c using (carrier_id)
 where k.status in ('queued', 'leased', 'awaiting_result', 'unknown')
 group by c.code, k.operation, k.status;
+
+-- Carrier calls still unsettled after their third reconciliation turn (5 minutes, 1 hour and a day
+-- after their outcome went missing): no route the carrier offers (status query, result file, a
+-- deduplicated repeat, a late callback) has answered, so an operator has to find out and record
+-- it with admin.settle_call (`carrierpay calls settle`).
+create view report.calls_needing_operator as
+select c.call_id, k.code as carrier, c.operation, c.status, c.correlator, c.carrier_ref,
+       p.procedure_id, p.kind as procedure_kind, p.status as procedure_status, p.amount_minor, p.currency,
+       m.code as merchant, c.reconcile_attempts, c.created_at, c.next_reconcile_at
+from cp.carrier_call c
+join cp.carrier k using (carrier_id)
+join cp.procedure p using (procedure_id)
+left join cp.merchant m on m.merchant_id = p.merchant_id
+where c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= 3;
 
 -- Balance of every ledger account (debit positive).
 create view report.ledger_balances as

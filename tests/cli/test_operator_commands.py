@@ -73,6 +73,44 @@ def test_onboard_a_merchant_sell_and_refund_from_the_command_line(cli, conn):
     assert csv_out.returncode == 0 and csv_out.stdout.startswith("carrier,operation,status")
 
 
+def test_an_operator_lists_the_calls_no_route_settled_and_settles_one(cli, conn):
+    conn.execute("select admin.onboard_carrier(%s::jsonb)", [json.dumps({
+        "code": "cli_ng", "name": "CLI NG", "country": "NG", "mcc": "621", "mnc": "30", "currency": "NGN",
+        "timezone": "Africa/Lagos", "number_ranges": ["+234803"], "regulation": "NG",
+        "operations": {"charge": {"pattern": "sync"}, "refund": {"pattern": "sync"}},
+    })])
+    conn.execute("select admin.add_merchant('shop', 'Shop Ltd', null, 0)")
+    conn.execute("select admin.add_product('shop', 'gold', 'Gold pack')")
+    conn.execute("select admin.add_price_point('shop', 'gold', 'one_time', 5000, 'NGN', 'gold_1', 'cli_ng')")
+    payment = conn.execute("select api.charge('shop', '+2348030000001', 'gold', 'k1')").fetchone()[0]["id"]
+    conn.execute("select adapter.claim_calls('cli_ng', 10, interval '1 minute', 't')")
+    conn.execute("select adapter.complete_calls(jsonb_build_array(jsonb_build_object("
+                 "'call_id', (select call_id from cp.carrier_call where procedure_id = %s), 'outcome', 'succeeded')))",
+                 [payment])
+    refund = conn.execute("select api.refund('shop', %s, 'r1')", [payment]).fetchone()[0]["id"]
+    conn.execute("select adapter.claim_calls('cli_ng', 10, interval '1 minute', 't')")
+    conn.execute("select admin.advance_clock(interval '2 minutes')")
+    conn.execute("select adapter.expire_leases()")  # the adapter died: the refund's outcome is unknown
+    assert json.loads(cli("calls", "unsettled", "--format", "json").stdout) == []
+    for _ in range(3):  # three reconciliation turns, none of which could settle it
+        conn.execute("select admin.advance_clock(interval '1 day')")
+        conn.execute("update cp.carrier_call set sent_at = sent_at - interval '1 hour'")
+        conn.execute("select adapter.claim_reconciliations('cli_ng', 10)")
+
+    listed = json.loads(cli("calls", "unsettled", "--format", "json").stdout)
+    assert [(row["procedure_id"], row["operation"], row["status"], row["amount_minor"]) for row in listed] == [
+        (refund, "refund", "unknown", 5000)]
+    assert "refund" in cli("report", "operator").stdout
+    call_id = str(listed[0]["call_id"])
+    settled = document(cli("calls", "settle", call_id, "succeeded", "--reason", "carrier portal: refund done"))
+    assert (settled["status"], settled["procedure_status"]) == ("done", "succeeded")
+    assert json.loads(cli("calls", "unsettled", "--format", "json").stdout) == []
+    again = cli("calls", "settle", call_id, "failed", "--reason", "changed my mind")
+    assert again.returncode != 0 and "CP091" in again.stderr and "Traceback" not in again.stderr
+    no_reason = cli("calls", "settle", call_id, "failed")
+    assert no_reason.returncode != 0 and "--reason" in no_reason.stderr
+
+
 def test_user_errors_are_one_line_with_a_code_and_no_traceback(cli):
     cases = [
         (("pay", "charge", "nobody", "+2348030000001", "gold"), "CP001"),
@@ -91,7 +129,7 @@ def test_user_errors_are_one_line_with_a_code_and_no_traceback(cli):
 
 
 def test_every_group_explains_itself():
-    for group in ("db", "merchant", "product", "subscriber", "pay", "webhooks", "history", "report"):
+    for group in ("db", "merchant", "product", "subscriber", "pay", "webhooks", "history", "report", "calls"):
         result = subprocess.run([sys.executable, "-m", "carrierpay", group, "--help"], capture_output=True,
                                 text=True, env=os.environ | {"COLUMNS": "200"})
         assert result.returncode == 0 and "Usage" in result.stdout, group

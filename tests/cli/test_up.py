@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from carrierpay.supervisor import ConfigError, load_config
+from carrierpay.supervisor import ConfigError, Supervisor, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,81 @@ def test_config_errors_name_the_problem(tmp_path):
     assert "webhooks-1" not in [c.name for c in load_config(path, environ={}).children]
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml", environ={})
+
+
+class _Process:
+    """What the supervisor sees of a child: running (returncode None) or ended."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class _SimulatedSupervisor(Supervisor):
+    """The supervisor's restart decisions on a simulated clock; no process is started."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.now = 0.0
+        self.started: list[float] = []
+
+    def _start(self, child) -> None:
+        child.process = _Process(len(self.started) + 1)
+        child.started_at = self.now
+        child.restart_at = None
+        self.started.append(self.now)
+
+
+TICK = 0.125  # exact in binary, so the simulated clock adds up without rounding
+
+
+def _run(supervisor: _SimulatedSupervisor, seconds: float, lives: float) -> float:
+    """Tick the supervisor while each run of its child is killed after `lives` seconds; returns the
+    fraction of the time the child was up."""
+    child = supervisor.children[0]
+    up = 0.0
+    for _ in range(round(seconds / TICK)):
+        supervisor.now += TICK
+        if child.process is not None:
+            up += TICK
+            if supervisor.now - child.started_at >= lives:
+                child.process.returncode = -signal.SIGKILL
+        supervisor._check(child, supervisor.now)
+    return up / seconds
+
+
+def _restart_delays(supervisor: _SimulatedSupervisor, lives: float) -> list[float]:
+    """How long the child was down before each restart."""
+    return [start - (previous + lives) for previous, start in itertools.pairwise(supervisor.started)]
+
+
+def test_restart_back_off_resets_after_a_healthy_run(tmp_path):
+    path = tmp_path / "carrierpay.yaml"
+    path.write_text("daemons: {reconciler: {enabled: false}, callbacks: {enabled: false}, "
+                    "scheduler: {enabled: false}, webhooks: {enabled: false}, history: {enabled: false}}\n")
+    config = load_config(path, environ={})  # the default restart settings
+    assert [child.name for child in config.children] == ["adapters-1"]
+
+    # An adapter SIGKILLed every 15 s ran long enough each time to count as healthy: it comes back
+    # after the initial delay every time, and is up nearly all the time.
+    killed = _SimulatedSupervisor(config)
+    killed._start(killed.children[0])
+    up = _run(killed, 600, lives=15)
+    assert set(_restart_delays(killed, 15)) == {config.initial_backoff_s}
+    assert up > 0.9, up
+
+    # A daemon that dies as it starts backs off, doubling up to the maximum ...
+    crashing = _SimulatedSupervisor(config)
+    crashing._start(crashing.children[0])
+    _run(crashing, 120, lives=TICK)
+    delays = _restart_delays(crashing, TICK)
+    assert delays[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0] and set(delays[6:]) <= {30.0}, delays
+    # ... until it runs long enough to be healthy: then the next restart is quick again.
+    started = len(crashing.started)
+    _run(crashing, 120, lives=config.reset_after_s + 1)
+    assert _restart_delays(crashing, config.reset_after_s + 1)[started:started + 1] == [1.0]
 
 
 def _state(home: Path) -> dict:

@@ -62,7 +62,7 @@ def test_the_document_has_examples_of_every_api_function():
                      "adapter.expire_leases", "adapter.claim_reconciliations", "admin.onboard_carrier",
                      "admin.add_merchant", "admin.add_product", "admin.add_price_point", "admin.set_carrier_enabled",
                      "admin.rotate_merchant_secret", "admin.upsert_regulation", "admin.set_clock",
-                     "admin.advance_clock", "sched.run_due", "sched.fold_hour_stats"):
+                     "admin.advance_clock", "admin.settle_call", "sched.run_due", "sched.fold_hour_stats"):
         assert function in code, f"docs/sql-api.md has no example calling {function}"
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from harness import CARRIERS, MERCHANT, World, charge_requests, msisdn
+from psycopg.types.json import Jsonb
 
 
 @pytest.mark.parametrize("carrier", list(CARRIERS))
@@ -144,3 +145,49 @@ async def test_a_slow_carrier_does_not_hold_up_the_others(db_url):
         assert await world.wait_status(waiting) == "succeeded"
         assert len(slow.ledger.charges(msisdn("oneapi_gb", 401))) == 1
         assert len(quick.ledger.charges(msisdn("parlayx_za", 402))) == 1
+
+
+async def test_a_refund_no_route_can_settle_is_left_to_an_operator(db_url):
+    """A refund whose answer was lost, on a carrier that does not deduplicate refunds and whose status
+    query knows payments only: asked about the refund, that query would say "no such transaction" of
+    a refund it applied. The reconciler does not ask it; after three turns the refund is listed for
+    an operator, whose settlement the ledger follows."""
+    async with World(db_url, carriers=["oneapi_gb"], reconciler=True, timeout_s=0.5) as world:
+        sim = world.sims["oneapi_gb"]
+        sim.flavor.status_kinds = ("charge", "capture")
+        spec = world.specs["oneapi_gb"]
+        spec["operations"]["refund"]["safe_to_repeat"] = False
+        spec["operations"]["status"]["covers"] = ["charge"]
+        await world.q("select admin.onboard_carrier(%s)", Jsonb(spec))
+        number = msisdn("oneapi_gb", 501)
+        amount = CARRIERS["oneapi_gb"][2]
+        sim.add_subscriber(number, amount * 2)
+        payment = await world.charge(number, "k-paid")
+        assert await world.wait_status(payment) == "succeeded"
+
+        sim.faults.late_response_s = 1.0
+        sim.faults.inject("timeout_after_charge", operation="refund")  # applied, its answer lost
+        refund = (await world.one("select api.refund(%s, %s, 'r-lost', null, 'test')", MERCHANT, payment))["id"]
+        assert await world.wait_status(refund, ("unknown",)) == "unknown"
+        assert len(sim.ledger.refunds(number)) == 1
+        call_id, correlator = (await world.q(
+            "select call_id, correlator from cp.carrier_call where procedure_id = %s", refund))[0]
+
+        await asyncio.sleep(1.0)  # twice the carrier's timeout: the call is quiet
+        for turn, wait in enumerate((timedelta(minutes=6), timedelta(hours=1), timedelta(days=1)), start=1):
+            await world.advance(wait)
+            await world.wait_until("select reconcile_attempts >= %s or status <> 'unknown' from cp.carrier_call "
+                                   "where call_id = %s", turn, call_id)
+            assert await world.status(refund) == "unknown", "a status query that knows no refunds settled it"
+        asked = [r for r in sim.received if r["method"] == "GET" and r["query"].get("clientCorrelator") == correlator]
+        assert asked == [], "the status query was asked about a refund it does not know"
+        assert await world.q("select call_id, operation, status::text from report.calls_needing_operator") == [
+            (call_id, "refund", "unknown")]
+
+        settled = await world.one("select admin.settle_call(%s, 'succeeded', 'operator portal: refund applied')",
+                                  call_id)
+        assert (settled["status"], settled["procedure_status"]) == ("done", "succeeded")
+        assert await world.status(payment) == "refunded"
+        assert await world.q("select * from report.calls_needing_operator") == []
+        assert await world.receivable("oneapi_gb") == sim.ledger.charged_total() - sim.ledger.refunded_total() == 0
+        assert await world.journals_balanced()
