@@ -69,7 +69,7 @@ select is((select status::text || ' ' || collected_minor from cp.procedure where
 
 -- A lease that ran out (the adapter stalled) and a call handed out again: the first lease's late
 -- "nothing happened" must not open a new attempt while the second is with the carrier.
-create temp table bal as select (api.check_balance('acme', '+2348020000003', 100)->>'id')::bigint as id;
+create temp table bal as select (api.check_balance('acme', '+2348020000003', 100, 'bal-1')->>'id')::bigint as id;
 select pg_temp.claim('test_ng');
 select admin.advance_clock(interval '2 minutes');
 select adapter.expire_leases();
@@ -89,7 +89,7 @@ select is((select status::text from cp.procedure where procedure_id = (select id
 
 -- Without a lease number (an old adapter), a late "throttled" for a call already back on the queue
 -- leaves it there.
-create temp table bal2 as select (api.check_balance('acme', '+2348020000004', 100)->>'id')::bigint as id;
+create temp table bal2 as select (api.check_balance('acme', '+2348020000004', 100, 'bal-2')->>'id')::bigint as id;
 select pg_temp.claim('test_ng');
 select admin.advance_clock(interval '2 minutes');
 select adapter.expire_leases();
