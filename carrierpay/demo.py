@@ -241,7 +241,11 @@ def wrong_pin(pin: str) -> str:
 
 
 def money(amount_minor: int, currency: str) -> str:
-    return f"{amount_minor / 100:,.2f} {currency}"
+    return f"{amount(amount_minor)} {currency}"
+
+
+def amount(amount_minor: int) -> str:
+    return f"{amount_minor / 100:,.2f}"
 
 
 def _replace_database(url: str, name: str) -> str:
@@ -867,6 +871,12 @@ class Demo:
         scheduler = asyncio.ensure_future(run_scheduler(self.db.url, interval=1.0, stop=held))
         await held.wait()
         await scheduler
+        await self.close()
+        kept = ("PostgreSQL keeps running (carrierpay db down stops it)" if self.db.cluster is not None
+                else "the configured server keeps it")
+        self.console.print(f"stopped the carrier simulators, adapters, reconciler, callback server, webhook "
+                           f"dispatcher and scheduler; the database {DEMO_DATABASE} stays and {kept}",
+                           soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- printing
@@ -879,31 +889,25 @@ def _json_default(value: Any) -> Any:
 
 
 def print_report(console: Any, summary: dict[str, Any]) -> None:
-    from rich.table import Table
+    from carrierpay.cli.common import print_rows
 
     rows = summary["carriers"]
-    money_table = Table(title="charges and money per carrier", title_justify="left")
-    for column in ("carrier", "country", "attempted", "collected", "success", "revenue collected", "refunded",
-                   "net", "refunds"):
-        money_table.add_column(column, justify="left" if column in ("carrier", "country") else "right")
-    for row in rows:
-        money_table.add_row(
-            row["carrier"], row["country"], f"{row['charges_attempted']:,}", f"{row['charges_collected']:,}",
-            f"{row['success_pct'] or 0}%", money(row["collected_minor"], row["currency"]),
-            money(row["refunded_minor"], row["currency"]), money(row["net_minor"], row["currency"]),
-            f"{row['refunds_succeeded']}/{row['refunds']}")
-    subs_table = Table(title="subscriptions per carrier", title_justify="left")
-    for column in ("carrier", "renewals", "renewal success", "retries/success", "step-downs", "active",
-                   "retrying/grace", "suspended", "cancelled", "never opted in"):
-        subs_table.add_column(column, justify="left" if column == "carrier" else "right")
-    for row in rows:
-        subs_table.add_row(
-            row["carrier"], f"{row['renewal_attempts']:,}", f"{row['renewal_success_pct'] or 0}%",
-            str(row["retries_per_success"] or 0), f"{row['step_downs']:,}", f"{row['active']:,}",
-            f"{row['in_retry_or_grace']:,}", f"{row['suspended']:,}", f"{row['cancelled']:,}",
-            f"{row['pending_optin']:,}")
-    console.print(money_table)
-    console.print(subs_table)
+    print_rows(
+        ["carrier", "country", "charges", "collected", "success", "refunds", "currency", "revenue", "refunded", "net"],
+        [(row["carrier"], row["country"], f"{row['charges_attempted']:,}", f"{row['charges_collected']:,}",
+          f"{row['success_pct'] or 0}%", f"{row['refunds_succeeded']}/{row['refunds']}", row["currency"],
+          amount(row["collected_minor"]), amount(row["refunded_minor"]), amount(row["net_minor"]))
+         for row in rows],
+        title="charges and money per carrier (major units; refunds succeeded/asked)", out=console)
+    console.print()
+    print_rows(
+        ["carrier", "renewals", "renewal success", "retries per success", "step-downs", "active",
+         "retrying or grace", "suspended", "cancelled", "never opted in"],
+        [(row["carrier"], f"{row['renewal_attempts']:,}", f"{row['renewal_success_pct'] or 0}%",
+          str(row["retries_per_success"] or 0), f"{row['step_downs']:,}", f"{row['active']:,}",
+          f"{row['in_retry_or_grace']:,}", f"{row['suspended']:,}", f"{row['cancelled']:,}",
+          f"{row['pending_optin']:,}") for row in rows],
+        title="subscriptions per carrier", out=console)
     totals = summary["totals"]
     console.print(
         f"subscribers {totals['subscribers']:,}; subscriptions {totals['subscriptions']:,} "

@@ -111,6 +111,15 @@ API_PAYMENT = "select api.payment(%(merchant)s, %(payment_id)s)"
 API_SUBSCRIPTION = "select api.subscription(%(merchant)s, %(subscription_id)s)"
 
 # Reports (role carrierpay_reporter): each view of the report schema by its short name.
+# The databases a user may connect to, and whether one holds a migrated carrierpay schema: named
+# in the hint when a command is pointed at a database that does not exist.
+LIST_DATABASES = """
+select datname from pg_catalog.pg_database
+where datallowconn and not datistemplate and pg_catalog.has_database_privilege(datname, 'CONNECT')
+order by datname
+"""
+IS_CARRIERPAY_DATABASE = "select pg_catalog.to_regclass('carrierpay_meta.alembic_version') is not null"
+
 REPORT_VIEWS = {
     "revenue": "report.revenue",
     "success": "report.success_by_carrier",

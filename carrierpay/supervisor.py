@@ -51,6 +51,8 @@ from typing import Any
 
 import yaml
 
+from carrierpay.parsing import yaml_problem
+
 log = logging.getLogger("carrierpay.up")
 
 DEFAULT_CONFIG = "carrierpay.yaml"
@@ -157,7 +159,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: not valid YAML at {yaml_problem(exc)}") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     elif explicit:

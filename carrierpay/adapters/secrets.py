@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from carrierpay.parsing import load_json, load_yaml
 
 SECRETS_FILE_VARIABLE = "CARRIERPAY_SECRETS_FILE"
 
@@ -67,7 +66,7 @@ class Secrets:
 
 def _read_secrets_file(path: Path) -> dict[str, str]:
     text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    data = load_json(text, str(path)) if path.suffix == ".json" else load_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a secrets file must hold a map of NAME: value")
     return {str(key): str(value) for key, value in data.items()}

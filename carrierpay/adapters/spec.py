@@ -28,6 +28,7 @@ from referencing import Registry, Resource
 
 from carrierpay.adapters.encodings import compile_jsonpath
 from carrierpay.adapters.templates import check_template, template_variables
+from carrierpay.parsing import yaml_problem
 from carrierpay.paths import carriers_root
 
 SCHEMA_PACKAGE = "carrierpay.adapters.schemas"
@@ -325,7 +326,7 @@ def load_spec(
         except FileNotFoundError as exc:
             raise SpecError([f"(file): {path} does not exist"], label) from exc
         except yaml.YAMLError as exc:
-            raise SpecError([f"(file): not valid YAML: {exc}"], label) from exc
+            raise SpecError([f"not valid YAML at {yaml_problem(exc)}"], label) from None
     errors = validate_spec(data)
     if errors:
         raise SpecError(errors, label)

@@ -11,12 +11,21 @@ from typing import Any
 import psycopg
 import typer
 from psycopg.types.json import Jsonb
-from rich.table import Table
+from rich.text import Text
 
 from carrierpay import db, queries
 from carrierpay.adapters.registry import build_connector
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
-from carrierpay.cli.common import DatabaseUrlOption, console, err_console, fail, user_errors
+from carrierpay.cli.common import (
+    DatabaseUrlOption,
+    FormatOption,
+    cell_text,
+    console,
+    err_console,
+    fail,
+    print_rows,
+    user_errors,
+)
 from carrierpay.errors import translate
 
 app = typer.Typer(
@@ -37,6 +46,8 @@ def _load(path: str, base_url: str | None = None) -> CarrierSpec:
     try:
         return load_spec(Path(path) if Path(path).exists() else path, base_url=base_url)
     except SpecError as exc:
+        if len(exc.errors) == 1:  # e.g. the file's YAML: where and what, on one line
+            fail(f"invalid carrier spec {exc.source or path}: {exc.errors[0]}")
         err_console.print(f"[bold red]invalid carrier spec[/] {exc.source or path}:")
         for line in exc.errors:
             err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
@@ -127,17 +138,17 @@ def check(
         fail(str(exc))
     except Exception as exc:  # credentials missing, TLS files unreadable ...
         fail(f"{type(exc).__name__}: {exc}")
-    table = Table(title=f"{spec.code} at {spec.base_url}")
-    for column in ("operation", "outcome", "reason", "carrier code", "HTTP", "ms", "check"):
-        table.add_column(column)
+    rows = []
     ok = True
     for operation, result in results:
         passed = _passed(operation, result)
         ok &= passed
-        table.add_row(operation, result["outcome"], result.get("reason") or "", result.get("carrier_code") or "",
-                      str((result.get("response") or {}).get("status", "")), str(result.get("latency_ms", "")),
-                      "[green]ok[/]" if passed else f"[red]FAIL[/] {result.get('carrier_message') or ''}")
-    console.print(table)
+        verdict = Text("ok", style="green") if passed else Text.assemble(
+            ("FAIL", "red"), " ", cell_text(result.get("carrier_message")))
+        rows.append((operation, result["outcome"], result.get("reason"), result.get("carrier_code"),
+                     (result.get("response") or {}).get("status"), result.get("latency_ms"), verdict))
+    print_rows(["operation", "outcome", "reason", "carrier_code", "http", "ms", "check"], rows,
+               title=f"{spec.code} at {spec.base_url}", wrap=("check",))
     if not results:
         console.print("nothing to exercise: the spec offers neither balance nor status")
     if not ok:
@@ -146,17 +157,12 @@ def check(
 
 @app.command("list")
 @user_errors
-def list_carriers(database_url: str | None = DatabaseUrlOption) -> None:
+def list_carriers(fmt: str = FormatOption, database_url: str | None = DatabaseUrlOption) -> None:
     """Every onboarded carrier, with its queue and unsettled calls."""
     with psycopg.connect(db.running_url(database_url), autocommit=True) as conn:
         rows = conn.execute(queries.LIST_CARRIERS).fetchall()
-    table = Table()
-    table.add_column("code", no_wrap=True)
-    for column in ("name", "country", "currency", "tps", "regulation", "enabled", "queued", "unsettled"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[("yes" if v else "no") if isinstance(v, bool) else str(v) for v in row])
-    console.print(table)
+    print_rows(["code", "name", "country", "currency", "tps", "regulation", "enabled", "queued", "unsettled"], rows,
+               fmt)
 
 
 @app.command()
@@ -172,14 +178,9 @@ def show(code: str, database_url: str | None = DatabaseUrlOption,
         fail(f"unknown carrier {code!r}", hint="carrierpay carrier list")
     data = dict(zip(names, row, strict=True))
     document = data.pop("spec")
-    table = Table(show_header=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    for key, value in data.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    table.add_row("operations", ", ".join(document.get("operations") or {}))
-    table.add_row("base_url", str(document.get("base_url")))
-    console.print(table)
+    data["operations"] = ", ".join(document.get("operations") or {})
+    data["base_url"] = document.get("base_url")
+    print_rows(list(data), [tuple(data.values())], records=True)
     if spec:
         console.print_json(json.dumps(document))
 

@@ -46,10 +46,12 @@ async def _with_signals(make) -> None:
 @user_errors
 def adapters_run(
     carrier: list[str] | None = CarrierOption,
-    batch: int = typer.Option(200, "--batch", min=1,
+    batch: int = typer.Option(200, "--batch", min=1, metavar="N",
                               help="Most calls per carrier claimed and not yet recorded (and answers per commit)."),
-    lease: float = typer.Option(60.0, "--lease", min=1, help="Seconds a claimed call stays with this process."),
-    poll: float = typer.Option(1.0, "--poll", min=0.01, help="Seconds between polls when no NOTIFY arrives."),
+    lease: float = typer.Option(60.0, "--lease", min=1, metavar="SECS",
+                                help="Seconds a claimed call stays with this process."),
+    poll: float = typer.Option(1.0, "--poll", min=0.01, metavar="SECS",
+                               help="Seconds between polls when no NOTIFY arrives."),
     callback_base_url: str | None = CallbackBaseOption,
     database_url: str | None = DatabaseUrlOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -73,8 +75,8 @@ def adapters_run(
 @user_errors
 def reconcile_run(
     carrier: list[str] | None = CarrierOption,
-    interval: float = typer.Option(5.0, "--interval", min=0.01, help="Seconds between rounds."),
-    batch: int = typer.Option(200, "--batch", min=1),
+    interval: float = typer.Option(5.0, "--interval", min=0.01, metavar="SECS", help="Seconds between rounds."),
+    batch: int = typer.Option(200, "--batch", min=1, metavar="N", help="Calls settled per round."),
     once: bool = typer.Option(False, "--once", help="One round, then exit."),
     callback_base_url: str | None = CallbackBaseOption,
     database_url: str | None = DatabaseUrlOption,

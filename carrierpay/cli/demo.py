@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from carrierpay.cli.common import DatabaseUrlOption, console, user_errors
 
@@ -31,7 +30,6 @@ def demo(
 
     options = DemoOptions(subscribers=subscribers, days=days, seed=seed, keep=keep, summary=summary,
                           database_url=database_url)
-    out = console if console.is_terminal else Console(width=max(console.width, 150))  # room for the tables
-    result = asyncio.run(run_demo(options, out))
+    result = asyncio.run(run_demo(options, console))
     if not result.get("ok"):
         raise typer.Exit(1)

@@ -8,10 +8,9 @@ import threading
 from datetime import timedelta
 
 import typer
-from rich.table import Table
 
 from carrierpay import db
-from carrierpay.cli.common import DatabaseUrlOption, console, err_console, fail, user_errors
+from carrierpay.cli.common import DatabaseUrlOption, console, err_console, fail, print_rows, user_errors
 from carrierpay.history import shipper as shipper_mod
 from carrierpay.history.stores import StoreUnavailable, history_url, open_store, retention_days
 from carrierpay.history.timeline import timeline
@@ -23,7 +22,7 @@ app = typer.Typer(
         "  carrierpay history ship            (runs until stopped)\n\n"
         "  carrierpay history ship --once     (drains what is there, then exits)\n\n"
         "  carrierpay history payment 42\n\n"
-        "The store is CARRIERPAY_HISTORY_URL (postgresql://… or mongodb://…), by default the "
+        "The store is CARRIERPAY_HISTORY_URL (postgresql://... or mongodb://...), by default the "
         "carrierpay_history database on the same server as the payment database."
     ),
     no_args_is_help=True,
@@ -31,7 +30,7 @@ app = typer.Typer(
 
 HistoryUrlOption = typer.Option(
     None, "--history-url", envvar="CARRIERPAY_HISTORY_URL", show_envvar=True,
-    help="History store: postgresql://… (default: carrierpay_history next to the payment DB) or mongodb://…",
+    help="History store: postgresql://... or mongodb://... (default: carrierpay_history next to the payment DB)",
 )
 
 
@@ -90,26 +89,26 @@ def lag_cmd(database_url: str | None = DatabaseUrlOption) -> None:
 
 
 def print_lag(main_url: str) -> None:
-    table = Table(title="history lag (report.history_lag)")
-    for column in ("outbox", "unshipped", "oldest id", "oldest age", "last shipped", "last error"):
-        table.add_column(column)
-    for row in shipper_mod.lag(main_url):
-        table.add_row(row["outbox"], str(row["unshipped"]), _s(row["oldest_id"]), _age(row["oldest_age"]),
-                      _when(row["last_shipped_at"]), _s(row["last_error"]))
-    console.print(table)
+    rows = [(row["outbox"], row["unshipped"], row["oldest_id"], _age(row["oldest_age"]), _when(row["last_shipped_at"]),
+             row["last_error"]) for row in shipper_mod.lag(main_url)]
+    print_rows(["outbox", "unshipped", "oldest_id", "oldest_age", "last_shipped", "last_error"], rows,
+               title="history lag (report.history_lag)", wrap=("last_error",))
 
 
 @app.command()
 @user_errors
 def retention(
-    event_days: int | None = typer.Option(None, "--event-days", min=1, help="Default: "
-                                          "CARRIERPAY_HISTORY_RETENTION_EVENT_DAYS or 400."),
-    carrier_log_days: int | None = typer.Option(None, "--carrier-log-days", min=1, help="Default: "
-                                                "CARRIERPAY_HISTORY_RETENTION_CARRIER_LOG_DAYS or 90."),
+    event_days: int | None = typer.Option(None, "--event-days", min=1, help="Days to keep events."),
+    carrier_log_days: int | None = typer.Option(None, "--carrier-log-days", min=1,
+                                                help="Days to keep carrier logs."),
     database_url: str | None = DatabaseUrlOption,
     history: str | None = HistoryUrlOption,
 ) -> None:
-    """Remove history older than the retention period (never touches the unshipped outbox)."""
+    """Remove history older than the retention period (never touches the unshipped outbox).
+
+    The periods default to CARRIERPAY_HISTORY_RETENTION_EVENT_DAYS (else 400) and
+    CARRIERPAY_HISTORY_RETENTION_CARRIER_LOG_DAYS (else 90).
+    """
     days = retention_days()
     if event_days:
         days["event"] = event_days
@@ -140,18 +139,11 @@ def _show(aggregate_type: str, label: str, aggregate_id: int, database_url: str 
     if not docs:
         console.print(f"no history for {label} {aggregate_id} (not shipped yet? see: carrierpay history lag)")
         raise typer.Exit(1)
-    table = Table(title=f"{label} {aggregate_id}: {len(docs)} record(s)", show_lines=False)
-    for column in ("recorded", "business time", "aggregate", "what", "details"):
-        table.add_column(column, overflow="fold")
-    for doc in docs:
-        table.add_row(
-            doc["recorded_at"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            doc["occurred_at"].strftime("%Y-%m-%d %H:%M:%S") if doc["source"] == "event" else "",
-            f"{doc['aggregate_type']} {doc['aggregate_id']}",
-            _what(doc),
-            _details(doc),
-        )
-    console.print(table)
+    rows = [(doc["recorded_at"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+             doc["occurred_at"].strftime("%Y-%m-%d %H:%M:%S") if doc["source"] == "event" else "",
+             f"{doc['aggregate_type']} {doc['aggregate_id']}", _what(doc), _details(doc)) for doc in docs]
+    print_rows(["recorded", "business_time", "aggregate", "what", "details"], rows,
+               title=f"{label} {aggregate_id}: {len(docs)} record(s)", wrap=("details",))
 
 
 @app.command()
@@ -194,10 +186,6 @@ def _details(doc: dict) -> str:
 
 def _j(value) -> str:
     return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
-
-
-def _s(value) -> str:
-    return "" if value is None else str(value)
 
 
 def _when(value) -> str:

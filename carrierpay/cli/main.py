@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from carrierpay.cli import bench as bench_cmd
@@ -41,6 +43,33 @@ app.add_typer(daemons_cmd.scheduler_app, name="scheduler")
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show full error details.")) -> None:
     state["verbose"] = verbose
+
+
+def tidy_help(text: str | None) -> str | None:
+    """Join the source lines of each prose paragraph: typer's rich help keeps single newlines, so a
+    docstring wrapped at 120 columns would break its sentences mid-line on any terminal."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        paragraph if paragraph.startswith((" ", "\b")) or "\n " in paragraph  # examples keep their lines
+        else " ".join(line.strip() for line in paragraph.splitlines())
+        for paragraph in paragraphs)
+
+
+def tidy_helps(typer_app: typer.Typer) -> None:
+    """tidy_help over every command and group of an app (before typer turns them into click commands)."""
+    if isinstance(typer_app.info.help, str):
+        typer_app.info.help = tidy_help(typer_app.info.help)
+    for info in typer_app.registered_commands:
+        info.help = tidy_help(info.help if isinstance(info.help, str) else inspect.getdoc(info.callback))
+    for group in typer_app.registered_groups:
+        if isinstance(group.help, str):
+            group.help = tidy_help(group.help)
+        tidy_helps(group.typer_instance)
+
+
+tidy_helps(app)
 
 
 def run() -> None:

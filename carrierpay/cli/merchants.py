@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from carrierpay import config, queries
-from carrierpay.cli.common import DatabaseUrlOption, call_sql, print_document, print_rows, user_errors
+from carrierpay.cli.common import DatabaseUrlOption, FormatOption, call_sql, print_document, print_rows, user_errors
 
 app = typer.Typer(
     help=(
@@ -41,10 +41,10 @@ def add(
 
 @app.command("list")
 @user_errors
-def list_(database_url: str | None = DatabaseUrlOption) -> None:
+def list_(fmt: str = FormatOption, database_url: str | None = DatabaseUrlOption) -> None:
     """List merchants."""
     rows = call_sql(database_url, queries.LIST_MERCHANTS)
-    print_rows(["code", "name", "db_role", "webhook_url", "fee_bp", "created_at"], rows)
+    print_rows(["code", "name", "db_role", "webhook_url", "fee_bp", "created_at"], rows, fmt)
 
 
 @app.command("rotate-secret")

@@ -8,7 +8,8 @@ import uuid
 import typer
 
 from carrierpay import queries
-from carrierpay.cli.common import DatabaseUrlOption, call_sql, print_document, user_errors
+from carrierpay.cli.common import DatabaseUrlOption, call_sql, fail, print_document, user_errors
+from carrierpay.parsing import load_json
 
 app = typer.Typer(
     help=(
@@ -26,6 +27,13 @@ app = typer.Typer(
 KeyOption = typer.Option(None, "--key", help="Idempotency key (default: a new random one)")
 
 
+def _json_kind(value) -> str:
+    for kind, name in ((bool, "true/false"), (list, "an array"), (str, "a string"), (int | float, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
 def _key(key: str | None) -> str:
     return key or uuid.uuid4().hex
 
@@ -37,9 +45,15 @@ def charge(merchant: str, msisdn: str, product: str, key: str | None = KeyOption
            metadata: str = typer.Option("{}", help="JSON object stored with the payment, e.g. optin_id"),
            database_url: str | None = DatabaseUrlOption) -> None:
     """One-time purchase."""
+    try:
+        document = load_json(metadata, "--metadata")
+    except ValueError as exc:
+        fail(str(exc))
+    if not isinstance(document, dict):
+        fail(f"--metadata: a JSON object is needed, e.g. '{{\"optin_id\": 7}}', not {_json_kind(document)}")
     print_document(call_sql(database_url, queries.API_CHARGE, {
         "merchant": merchant, "msisdn": msisdn, "product": product, "key": _key(key), "amount": amount,
-        "metadata": json.dumps(json.loads(metadata))})[0][0])
+        "metadata": json.dumps(document)})[0][0])
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from carrierpay import queries
-from carrierpay.cli.common import DatabaseUrlOption, call_sql, print_document, print_rows, user_errors
+from carrierpay.cli.common import DatabaseUrlOption, FormatOption, call_sql, print_document, print_rows, user_errors
 
 app = typer.Typer(
     help=(
@@ -56,8 +56,9 @@ def price(
 
 @app.command()
 @user_errors
-def prices(merchant: str, product: str | None = typer.Argument(None), database_url: str | None = DatabaseUrlOption):
+def prices(merchant: str, product: str | None = typer.Argument(None), fmt: str = FormatOption,
+           database_url: str | None = DatabaseUrlOption):
     """List a merchant's price points."""
     rows = call_sql(database_url, queries.LIST_PRICE_POINTS, {"merchant": merchant, "product": product})
     columns = ["merchant", "product", "carrier/country", "plan", "amount_minor", "currency", "variant", "active"]
-    print_rows(columns, rows)
+    print_rows(columns, rows, fmt)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
+
+from carrierpay.parsing import load_yaml
 
 SCHEMA_FILE = "smpp.schema.json"
 SECRETS_FILE_ENV = "CARRIERPAY_SECRETS_FILE"
@@ -72,7 +73,10 @@ def load_secrets_file(path: str | os.PathLike | None = None) -> dict[str, str]:
     path = path or os.environ.get(SECRETS_FILE_ENV)
     if not path:
         return {}
-    data = yaml.safe_load(Path(path).read_text("utf-8")) or {}
+    try:
+        data = load_yaml(Path(path).read_text("utf-8"), str(path)) or {}
+    except ValueError as exc:
+        raise SmppConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise SmppConfigError(f"{path}: a secrets file must be a mapping of NAME: value")
     return {str(k): str(v) for k, v in data.items()}
