@@ -257,6 +257,29 @@ def percentiles(values: list[float], points=(50, 95, 99)) -> dict[int, float]:
     return {p: ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] for p in points}
 
 
+def lsn(position: int) -> str:
+    """A WAL position in bytes as PostgreSQL writes an LSN."""
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
+# Where a window's WAL went, by the relation of each record's first block (heap or index), else by
+# resource manager (commits, ...). pg_walinspect reads the WAL files themselves: a bench-only query.
+WAL_BY_RELATION = """
+with records as (
+    select w.record_length, w.resource_manager,
+           pg_catalog.pg_filenode_relation(0, substring(w.block_ref from 'rel [0-9]+/[0-9]+/([0-9]+)')::oid) as rel
+    from pg_get_wal_records_info(%(start)s::pg_lsn, %(end)s::pg_lsn) w
+)
+select coalesce(rel::text, '(' || resource_manager || ')'), sum(record_length)::bigint, count(*)
+from records group by 1 order by 2 desc limit %(top)s
+"""
+
+
+def wal_by_relation(conn: psycopg.Connection, start: int, end: int, top: int = 15) -> list[tuple[str, int, int]]:
+    """(relation or record kind, WAL bytes, records) for the WAL written between two positions."""
+    return conn.execute(WAL_BY_RELATION, {"start": lsn(start), "end": lsn(end), "top": top}).fetchall()
+
+
 def load() -> str:
     return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
@@ -285,6 +308,7 @@ def setup_world(url: str) -> None:
         conn.execute("select admin.add_price_point(%s, 'club', 'daily', %s, %s, 'club_day', p_carrier => %s)",
                      [MERCHANT, RENEWAL_PRICE, CURRENCY, CARRIER])
         conn.execute("create extension if not exists pg_stat_statements")
+        conn.execute("create extension if not exists pg_walinspect")
 
 
 def pgbench(cluster, scale: int, clients: int, duration: float, out: Callable[[str], None]) -> float:
@@ -476,8 +500,13 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
         f"{window['queued_at_end']} queued at end; {opts.clients} clients, {opts.adapters} adapters; {load()})")
     out(f"api.charge latency ms: p50 {lp[50] * 1000:.1f} p95 {lp[95] * 1000:.1f} p99 {lp[99] * 1000:.1f}")
     out(f"time-to-final-state ms: p50 {p50:.1f} p95 {p95:.1f} p99 {p99:.1f}")
+    wal_tables: list[tuple[str, int, int]] = []
     if final:
         out(f"per payment: {(c1 - c0) / final:.2f} commits, {(w1 - w0) / final:.0f} WAL bytes")
+        with psycopg.connect(url, autocommit=True) as conn:
+            wal_tables = wal_by_relation(conn, w0, w1)
+        for relation, size, records in wal_tables:
+            out(f"WAL per payment: {size / final:7.0f} bytes {records / final:5.2f} records  {relation}")
     if pgbench_tps:
         out(f"payments/s ÷ pgbench TPS: {rate / pgbench_tps:.2f}")
     out(f"wait events at saturation ({sampler.samples} samples): {sampler.summary()}")
@@ -497,6 +526,7 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
                           final_p50_ms=p50, final_p95_ms=p95, final_p99_ms=p99,
                           commits_per_payment=(c1 - c0) / final if final else None,
                           wal_per_payment=(w1 - w0) / final if final else None,
+                          wal_per_payment_by_relation={name: size / final for name, size, _ in wal_tables},
                           hot_row_waits=sampler.hot_row_waits(), waits=dict(sampler.events),
                           top_statements=[list(map(str, row)) for row in top])
     if final == 0:
