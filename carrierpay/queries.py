@@ -27,7 +27,7 @@ CALL_LOCAL_DATES = """
 # SMS journeys over SMPP (db/procedures/sms.sql): MO messages, late receipts, receipts that never came.
 RECORD_MO = "select adapter.record_mo(%(carrier)s, %(mo)s)"
 REMATCH_CALLBACKS = "select adapter.rematch_callbacks(%(carrier)s, %(limit)s)"
-EXPIRE_AWAITING = "select adapter.expire_awaiting(%(carrier)s, %(after)s, %(limit)s)"
+EXPIRE_AWAITING = "select adapter.expire_awaiting(%(carrier)s, p_limit => %(limit)s)"
 
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"

@@ -10,8 +10,10 @@ unreachable are held and recorded after reconnection, in order, once each. Only 
 between a carrier's answer and its commit loses the answer.
 
 A lease bounds how long a claimed call may stay with this process. If the process dies, the
-database expires the lease: calls safe to repeat go back to the queue, charges become unknown
-and are reconciled, never blindly sent again.
+database expires the lease (`adapter.expire_leases`): a call the carrier deduplicates by our
+correlator, or one that changes nothing, goes back to the queue with the same correlator; any other
+(a charge to a carrier that does not deduplicate) becomes unknown and is reconciled, never sent
+again blindly.
 """
 
 from __future__ import annotations

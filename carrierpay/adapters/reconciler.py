@@ -2,21 +2,19 @@
 
 Each tick:
 
-1. `adapter.expire_leases` — calls held by a dead or stalled adapter: those safe to repeat go back
-   to the queue; charges and refunds become `unknown` (they may have reached the carrier).
+1. `adapter.expire_leases`: calls held by a dead or stalled adapter. A call that may be sent again
+   (`cp.may_send_again`: its carrier deduplicates our correlator, or it changes nothing) goes back
+   to the queue; any other may have reached the carrier and becomes `unknown`.
 2. per carrier, `adapter.claim_reconciliations` hands out the unsettled calls that are due (the
    database pushes each one's next attempt out on the back-off: 5 minutes, 1 hour, then daily),
-   and each is settled the safest way the carrier's spec offers:
+   each with its `route`, decided by `cp.settlement_route` in db/procedures/adapter.sql. This
+   module only carries the route out:
 
-   - a charge: a `status` query about the original (its correlator and carrier reference); else
-     the carrier's result file (`reports`), which settles every listed call at once; else it
-     waits for the carrier's late callback. **A charge is never sent again before it is settled.**
-   - a refund or other money operation: the result file when the operation is `report`; else the
-     SAME call again (same correlator) when the spec says the carrier deduplicates it
-     (`safe_to_repeat`); else a status query, when the status operation knows that operation
-     (`operations.status.covers`, charges only unless the spec lists more); else wait.
-   - anything else (balance, SMS, opt-in): sent again when safe to repeat, else closed as
-     `failed/unknown` (nothing to recover; the subscriber can ask again).
+   - `status_query`: ask the carrier about the original (its correlator and carrier reference);
+   - `result_file`: download the carrier's result files, which settle every listed call at once;
+   - `resend`: the SAME call again (same correlator), which the carrier deduplicates;
+   - `close`: record `failed/unknown` (nothing to recover; the subscriber can ask again);
+   - `wait`: nothing now; a late callback settles it.
 
 Definite answers go back through `adapter.complete_calls` with the ORIGINAL call id, so the
 procedure moves unknown → succeeded | failed and the ledger follows. An answer that settles
@@ -31,7 +29,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -43,7 +41,6 @@ from carrierpay.daemon import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.reconciler")
 
-MONEY = {"charge", "refund", "reserve", "capture"}
 NOT_DEFINITE = {"throttled", "transient", "unreachable", "unknown"}  # failures of OUR query, not of the original
 ALL_CARRIERS = "select code, spec from cp.carrier order by code"
 
@@ -65,31 +62,6 @@ def _definite(result: Mapping[str, Any]) -> bool:
     return result.get("outcome") == "failed" and (result.get("reason") or "rejected") not in NOT_DEFINITE
 
 
-def route_for(spec_data: Mapping[str, Any], call: Mapping[str, Any]) -> str:
-    """How to settle one unsettled call: status | report | resend | wait | close."""
-    operations = spec_data.get("operations") or {}
-    name = call.get("operation")
-    operation = operations.get(name) or {}
-    # A status query about an operation it does not know would say "no such transaction" of an
-    # applied refund, or nothing at all: ask it only about what the spec says it covers.
-    has_status = "status" in operations and name in (operations["status"].get("covers") or ["charge"])
-    has_reports = bool(spec_data.get("reports"))
-    safe = bool(operation.get("safe_to_repeat", name not in ("charge", "refund")))
-    if name == "charge":
-        if has_status:
-            return "status"
-        return "report" if has_reports else "wait"
-    if name in MONEY:
-        if has_reports and operation.get("pattern") == "report":
-            return "report"
-        if safe:
-            return "resend"
-        if has_status:
-            return "status"
-        return "report" if has_reports else "wait"
-    return "resend" if safe else "close"
-
-
 def _settlement(call: Mapping[str, Any], answer: Mapping[str, Any], how: str) -> dict[str, Any]:
     """The completion document for the ORIGINAL call from a definite answer about it."""
     outcome = answer["outcome"]
@@ -108,9 +80,6 @@ def _settlement(call: Mapping[str, Any], answer: Mapping[str, Any], how: str) ->
     if outcome == "succeeded":
         result["amount_minor"] = answer.get("amount_minor") or call.get("amount_minor")
     return result
-
-
-SMPP_RECEIPT_EXPIRY = timedelta(hours=1)
 
 
 class Reconciler:
@@ -156,8 +125,7 @@ class Reconciler:
             if spec.get("transport") == "smpp":
                 # Premium MT waits for its delivery receipt: too long a wait makes it unknown, and
                 # receipts that arrived before their submit response are matched again.
-                await conn.execute(queries.EXPIRE_AWAITING,
-                                   {"carrier": code, "after": SMPP_RECEIPT_EXPIRY, "limit": 10000})
+                await conn.execute(queries.EXPIRE_AWAITING, {"carrier": code, "limit": 10000})
                 await conn.execute(queries.REMATCH_CALLBACKS, {"carrier": code, "limit": 10000})
             while True:
                 cur = await conn.execute(queries.CLAIM_RECONCILIATIONS, {"carrier": code, "limit": self.batch})
@@ -181,15 +149,15 @@ class Reconciler:
                      calls: list[dict], report: TickReport) -> int:
         routes: dict[str, list[dict]] = {}
         for call in calls:
-            routes.setdefault(route_for(spec, call), []).append(call)
+            routes.setdefault(call["route"], []).append(call)
         results: list[dict] = []
         for route, group in routes.items():
             report.count(route, len(group))
-        if "status" in routes:
+        if "status_query" in routes:
             answers = await asyncio.gather(*(_call_safely(connector, self._status_call(call))
-                                             for call in routes["status"]))
+                                             for call in routes["status_query"]))
             results += [_settlement(call, answer, "status query")
-                        for call, answer in zip(routes["status"], answers, strict=True) if _definite(answer)]
+                        for call, answer in zip(routes["status_query"], answers, strict=True) if _definite(answer)]
         if "resend" in routes:
             answers = await asyncio.gather(*(_call_safely(connector, dict(call)) for call in routes["resend"]))
             results += [_settlement(call, answer, "repeating the deduplicated call")
@@ -203,8 +171,8 @@ class Reconciler:
         if results:
             await _complete(conn, results)
             settled += len(results)
-        if "report" in routes:
-            settled += await self._settle_by_report(conn, code, connector, routes["report"])
+        if "result_file" in routes:
+            settled += await self._settle_by_report(conn, code, connector, routes["result_file"])
         return settled
 
     @staticmethod

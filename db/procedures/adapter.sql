@@ -297,32 +297,83 @@ begin
 end
 $$;
 
--- Leases that ran out (a daemon died or stalled). Calls safe to repeat go back to the queue with
--- the same correlator; others (charges, refunds) may have reached the carrier, so they become
--- unknown and wait for reconciliation: never a blind retry.
+-- The one answer to "may this call be sent again (same correlator)?": only when its carrier
+-- deduplicates our correlator, or the operation changes nothing. A money operation the spec says
+-- nothing about is never repeated: a repeat could charge or pay twice. p_recorded is what this
+-- function answered when the call was queued (cp.carrier_call.safe_to_repeat), so a call is sent
+-- again only if its carrier deduplicated it then and still does now.
+create or replace function cp.may_send_again(p_spec jsonb, p_operation text, p_recorded boolean default true)
+returns boolean
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(p_recorded, false)
+           and coalesce((p_spec #>> array['operations', p_operation, 'safe_to_repeat'])::boolean,
+                        p_operation not in ('charge', 'refund', 'reserve', 'capture'))
+$$;
+
+-- The one answer to "how is this unsettled call settled?", read from its carrier's spec; the
+-- reconciler only carries it out. A charge is never sent again by reconciliation (a status query or
+-- the result file says what happened, else its late callback is awaited): days later the carrier
+-- may no longer recognise our correlator. Other money operations are repeated when the carrier
+-- deduplicates them, else asked about when the status query covers them (a query that knows only
+-- payments would call an applied refund "no such transaction"). Anything else is repeated when
+-- safe, else closed as failed/unknown: there is nothing to recover.
+-- Returns status_query | result_file | resend | wait | close.
+create or replace function cp.settlement_route(p_call cp.carrier_call) returns text
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case
+        when p_call.operation = 'charge' then
+            case when o.has_status then 'status_query' when o.has_reports then 'result_file' else 'wait' end
+        when p_call.operation in ('refund', 'reserve', 'capture') then
+            case when o.has_reports and p_call.pattern = 'report' then 'result_file'
+                 when o.may_repeat then 'resend'
+                 when o.has_status then 'status_query'
+                 when o.has_reports then 'result_file'
+                 else 'wait' end
+        when o.may_repeat then 'resend'
+        else 'close' end
+    from (select k.spec->'operations' ? 'status'
+                 and case when jsonb_typeof(k.spec #> '{operations,status,covers}') = 'array'
+                               and k.spec #> '{operations,status,covers}' <> '[]'::jsonb
+                          then k.spec #> '{operations,status,covers}'
+                          else '["charge"]'::jsonb end ? p_call.operation as has_status,
+                 jsonb_typeof(k.spec->'reports') = 'object' and k.spec->'reports' <> '{}'::jsonb as has_reports,
+                 cp.may_send_again(k.spec, p_call.operation, p_call.safe_to_repeat) as may_repeat
+          from cp.carrier k where k.carrier_id = p_call.carrier_id) o
+$$;
+
+-- Leases that ran out (a daemon died or stalled). A call that may be sent again
+-- (cp.may_send_again: its carrier deduplicates our correlator, or it changes nothing) goes back to
+-- the queue with the same correlator; a charge among them is still claimed only inside charging
+-- hours. Any other call may have reached the carrier, so it becomes unknown and waits for
+-- reconciliation: never a blind retry.
 create or replace function adapter.expire_leases(p_limit integer default 1000) returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_call cp.carrier_call;
+    v_expired record;
     v_requeued integer := 0;
     v_unknown integer := 0;
 begin
-    for v_call in
-        select c.* from cp.call_queue q join cp.carrier_call c using (call_id)
+    for v_expired in
+        select c.call_id, cp.may_send_again(k.spec, c.operation, c.safe_to_repeat) as may_repeat
+        from cp.call_queue q join cp.carrier_call c using (call_id) join cp.carrier k on k.carrier_id = c.carrier_id
         where q.lease_until < cp.clock_now()
         order by q.call_id
         limit p_limit
         for update of q, c skip locked
     loop
-        if v_call.safe_to_repeat then
+        if v_expired.may_repeat then
             update cp.call_queue set lease_until = null, worker = null, available_at = cp.clock_now()
-            where call_id = v_call.call_id;
-            update cp.carrier_call set status = 'queued' where call_id = v_call.call_id;
+            where call_id = v_expired.call_id;
+            update cp.carrier_call set status = 'queued' where call_id = v_expired.call_id;
             v_requeued := v_requeued + 1;
         else
-            perform cp.apply_call_result(v_call.call_id,
+            perform cp.apply_call_result(v_expired.call_id,
                 jsonb_build_object('outcome', 'unknown', 'reason', 'lease_expired'));
             v_unknown := v_unknown + 1;
         end if;
@@ -346,7 +397,8 @@ $$;
 
 -- Calls whose outcome is unknown (or awaited) and due for a reconciliation attempt, leased to
 -- the reconciler by pushing their next attempt out on the back-off (5 min, 1 h, then daily), and
--- only once the call has been quiet for twice the carrier's timeout in real time.
+-- only once the call has been quiet for twice the carrier's timeout in real time. Each document
+-- carries its route (cp.settlement_route), so the reconciler decides nothing itself.
 create or replace function adapter.claim_reconciliations(p_carrier text, p_limit integer) returns setof jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -370,7 +422,8 @@ begin
         returning c.*
     )
     select cp.call_document(bumped::cp.carrier_call) || jsonb_build_object(
-        'status', bumped.status, 'carrier_ref', bumped.carrier_ref, 'reconcile_attempts', bumped.reconcile_attempts)
+        'status', bumped.status, 'carrier_ref', bumped.carrier_ref, 'reconcile_attempts', bumped.reconcile_attempts,
+        'route', cp.settlement_route(bumped::cp.carrier_call))
     from bumped;
 end
 $$;

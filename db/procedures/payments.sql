@@ -26,7 +26,7 @@ begin
                                  attempt, correlator, params, created_at)
     overriding system value
     values (v_call_id, p_procedure_id, v_proc.carrier_id, p_operation, coalesce(v_op->>'pattern', 'sync'),
-            coalesce((v_op->>'safe_to_repeat')::boolean, p_operation not in ('charge', 'refund')),
+            cp.may_send_again(v_carrier.spec, p_operation),
             p_attempt, 'cp-' || v_call_id, coalesce(p_params, '{}'), cp.clock_now());
     -- A charge is handed to an adapter only inside its subscriber's charging hours (adapter.claim_calls).
     insert into cp.call_queue (call_id, carrier_id, available_at, charging_hours, timezone)

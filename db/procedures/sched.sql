@@ -142,7 +142,7 @@ begin
         from (select distinct carrier_id from cp.procedure where procedure_id = any (v_procs)) d
     ), planned as materialized (
         select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, o.*
-        from (select p.procedure_id, p.carrier_id, c.spec->'operations'->'charge' as op,
+        from (select p.procedure_id, p.carrier_id, c.spec, c.spec->'operations'->'charge' as op,
                      cp.charge_params(p, p.amount_minor) as params, s.timezone as own_timezone,
                      coalesce(s.timezone, c.timezone) as timezone, h.hours
               from cp.procedure p
@@ -159,7 +159,7 @@ begin
                                      attempt, correlator, params, created_at)
         overriding system value
         select x.call_id, x.procedure_id, x.carrier_id, 'charge', coalesce(x.op->>'pattern', 'sync'),
-               coalesce((x.op->>'safe_to_repeat')::boolean, false), 1, 'cp-' || x.call_id,
+               cp.may_send_again(x.spec, 'charge'), 1, 'cp-' || x.call_id,
                coalesce(x.params, '{}'), v_now
         from planned x
         returning call_id

@@ -593,7 +593,8 @@ $$;
 
 -- Calls that waited longer than p_after for their delivery receipt become unknown: a premium MT may
 -- still have been delivered and charged, so it is reconciled (late receipt, rematch, the carrier's
--- report), never sent again. The reconciler calls this with the carrier's receipt expiry.
+-- report), never sent again. The receipt expiry is this function's default (an hour); the reconciler
+-- relies on it.
 create or replace function adapter.expire_awaiting(p_carrier text, p_after interval default interval '1 hour',
                                                    p_limit integer default 1000)
 returns jsonb

@@ -6,11 +6,10 @@ throttling errors, our own text encoding and concatenation, premium pricing fiel
 account of every submit (accepted with an id, refused, or unknown) across connection drops.
 
 Resend rule: a submit_sm whose submit_sm_resp never arrived is reported `unknown` and is never
-re-sent here, because the SMSC may have delivered it (and, for a premium MT, charged for it). The
-result's `retry_safe` says whether the caller may send it again: true for a plain `send_sms`
-(at worst the subscriber gets the text twice), false for a `charge` (reconcile from the receipt
-instead). A submit refused with an error status, or never written to the socket, did not reach the
-SMSC and is always safe to retry.
+re-sent here, because the SMSC may have delivered it (and, for a premium MT, charged for it).
+Whether the call may be sent again is not this module's decision: the database answers it from the
+carrier spec's `safe_to_repeat` (`cp.may_send_again`). A submit refused with an error status, or
+never written to the socket, did not reach the SMSC: it is reported `failed`.
 """
 
 from __future__ import annotations
@@ -464,7 +463,6 @@ class SmppConnector:
     async def send(self, call: Mapping[str, Any]) -> dict:
         """Submit one carrier call (`send_sms` or premium `charge`) and report what the SMSC said."""
         started = time.monotonic()
-        operation = call.get("operation")
         result: dict[str, Any] = {
             "call_id": call.get("call_id"),
             "outcome": "failed",
@@ -472,7 +470,6 @@ class SmppConnector:
             "carrier_ref": None,
             "carrier_refs": [],
             "carrier_code": None,
-            "retry_safe": True,
             "latency_ms": 0,
             "request": {},
             "response": {},
@@ -504,16 +501,16 @@ class SmppConnector:
         result["carrier_ref"] = ",".join(ids) or None
         result["carrier_code"] = _hex(last.status)
         if len(ids) == len(segments):
-            result.update(outcome="pending", reason=None, retry_safe=False)
+            result.update(outcome="pending", reason=None)
         elif last.kind == "unknown" or ids:
             # Either the SMSC may have this part, or earlier parts already went out.
-            result.update(outcome="unknown", reason=last.why or "partial", retry_safe=operation != "charge")
+            result.update(outcome="unknown", reason=last.why or "partial")
         elif last.kind == "not_sent":
             # Nothing left our machine (no bound session): the call is held and tried again, like an
             # HTTP carrier that refuses connections, so an SMSC down for minutes costs no payment.
-            result.update(outcome="failed", reason="unreachable", retry_safe=True)
+            result.update(outcome="failed", reason="unreachable")
         else:
-            result.update(outcome="failed", reason=self._status_reason(last.status, last.kind), retry_safe=True)
+            result.update(outcome="failed", reason=self._status_reason(last.status, last.kind))
         result["latency_ms"] = int((time.monotonic() - started) * 1000)
         return result
 
