@@ -67,7 +67,6 @@ SETTLE_TIMEOUT_S = 60.0
 # The simulators answer at once; a generous timeout still rides out a loaded machine, and an
 # unknown outcome can be reconciled twice this long after the call (in real time).
 DEMO_TIMEOUT_S = 8.0
-FINAL = ("succeeded", "failed", "refunded", "partially_refunded")
 PIN_TEXT = re.compile(r" is (\d{4,10})\. Do not share it\.")
 
 

@@ -50,7 +50,6 @@ CARRIER_SPEC = {
     "throughput": {"tps": 1_000_000}, "regulation": "NG", "terms": {"carrier_share_bp": 4000},
     "operations": {op: {"pattern": "sync"} for op in ("charge", "refund", "balance", "status", "send_sms")},
 }
-FINAL = ("succeeded", "failed")
 
 
 @dataclass

@@ -59,7 +59,6 @@ HOLD_CLOCK = "select admin.hold_clock(%(hold)s)"
 ADD_SMS_KEYWORD = (
     "select admin.add_sms_keyword(%(carrier)s, %(short_code)s, %(keyword)s, %(merchant)s, %(product)s, %(plan)s)"
 )
-SET_SMS_TEMPLATE = "select admin.set_sms_template(%(code)s, %(country)s, %(language)s, %(text)s)"
 CLOCK_NOW = "select cp.clock_now()"
 
 # Webhook dispatcher (role carrierpay_adapter).

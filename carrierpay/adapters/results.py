@@ -17,18 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 OUTCOMES = ("succeeded", "failed", "unknown", "pending")
-REASONS = (
-    "insufficient_funds",
-    "subscriber_invalid",
-    "barred",
-    "consent_refused",
-    "limit_exceeded",
-    "throttled",
-    "transient",
-    "unreachable",
-    "rejected",
-    "unknown",
-)
 
 
 @dataclass(frozen=True)

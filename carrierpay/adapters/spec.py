@@ -64,10 +64,6 @@ def _schema_resources() -> tuple[dict[str, Any], Registry]:
     return main, registry
 
 
-def carrier_schema() -> dict[str, Any]:
-    return _schema_resources()[0]
-
-
 def _json_path(parts: Iterable[Any]) -> str:
     text = ""
     for part in parts:

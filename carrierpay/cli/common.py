@@ -133,10 +133,6 @@ def carrierpay_databases(params: dict[str, str]) -> list[str] | None:
     return found
 
 
-def is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
 def call_sql(database_url: str | None, query: str, params: dict | list | None = None,
              before: tuple[str, ...] = ()) -> list[tuple]:
     """Run one named query on the running database (after the named queries `before`, on the same

@@ -24,7 +24,6 @@ from carrierpay.history.documents import CORRELATIONS, SOURCES
 HISTORY_DATABASE = "carrierpay_history"
 # Days kept per document source; CARRIERPAY_HISTORY_RETENTION_EVENT_DAYS / _CARRIER_LOG_DAYS override.
 DEFAULT_RETENTION_DAYS = {"event": 400, "carrier_log": 90}
-LOOKUP_FIELDS = (*CORRELATIONS, "aggregate")
 _PARTITION_LOCK = 0x43504850  # "CPHP": one creator of schema and partitions at a time
 
 

@@ -1,4 +1,4 @@
--- The merchant-facing SQL API (DESIGN §9). Every function takes the merchant code first, checks
+-- The merchant-facing SQL API (docs/sql-api.md). Every function takes the merchant code first, checks
 -- the calling role may act for it, and returns a jsonb document with at least id and status.
 -- Calls with an effect carry an idempotency key: a repeat returns the first result unchanged.
 
@@ -34,20 +34,7 @@ begin
     if p_amount_minor is not null and p_amount_minor <= 0 then
         perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
     end if;
-    select * into v_pp from cp.price_point pp
-    where pp.product_id = v_product.product_id and pp.plan = 'one_time' and pp.active
-      and (pp.carrier_id = v_carrier.carrier_id or (pp.carrier_id is null and pp.country = v_carrier.country))
-      and (p_amount_minor is null or pp.amount_minor = p_amount_minor)
-    order by pp.carrier_id is null, pp.amount_minor desc
-    limit 1;
-    if not found then
-        if p_amount_minor is null then
-            perform cp.fail('CP007', format('product %L has no one-time price on carrier %s', v_product.code,
-                                            v_carrier.code));
-        end if;
-        perform cp.fail('CP006', format('%s is not a price point of product %L on carrier %s',
-                                        p_amount_minor, v_product.code, v_carrier.code));
-    end if;
+    v_pp := cp.price_point_for(v_product.product_id, v_carrier.carrier_id, 'one_time', p_amount_minor);
     if v_pp.currency <> v_carrier.currency then
         perform cp.fail('CP008', format('price point in %s but carrier %s bills in %s',
                                         v_pp.currency, v_carrier.code, v_carrier.currency));
@@ -161,8 +148,8 @@ begin
 end
 $$;
 
--- Create a subscription in pending_optin: the plan's price point on the subscriber's carrier (or in
--- its country), checked against the spend rules. Shared by api.subscribe and SUB keywords by SMS.
+-- Create a subscription in pending_optin: the plan's full price on the subscriber's carrier
+-- (cp.price_point_for), checked against the spend rules. Shared by api.subscribe and SUB keywords by SMS.
 create or replace function cp.new_subscription(p_merchant_id integer, p_subscriber cp.subscriber,
                                                p_carrier cp.carrier, p_product cp.product, p_plan text)
 returns cp.subscription
@@ -173,15 +160,7 @@ declare
     v_pp cp.price_point;
     v_sub cp.subscription;
 begin
-    select * into v_pp from cp.price_point pp
-    where pp.product_id = p_product.product_id and pp.plan = p_plan::cp.plan and pp.active
-      and (pp.carrier_id = p_carrier.carrier_id or (pp.carrier_id is null and pp.country = p_carrier.country))
-    order by pp.carrier_id is null, pp.amount_minor desc
-    limit 1;
-    if not found then
-        perform cp.fail('CP052', format('product %L has no %s plan on carrier %s', p_product.code, p_plan,
-                                        p_carrier.code));
-    end if;
+    v_pp := cp.price_point_for(p_product.product_id, p_carrier.carrier_id, p_plan::cp.plan);
     perform cp.check_charge_rules(p_subscriber.subscriber_id, p_carrier.carrier_id, v_pp.amount_minor, v_pp.currency);
     insert into cp.subscription (merchant_id, subscriber_id, carrier_id, product_id, plan, status, price_point_id,
                                  status_since, created_at)

@@ -17,27 +17,11 @@ as $$
                 else interval '0' end) at time zone p_timezone
 $$;
 
--- A plan's price points on a carrier (or in its country, where the carrier has none of its own),
--- highest first: level 0 is the full price, n the number of points.
-create or replace function cp.price_ladder(p_product_id integer, p_plan cp.plan, p_carrier_id integer)
-returns table (price_point cp.price_point, level bigint, n bigint)
-language sql stable
-set search_path = pg_catalog, cp, pg_temp
-as $$
-    select (pp.price_point_id, pp.product_id, pp.carrier_id, pp.country, pp.plan, pp.amount_minor, pp.currency,
-            pp.variant, pp.active)::cp.price_point,
-           row_number() over (order by pp.amount_minor desc) - 1, count(*) over ()
-    from cp.price_point pp
-    join cp.carrier c on c.carrier_id = p_carrier_id
-    where pp.product_id = p_product_id and pp.plan = p_plan and pp.active
-      and (pp.carrier_id = c.carrier_id
-           or (pp.carrier_id is null and pp.country = c.country
-               and not exists (select 1 from cp.price_point x where x.product_id = pp.product_id
-                               and x.plan = pp.plan and x.carrier_id = c.carrier_id and x.active)))
-$$;
+-- The ladder moved to prices.sql (cp.price_points_for), the one owner of price selection.
+drop function if exists cp.price_ladder(integer, cp.plan, integer);
 
--- The price point a subscription attempt should charge: the plan's price points on this carrier
--- (or in its country), highest first, stepping down p_level places (never below the lowest).
+-- The price point a subscription attempt should charge: its ladder (cp.price_points_for) stepped
+-- down p_level places from the full price, never below the lowest.
 create or replace function cp.renewal_price_point(p_subscription cp.subscription, p_level integer)
 returns cp.price_point
 language sql stable
@@ -45,7 +29,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
     select l.price_point
     from cp.subscriber s
-    cross join lateral cp.price_ladder(p_subscription.product_id, p_subscription.plan, s.carrier_id) l
+    cross join lateral cp.price_points_for(p_subscription.product_id, s.carrier_id, p_subscription.plan) l
     where s.subscriber_id = p_subscription.subscriber_id
       and l.level = least(greatest(p_level, 0), l.n - 1)
 $$;
@@ -85,6 +69,12 @@ begin
     if v_missing is not null then
         perform cp.fail('CP071', format('carrier %s does not offer operation %s', v_missing, 'charge'));
     end if;
+    -- A plan left without an active price point is refused as a new purchase of it would be (CP007),
+    -- not charged nothing; checked once per product, plan and carrier of the batch.
+    perform cp.price_point_for(k.product_id, k.carrier_id, k.plan)
+    from (select distinct s.product_id, s.plan, sb.carrier_id
+          from cp.subscription s join cp.subscriber sb on sb.subscriber_id = s.subscriber_id
+          where s.subscription_id = any (p_subscription_ids)) k;
 
     with subs as (
         select s.subscription_id, s.subscriber_id, s.merchant_id, s.product_id, s.plan, s.period_index,
@@ -96,7 +86,7 @@ begin
         -- each (product, plan, carrier) ladder once per batch
         select k.product_id, k.plan, k.subscriber_carrier_id, l.price_point, l.level, l.n
         from (select distinct product_id, plan, subscriber_carrier_id from subs) k
-        cross join lateral cp.price_ladder(k.product_id, k.plan, k.subscriber_carrier_id) l
+        cross join lateral cp.price_points_for(k.product_id, k.subscriber_carrier_id, k.plan) l
     ), policies as (
         -- the carrier's rules may override the product's retry policy (cp.retry_policy)
         select d.carrier_id, cp.effective_rules(d.carrier_id)->>'retry_policy' as retry_policy
@@ -188,7 +178,7 @@ as $$
 begin
     perform 1 from cp.subscription where subscription_id = p_subscription_id for update;
     if not found then
-        perform cp.fail('CP070', format('unknown subscription %s', p_subscription_id));
+        perform cp.fail('CP050', format('unknown subscription %s', p_subscription_id));
     end if;
     return (cp.start_renewals(array[p_subscription_id]))[1];
 end

@@ -1,4 +1,4 @@
--- SMS journeys (DESIGN §5): keywords texted to a carrier short code, the YES reply of the double
+-- SMS journeys (docs/smpp.md): keywords texted to a carrier short code, the YES reply of the double
 -- opt-in, STOP and HELP, and the settling of premium MT charges by delivery receipt.
 --
 -- MO messages arrive through adapter.record_mo (one row per SMSC message id in cp.mo_inbox, so a
@@ -60,16 +60,15 @@ begin
 end
 $$;
 
--- The price point a keyword's subscription is offered at on its carrier (as cp.new_subscription picks it).
+-- The price a keyword's subscription is offered at in texts (HELP, confirmations), the one
+-- cp.new_subscription will charge; null when it has none, so a text can leave the keyword out.
 create or replace function cp.keyword_price_point(p_keyword cp.sms_keyword) returns cp.price_point
 language sql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
-    select pp.* from cp.price_point pp join cp.carrier c on c.carrier_id = p_keyword.carrier_id
-    where pp.product_id = p_keyword.product_id and pp.plan = p_keyword.plan and pp.active
-      and (pp.carrier_id = c.carrier_id or (pp.carrier_id is null and pp.country = c.country))
-    order by pp.carrier_id is null, pp.amount_minor desc
-    limit 1
+    select l.price_point
+    from cp.price_points_for(p_keyword.product_id, p_keyword.carrier_id, p_keyword.plan) l
+    where l.level = 0
 $$;
 
 -- The placeholders of keyword texts: service, provider, cost, frequency, how to stop.
@@ -509,9 +508,7 @@ begin
     on conflict (carrier_id, short_code, keyword) do update
         set product_id = excluded.product_id, plan = excluded.plan, active = true
     returning * into v_row;
-    if (cp.keyword_price_point(v_row)).price_point_id is null then
-        perform cp.fail('CP052', format('product %L has no %s plan on carrier %s', p_product, p_plan, p_carrier));
-    end if;
+    perform cp.price_point_for(v_row.product_id, v_row.carrier_id, v_row.plan);
     return jsonb_build_object('id', v_row.keyword_id, 'status', 'saved', 'keyword', v_keyword,
                               'short_code', p_short_code);
 end

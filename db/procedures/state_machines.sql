@@ -1,4 +1,4 @@
--- The legal transitions of the three state machines (DESIGN §3). Triggers call
+-- The legal transitions of the three state machines (drawn in docs/architecture.md). Triggers call
 -- cp.assert_transition for every status change, whoever writes the row.
 
 -- Raise CP060 unless moving p_machine from p_from to p_to is allowed.

@@ -87,7 +87,7 @@ select is((select status::text || ' ' || cancel_reason from cp.subscription
 -- Bad plans.
 select throws_ok($$ select api.subscribe('acme', '+2348020000009', 'club', 'yearly', 's4') $$, 'CP052', null,
                  'unknown plan');
-select throws_ok($$ select api.subscribe('acme', '+2348020000009', 'club', 'monthly', 's5') $$, 'CP052', null,
+select throws_ok($$ select api.subscribe('acme', '+2348020000009', 'club', 'monthly', 's5') $$, 'CP007', null,
                  'plan without a price point on this carrier');
 
 -- One live subscription per subscriber and product: another key answers with the one there is.

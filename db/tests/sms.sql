@@ -44,7 +44,7 @@ select throws_ok($$ select admin.add_sms_keyword('test_za', '33001', 'stop', 'ac
                  'a command word cannot be a keyword');
 select throws_ok($$ select admin.add_sms_keyword('test_za', '44444', 'MORE', 'acme', 'club', 'daily') $$, 'CP080', null,
                  'the short code must be one of the carrier''s');
-select throws_ok($$ select admin.add_sms_keyword('test_za', '33001', 'COINS', 'other', 'coins', 'daily') $$, 'CP052',
+select throws_ok($$ select admin.add_sms_keyword('test_za', '33001', 'COINS', 'other', 'coins', 'daily') $$, 'CP007',
                  null, 'the product needs a price for the plan on the carrier');
 
 -- SUB GEMS: pending subscription and a WASPA-style confirmation request, sent at once.

@@ -1,4 +1,4 @@
--- The three state machines: every transition not in DESIGN §3 raises CP060, whoever writes the row;
+-- The three state machines: every transition not drawn in docs/architecture.md raises CP060, whoever writes the row;
 -- a procedure is born pending; the consent log never changes.
 \set QUIET on
 begin;
