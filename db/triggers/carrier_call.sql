@@ -54,6 +54,7 @@ as $$
                               'correlator', c.correlator, 'outcome', c.outcome, 'reason', c.reason,
                               'carrier_code', c.carrier_code, 'procedure_id', c.procedure_id)
 $$;
+
 -- The _900 event of each new row, one insert per statement.
 create or replace function cp.tg_carrier_call__created() returns trigger
 language plpgsql
@@ -66,6 +67,7 @@ begin
     return null;
 end
 $$;
+
 -- The _900 event of each row whose status changed, one insert per statement.
 create or replace function cp.tg_carrier_call__changed() returns trigger
 language plpgsql

@@ -44,6 +44,7 @@ as $$
                               'subscriber_id', p.subscriber_id, 'subscription_id', p.subscription_id,
                               'procedure_id', p.procedure_id)
 $$;
+
 -- The _900 event of each new row, one insert per statement.
 create or replace function cp.tg_procedure__created() returns trigger
 language plpgsql
@@ -56,6 +57,7 @@ begin
     return null;
 end
 $$;
+
 -- The _900 event of each row whose status changed, one insert per statement.
 create or replace function cp.tg_procedure__changed() returns trigger
 language plpgsql

@@ -24,6 +24,7 @@ as $$
                               'paid_through', s.paid_through, 'subscriber_id', s.subscriber_id,
                               'subscription_id', s.subscription_id, 'reason', s.cancel_reason)
 $$;
+
 -- The _900 event of each new row, one insert per statement.
 create or replace function cp.tg_subscription__created() returns trigger
 language plpgsql
@@ -36,6 +37,7 @@ begin
     return null;
 end
 $$;
+
 -- The _900 event of each row whose status changed, one insert per statement.
 create or replace function cp.tg_subscription__changed() returns trigger
 language plpgsql
