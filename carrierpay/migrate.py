@@ -3,7 +3,14 @@
 Tables, types and indexes are versioned alembic revisions (db/migrations). Functions, views and
 triggers (db/procedures, db/triggers) are repeatable: every file is CREATE OR REPLACE and is
 re-applied when any file changed or any revision ran, so a revision that rebuilds a table
-always gets its triggers back. A checksum per file is recorded so a second run changes nothing.
+always gets its triggers back; a trigger file (one per table) is skipped when only other files
+changed. A checksum per file is recorded so a second run changes nothing.
+
+Re-applying the repeatable files takes no ACCESS EXCLUSIVE lock on a table (CREATE OR REPLACE
+TRIGGER, retired names dropped through their functions in db/procedures/000_retired.sql), so a
+deploy does not wait for, nor stop, the readers of the payment tables; a deploy that changes no
+trigger file and runs no revision takes no lock on them at all. `lock_timeout` bounds how long any
+statement of the run waits for a table lock: past it the run fails and changes nothing.
 """
 
 from __future__ import annotations
@@ -139,17 +146,39 @@ def _apply_file(driver_conn: psycopg.Connection, item: RepeatableFile) -> None:
         raise MigrationError(f"{where}: {message}{context}") from exc
 
 
-def migrate(url: str, root: Path | None = None, *, revision: str = "head") -> MigrationPlan:
+def _needs_applying(item: RepeatableFile, todo: MigrationPlan) -> bool:
+    """Every file when a revision ran (it may have rebuilt a table and lost its triggers) or any
+    function changed (a file may use what another defines); a trigger file only when it changed
+    itself, as (re)creating a trigger locks its table against writes until the run commits."""
+    if todo.pending_revisions or not item.name.startswith("triggers/"):
+        return True
+    return item.name in todo.changed_files
+
+
+def _set_lock_timeout(conn, value: str) -> None:
+    try:
+        conn.execute(text("select set_config('lock_timeout', :value, true)"), {"value": value})
+    except Exception as exc:  # the server's own words say what a valid interval is
+        raise MigrationError(f"lock timeout {value[:40]!r}: {getattr(exc, 'orig', exc)}") from exc
+
+
+def migrate(
+    url: str, root: Path | None = None, *, revision: str = "head", lock_timeout: str | None = None
+) -> MigrationPlan:
     """Bring the database to the latest state in one transaction. Returns what was done.
 
     `revision` other than head stops at that revision and skips the repeatable files (they are
     written for the latest tables); it exists to prove step-by-step upgrades reach the same schema.
+    `lock_timeout` (a PostgreSQL interval such as "2s") applies to the run once it holds the
+    migration lock: a run that would queue behind the payment traffic fails instead of stalling it.
     """
     root = root or sql_root()
     engine = _engine(url)
     try:
         with engine.begin() as conn:
             conn.execute(text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            if lock_timeout is not None:
+                _set_lock_timeout(conn, lock_timeout)
             conn.exec_driver_sql(_BOOTSTRAP.replace("%", "%%"))
             todo = _pending(conn, root)
             if todo.up_to_date:
@@ -165,6 +194,8 @@ def migrate(url: str, root: Path | None = None, *, revision: str = "head") -> Mi
                 return todo
             driver_conn = conn.connection.driver_connection
             for item in repeatable_files(root):
+                if not _needs_applying(item, todo):
+                    continue
                 _apply_file(driver_conn, item)
                 conn.execute(
                     text(

@@ -155,3 +155,65 @@ def test_0013_keeps_one_live_subscription_and_flags_queued_charges(empty_db_url)
         assert conn.execute("select c.operation, q.charging_hours, q.timezone from cp.call_queue q "
                             "join cp.carrier_call c using (call_id) order by q.call_id").fetchall() == [
             ("charge", True, "Asia/Tokyo"), ("send_sms", False, None)]
+
+
+def test_reapplying_the_sql_files_does_not_wait_for_readers_of_the_payment_tables(db_url):
+    """A deploy re-applies every trigger: it must not need ACCESS EXCLUSIVE on a table, or it queues
+    behind a long report and every payment then queues behind it."""
+    tables = ("cp.carrier_call", "cp.call_queue", "cp.procedure", "cp.ledger_entry", "cp.journal",
+              "cp.subscription", "cp.consent", "cp.merchant")
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        triggers_before = admin.execute(
+            "select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger "
+            "where not tgisinternal order by 1, 2").fetchall()
+        admin.execute("delete from carrierpay_meta.repeatable_sql")  # every file is applied again
+        with psycopg.connect(db_url) as reader:  # a long report: ACCESS SHARE on each table until it ends
+            for table in tables:
+                reader.execute(f"select 1 from {table} limit 1")
+            held = admin.execute(
+                "select count(distinct relation) from pg_locks where mode = 'AccessShareLock' and granted "
+                "and relation = any(%s::regclass[])", (list(tables),)).fetchone()[0]
+            assert held == len(tables)
+
+            done = migrate.migrate(db_url, lock_timeout="2s")
+
+            assert len(done.changed_files) == len(migrate.repeatable_files())
+            reader.rollback()
+        assert migrate.plan(db_url).up_to_date
+        assert admin.execute(
+            "select tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) from pg_trigger "
+            "where not tgisinternal order by 1, 2").fetchall() == triggers_before
+
+
+def test_lock_timeout_makes_a_blocked_migration_fail_and_change_nothing(empty_db_url):
+    """A revision that needs a table another transaction reads gives up instead of stalling it."""
+    migrate.migrate(empty_db_url, revision="0014")  # 0015 alters cp.carrier_call
+    pending = migrate.plan(empty_db_url)
+    with psycopg.connect(empty_db_url) as reader:
+        reader.execute("select 1 from cp.carrier_call limit 1")
+        with pytest.raises(migrate.MigrationError):
+            migrate.migrate(empty_db_url, lock_timeout="100ms")
+        reader.rollback()
+    assert migrate.plan(empty_db_url) == pending
+
+
+def test_an_invalid_lock_timeout_is_refused(db_url):
+    with pytest.raises(migrate.MigrationError, match="lock timeout"):
+        migrate.migrate(db_url, lock_timeout="soon")
+
+
+def test_a_deploy_that_changes_only_functions_does_not_wait_for_payments_in_flight(db_url):
+    """Unchanged trigger files are not re-applied: (re)creating a trigger waits for every open write
+    on its table and holds new ones until the deploy commits."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("update carrierpay_meta.repeatable_sql set checksum = 'changed' "
+                      "where file_name like 'procedures/%'")
+        with psycopg.connect(db_url) as writer:  # a payment between its first write and its commit
+            writer.execute("lock table cp.carrier_call, cp.call_queue, cp.procedure, cp.ledger_entry, cp.journal, "
+                           "cp.subscription in row exclusive mode")
+
+            done = migrate.migrate(db_url, lock_timeout="2s")
+
+            assert done.changed_files and all(name.startswith("procedures/") for name in done.changed_files)
+            writer.rollback()
+        assert migrate.plan(db_url).up_to_date

@@ -89,6 +89,10 @@ def url(
 @user_errors
 def migrate_cmd(
     check: bool = typer.Option(False, "--check", help="Only list what is pending; exit 1 if anything is."),
+    lock_timeout: str | None = typer.Option(
+        None, "--lock-timeout",
+        help="Give up (and change nothing) when a table lock is not granted within this PostgreSQL "
+             "interval, e.g. 2s, instead of queueing behind the payment traffic."),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Run alembic upgrade head and re-apply db/procedures and db/triggers, in one transaction."""
@@ -105,7 +109,7 @@ def migrate_cmd(
             raise typer.Exit(1)
         console.print("up to date")
         return
-    done = migrate.migrate(target_url)
+    done = migrate.migrate(target_url, lock_timeout=lock_timeout)
     if done.up_to_date:
         console.print("up to date; nothing changed")
     else:

@@ -482,7 +482,6 @@ $$;
 -- Ask the carrier whether the subscriber's balance covers an amount; poll api.payment for the answer.
 -- It queues a carrier call (which the carrier may bill or rate-limit), so a retried request must not
 -- queue a second one: like every call with an effect it takes an idempotency key.
-drop function if exists api.check_balance(text, text, bigint);
 create or replace function api.check_balance(p_merchant text, p_msisdn text, p_amount_minor bigint,
                                              p_idempotency_key text)
 returns jsonb

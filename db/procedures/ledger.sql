@@ -1,5 +1,6 @@
--- Double-entry ledger. Entries are inserted, never updated (triggers in db/triggers/ledger.sql),
--- and no balance row exists: balances are sums, so no row is touched by every charge.
+-- Double-entry ledger. Entries are inserted, never updated (triggers in db/triggers/journal.sql and
+-- db/triggers/ledger_entry.sql), and no balance row exists: balances are sums, so no row is touched
+-- by every charge.
 
 -- The ledger account for a kind and owner, created on first use.
 create or replace function cp.ledger_account_id(
@@ -73,8 +74,6 @@ begin
     return v_journal_id;
 end
 $$;
-
-drop function if exists cp.post_charge_journal(bigint, bigint);
 
 -- The charge journals of succeeded charges, one per procedure, for its collected amount: the carrier
 -- owes the gross; tax, carrier share, platform fee and merchant net. One statement per table for the
@@ -183,7 +182,6 @@ $$;
 -- Raise unless a journal is a real double entry: at least two entries, summing to zero in each
 -- currency, all in the journal's own currency. One query per journal, run once per journal at the
 -- commit that posts it (deferred constraint trigger on cp.journal).
-drop function if exists cp.assert_journal_balanced(bigint);
 create or replace function cp.assert_journal_balanced(p_journal_id bigint, p_currency text) returns void
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp

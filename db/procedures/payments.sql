@@ -98,7 +98,6 @@ $$;
 -- Queue an SMS to a subscriber, held until the regulation's quiet hours are over. A sensitive text
 -- (a PIN) is kept only until the carrier has it: the call's text is then replaced by p_redacted_text
 -- (the same message with the secret masked; cp.tg_carrier_call__scrub_sensitive).
-drop function if exists cp.queue_sms(bigint, text, text, integer, boolean);
 create or replace function cp.queue_sms(p_subscriber_id bigint, p_text text, p_purpose text,
                                         p_merchant_id integer default null, p_sensitive boolean default false,
                                         p_redacted_text text default null)
@@ -166,7 +165,6 @@ $$;
 -- Count charge attempts and their successes in the carrier × local hour statistics: append-only rows,
 -- one per carrier × hour of the batch (sched.fold_hour_stats folds them, so no shared counter row is
 -- updated on the payment path).
-drop function if exists cp.record_hour_stat(cp.procedure, boolean);
 create or replace function cp.record_hour_stats(p_procs cp.procedure[], p_success boolean) returns void
 language sql
 set search_path = pg_catalog, cp, pg_temp

@@ -114,7 +114,6 @@ $$;
 
 -- Check a charge against the per-transaction, daily and monthly caps and the charging hours.
 -- p_rules: the carrier's cp.effective_rules when the caller already has them.
-drop function if exists cp.check_charge_rules(bigint, integer, bigint, text);
 create or replace function cp.check_charge_rules(
     p_subscriber_id bigint, p_carrier_id integer, p_amount bigint, p_currency text, p_rules jsonb default null
 ) returns void

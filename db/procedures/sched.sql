@@ -35,7 +35,6 @@ as $$
 $$;
 
 -- The retry policy on insufficient funds: the carrier's rules may override the product's.
-drop function if exists cp.retry_policy(cp.subscription);
 create or replace function cp.retry_policy(p_carrier_id integer, p_product_id integer) returns text
 language sql stable
 set search_path = pg_catalog, cp, pg_temp
@@ -268,7 +267,6 @@ $$;
 -- its reason): a permanent reason cancels; otherwise each subscription moves along retrying → grace →
 -- suspended → cancelled by the age of its unpaid period, one legal step at a time so every
 -- intermediate state is recorded, and the product's policy picks its next attempt.
-drop function if exists cp.subscription_charge_failed(cp.procedure, text);
 create or replace function cp.subscription_charges_failed(p_procs cp.procedure[]) returns void
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp

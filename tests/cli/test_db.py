@@ -78,3 +78,12 @@ def test_unreachable_configured_server_is_one_line(cli_env):
     result = carrierpay("db", "migrate", env=env)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "error:" in result.stderr
+
+
+def test_migrate_takes_a_lock_timeout(cli_env, db_url):
+    env = cli_env | {"CARRIERPAY_DATABASE_URL": db_url}
+    ok = carrierpay("db", "migrate", "--lock-timeout", "2s", env=env)
+    assert ok.returncode == 0, ok.stderr
+    bad = carrierpay("db", "migrate", "--lock-timeout", "soon", env=env)
+    assert bad.returncode == 1
+    assert "Traceback" not in bad.stderr and "lock timeout 'soon'" in bad.stderr

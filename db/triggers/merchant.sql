@@ -1,4 +1,4 @@
--- Merchant webhooks: a webhook URL is checked whenever it is set, by whatever writes it.
+-- Triggers on cp.merchant: a webhook URL is checked whenever it is set, by whatever writes it.
 
 -- Check a merchant's webhook URL on insert and on every change of it (cp.assert_webhook_url).
 create or replace function cp.tg_merchant__webhook_url() returns trigger
@@ -11,7 +11,6 @@ begin
 end
 $$;
 
-drop trigger if exists _100_webhook_url on cp.merchant;
-create trigger _100_webhook_url before insert or update of webhook_url on cp.merchant
+create or replace trigger _100_webhook_url before insert or update of webhook_url on cp.merchant
     for each row when (new.webhook_url is not null)
     execute function cp.tg_merchant__webhook_url();

@@ -1,0 +1,87 @@
+-- Triggers on cp.procedure, in firing order: a procedure is born in its initial state (_100), an
+-- illegal transition raises (_100), every creation and change writes an outbox event (_900). Events
+-- are written by statement-level triggers over the transition tables, so a statement that settles a
+-- batch of rows writes its events in one insert.
+
+-- A procedure is born pending with nothing collected, refunded or final: every other state is
+-- reached through the transitions (and the journals that go with them). Fired only for a row that
+-- breaks this (the trigger's WHEN), so a well-formed insert costs nothing.
+create or replace function cp.tg_procedure__born_pending() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.fail('CP068', format('a procedure is created pending with nothing collected or refunded, not %s '
+                                    '(collected %s, refunded %s)', new.status, new.collected_minor,
+                                    new.refunded_minor));
+    return null;
+end
+$$;
+
+-- Enforce the procedure state machine and keep its timestamps.
+create or replace function cp.tg_procedure__transition() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.assert_transition('procedure', old.status::text, new.status::text);
+    new.updated_at := cp.clock_now();
+    if new.status in ('succeeded', 'failed') and old.status not in ('succeeded', 'failed') then
+        new.final_at := new.updated_at;
+    end if;
+    return new;
+end
+$$;
+
+-- Outbox events for new procedures and changes of their status: one insert per statement, however
+-- many rows it wrote (a batch of settled charges is one statement).
+create or replace function cp.procedure_event_payload(p cp.procedure, p_from cp.procedure_status) returns jsonb
+language sql stable
+as $$
+    select jsonb_build_object('kind', p.kind, 'from', p_from, 'to', p.status, 'amount_minor', p.amount_minor,
+                              'currency', p.currency, 'collected_minor', p.collected_minor,
+                              'refunded_minor', p.refunded_minor, 'reason', p.reason,
+                              'subscriber_id', p.subscriber_id, 'subscription_id', p.subscription_id,
+                              'procedure_id', p.procedure_id)
+$$;
+
+-- The _900 event of each new row, one insert per statement.
+create or replace function cp.tg_procedure__created() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'procedure', n.procedure_id, 'created', cp.clock_now(), cp.procedure_event_payload(n, null)
+    from new_rows n order by n.procedure_id;
+    return null;
+end
+$$;
+
+-- The _900 event of each row whose status changed, one insert per statement.
+create or replace function cp.tg_procedure__changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+    select 'procedure', n.procedure_id, 'status_changed', cp.clock_now(), cp.procedure_event_payload(n, o.status)
+    from new_rows n join old_rows o using (procedure_id)
+    where n.status is distinct from o.status
+    order by n.procedure_id;
+    return null;
+end
+$$;
+
+create or replace trigger _100_born_pending before insert on cp.procedure
+    for each row
+    when (new.status <> 'pending' or new.collected_minor <> 0 or new.refunded_minor <> 0 or new.final_at is not null)
+    execute function cp.tg_procedure__born_pending();
+create or replace trigger _100_transition before update of status on cp.procedure
+    for each row execute function cp.tg_procedure__transition();
+create or replace trigger _900_event_created after insert on cp.procedure
+    referencing new table as new_rows
+    for each statement execute function cp.tg_procedure__created();
+create or replace trigger _900_event_changed after update on cp.procedure
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_procedure__changed();
