@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 
 from carrierpay import queries
-from carrierpay.adapters.daemon import ConnectorFactory, _call_safely, _close, _complete
+from carrierpay.adapters.daemon import ConnectorFactory, call_safely, close_connector, complete_results
 from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable
 from carrierpay.daemon import run_until_stopped, sleep_or_stop
 
@@ -142,7 +142,7 @@ class Reconciler:
 
     async def close(self) -> None:
         for connector in self.connectors.values():
-            await _close(connector)
+            await close_connector(connector)
         self.connectors.clear()
 
     async def tick(self, conn: psycopg.AsyncConnection) -> TickReport:
@@ -186,12 +186,12 @@ class Reconciler:
         for route, group in routes.items():
             report.count(route, len(group))
         if "status" in routes:
-            answers = await asyncio.gather(*(_call_safely(connector, self._status_call(call))
+            answers = await asyncio.gather(*(call_safely(connector, self._status_call(call))
                                              for call in routes["status"]))
             results += [_settlement(call, answer, "status query")
                         for call, answer in zip(routes["status"], answers, strict=True) if _definite(answer)]
         if "resend" in routes:
-            answers = await asyncio.gather(*(_call_safely(connector, dict(call)) for call in routes["resend"]))
+            answers = await asyncio.gather(*(call_safely(connector, dict(call)) for call in routes["resend"]))
             results += [_settlement(call, answer, "repeating the deduplicated call")
                         for call, answer in zip(routes["resend"], answers, strict=True) if _definite(answer)]
         for call in routes.get("close", []):
@@ -201,7 +201,7 @@ class Reconciler:
             log.debug("%s call %s waits for a late callback", code, call["call_id"])
         settled = 0
         if results:
-            await _complete(conn, results)
+            await complete_results(conn, results)
             settled += len(results)
         if "report" in routes:
             settled += await self._settle_by_report(conn, code, connector, routes["report"])
@@ -238,7 +238,7 @@ class Reconciler:
             for result in results:
                 result["request"], result["response"] = None, {"report": day.isoformat()}
             if results:
-                await _complete(conn, results)
+                await complete_results(conn, results)
                 settled += len(results)
         return settled
 
