@@ -2,7 +2,8 @@
 
 Carriers of the `report` pattern only accept requests; what happened is published later in a
 file. The reconciler downloads it with `fetch_report` (in carrierpay/adapters/http.py, which imports
-this module) and settles every pending or unknown call the file names. Rows are mapped with the spec's `reports.results`, the same rules as elsewhere.
+this module) and settles every pending or unknown call the file names. Rows are mapped with the
+spec's `reports.results`, the same rules as elsewhere.
 """
 
 from __future__ import annotations
