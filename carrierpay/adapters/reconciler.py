@@ -45,7 +45,6 @@ log = logging.getLogger("carrierpay.reconciler")
 
 MONEY = {"charge", "refund", "reserve", "capture"}
 NOT_DEFINITE = {"throttled", "transient", "unreachable", "unknown"}  # failures of OUR query, not of the original
-ALL_CARRIERS = "select code, spec from cp.carrier order by code"
 
 
 @dataclass
@@ -149,7 +148,7 @@ class Reconciler:
         report = TickReport()
         cur = await conn.execute(queries.EXPIRE_LEASES, {"limit": 10000})
         report.leases = (await cur.fetchone())[0]
-        cur = await conn.execute(ALL_CARRIERS)
+        cur = await conn.execute(queries.ALL_CARRIERS)
         for code, spec in await cur.fetchall():
             if self.only and code not in self.only:
                 continue
