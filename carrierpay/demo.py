@@ -15,8 +15,9 @@ What it does, in order:
    history shipper runs in a child process (its redaction and JSON work get the other core); the
    scheduler is ticked by the driver once per simulated hour;
 5. signs subscribers up in SQL batches through `api.subscribe`; each reads the PIN off the simulated
-   handset and confirms it (`api.confirm_optin`), except those who never do; some buy once (GB
-   purchases need `api.request_optin` + confirmation first); a few cancel or get refunds;
+   handset and confirms it (`api.confirm_optin`), except those who never do; some buy once (where the
+   carrier's regulation says `optin_one_time`, read from `report.list_carrier_rules()`, as GB's does,
+   after `api.request_optin` + confirmation); a few cancel or get refunds;
 6. moves the business clock (`admin.advance_clock`) and the simulators' clock together, hour by hour;
 7. prints a report per carrier from `report.carrier_summary` and checks: journals balanced, no
    procedure stuck, our carrier receivable equals each simulator's own ledger, webhooks delivered,
@@ -40,6 +41,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -165,86 +167,25 @@ class Stats:
     settling_hours: float = 0.0
 
 
-# Session-local helpers (pg_temp: they vanish with the connection and touch no schema): each calls
-# one api.* function and turns a refusal into a document, so one refused row does not undo a batch.
-TRY_FUNCTIONS = """
-create function pg_temp.try_subscribe(m text, n text, p text, plan text, k text) returns jsonb language plpgsql as $$
-begin return api.subscribe(m, n, p, plan, k);
-exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
-create function pg_temp.try_confirm(m text, o bigint, pin text) returns jsonb language plpgsql as $$
-begin return api.confirm_optin(m, o, pin);
-exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
-create function pg_temp.try_request_optin(m text, n text, p text, k text) returns jsonb language plpgsql as $$
-begin return api.request_optin(m, n, p, k);
-exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
-create function pg_temp.try_charge(m text, n text, p text, k text, meta jsonb) returns jsonb language plpgsql as $$
-begin return api.charge(m, n, p, k, null, meta);
-exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
-create function pg_temp.try_refund(m text, id bigint, k text) returns jsonb language plpgsql as $$
-begin return api.refund(m, id, k, null, 'customer complaint');
-exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
-create function pg_temp.try_cancel(m text, id bigint) returns jsonb language plpgsql as $$
-begin return api.cancel_subscription(m, id, 'user_request');
-exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
-"""
-
-# Work left for the daemons at the current business time: queued calls that are due or leased,
-# unsettled calls the reconciler may take now, and accepted calls whose callback has not arrived yet.
-# (A call whose outcome is unknown waits out the carrier's timeout in real time before it may be
-# reconciled; the week goes on meanwhile, and it settles in a later hour.)
-BUSY_SQL = """
-select (select count(*) from cp.call_queue q where q.lease_until is not null or q.available_at <= cp.clock_now())
-     + (select count(*) from cp.carrier_call c join cp.carrier k using (carrier_id)
-        where c.status in ('unknown', 'awaiting_result') and c.next_reconcile_at <= cp.clock_now()
-          and cp.reconcilable_now(c.status, c.sent_at, k.spec))
-     + (select count(*) from cp.carrier_call c join cp.carrier k using (carrier_id)
-        where c.status = 'awaiting_result' and k.code = any(%(callback_carriers)s))
-"""
-OPEN_CALLS_SQL = """
-select count(*) from cp.carrier_call c
-where c.status in ('leased', 'awaiting_result', 'unknown')
-   or (c.status = 'queued' and exists (select 1 from cp.call_queue q where q.call_id = c.call_id
-                                       and q.available_at <= cp.clock_now()))
-"""
-COLLECTED_SQL = """
-select count(*) filter (where status in ('succeeded', 'partially_refunded', 'refunded')),
-       count(*) filter (where status <> 'pending')
-from cp.procedure where kind = 'charge'
-"""
-# Procedures not final: legitimately open when every call of theirs waits in the queue for a later
-# time (an SMS held back by quiet hours, a throttled call's next turn); anything else is stuck.
-OPEN_PROCEDURES_SQL = """
-select p.kind::text, p.status::text,
-       bool_and(exists (select 1 from cp.carrier_call c join cp.call_queue q using (call_id)
-                        where c.procedure_id = p.procedure_id and q.lease_until is null
-                          and q.available_at > cp.clock_now())) as deferred,
-       count(*)
-from cp.procedure p
-where p.status not in ('succeeded', 'failed', 'refunded', 'partially_refunded')
-group by 1, 2, p.procedure_id
-"""
-RECEIVABLE_SQL = """
-select k.code, coalesce(sum(e.amount_minor), 0)::bigint
-from cp.carrier k
-left join cp.ledger_account a on a.carrier_id = k.carrier_id and a.kind = 'carrier_receivable'
-left join cp.ledger_entry e on e.account_id = a.account_id
-group by k.code
-"""
-NOTIFICATIONS_SQL = "select status, count(*) from cp.merchant_notification group by status"
-HISTORY_LAG_SQL = "select coalesce(sum(unshipped), 0)::bigint from report.history_lag"
-
-
 def wrong_pin(pin: str) -> str:
     """A mistyped PIN: the right one plus one, same number of digits."""
     return f"{(int(pin) + 1) % 10 ** len(pin):0{len(pin)}d}"
 
 
-def money(amount_minor: int, currency: str) -> str:
-    return f"{amount(amount_minor)} {currency}"
+def money(amount_minor: int, currency: str, exponent: int) -> str:
+    return f"{amount(amount_minor, exponent)} {currency}"
 
 
-def amount(amount_minor: int) -> str:
-    return f"{amount_minor / 100:,.2f}"
+def amount(amount_minor: int, exponent: int) -> str:
+    """Minor units in major units with the currency's own decimals; `exponent` comes from the database
+    (`currency_exponents`): 2 for GBP, 0 for UGX, 3 for KWD."""
+    return f"{Decimal(amount_minor).scaleb(-exponent):,.{exponent}f}"
+
+
+async def currency_exponents(conn: psycopg.AsyncConnection, currencies: list[str]) -> dict[str, int]:
+    """The exponent of each currency, as the database defines it (cp.currency_exponent)."""
+    cur = await conn.execute(queries.CURRENCY_EXPONENTS, {"currencies": sorted(set(currencies))})
+    return dict(await cur.fetchall())
 
 
 def _replace_database(url: str, name: str) -> str:
@@ -410,6 +351,7 @@ class Demo:
         self.text_positions: dict[str, int] = defaultdict(int)
         self.pins: dict[str, str] = {}  # msisdn -> the last PIN its handset received
         self.callback_carriers: list[str] = []
+        self.one_time_optin: set[str] = set()  # carriers whose regulation wants an opt-in per purchase
         self.keys = 0
         self._stack = contextlib.AsyncExitStack()
         self._processes = multiprocessing.get_context("spawn")
@@ -461,7 +403,7 @@ class Demo:
         for _ in range(2):
             conn = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
             self._stack.push_async_callback(conn.close)
-            await conn.execute(TRY_FUNCTIONS)
+            await conn.execute(queries.DEMO_TRY_FUNCTIONS)
             self.batch_conns.append(conn)
         await self.q(queries.SET_CLOCK, {"at": self.clock.now()})
         for market in MARKETS:
@@ -469,6 +411,7 @@ class Demo:
                                                   timeout_s=DEMO_TIMEOUT_S, connect_s=5.0)
             await self.q(queries.ONBOARD_CARRIER, {"spec": Jsonb(self.specs[market.carrier])})
         self.callback_carriers = [code for code, spec in self.specs.items() if spec.get("callbacks")]
+        self.one_time_optin = {code for (code,) in await self.q(queries.DEMO_ONE_TIME_OPTIN_CARRIERS)}
         # The merchants' receiver is a local plain-http server: allowed here, explicitly (https only otherwise).
         await self.q(queries.ALLOW_HTTP_WEBHOOK_URLS)
         for merchant in MERCHANTS:
@@ -601,7 +544,7 @@ class Demo:
 
     async def _settle(self, deadline: float, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        while await self.one(BUSY_SQL, {"callback_carriers": self.callback_carriers}):
+        while await self.one(queries.DEMO_WORK_DUE, {"callback_carriers": self.callback_carriers}):
             if loop.time() > deadline:
                 self.stats.settle_timeouts += 1
                 log.warning("work still open after %.0fs at %s; moving on", timeout, self.clock.now())
@@ -632,19 +575,14 @@ class Demo:
                     self.pins[message.msisdn] = found.group(1)
 
     async def confirm(self, merchants: list[str], optin_ids: list[int], pins: list[str]) -> list[dict]:
-        return await self.batched(
-            "select t.i, pg_temp.try_confirm(t.m, t.o, t.pin) "
-            "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, o, pin, i)",
-            [merchants, optin_ids, pins])
+        return await self.batched(queries.DEMO_TRY_CONFIRM, [merchants, optin_ids, pins])
 
     async def sign_up(self, cohort: int) -> None:
         people = [p for p in self.people if p.cohort == cohort]
         if not people:
             return
         documents = await self.batched(
-            "select t.i, pg_temp.try_subscribe(t.m, t.n, t.p, t.plan, t.k) "
-            "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) with ordinality "
-            "t(m, n, p, plan, k, i)",
+            queries.DEMO_TRY_SUBSCRIBE,
             [[p.merchant.code for p in people], [p.msisdn for p in people],
              [p.merchant.subscription for p in people], [p.merchant.plan for p in people],
              [self.key("sub") for _ in people]])
@@ -668,17 +606,17 @@ class Demo:
         self.stats.confirmed += sum(1 for d in documents if d.get("status") == "confirmed")
 
     async def buy(self, count: int) -> None:
-        """One-time purchases by subscribers; where the regulation wants it (GB) with a PIN first."""
+        """One-time purchases by subscribers; where the carrier's regulation wants it (optin_one_time,
+        as GB's does) with a PIN first."""
         candidates = [p for p in self.people if p.subscription_id]
         buyers = self.rng.sample(candidates, min(count, len(candidates)))
-        needs_optin = [p for p in buyers if p.market.country == "GB"]
+        needs_optin = [p for p in buyers if p.market.carrier in self.one_time_optin]
         for person in needs_optin:
             self.pins.pop(person.msisdn, None)  # only the PIN of this purchase will do
         metadata: dict[str, dict] = {}
         if needs_optin:
             documents = await self.batched(
-                "select t.i, pg_temp.try_request_optin(t.m, t.n, t.p, t.k) "
-                "from unnest(%s::text[], %s::text[], %s::text[], %s::text[]) with ordinality t(m, n, p, k, i)",
+                queries.DEMO_TRY_REQUEST_OPTIN,
                 [[p.merchant.code for p in needs_optin], [p.msisdn for p in needs_optin],
                  [p.merchant.one_time for p in needs_optin], [self.key("optin") for _ in needs_optin]])
             await self.settle()
@@ -691,9 +629,7 @@ class Demo:
                 if document.get("status") == "confirmed":
                     metadata[person.msisdn] = {"optin_id": optin_id}
         documents = await self.batched(
-            "select t.i, pg_temp.try_charge(t.m, t.n, t.p, t.k, t.meta) "
-            "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[]) with ordinality "
-            "t(m, n, p, k, meta, i)",
+            queries.DEMO_TRY_CHARGE,
             [[p.merchant.code for p in buyers], [p.msisdn for p in buyers], [p.merchant.one_time for p in buyers],
              [self.key("buy") for _ in buyers], [Jsonb(metadata.get(p.msisdn, {})) for p in buyers]])
         for document in documents:
@@ -706,7 +642,7 @@ class Demo:
         candidates = [p for p in self.people if p.subscription_id]
         chosen = self.rng.sample(candidates, min(count, len(candidates)))
         documents = await self.batched(
-            "select t.i, pg_temp.try_cancel(t.m, t.s) from unnest(%s::text[], %s::bigint[]) with ordinality t(m, s, i)",
+            queries.DEMO_TRY_CANCEL,
             [[p.merchant.code for p in chosen], [p.subscription_id for p in chosen]])
         self.stats.cancellations += sum(1 for d in documents if "error" not in d)
 
@@ -715,8 +651,7 @@ class Demo:
         recent = self.receiver.paid[-max(count * 20, 1):]
         chosen = self.rng.sample(recent, min(count, len(recent)))
         documents = await self.batched(
-            "select t.i, pg_temp.try_refund(t.m, t.p, t.k) "
-            "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, p, k, i)",
+            queries.DEMO_TRY_REFUND,
             [[m for m, _, _ in chosen], [p for _, p, _ in chosen], [self.key("refund") for _ in chosen]])
         for document in documents:
             if "error" in document:
@@ -746,7 +681,7 @@ class Demo:
             if of_day == 5:
                 await self.refund_some(max(1, per_day // 3))
             await self.settle()
-            collected, attempted = (await self.q(COLLECTED_SQL))[0]
+            collected, attempted = (await self.q(queries.DEMO_CHARGES_COLLECTED))[0]
             log.info("hour %d (%s) took %.2fs; charges collected %d of %d", hour, self.clock.now(),
                      time.monotonic() - began, collected, attempted)
             progress(hour + 1, collected, attempted)
@@ -760,7 +695,7 @@ class Demo:
         deadline = loop.time() + SETTLE_TIMEOUT_S * 2
         while loop.time() < deadline:
             await self.settle()
-            if not await self.one(OPEN_CALLS_SQL):
+            if not await self.one(queries.DEMO_OPEN_CALLS):
                 break
             if self.stats.settling_hours < 6:
                 await self.advance(timedelta(minutes=30))
@@ -771,27 +706,28 @@ class Demo:
         # The merchants' webhooks: wait until none is left to deliver now.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        while loop.time() < deadline and await self.one(
-                "select count(*) from cp.merchant_notification where status = 'pending' "
-                "and next_attempt_at <= cp.clock_now()"):
+        while loop.time() < deadline and await self.one(queries.DEMO_NOTIFICATIONS_DUE):
             await asyncio.sleep(0.1)
 
     # ------------------------------------------------------------------ report and checks
 
     async def report(self) -> dict[str, Any]:
-        cur = await self.conn.execute("select * from report.carrier_summary order by country, carrier")
+        cur = await self.conn.execute(queries.DEMO_CARRIER_SUMMARY)
         columns = [c.name for c in cur.description]
         rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
-        receivable = dict(await self.q(RECEIVABLE_SQL))
+        exponents = await currency_exponents(self.conn, [row["currency"] for row in rows])
+        for row in rows:
+            row["currency_exponent"] = exponents[row["currency"]]
+        receivable = dict(await self.q(queries.DEMO_RECEIVABLES))
         checks: dict[str, dict[str, Any]] = {}
         errors = self.stats.scheduler_errors
         checks["scheduler_ticks_clean"] = {
             "ok": not errors,
             "detail": "every hourly tick ran" if not errors else
             "; ".join(f"{count} tick(s) failed: {message}" for message, count in errors.items())}
-        unbalanced = await self.one("select count(*) from report.unbalanced_journals")
+        unbalanced = await self.one(queries.DEMO_UNBALANCED_JOURNALS)
         checks["journals_balanced"] = {"ok": unbalanced == 0, "detail": f"{unbalanced} unbalanced journal(s)"}
-        open_rows = await self.q(OPEN_PROCEDURES_SQL)
+        open_rows = await self.q(queries.DEMO_OPEN_PROCEDURES)
         stuck = Counter()
         deferred = Counter()
         for kind, status, is_deferred, count in open_rows:
@@ -813,10 +749,13 @@ class Demo:
             ledgers_ok = ledgers_ok and row["ledger_agrees"]
         checks["carrier_ledgers_agree"] = {
             "ok": ledgers_ok,
-            "detail": "; ".join(f"{r['carrier']}: ours {money(r['receivable_minor'], r['currency'])}, carrier's "
-                                f"{money(r['simulator_charged_minor'] - r['simulator_refunded_minor'], r['currency'])}"
-                                for r in rows)}
-        notifications = dict(await self.q(NOTIFICATIONS_SQL))
+            "detail": "; ".join(
+                "{}: ours {}, carrier's {}".format(
+                    r["carrier"], money(r["receivable_minor"], r["currency"], r["currency_exponent"]),
+                    money(r["simulator_charged_minor"] - r["simulator_refunded_minor"], r["currency"],
+                          r["currency_exponent"]))
+                for r in rows)}
+        notifications = dict(await self.q(queries.DEMO_NOTIFICATIONS))
         pending = notifications.get("pending", 0)
         failed = notifications.get("failed", 0)
         checks["webhooks_delivered"] = {
@@ -824,7 +763,7 @@ class Demo:
             "detail": f"{notifications.get('delivered', 0)} delivered, {pending} pending, {failed} failed; "
                       f"{self.receiver.bad_signatures} bad signature(s), {self.receiver.duplicates} duplicate(s)"}
         self.stop_shipper()
-        lag = await self.one(HISTORY_LAG_SQL)
+        lag = await self.one(queries.DEMO_HISTORY_UNSHIPPED)
         checks["history_shipped"] = {
             "ok": lag == 0 and self.shipper_error is None,
             "detail": f"{lag} row(s) not shipped" + (f"; shipper error: {self.shipper_error}"
@@ -895,7 +834,8 @@ def print_report(console: Any, summary: dict[str, Any]) -> None:
         ["carrier", "country", "charges", "collected", "success", "refunds", "currency", "revenue", "refunded", "net"],
         [(row["carrier"], row["country"], f"{row['charges_attempted']:,}", f"{row['charges_collected']:,}",
           f"{row['success_pct'] or 0}%", f"{row['refunds_succeeded']}/{row['refunds']}", row["currency"],
-          amount(row["collected_minor"]), amount(row["refunded_minor"]), amount(row["net_minor"]))
+          amount(row["collected_minor"], row["currency_exponent"]),
+          amount(row["refunded_minor"], row["currency_exponent"]), amount(row["net_minor"], row["currency_exponent"]))
          for row in rows],
         title="charges and money per carrier (major units; refunds succeeded/asked)", out=console)
     console.print()

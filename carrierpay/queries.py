@@ -9,6 +9,7 @@ RECORD_CALLBACK = "select adapter.record_callback(%(carrier)s, %(payload)s)"
 EXPIRE_LEASES = "select adapter.expire_leases(%(limit)s)"
 CLAIM_RECONCILIATIONS = "select adapter.claim_reconciliations(%(carrier)s, %(limit)s)"
 ENABLED_CARRIERS = "select code, spec from cp.carrier where enabled order by code"
+ALL_CARRIERS = "select code, spec from cp.carrier order by code"
 LISTEN_CALLS = "listen carrierpay_calls"
 CARRIER_SPEC = "select spec from cp.carrier where code = %(carrier)s"
 # Unsettled calls of a carrier named by correlator (a report settles many at once).
@@ -28,6 +29,13 @@ CALL_LOCAL_DATES = """
 RECORD_MO = "select adapter.record_mo(%(carrier)s, %(mo)s)"
 REMATCH_CALLBACKS = "select adapter.rematch_callbacks(%(carrier)s, %(limit)s)"
 EXPIRE_AWAITING = "select adapter.expire_awaiting(%(carrier)s, p_limit => %(limit)s)"
+
+# History shipper (role carrierpay_adapter; db/procedures/history.sql): claim, confirm, report itself.
+HISTORY_CLAIM_EVENTS = "select * from adapter.claim_history_events(%s)"
+HISTORY_CLAIM_LOGS = "select * from adapter.claim_carrier_logs(%s)"
+HISTORY_COMPLETE_BATCH = "select adapter.complete_history_batch(%s, %s, %s)"
+HISTORY_REPORT_SHIPPER = "select adapter.report_history_shipper(%s, %s, %s, %s)"
+HISTORY_LAG = "select * from report.history_lag order by outbox"
 
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"
@@ -60,6 +68,9 @@ ADD_SMS_KEYWORD = (
     "select admin.add_sms_keyword(%(carrier)s, %(short_code)s, %(keyword)s, %(merchant)s, %(product)s, %(plan)s)"
 )
 CLOCK_NOW = "select cp.clock_now()"
+# Digits after the decimal point of each currency (ISO 4217: 2 for GBP, 0 for UGX, 3 for KWD), to
+# show minor units as major ones.
+CURRENCY_EXPONENTS = "select c, cp.currency_exponent(c) from unnest(%(currencies)s::text[]) c"
 
 # Webhook dispatcher (role carrierpay_adapter).
 CLAIM_NOTIFICATIONS = "select adapter.claim_notifications(%(limit)s, %(lease)s)"
@@ -133,3 +144,88 @@ REPORT_VIEWS = {
     "carriers": "report.carrier_summary",
     "conflicts": "report.call_conflicts",
 }
+
+
+def report_view(name: str) -> str:
+    """The select of one report view named in REPORT_VIEWS (only those names: a KeyError otherwise)."""
+    return f"select * from {REPORT_VIEWS[name]} order by 1, 2"
+
+
+# Health check of a database connection.
+PING = "select 1"
+
+# `carrierpay demo` (carrierpay/demo.py), as the database owner. It reads what it reports and
+# waits for from the report schema, and follows the regulation it reads there: it restates no rule.
+DEMO_CARRIER_SUMMARY = "select * from report.carrier_summary order by country, carrier"
+# Work the daemons owe now; a call awaiting a callback counts for the carriers that send callbacks.
+DEMO_WORK_DUE = """
+select coalesce(sum(queue_due + reconcilable_now
+                    + case when carrier = any(%(callback_carriers)s) then awaiting_result else 0 end), 0)
+from report.count_open_work()
+"""
+# Calls sent and not settled, or queued and due: what the final settling waits for.
+DEMO_OPEN_CALLS = "select coalesce(sum(unsettled + queued_due), 0) from report.count_open_work()"
+DEMO_CHARGES_COLLECTED = (
+    "select coalesce(sum(charges_collected), 0), coalesce(sum(charges_attempted), 0) from report.carrier_summary"
+)
+DEMO_OPEN_PROCEDURES = "select kind, status, deferred, count(*) from report.list_open_procedures() group by 1, 2, 3"
+DEMO_RECEIVABLES = """
+select owner, sum(balance_minor)::bigint from report.ledger_balances
+where kind = 'carrier_receivable' group by owner
+"""
+DEMO_UNBALANCED_JOURNALS = "select count(*) from report.unbalanced_journals"
+DEMO_NOTIFICATIONS = "select status, sum(notifications)::bigint from report.notifications group by status"
+DEMO_NOTIFICATIONS_DUE = """
+select count(*) from report.notifications where status = 'pending' and next_attempt_at <= cp.clock_now()
+"""
+DEMO_HISTORY_UNSHIPPED = "select coalesce(sum(unshipped), 0)::bigint from report.history_lag"
+# Carriers whose regulation wants a confirmed opt-in before every one-time purchase.
+DEMO_ONE_TIME_OPTIN_CARRIERS = (
+    "select carrier from report.list_carrier_rules() where coalesce((rules->>'optin_one_time')::boolean, false)"
+)
+# Session-local helpers (pg_temp: they vanish with the connection and touch no schema): each calls
+# one api.* function and turns a refusal into a document, so one refused row does not undo a batch.
+DEMO_TRY_FUNCTIONS = """
+create function pg_temp.try_subscribe(m text, n text, p text, plan text, k text) returns jsonb language plpgsql as $$
+begin return api.subscribe(m, n, p, plan, k);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_confirm(m text, o bigint, pin text) returns jsonb language plpgsql as $$
+begin return api.confirm_optin(m, o, pin);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_request_optin(m text, n text, p text, k text) returns jsonb language plpgsql as $$
+begin return api.request_optin(m, n, p, k);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_charge(m text, n text, p text, k text, meta jsonb) returns jsonb language plpgsql as $$
+begin return api.charge(m, n, p, k, null, meta);
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_refund(m text, id bigint, k text) returns jsonb language plpgsql as $$
+begin return api.refund(m, id, k, null, 'customer complaint');
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+create function pg_temp.try_cancel(m text, id bigint) returns jsonb language plpgsql as $$
+begin return api.cancel_subscription(m, id, 'user_request');
+exception when others then return jsonb_build_object('error', sqlstate, 'message', sqlerrm); end $$;
+"""
+# Batches of those helpers over unnested columns, numbered so the documents come back in input order.
+DEMO_TRY_SUBSCRIBE = (
+    "select t.i, pg_temp.try_subscribe(t.m, t.n, t.p, t.plan, t.k) "
+    "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) with ordinality t(m, n, p, plan, k, i)"
+)
+DEMO_TRY_CONFIRM = (
+    "select t.i, pg_temp.try_confirm(t.m, t.o, t.pin) "
+    "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, o, pin, i)"
+)
+DEMO_TRY_REQUEST_OPTIN = (
+    "select t.i, pg_temp.try_request_optin(t.m, t.n, t.p, t.k) "
+    "from unnest(%s::text[], %s::text[], %s::text[], %s::text[]) with ordinality t(m, n, p, k, i)"
+)
+DEMO_TRY_CHARGE = (
+    "select t.i, pg_temp.try_charge(t.m, t.n, t.p, t.k, t.meta) "
+    "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[]) with ordinality t(m, n, p, k, meta, i)"
+)
+DEMO_TRY_CANCEL = (
+    "select t.i, pg_temp.try_cancel(t.m, t.s) from unnest(%s::text[], %s::bigint[]) with ordinality t(m, s, i)"
+)
+DEMO_TRY_REFUND = (
+    "select t.i, pg_temp.try_refund(t.m, t.p, t.k) "
+    "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, p, k, i)"
+)

@@ -1,8 +1,8 @@
 """Carrier connectors: spec loader, the generic HTTP connector, callbacks and result files."""
 
 from carrierpay.adapters.callbacks import CallbackError, CallbackRejected, CallbackUnreadable, verify_and_parse_callback
-from carrierpay.adapters.http import HttpConnector
-from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable, fetch_report, parse_report
+from carrierpay.adapters.http import HttpConnector, fetch_report
+from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable, parse_report
 from carrierpay.adapters.secrets import MissingSecret, Secrets
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec, validate_spec
 

@@ -189,7 +189,7 @@ class CallbackServer:
     async def health(self, request: web.Request) -> web.Response:
         try:
             async with self.pool.connection(timeout=2) as conn:
-                await conn.execute("select 1")
+                await conn.execute(queries.PING)
         except Exception:  # any failure means not healthy
             return web.Response(status=503, text="database unavailable")
         return web.Response(text="ok")

@@ -63,7 +63,7 @@ async def _claim(conn: psycopg.AsyncConnection, carrier: str, limit: int, lease:
     return [row[0] for row in await cur.fetchall()]
 
 
-async def _complete(conn: psycopg.AsyncConnection, results: list[dict]) -> dict:
+async def complete_results(conn: psycopg.AsyncConnection, results: list[dict]) -> dict:
     """Complete a batch in one transaction. If the batch is refused (one bad result must not hold
     the others hostage), complete the results one by one; a result that still fails stays leased,
     and the lease expiry settles it safely (requeue, or unknown for money)."""
@@ -79,12 +79,12 @@ async def _complete(conn: psycopg.AsyncConnection, results: list[dict]) -> dict:
         log.warning("batch of %d refused (%s); completing one by one", len(results), str(exc).strip())
     summary: dict[str, int] = {}
     for result in results:
-        for key, count in (await _complete(conn, [result])).items():
+        for key, count in (await complete_results(conn, [result])).items():
             summary[key] = summary.get(key, 0) + count
     return summary
 
 
-async def _call_safely(connector: Connector, call: dict) -> dict:
+async def call_safely(connector: Connector, call: dict) -> dict:
     """A connector that raises must not lose the call: its outcome is unknown (or a safe failure)."""
     try:
         result = await connector.execute(call)
@@ -213,7 +213,7 @@ class AnswerRecorder:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = await _connect(self.url)
-                summary = await _complete(self._conn, results)
+                summary = await complete_results(self._conn, results)
                 break
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -329,7 +329,7 @@ class AdapterDaemon:
 
         async def close_when_answered() -> None:
             await asyncio.gather(*flight.calling, return_exceptions=True)
-            await _close(flight.connector)
+            await close_connector(flight.connector)
 
         task = asyncio.ensure_future(close_when_answered())
         self._retiring.add(task)
@@ -341,7 +341,7 @@ class AdapterDaemon:
         flight.calling.add(task)
 
     async def _call(self, flight: _Flight, call: dict) -> None:
-        result = await _call_safely(flight.connector, call)
+        result = await call_safely(flight.connector, call)
         flight.calling.discard(asyncio.current_task())
         self.recorder.put(result, flight)
 
@@ -432,12 +432,12 @@ class AdapterDaemon:
             await asyncio.gather(*pending, return_exceptions=True)
             connectors = {id(c): c for c in [*(f.connector for f in self.flights.values()), *self.connectors.values()]}
             for connector in connectors.values():
-                await _close(connector)
+                await close_connector(connector)
             self.flights.clear()
             self.connectors.clear()
 
 
-async def _close(connector: Connector) -> None:
+async def close_connector(connector: Connector) -> None:
     close = getattr(connector, "close", None)
     if close is not None:
         try:

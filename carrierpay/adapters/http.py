@@ -27,6 +27,7 @@ from carrierpay.adapters.encodings import UnreadableResponse, encode_body, extra
 from carrierpay.adapters.money import AmountError, format_amount, parse_amount
 from carrierpay.adapters.ratelimit import RateLimiter
 from carrierpay.adapters.redact import Redactor
+from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, parse_report
 from carrierpay.adapters.results import Decision, decide
 from carrierpay.adapters.secrets import MissingSecret, Secrets
 from carrierpay.adapters.spec import CarrierSpec, load_spec, steps_of
@@ -393,8 +394,6 @@ class HttpConnector:
 
     async def fetch_report(self, **params: Any) -> list[dict[str, Any]]:
         """Download the report the spec's `reports.request` names; `params` join the template context."""
-        from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, parse_report
-
         config = self.spec.data.get("reports")
         if not config:
             raise ReportUnavailable(f"{self.spec.code} publishes no reports")
@@ -455,3 +454,16 @@ def _first_value(steps: Mapping[str, Mapping[str, Any]], name: str) -> Any:
         if fields.get(name) is not None:
             return fields[name]
     return None
+
+
+async def fetch_report(
+    spec: CarrierSpec,
+    secrets: Secrets | Mapping[str, str] | None = None,
+    *,
+    session: Any = None,
+    base_url: str | None = None,
+    **params: Any,
+) -> list[dict[str, Any]]:
+    """Download and parse one report; `params` (e.g. date="2025-01-06") feed the URL template."""
+    async with HttpConnector(spec, secrets, session=session, base_url=base_url) as connector:
+        return await connector.fetch_report(**params)

@@ -35,14 +35,13 @@ from typing import Any
 import psycopg
 
 from carrierpay import queries
-from carrierpay.adapters.daemon import ConnectorFactory, _call_safely, _close, _complete
+from carrierpay.adapters.daemon import ConnectorFactory, call_safely, close_connector, complete_results
 from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable
 from carrierpay.daemon import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.reconciler")
 
 NOT_DEFINITE = {"throttled", "transient", "unreachable", "unknown"}  # failures of OUR query, not of the original
-ALL_CARRIERS = "select code, spec from cp.carrier order by code"
 
 
 @dataclass
@@ -111,14 +110,14 @@ class Reconciler:
 
     async def close(self) -> None:
         for connector in self.connectors.values():
-            await _close(connector)
+            await close_connector(connector)
         self.connectors.clear()
 
     async def tick(self, conn: psycopg.AsyncConnection) -> TickReport:
         report = TickReport()
         cur = await conn.execute(queries.EXPIRE_LEASES, {"limit": 10000})
         report.leases = (await cur.fetchone())[0]
-        cur = await conn.execute(ALL_CARRIERS)
+        cur = await conn.execute(queries.ALL_CARRIERS)
         for code, spec in await cur.fetchall():
             if self.only and code not in self.only:
                 continue
@@ -154,12 +153,12 @@ class Reconciler:
         for route, group in routes.items():
             report.count(route, len(group))
         if "status_query" in routes:
-            answers = await asyncio.gather(*(_call_safely(connector, self._status_call(call))
+            answers = await asyncio.gather(*(call_safely(connector, self._status_call(call))
                                              for call in routes["status_query"]))
             results += [_settlement(call, answer, "status query")
                         for call, answer in zip(routes["status_query"], answers, strict=True) if _definite(answer)]
         if "resend" in routes:
-            answers = await asyncio.gather(*(_call_safely(connector, dict(call)) for call in routes["resend"]))
+            answers = await asyncio.gather(*(call_safely(connector, dict(call)) for call in routes["resend"]))
             results += [_settlement(call, answer, "repeating the deduplicated call")
                         for call, answer in zip(routes["resend"], answers, strict=True) if _definite(answer)]
         for call in routes.get("close", []):
@@ -169,7 +168,7 @@ class Reconciler:
             log.debug("%s call %s waits for a late callback", code, call["call_id"])
         settled = 0
         if results:
-            await _complete(conn, results)
+            await complete_results(conn, results)
             settled += len(results)
         if "result_file" in routes:
             settled += await self._settle_by_report(conn, code, connector, routes["result_file"])
@@ -206,7 +205,7 @@ class Reconciler:
             for result in results:
                 result["request"], result["response"] = None, {"report": day.isoformat()}
             if results:
-                await _complete(conn, results)
+                await complete_results(conn, results)
                 settled += len(results)
         return settled
 

@@ -1,8 +1,9 @@
 """Result files: download a carrier's report (CSV or XML) and read one result per correlator.
 
 Carriers of the `report` pattern only accept requests; what happened is published later in a
-file. The reconciler downloads it with `fetch_report` and settles every pending or unknown call
-the file names. Rows are mapped with the spec's `reports.results`, the same rules as elsewhere.
+file. The reconciler downloads it with `fetch_report` (in carrierpay/adapters/http.py, which imports
+this module) and settles every pending or unknown call the file names. Rows are mapped with the
+spec's `reports.results`, the same rules as elsewhere.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 from carrierpay.adapters.encodings import UnreadableResponse, parse_document, select_records, xml_record_values
 from carrierpay.adapters.money import AmountError, parse_amount
 from carrierpay.adapters.results import decide
-from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.spec import CarrierSpec
 
 
@@ -81,17 +81,3 @@ def parse_report(spec: CarrierSpec, body: bytes) -> list[dict[str, Any]]:
         )
     return results
 
-
-async def fetch_report(
-    spec: CarrierSpec,
-    secrets: Secrets | Mapping[str, str] | None = None,
-    *,
-    session: Any = None,
-    base_url: str | None = None,
-    **params: Any,
-) -> list[dict[str, Any]]:
-    """Download and parse one report; `params` (e.g. date="2025-01-06") feed the URL template."""
-    from carrierpay.adapters.http import HttpConnector
-
-    async with HttpConnector(spec, secrets, session=session, base_url=base_url) as connector:
-        return await connector.fetch_report(**params)

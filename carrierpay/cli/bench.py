@@ -1,4 +1,4 @@
-"""`carrierpay bench`: the end-to-end payment benchmark (harness in carrierpay/payment_bench.py)."""
+"""`carrierpay bench`: the end-to-end payment benchmark (harness in carrierpay/benchmarks/payment.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def bench(
     keep: Path | None = typer.Option(None, "--keep", help="Build the cluster here and keep it (for profiling)."),
 ) -> None:
     """Benchmark the payment path end to end on a throwaway embedded cluster; exits 1 when a money check fails."""
-    from carrierpay.payment_bench import BenchOptions, run
+    from carrierpay.benchmarks.payment import BenchOptions, run
 
     values = dict(clients=clients, adapters=adapters, batch=batch, pgbench=pgbench, fast=fast, profile=profile,
                   py_spy=py_spy, out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))

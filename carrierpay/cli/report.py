@@ -45,7 +45,7 @@ def run_report(view: str, fmt: str, database_url: str | None) -> None:
     every = {}
     with psycopg.connect(db.running_url(database_url), autocommit=True) as conn:
         for n, name in enumerate(names):
-            cur = conn.execute(f"select * from {queries.REPORT_VIEWS[name]} order by 1, 2")  # names from our allow-list
+            cur = conn.execute(queries.report_view(name))
             columns, rows = [c.name for c in cur.description], cur.fetchall()
             if fmt == "json" and len(names) > 1:
                 every[name] = as_records(columns, rows)  # one document: {"revenue": [...], ...}

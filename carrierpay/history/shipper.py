@@ -24,19 +24,13 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.rows import dict_row
 
+from carrierpay import queries
 from carrierpay.history.documents import event_document, log_document
 from carrierpay.history.redact import Redactor
 from carrierpay.history.stores import HistoryStore, StoreUnavailable, retention_days
 
 log = logging.getLogger(__name__)
 
-QUERIES = {
-    "claim_events": "select * from adapter.claim_history_events(%s)",
-    "claim_logs": "select * from adapter.claim_carrier_logs(%s)",
-    "complete": "select adapter.complete_history_batch(%s, %s, %s)",
-    "report": "select adapter.report_history_shipper(%s, %s, %s, %s)",
-    "lag": "select * from report.history_lag order by outbox",
-}
 DEFAULT_BATCH = 500
 RETENTION_EVERY_S = 3600
 
@@ -69,7 +63,7 @@ class Shipper:
     def _db(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.database_url, row_factory=dict_row, autocommit=True)
-            self._conn.execute(QUERIES["report"], [self.name, socket.gethostname(), os.getpid(), None])
+            self._conn.execute(queries.HISTORY_REPORT_SHIPPER, [self.name, socket.gethostname(), os.getpid(), None])
         return self._conn
 
     def close(self) -> None:
@@ -86,14 +80,14 @@ class Shipper:
                 self.store.ensure_ready()
                 self._store_ready = True
             with conn.transaction():
-                events = conn.execute(QUERIES["claim_events"], [self.batch_size]).fetchall()
-                logs = conn.execute(QUERIES["claim_logs"], [self.batch_size]).fetchall()
+                events = conn.execute(queries.HISTORY_CLAIM_EVENTS, [self.batch_size]).fetchall()
+                logs = conn.execute(queries.HISTORY_CLAIM_LOGS, [self.batch_size]).fetchall()
                 if not events and not logs:
                     return 0, 0
                 documents = [event_document(row, self.redactor) for row in events]
                 documents += [log_document(row, self.redactor) for row in logs]
                 self.store.write(documents)
-                conn.execute(QUERIES["complete"], [self.name, [r["event_id"] for r in events],
+                conn.execute(queries.HISTORY_COMPLETE_BATCH, [self.name, [r["event_id"] for r in events],
                                                    [r["log_id"] for r in logs]])
         except StoreUnavailable as exc:
             self._report_error(str(exc))
@@ -102,7 +96,8 @@ class Shipper:
 
     def _report_error(self, message: str) -> None:
         try:
-            self._db().execute(QUERIES["report"], [self.name, socket.gethostname(), os.getpid(), message[:2000]])
+            self._db().execute(queries.HISTORY_REPORT_SHIPPER,
+                               [self.name, socket.gethostname(), os.getpid(), message[:2000]])
         except psycopg.Error:
             log.warning("could not record the shipper error in the database", exc_info=True)
 
@@ -154,4 +149,4 @@ class Shipper:
 def lag(database_url: str) -> list[dict]:
     """Rows of report.history_lag: per outbox, unshipped count and the age of the oldest row."""
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(QUERIES["lag"]).fetchall()
+        return conn.execute(queries.HISTORY_LAG).fetchall()

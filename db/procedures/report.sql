@@ -208,3 +208,63 @@ from cp.call_conflict x
 join cp.carrier c on c.carrier_id = x.carrier_id
 join cp.carrier_call k on k.call_id = x.call_id
 join cp.procedure p on p.procedure_id = x.procedure_id;
+
+
+-- Webhook notifications per merchant and delivery status, with the earliest next attempt of those
+-- still pending: whether merchants are being told what happened to their payments.
+drop view if exists report.notifications;
+create view report.notifications as
+select m.code as merchant, n.status, count(*) as notifications,
+       min(n.next_attempt_at) filter (where n.status = 'pending') as next_attempt_at
+from cp.merchant_notification n join cp.merchant m using (merchant_id)
+group by m.code, n.status;
+
+-- Work the daemons owe at the current business time, per carrier, so a driver (the demo, a test) knows
+-- when everything due has been done: queue entries leased or due, queued calls due, calls sent but
+-- not settled, unsettled calls the reconciler may take now, and calls awaiting a callback or receipt.
+create or replace function report.count_open_work()
+returns table (carrier text, queue_due bigint, queued_due bigint, unsettled bigint, reconcilable_now bigint,
+               awaiting_result bigint)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select k.code,
+           (select count(*) from cp.call_queue q
+             where q.carrier_id = k.carrier_id and (q.lease_until is not null or q.available_at <= cp.clock_now())),
+           (select count(*) from cp.carrier_call c join cp.call_queue q using (call_id)
+             where c.carrier_id = k.carrier_id and c.status = 'queued' and q.available_at <= cp.clock_now()),
+           (select count(*) from cp.carrier_call c
+             where c.carrier_id = k.carrier_id and c.status in ('leased', 'awaiting_result', 'unknown')),
+           (select count(*) from cp.carrier_call c
+             where c.carrier_id = k.carrier_id and c.status in ('unknown', 'awaiting_result')
+               and c.next_reconcile_at <= cp.clock_now() and cp.reconcilable_now(c.status, c.sent_at, k.spec)),
+           (select count(*) from cp.carrier_call c where c.carrier_id = k.carrier_id and c.status = 'awaiting_result')
+    from cp.carrier k
+$$;
+
+-- Procedures not final, and whether each is legitimately open: every call of theirs waits in the
+-- queue for a later time (an SMS held back by quiet hours, a throttled call's next turn). An open
+-- procedure that is not deferred is stuck.
+create or replace function report.list_open_procedures()
+returns table (procedure_id bigint, kind text, status text, deferred boolean)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select p.procedure_id, p.kind::text, p.status::text,
+           exists (select 1 from cp.carrier_call c join cp.call_queue q using (call_id)
+                   where c.procedure_id = p.procedure_id and q.lease_until is null
+                     and q.available_at > cp.clock_now())
+    from cp.procedure p
+    where p.status not in ('succeeded', 'failed', 'refunded', 'partially_refunded')
+$$;
+
+-- The regulation rules in force per carrier (cp.effective_rules), for tools that act as subscribers
+-- and must follow the rules without restating them. Functions of this schema call cp functions, so
+-- only the owner runs them (the views stay readable by carrierpay_reporter).
+create or replace function report.list_carrier_rules()
+returns table (carrier text, country text, rules jsonb)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select k.code, k.country, cp.effective_rules(k.carrier_id) from cp.carrier k order by k.code
+$$;

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from carrier_kit import BATCH_IN_SECRETS, assert_no_secrets, make_call
 
-from carrierpay.adapters.http import HttpConnector
-from carrierpay.adapters.reports import ReportNotReady, ReportUnreadable, fetch_report, parse_report
+from carrierpay.adapters.http import HttpConnector, fetch_report
+from carrierpay.adapters.reports import ReportNotReady, ReportUnreadable, parse_report
 from carrierpay.adapters.spec import load_spec
 from carrierpay.simulators.batch import BatchSimulator
 

@@ -155,9 +155,12 @@ def test_csv_and_json_carry_every_column_and_row(business, conn):
 
 
 def test_the_demo_report_tables_show_every_number_whole_at_80_columns(business, conn):
-    cur = conn.execute("select * from report.carrier_summary order by country, carrier")
+    cur = conn.execute(queries.DEMO_CARRIER_SUMMARY)
     columns = [c.name for c in cur.description]
     rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+    exponents = dict(conn.execute(queries.CURRENCY_EXPONENTS, {"currencies": [r["currency"] for r in rows]}))
+    for row in rows:
+        row["currency_exponent"] = exponents[row["currency"]]
     summary = {"carriers": rows, "checks": {"journals_balanced": {"ok": True, "detail": "0 unbalanced journal(s)"}},
                "totals": {"subscribers": 6, "subscriptions": 0, "confirmed_optins": 0, "never_confirmed": 0,
                           "wrong_pins": 0, "purchases": 6, "refunds_requested": 1, "cancellations": 0,
@@ -169,8 +172,10 @@ def test_the_demo_report_tables_show_every_number_whole_at_80_columns(business, 
     expected = []
     for row in rows:
         expected += [row["carrier"], row["country"], row["currency"], f"{row['charges_attempted']:,}",
-                     f"{row['charges_collected']:,}", f"{row['success_pct'] or 0}%", amount(row["collected_minor"]),
-                     amount(row["refunded_minor"]), amount(row["net_minor"]),
+                     f"{row['charges_collected']:,}", f"{row['success_pct'] or 0}%",
+                     amount(row["collected_minor"], row["currency_exponent"]),
+                     amount(row["refunded_minor"], row["currency_exponent"]),
+                     amount(row["net_minor"], row["currency_exponent"]),
                      f"{row['refunds_succeeded']}/{row['refunds']}", f"{row['renewal_attempts']:,}",
                      f"{row['active']:,}", f"{row['cancelled']:,}", f"{row['pending_optin']:,}"]
     assert "9,681,234.56" in expected

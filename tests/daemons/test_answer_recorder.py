@@ -27,7 +27,7 @@ async def test_a_group_whose_commit_was_cut_off_is_sent_again_and_recorded_once(
          "reason": "throttled", "retry_after_s": 30},
     ]
 
-    recorded = daemon._complete
+    recorded = daemon.complete_results
     sent: list[dict] = []
 
     async def commit_then_lose_the_connection(conn, results):
@@ -37,7 +37,7 @@ async def test_a_group_whose_commit_was_cut_off_is_sent_again_and_recorded_once(
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return summary
 
-    monkeypatch.setattr(daemon, "_complete", commit_then_lose_the_connection)
+    monkeypatch.setattr(daemon, "complete_results", commit_then_lose_the_connection)
     recorder = AnswerRecorder(db_url, calling=lambda: 0)
     running = asyncio.ensure_future(recorder.run())
     for answer in answers:

@@ -145,7 +145,7 @@ def test_daemon_log_lines_mask_phone_numbers():
     daemon's log keeps only the last four digits."""
     script = textwrap.dedent("""
         import asyncio
-        from carrierpay.adapters.daemon import _call_safely
+        from carrierpay.adapters.daemon import call_safely
         from carrierpay.cli.daemons import _logging
 
         class Failing:
@@ -153,7 +153,7 @@ def test_daemon_log_lines_mask_phone_numbers():
                 raise RuntimeError(f"carrier refused tel:{call['msisdn']} (sent as 447700900123)")
 
         _logging(False)
-        asyncio.run(_call_safely(Failing(), {"call_id": 7, "msisdn": "+447700900123"}))
+        asyncio.run(call_safely(Failing(), {"call_id": 7, "msisdn": "+447700900123"}))
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -153,7 +153,7 @@ def run_daemon_process(url: str, batch: int, ledger_file: str) -> None:
 
 
 class Daemons:
-    """N adapter daemon processes (`python -m carrierpay.payment_bench daemon ...`)."""
+    """N adapter daemon processes (`python -m carrierpay.benchmarks.payment daemon ...`)."""
 
     def __init__(self, url: str, count: int, batch: int, workdir: Path):
         self.url, self.count, self.batch, self.workdir = url, count, batch, workdir
@@ -166,7 +166,7 @@ class Daemons:
         for _ in range(self.count):
             ledger_file = self.workdir / f"ledger-{len(self.procs)}-{time.monotonic_ns()}.json"
             proc = subprocess.Popen(
-                [sys.executable, "-m", "carrierpay.payment_bench", "daemon", self.url, str(self.batch),
+                [sys.executable, "-m", "carrierpay.benchmarks.payment", "daemon", self.url, str(self.batch),
                  str(ledger_file)],
                 env=env, stdout=subprocess.DEVNULL, stderr=ledger_file.with_suffix(".log").open("w"),
             )

@@ -1,8 +1,9 @@
 """Scheduling engine benchmark: best-hour against fixed retry hours on a simulated prepaid population,
 and how fast sched.run_due turns a large backlog of due subscriptions into queued charges.
 
-    PYTHONPATH=$PWD python benchmarks/sched_bench.py          # both parts at the default (reduced) size
-    PYTHONPATH=$PWD python benchmarks/sched_bench.py --subscriptions 100000 --days 30 --due 1000000 --due-seconds 600
+    PYTHONPATH=$PWD python -m carrierpay.benchmarks.sched     # both parts at the default (reduced) size
+    PYTHONPATH=$PWD python -m carrierpay.benchmarks.sched --subscriptions 100000 --days 30 \
+        --due 1000000 --due-seconds 600
 
 The defaults (2,000 subscriptions x 7 days; 100,000 due) take a few minutes on 2 cores. Part (a) at
 the full size (100,000 x 30 days, --parallel) took about two hours (see benchmarks/RESULTS.md).
