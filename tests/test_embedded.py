@@ -69,3 +69,13 @@ def test_busy_port_is_skipped_and_second_start_reports_running(home):
         assert cluster.stop() is True
     assert cluster.stop() is False
     assert not cluster.status().running
+
+
+def test_a_server_whose_binaries_were_upgraded_under_it_gets_its_fix_in_one_line():
+    from carrierpay.embedded import hint_for_server_error
+
+    upgraded = ('could not load library "/usr/lib/postgresql/15/lib/plpgsql.so": '
+                "/usr/lib/postgresql/15/lib/plpgsql.so: undefined symbol: EnsurePortalSnapshotExists")
+    assert hint_for_server_error(upgraded) == ("the PostgreSQL binaries were upgraded under the running server; "
+                                               "restart it: carrierpay db down && carrierpay db up")
+    assert hint_for_server_error('relation "cp.procedure" does not exist') is None
