@@ -3,12 +3,10 @@ against one subscriber's spend cap. Threads start together on a barrier; no timi
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
-import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+
+from tests.core.world import fire_together
 
 CAPS_CARRIER = {
     "code": "test_caps", "name": "Test caps", "country": "NG", "mcc": "621", "mnc": "30", "currency": "NGN",
@@ -16,26 +14,6 @@ CAPS_CARRIER = {
     "rules": {"cap_currency": "NGN", "daily_cap_minor": 30000},
     "operations": {"charge": {"pattern": "sync"}, "send_sms": {}},
 }
-
-
-def fire_together(url: str, n: int, sql: str, params_for) -> list[tuple[str, object]]:
-    """Run `sql` from n connections released at the same moment; each gives ('ok', row) or ('error', sqlstate)."""
-    connections = [psycopg.connect(url, autocommit=True) for _ in range(n)]
-    barrier = threading.Barrier(n)
-
-    def one(i: int):
-        barrier.wait(timeout=30)
-        try:
-            return "ok", connections[i].execute(sql, params_for(i)).fetchone()[0]
-        except psycopg.Error as exc:
-            return "error", exc.sqlstate
-
-    try:
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            return list(pool.map(one, range(n)))
-    finally:
-        for connection in connections:
-            connection.close()
 
 
 def test_same_idempotency_key_from_eight_connections_charges_once(world_url, conn):

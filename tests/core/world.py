@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
@@ -26,3 +28,23 @@ def settle(conn: psycopg.Connection, procedure_id: int, outcome: str, reason: st
 
 def claim(conn: psycopg.Connection, carrier: str) -> list[dict]:
     return [row[0] for row in conn.execute("select pg_temp.claim(%s)", [carrier]).fetchall()]
+
+
+def fire_together(url: str, n: int, sql: str, params_for) -> list[tuple[str, object]]:
+    """Run `sql` from n connections released at the same moment; each gives ('ok', row) or ('error', sqlstate)."""
+    connections = [psycopg.connect(url, autocommit=True) for _ in range(n)]
+    barrier = threading.Barrier(n)
+
+    def one(i: int):
+        barrier.wait(timeout=30)
+        try:
+            return "ok", connections[i].execute(sql, params_for(i)).fetchone()[0]
+        except psycopg.Error as exc:
+            return "error", exc.sqlstate
+
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            return list(pool.map(one, range(n)))
+    finally:
+        for connection in connections:
+            connection.close()

@@ -13,6 +13,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from carrierpay.paths import sql_root
+from tests.core.world import fire_together
 from tests.security.conftest import role_url
 
 WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
@@ -68,26 +69,6 @@ def settle_charges(owner, number: str, outcome: str = "succeeded") -> int:
         owner.execute("select adapter.complete_calls(%s)",
                       [Jsonb([{"call_id": call, "outcome": outcome} for call in calls])])
     return len(calls)
-
-
-def fire_together(conninfo: str, n: int, sql: str, params_for) -> list[tuple[str, object]]:
-    """Run `sql` from n connections released at the same moment; each gives ('ok', row) or ('error', sqlstate)."""
-    connections = [psycopg.connect(conninfo, autocommit=True) for _ in range(n)]
-    barrier = threading.Barrier(n)
-
-    def one(i: int):
-        barrier.wait(timeout=30)
-        try:
-            return "ok", connections[i].execute(sql, params_for(i)).fetchone()[0]
-        except psycopg.Error as exc:
-            return "error", exc.sqlstate
-
-    try:
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            return list(pool.map(one, range(n)))
-    finally:
-        for connection in connections:
-            connection.close()
 
 
 def test_a_second_key_finds_the_live_subscription_and_each_period_is_charged_once(world_url):
