@@ -228,18 +228,31 @@ returns table (carrier text, queue_due bigint, queued_due bigint, unsettled bigi
 language sql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
-    select k.code,
-           (select count(*) from cp.call_queue q
-             where q.carrier_id = k.carrier_id and (q.lease_until is not null or q.available_at <= cp.clock_now())),
-           (select count(*) from cp.carrier_call c join cp.call_queue q using (call_id)
-             where c.carrier_id = k.carrier_id and c.status = 'queued' and q.available_at <= cp.clock_now()),
-           (select count(*) from cp.carrier_call c
-             where c.carrier_id = k.carrier_id and c.status in ('leased', 'awaiting_result', 'unknown')),
-           (select count(*) from cp.carrier_call c
-             where c.carrier_id = k.carrier_id and c.status in ('unknown', 'awaiting_result')
-               and c.next_reconcile_at <= cp.clock_now() and cp.reconcilable_now(c.status, c.sent_at, k.spec)),
-           (select count(*) from cp.carrier_call c where c.carrier_id = k.carrier_id and c.status = 'awaiting_result')
+    -- One pass over the (small) queue and one over the unsettled calls, whatever the number of
+    -- carriers: tools poll this while they wait for work to drain.
+    with now as (select cp.clock_now() as at),
+    queue as (
+        select q.carrier_id,
+               count(*) filter (where q.lease_until is not null or q.available_at <= now.at) as queue_due,
+               count(*) filter (where c.status = 'queued' and q.available_at <= now.at) as queued_due
+        from cp.call_queue q join cp.carrier_call c using (call_id) cross join now
+        group by q.carrier_id
+    ),
+    open as (
+        select c.carrier_id,
+               count(*) as unsettled,
+               count(*) filter (where c.status in ('unknown', 'awaiting_result') and c.next_reconcile_at <= now.at
+                                  and cp.reconcilable_now(c.status, c.sent_at, k.spec)) as reconcilable_now,
+               count(*) filter (where c.status = 'awaiting_result') as awaiting_result
+        from cp.carrier_call c join cp.carrier k using (carrier_id) cross join now
+        where c.status in ('leased', 'awaiting_result', 'unknown')
+        group by c.carrier_id
+    )
+    select k.code, coalesce(queue.queue_due, 0), coalesce(queue.queued_due, 0), coalesce(open.unsettled, 0),
+           coalesce(open.reconcilable_now, 0), coalesce(open.awaiting_result, 0)
     from cp.carrier k
+    left join queue on queue.carrier_id = k.carrier_id
+    left join open on open.carrier_id = k.carrier_id
 $$;
 
 -- Procedures not final, and whether each is legitimately open: every call of theirs waits in the
