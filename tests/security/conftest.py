@@ -20,22 +20,36 @@ def url_as(url: str, role: str, password: str) -> str:
 
 
 @pytest.fixture
-def world_conn(db_url):
-    """The owner's autocommit connection to a database holding the test world."""
+def world_url(db_url):
+    """A fresh database holding the test world, committed (usable from many connections)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         load_world(conn)
+    return db_url
+
+
+@pytest.fixture
+def owner(world_url):
+    """The owner's autocommit connection to the world."""
+    with psycopg.connect(world_url, autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def merchant(db_url, world_conn):
+def merchant(world_url):
+    """A connection logged in as the world's merchant acme, with its own role."""
+    with psycopg.connect(role_url(world_url, "cp_merchant_acme"), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def attacker(world_url, owner):
     """A merchant of its own (unique code: roles are cluster-wide), with a product priced on test_ng,
     and a factory of connections logged in as its role with the password add_merchant showed once."""
     code = f"m{uuid.uuid4().hex[:10]}"
-    added = world_conn.execute("select admin.add_merchant(%s, 'Attacker Ltd')", [code]).fetchone()[0]
-    world_conn.execute("select admin.add_product(%s, 'gems', 'Gems')", [code])
-    world_conn.execute("select admin.add_price_point(%s, 'gems', 'one_time', 20000, 'NGN', 'gems', "
-                       "p_carrier => 'test_ng')", [code])
+    added = owner.execute("select admin.add_merchant(%s, 'Attacker Ltd')", [code]).fetchone()[0]
+    owner.execute("select admin.add_product(%s, 'gems', 'Gems')", [code])
+    owner.execute("select admin.add_price_point(%s, 'gems', 'one_time', 20000, 'NGN', 'gems', "
+                  "p_carrier => 'test_ng')", [code])
 
     class Merchant:
         def __init__(self):
@@ -44,7 +58,7 @@ def merchant(db_url, world_conn):
             self.password = added["db_password"]
 
         def connect(self, **kwargs) -> psycopg.Connection:
-            return psycopg.connect(url_as(db_url, self.role, self.password), autocommit=True, **kwargs)
+            return psycopg.connect(url_as(world_url, self.role, self.password), autocommit=True, **kwargs)
 
     return Merchant()
 

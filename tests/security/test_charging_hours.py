@@ -11,17 +11,15 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from carrierpay.paths import sql_root
 from tests.security.conftest import role_url
 
-WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
 ADAPTER_ROLE = "cp_security_adapter"
 
 
 @pytest.fixture
-def world_url(db_url):
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(WORLD_SQL.read_text())
+def world_url(world_url):
+    """The shared world, with charging hours on test_ng and an adapter login."""
+    with psycopg.connect(world_url, autocommit=True) as conn:
         conn.execute("""update cp.carrier set spec = spec || '{"charging_hours": "08:00-22:00"}'
                         where code = 'test_ng'""")
         # Roles are cluster-wide: another test's database may have made it already.
@@ -30,19 +28,7 @@ def world_url(db_url):
                                  create role {ADAPTER_ROLE} login in role carrierpay_adapter;
                              end if;
                          end $$""")
-    return db_url
-
-
-@pytest.fixture
-def owner(world_url):
-    with psycopg.connect(world_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def merchant(world_url):
-    with psycopg.connect(role_url(world_url, "cp_merchant_acme"), autocommit=True) as conn:
-        yield conn
+    return world_url
 
 
 @pytest.fixture

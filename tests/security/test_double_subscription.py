@@ -12,11 +12,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from carrierpay.paths import sql_root
 from tests.core.world import fire_together
 from tests.security.conftest import role_url
 
-WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
 NUMBER = "+2348020000050"
 ZA_CARRIER = {
     "code": "test_za", "name": "Test ZA", "country": "ZA", "mcc": "655", "mnc": "01", "currency": "ZAR",
@@ -25,13 +23,6 @@ ZA_CARRIER = {
     "operations": {"send_sms": {"pattern": "callback", "safe_to_repeat": True},
                    "charge": {"pattern": "callback", "safe_to_repeat": False}},
 }
-
-
-@pytest.fixture
-def world_url(db_url):
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(WORLD_SQL.read_text())
-    return db_url
 
 
 def merchant_url(url: str) -> str:

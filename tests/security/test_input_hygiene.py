@@ -15,32 +15,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from carrierpay.paths import sql_root
-from tests.security.conftest import role_url
-
-WORLD_SQL = sql_root() / "tests" / "fixtures" / "world.sql"
 ROOT = Path(__file__).resolve().parents[2]
 NG = "+2348020000070"
 GB = "+447700900070"
-
-
-@pytest.fixture
-def world_url(db_url):
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(WORLD_SQL.read_text())
-    return db_url
-
-
-@pytest.fixture
-def owner(world_url):
-    with psycopg.connect(world_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def merchant(world_url):
-    with psycopg.connect(role_url(world_url, "cp_merchant_acme"), autocommit=True) as conn:
-        yield conn
 
 
 def refusal(conn, sql: str, params=()) -> psycopg.Error:

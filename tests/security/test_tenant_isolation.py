@@ -16,48 +16,48 @@ def charge(conn: psycopg.Connection, merchant: str, key: str) -> dict:
                         [merchant, "coins" if merchant == "other" else "gems", key]).fetchone()[0]
 
 
-def test_a_merchant_role_can_create_no_temporary_table(merchant):
-    with merchant.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
+def test_a_merchant_role_can_create_no_temporary_table(attacker):
+    with attacker.connect() as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute("create temp table pg_roles (rolname name, rolsuper bool)")
 
 
-def test_a_shadow_pg_roles_does_not_make_a_merchant_superuser(db_url, world_conn, merchant):
+def test_a_shadow_pg_roles_does_not_make_a_merchant_superuser(db_url, owner, attacker):
     # Even where an operator has handed out TEMP, the caller's temporary objects never reach the API:
     # every SECURITY DEFINER function searches pg_temp last and names catalogs with their schema.
-    database = world_conn.execute("select current_database()").fetchone()[0]
-    world_conn.execute(f'grant temporary on database "{database}" to {merchant.role}')
-    with merchant.connect() as conn:
+    database = owner.execute("select current_database()").fetchone()[0]
+    owner.execute(f'grant temporary on database "{database}" to {attacker.role}')
+    with attacker.connect() as conn:
         conn.execute("create temp table pg_roles (rolname name, rolsuper bool)")
         conn.execute("insert into pg_roles values (session_user, true)")
         conn.execute("create temp table pg_namespace (nspname name, nspowner oid)")
         conn.execute("insert into pg_namespace select 'cp', oid from pg_catalog.pg_roles where rolname = session_user")
-        assert charge(conn, merchant.code, "own-1")["status"] == "pending"
+        assert charge(conn, attacker.code, "own-1")["status"] == "pending"
         for attempt in ("select api.charge('other', '+2348020000007', 'coins', 'x-1')",
                         "select api.payment('other', 1)",
                         "select api.refund('other', 1, 'x-2')"):
             with raises_sqlstate("CP002"):
                 conn.execute(attempt)
-    owned = world_conn.execute("select count(*) from cp.procedure p join cp.merchant m using (merchant_id) "
+    owned = owner.execute("select count(*) from cp.procedure p join cp.merchant m using (merchant_id) "
                                "where m.code = 'other'").fetchone()[0]
     assert owned == 0
 
 
-def test_a_pooled_login_acts_only_for_the_role_it_set(db_url, world_conn, merchant):
+def test_a_pooled_login_acts_only_for_the_role_it_set(db_url, owner, attacker):
     pool_role = f"pool_{uuid.uuid4().hex[:8]}"
-    world_conn.execute(f"create role {pool_role} login password 'pool-pass' in role {merchant.role}, cp_merchant_other")
+    owner.execute(f"create role {pool_role} login password 'pool-pass' in role {attacker.role}, cp_merchant_other")
     with psycopg.connect(url_as(db_url, pool_role, "pool-pass"), autocommit=True) as conn:
         # Logged in as the pool itself, it is neither merchant.
-        for code in (merchant.code, "other"):
+        for code in (attacker.code, "other"):
             with raises_sqlstate("CP002"):
                 charge(conn, code, f"pool-{code}")
-        conn.execute(f"set role {merchant.role}")
-        assert charge(conn, merchant.code, "pooled-1")["status"] == "pending"
+        conn.execute(f"set role {attacker.role}")
+        assert charge(conn, attacker.code, "pooled-1")["status"] == "pending"
         with raises_sqlstate("CP002"):
             charge(conn, "other", "pooled-2")
         conn.execute("set role cp_merchant_other")
         assert charge(conn, "other", "pooled-3")["status"] == "pending"
         with raises_sqlstate("CP002"):
-            charge(conn, merchant.code, "pooled-4")
+            charge(conn, attacker.code, "pooled-4")
 
 
 def test_every_security_definer_function_pins_its_search_path_with_pg_temp_last(conn):
@@ -89,18 +89,18 @@ def test_the_merchant_role_is_not_adopted_when_someone_else_made_it(conn):
     assert member is False
 
 
-def test_a_merchant_logs_in_with_the_password_shown_once_and_rotation_retires_it(db_url, world_conn, merchant):
-    with merchant.connect() as conn:
-        assert conn.execute("select current_user").fetchone()[0] == merchant.role
-    stored = world_conn.execute("select rolpassword from pg_catalog.pg_authid where rolname = %s",
-                                [merchant.role]).fetchone()[0]
-    assert stored.startswith("SCRAM-SHA-256$") and merchant.password not in stored
-    rotated = world_conn.execute("select admin.rotate_merchant_password(%s)", [merchant.code]).fetchone()[0]
-    assert rotated["db_password"] != merchant.password
+def test_a_merchant_logs_in_with_the_password_shown_once_and_rotation_retires_it(db_url, owner, attacker):
+    with attacker.connect() as conn:
+        assert conn.execute("select current_user").fetchone()[0] == attacker.role
+    stored = owner.execute("select rolpassword from pg_catalog.pg_authid where rolname = %s",
+                                [attacker.role]).fetchone()[0]
+    assert stored.startswith("SCRAM-SHA-256$") and attacker.password not in stored
+    rotated = owner.execute("select admin.rotate_merchant_password(%s)", [attacker.code]).fetchone()[0]
+    assert rotated["db_password"] != attacker.password
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        merchant.connect()
-    with psycopg.connect(url_as(db_url, merchant.role, rotated["db_password"]), autocommit=True) as conn:
-        assert conn.execute("select current_user").fetchone()[0] == merchant.role
+        attacker.connect()
+    with psycopg.connect(url_as(db_url, attacker.role, rotated["db_password"]), autocommit=True) as conn:
+        assert conn.execute("select current_user").fetchone()[0] == attacker.role
 
 
 def test_the_embedded_cluster_wants_a_password_over_tcp(pg_cluster):
