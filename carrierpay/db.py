@@ -44,11 +44,6 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
 
 def redact_url(url: str) -> str:
     """A database URL fit to print or store: the password replaced by ***."""
-    from urllib.parse import urlsplit, urlunsplit
+    from sqlalchemy.engine import make_url  # imported late: slow, and most commands never print a URL
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    return make_url(url).render_as_string(hide_password=True)

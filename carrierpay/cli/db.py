@@ -25,7 +25,7 @@ def up(database_url: str | None = DatabaseUrlOption) -> None:
     """Create (first time) and start the embedded cluster, and create the database."""
     where = db.target(database_url)
     if where.embedded is None:
-        console.print(f"using the configured server; nothing to start ({_redact(where.url)})")
+        console.print(f"using the configured server; nothing to start ({db.redact_url(where.url)})")
         return
     cluster = where.embedded
     if cluster.init():
@@ -115,7 +115,3 @@ def migrate_cmd(
     else:
         console.print(f"applied {len(done.pending_revisions)} revision(s); "
                       f"re-applied SQL files ({len(done.changed_files)} changed)")
-
-
-def _redact(url: str) -> str:
-    return db.redact_url(url)
