@@ -51,6 +51,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from carrierpay import config, migrate, queries
+from carrierpay.db import redact_url
 from carrierpay.logmask import MaskingFormatter
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
@@ -787,8 +788,6 @@ class Demo:
             "settling_hours": self.stats.settling_hours,
             "sms_delivered": sum(len(sim.texts) for sim in self.sims.values()),
         }
-        from carrierpay.db import redact_url
-
         return {"database": DEMO_DATABASE, "url": redact_url(self.db.url),
                 "history_url": redact_url(self.db.history_url),
                 "business_clock": (await self.one(queries.CLOCK_NOW)).isoformat(),
@@ -953,8 +952,6 @@ async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, conso
             options.summary.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         say(f"\nfinished in {summary['elapsed_s']}s; "
             + ("[green]all checks passed[/]" if summary["ok"] else "[bold red]some checks FAILED[/]"))
-        from carrierpay.db import redact_url
-
         where = (f"data: database {DEMO_DATABASE} ({redact_url(database.url)}); history store {DEMO_HISTORY_DATABASE}; "
                  f"daemon log {logfile}")
         if database.cluster is not None:
