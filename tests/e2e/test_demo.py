@@ -7,22 +7,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.as_a_user import run_carrierpay
 
 
 def carrierpay(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CARRIERPAY_")}
-    env["CARRIERPAY_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "carrierpay", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=home)
+    return run_carrierpay(home, *args, home=home, timeout=timeout)
 
 
 @pytest.fixture

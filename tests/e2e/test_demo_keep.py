@@ -7,36 +7,25 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.as_a_user import read_until, run_carrierpay, start_carrierpay
 
 
 def test_keep_holds_the_business_clock_until_the_user_moves_it():
     home = Path(tempfile.mkdtemp(prefix="carrierpay-keep-", dir="/tmp"))
     os.chmod(home, 0o755)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CARRIERPAY_")}
-    env["CARRIERPAY_HOME"] = str(home)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
 
     def carrierpay(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "carrierpay", *args], env=env, capture_output=True, text=True,
-                              timeout=60, cwd=home)
+        return run_carrierpay(home, *args, home=home)
 
-    demo = subprocess.Popen([sys.executable, "-m", "carrierpay", "demo", "--subscribers", "200", "--days", "1",
-                             "--keep"], env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = start_carrierpay(home, "demo", "--subscribers", "200", "--days", "1", "--keep", home=home)
     try:
-        seen = []
-        deadline = time.monotonic() + 240
-        for line in demo.stdout:
-            seen.append(line)
-            if "keep running until you press Ctrl-C" in line or time.monotonic() > deadline:
-                break
+        seen = read_until(demo, "keep running until you press Ctrl-C", 240)
         assert any("held where the run ended" in line for line in seen), "".join(seen)[-3000:]
         url = carrierpay("db", "url", "--database", "carrierpay_demo").stdout.strip()
         with psycopg.connect(url, autocommit=True) as conn:

@@ -8,28 +8,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.as_a_user import read_until, run_carrierpay, start_carrierpay
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a private directory only matters when we are root")
 
 
-def environment() -> dict[str, str]:
-    # No CARRIERPAY_HOME: the README's command runs with the default, ./.carrierpay.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CARRIERPAY_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
 def carrierpay(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "carrierpay", *args], env=environment(), capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+    # No CARRIERPAY_HOME: the README's command runs with the default, ./.carrierpay.
+    return run_carrierpay(cwd, *args, timeout=timeout)
 
 
 @pytest.fixture
@@ -73,16 +65,9 @@ def test_root_runs_the_demo_from_a_private_directory(private_checkout):
 
 
 def test_an_interrupted_demo_stops_the_server_it_started(private_checkout):
-    demo = subprocess.Popen([sys.executable, "-m", "carrierpay", "demo", "--subscribers", "2000", "--days", "7"],
-                            env=environment(), cwd=private_checkout, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    demo = start_carrierpay(private_checkout, "demo", "--subscribers", "2000", "--days", "7")
     try:
-        seen = []
-        deadline = time.monotonic() + 120
-        for line in demo.stdout:
-            seen.append(line)
-            if "recreated and migrated" in line or time.monotonic() > deadline:
-                break
+        seen = read_until(demo, "recreated and migrated", 120)
         assert any("recreated and migrated" in line for line in seen), "".join(seen)
         time.sleep(3)  # into the run: simulators and daemons are up
         demo.send_signal(signal.SIGINT)
