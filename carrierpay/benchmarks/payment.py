@@ -274,7 +274,7 @@ from records group by 1 order by 2 desc limit %(top)s
 """
 
 
-def wal_by_relation(conn: psycopg.Connection, start: int, end: int, top: int = 15) -> list[tuple[str, int, int]]:
+def wal_by_relation(conn: psycopg.Connection, start: int, end: int, top: int = 30) -> list[tuple[str, int, int]]:
     """(relation or record kind, WAL bytes, records) for the WAL written between two positions."""
     return conn.execute(WAL_BY_RELATION, {"start": lsn(start), "end": lsn(end), "top": top}).fetchall()
 
@@ -633,6 +633,7 @@ def money_checks(url: str, ledger: dict[str, Any], report: Report) -> None:
             "select count(*) from cp.procedure where kind = 'charge' and status = 'succeeded'").fetchone()[0]
         unsettled = conn.execute(
             "select count(*) from cp.procedure where status in ('pending', 'in_flight', 'unknown')").fetchone()[0]
+        dangling = conn.execute("select child, reference, rows from report.dangling_references").fetchall()
     charged = {cur: int(v) for cur, v in ledger["charged"].items() if v}
     lines = [
         f"money: {journals} journals, {unbalanced} unbalanced, {empty} without entries",
@@ -647,6 +648,9 @@ def money_checks(url: str, ledger: dict[str, Any], report: Report) -> None:
         report.failures.append(f"simulator counted {ledger['charges']} charges, we have {succeeded} succeeded")
     if unsettled:
         report.failures.append(f"{unsettled} procedures not settled")
+    lines.append(f"money: {len(dangling)} kinds of dangling reference")
+    if dangling:
+        report.failures.append("dangling references: " + ", ".join(f"{c}.{r} ×{n}" for c, r, n in dangling))
     lines.append("money checks: " + ("ok" if not report.failures else "FAILED: " + "; ".join(report.failures)))
     report.lines.extend(lines)
 

@@ -20,16 +20,19 @@ declare
     v_hours text;
     v_open boolean := true;
     v_opening timestamptz;
+    v_left integer;
     v_granted integer;
-    v_claimed integer;
+    v_sendable bigint[];
+    v_held bigint[];
 begin
     select carrier_id, timezone into v_carrier_id, v_timezone from cp.carrier where code = p_carrier;
     if v_carrier_id is null then
         perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
     end if;
-    -- The carrier's calls-per-second budget is shared by every adapter process.
-    v_granted := cp.take_budget(v_carrier_id, p_limit);
-    if v_granted = 0 then
+    -- The carrier's calls-per-second budget is shared by every adapter process: what is left of this
+    -- second bounds the pick (read without a lock), and the budget is taken for what was picked.
+    v_left := cp.budget_left(v_carrier_id);
+    if v_left = 0 then
         return;
     end if;
     v_hours := nullif(cp.effective_rules(v_carrier_id)->>'charging_hours', '');
@@ -39,27 +42,36 @@ begin
             v_opening := cp.next_charging_time(v_hours, v_timezone, v_now);
         end if;
     end if;
-    return query
-    with picked as (
-        select q.call_id,
+    select coalesce(array_agg(x.call_id order by x.available_at, x.call_id) filter (where x.may_send), '{}'),
+           coalesce(array_agg(x.call_id) filter (where not x.may_send), '{}')
+    into v_sendable, v_held
+    from (
+        select q.call_id, q.available_at,
                not q.charging_hours or v_hours is null
                or case when q.timezone is null then v_open
                        else cp.in_window((v_now at time zone q.timezone)::time, v_hours) end as may_send
         from cp.call_queue q
         where q.carrier_id = v_carrier_id and q.lease_until is null and q.available_at <= v_now
         order by q.available_at
-        limit v_granted
+        limit least(p_limit, v_left)
         for update skip locked
-    ), held as (
-        update cp.call_queue q
-        set available_at = case when q.timezone is null then v_opening
-                                else cp.next_charging_time(v_hours, q.timezone, v_now) end
-        where q.call_id = any (array(select call_id from picked where not may_send))
-    ), leased as (
+    ) x;
+    -- Outside its subscriber's charging hours a charge waits for the next opening (no budget used).
+    update cp.call_queue q
+    set available_at = case when q.timezone is null then v_opening
+                            else cp.next_charging_time(v_hours, q.timezone, v_now) end
+    where q.call_id = any (v_held);
+    v_granted := cp.take_budget(v_carrier_id, cardinality(v_sendable));
+    if v_granted = 0 then
+        return;
+    end if;
+    v_sendable := v_sendable[1:v_granted];  -- the rest stay queued (locked until this commits)
+    return query
+    with leased as (
         -- By primary key lookups whatever the statistics say: the queue's are usually from a moment it
         -- was nearly empty, and a join planned for one row turns quadratic for a batch.
         update cp.call_queue q set lease_until = v_now + p_lease, worker = p_worker
-        where q.call_id = any (array(select call_id from picked where may_send))
+        where q.call_id = any (v_sendable)
         returning q.call_id
     ), calls as (
         update cp.carrier_call c set status = 'leased', sent_at = clock_timestamp(), lease_no = c.lease_no + 1
@@ -72,9 +84,7 @@ begin
     )
     select cp.call_document(calls::cp.carrier_call)
            || jsonb_build_object('lease_until', v_now + p_lease, 'lease', calls.lease_no)
-    from calls;  -- held and procs run regardless: data-modifying CTEs always execute
-    get diagnostics v_claimed = row_count;
-    perform cp.return_budget(v_carrier_id, v_granted - v_claimed);
+    from calls;  -- procs runs regardless: data-modifying CTEs always execute
 end
 $$;
 
@@ -265,16 +275,19 @@ begin
     end if;
     -- Locked now, so the call cannot be claimed or requeued between the check below and the change.
     if p_payload->>'correlator' is not null then
+        -- A correlator is 'cp-' and the call's id (carrier_call_correlator_is_id).
         select * into v_call from cp.carrier_call
-        where carrier_id = v_carrier_id and correlator = p_payload->>'correlator'
+        where call_id = case when p_payload->>'correlator' ~ '^cp-[0-9]{1,18}$'
+                             then substr(p_payload->>'correlator', 4)::bigint end
+          and carrier_id = v_carrier_id and correlator = p_payload->>'correlator'
         for update;
     else
         -- By the carrier's id; a multi-part SMS has one id per part, joined by ','. The lock pairs with
         -- cp.rematch_callbacks, so a receipt racing the call's id either finds it or is found later.
         perform pg_catalog.pg_advisory_xact_lock(v_carrier_id, hashtext(p_payload->>'carrier_ref'));
         select * into v_call from cp.carrier_call
-        where carrier_id = v_carrier_id and carrier_ref is not null
-          and string_to_array(carrier_ref, ',') @> array[p_payload->>'carrier_ref']
+        where carrier_id = v_carrier_id and message_ids is not null
+          and message_ids @> array[p_payload->>'carrier_ref']
         order by call_id desc limit 1
         for update;
     end if;

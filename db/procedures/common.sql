@@ -185,7 +185,11 @@ declare
 begin
     insert into cp.subscriber (msisdn, carrier_id, created_at)
     values (p_msisdn, p_carrier_id, cp.clock_now())
-    on conflict (msisdn) do nothing;
+    on conflict (msisdn) do nothing
+    returning * into v_subscriber;
+    if found then
+        return v_subscriber;  -- new: no one else sees it before we commit, so no lock to take
+    end if;
     select * into v_subscriber from cp.subscriber where msisdn = p_msisdn for update;
     if v_subscriber.carrier_id <> p_carrier_id then
         -- The number moved to another carrier (porting): follow the current range.
@@ -224,7 +228,9 @@ as $$
 $$;
 
 -- Idempotency: returns the stored response of an earlier call with this key, or null when this
--- call is the first (its row is then held until commit, so concurrent duplicates wait for it).
+-- call is the first. Concurrent calls with one key take turns on a transaction-scoped advisory lock
+-- (no row, no WAL): the second waits for the first to commit, then finds its response here. The
+-- key's row is written once, with the response, by cp.idempotency_finish.
 create or replace function cp.idempotency_begin(
     p_merchant_id integer, p_key text, p_operation text, p_request jsonb
 ) returns jsonb
@@ -238,13 +244,14 @@ begin
     if p_key is null or length(p_key) = 0 or length(p_key) > 200 then
         perform cp.fail('CP080', 'an idempotency key of 1 to 200 characters is required');
     end if;
-    insert into cp.idempotency (merchant_id, idem_key, operation, request_hash)
-    values (p_merchant_id, p_key, p_operation, v_hash)
-    on conflict do nothing;
-    if found then
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(p_merchant_id || ':' || p_key, 1709));
+    select * into v_row from cp.idempotency where merchant_id = p_merchant_id and idem_key = p_key;
+    if not found then
+        -- What cp.idempotency_finish stores for this key (this transaction only).
+        perform pg_catalog.set_config('carrierpay.idempotency', pg_catalog.jsonb_build_object(
+            'merchant_id', p_merchant_id, 'key', p_key, 'operation', p_operation, 'hash', v_hash)::text, true);
         return null;
     end if;
-    select * into v_row from cp.idempotency where merchant_id = p_merchant_id and idem_key = p_key;
     if v_row.operation <> p_operation or v_row.request_hash <> v_hash then
         perform cp.fail('CP010', format('idempotency key %L was already used with different parameters',
                                         left(p_key, 64)));
@@ -253,12 +260,50 @@ begin
 end
 $$;
 
--- Idempotency: remember the response of the first call with this key.
+-- Idempotency: remember the response of the first call with this key, as cp.idempotency_begin of
+-- the same transaction left it. A key another transaction took meanwhile (possible only when the
+-- caller's snapshot predates its commit: REPEATABLE READ) is a serialization failure: the caller
+-- retries and gets the stored response.
 create or replace function cp.idempotency_finish(p_merchant_id integer, p_key text, p_response jsonb)
 returns jsonb
-language sql
+language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
-    update cp.idempotency set response = p_response where merchant_id = p_merchant_id and idem_key = p_key;
-    select p_response;
+declare
+    v_begun jsonb := nullif(pg_catalog.current_setting('carrierpay.idempotency', true), '')::jsonb;
+begin
+    if v_begun is null or (v_begun->>'merchant_id')::integer is distinct from p_merchant_id
+       or v_begun->>'key' is distinct from p_key then
+        perform cp.fail('CP080', 'idempotency_finish without its idempotency_begin');
+    end if;
+    insert into cp.idempotency (merchant_id, idem_key, operation, request_hash, response)
+    values (p_merchant_id, p_key, v_begun->>'operation', v_begun->>'hash', p_response)
+    on conflict do nothing;
+    if not found then
+        raise exception using errcode = '40001',
+            message = format('idempotency key %L was taken by a concurrent call; retry', left(p_key, 64));
+    end if;
+    perform pg_catalog.set_config('carrierpay.idempotency', '', true);
+    return p_response;
+end
+$$;
+
+-- Rows that payment rows refer to are never deleted. The high-volume tables (procedures, carrier
+-- calls, the call queue, journals, ledger entries, entitlements, notifications, logs) carry no
+-- foreign keys: each check would lock its parent row, a WAL record per reference and a MultiXact
+-- when concurrent payments share a merchant or carrier. Their references hold instead because the
+-- procedures write a child only after reading its parent in the same transaction, and because no
+-- parent ever goes away: configuration is retired by status, history by archiving whole time ranges.
+-- Each parent table's trigger file declares `_050_never_deleted` and `_051_never_truncated` with
+-- this function (journals are immutable already: db/triggers/journal.sql refuses with CP062);
+-- report.dangling_references lists any row whose parent is missing, and must always be empty.
+create or replace function cp.tg_parent__never_deleted() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.fail('CP150', format('rows of %s are never deleted: payments refer to them (retire it by its status '
+                                    'instead)', tg_table_name));
+    return null;
+end
 $$;

@@ -65,10 +65,14 @@ declare
 begin
     insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, product_id, price_point_id,
                               subscription_id, parent_id, period_index, amount_minor, currency, variant,
-                              metadata, created_at, updated_at)
+                              metadata, created_at, updated_at, holds_period)
     values (p_kind, p_merchant_id, p_subscriber.subscriber_id, p_subscriber.carrier_id, p_product_id,
             p_price_point_id, p_subscription_id, p_parent_id, p_period_index, p_amount, p_currency, p_variant,
-            coalesce(p_metadata, '{}'), cp.clock_now(), cp.clock_now())
+            coalesce(p_metadata, '{}'), cp.clock_now(), cp.clock_now(),
+            -- a subscription's charge takes its period (one per period: procedure_holds_period), unless
+            -- it is a part of an accumulating period
+            case when p_kind = 'charge' and p_subscription_id is not null and p_metadata->>'partial' is null
+                 then true end)
     returning * into v_proc;
     return v_proc;
 end

@@ -9,6 +9,7 @@
 create or replace function cp.price_points_for(p_product_id integer, p_carrier_id integer, p_plan cp.plan)
 returns table (price_point cp.price_point, level bigint, n bigint)
 language sql stable
+rows 3  -- a ladder is a few points; the default guess (1,000) misplans the batches that join it
 set search_path = pg_catalog, cp, pg_temp
 as $$
     select pp, row_number() over w - 1, count(*) over ()

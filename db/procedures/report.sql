@@ -119,6 +119,61 @@ create view report.unbalanced_journals as
 select journal_id, sum(amount_minor)::bigint as off_by_minor
 from cp.ledger_entry group by journal_id having sum(amount_minor) <> 0;
 
+-- Rows of the payment tables whose parent row is missing: must always be empty. These references
+-- carry no foreign keys (cp.tg_parent__never_deleted says why); this is their check. A full scan: for
+-- audits and the benchmark's money checks, not for a dashboard.
+drop view if exists report.dangling_references;
+create view report.dangling_references as
+select x.child, x.reference, count(*)::bigint as rows
+from (
+    select 'procedure' as child, 'subscriber_id' as reference from cp.procedure p
+    where not exists (select from cp.subscriber s where s.subscriber_id = p.subscriber_id)
+    union all
+    select 'procedure', 'merchant_id' from cp.procedure p
+    where p.merchant_id is not null and not exists (select from cp.merchant m where m.merchant_id = p.merchant_id)
+    union all
+    select 'procedure', 'carrier_id' from cp.procedure p
+    where not exists (select from cp.carrier c where c.carrier_id = p.carrier_id)
+    union all
+    select 'procedure', 'product_id' from cp.procedure p
+    where p.product_id is not null and not exists (select from cp.product r where r.product_id = p.product_id)
+    union all
+    select 'procedure', 'price_point_id' from cp.procedure p
+    where p.price_point_id is not null
+      and not exists (select from cp.price_point r where r.price_point_id = p.price_point_id)
+    union all
+    select 'procedure', 'subscription_id' from cp.procedure p
+    where p.subscription_id is not null
+      and not exists (select from cp.subscription s where s.subscription_id = p.subscription_id)
+    union all
+    select 'procedure', 'parent_id' from cp.procedure p
+    where p.parent_id is not null and not exists (select from cp.procedure r where r.procedure_id = p.parent_id)
+    union all
+    select 'carrier_call', 'procedure_id' from cp.carrier_call c
+    where not exists (select from cp.procedure p where p.procedure_id = c.procedure_id)
+    union all
+    select 'call_queue', 'call_id' from cp.call_queue q
+    where not exists (select from cp.carrier_call c where c.call_id = q.call_id)
+    union all
+    select 'journal', 'procedure_id' from cp.journal j
+    where not exists (select from cp.procedure p where p.procedure_id = j.procedure_id)
+    union all
+    select 'ledger_entry', 'journal_id' from cp.ledger_entry e
+    where not exists (select from cp.journal j where j.journal_id = e.journal_id)
+    union all
+    select 'ledger_entry', 'account_id' from cp.ledger_entry e
+    where not exists (select from cp.ledger_account a where a.account_id = e.account_id)
+    union all
+    select 'entitlement', 'procedure_id' from cp.entitlement e
+    where not exists (select from cp.procedure p where p.procedure_id = e.procedure_id)
+    union all
+    select 'merchant_notification', 'merchant_id' from cp.merchant_notification n
+    where not exists (select from cp.merchant m where m.merchant_id = n.merchant_id)
+    union all
+    select 'carrier_log', 'call_id' from cp.carrier_log l
+    where not exists (select from cp.carrier_call c where c.call_id = l.call_id)
+) x
+group by x.child, x.reference;
 
 -- One row per carrier (and its country and currency): what a carrier brought in over the life of
 -- the database. Charges: every charge procedure that reached the carrier (not still pending);

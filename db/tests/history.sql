@@ -11,8 +11,11 @@ insert into cp.procedure (kind, subscriber_id, carrier_id, amount_minor, currenc
 select 'charge', s.subscriber_id, s.carrier_id, 499, 'GBP', now(), now() from cp.subscriber s;
 insert into cp.procedure (kind, subscriber_id, carrier_id, amount_minor, currency, created_at, updated_at, parent_id)
 select 'refund', p.subscriber_id, p.carrier_id, 499, 'GBP', now(), now(), p.procedure_id from cp.procedure p;
-insert into cp.carrier_call (procedure_id, carrier_id, operation, safe_to_repeat, correlator, created_at)
-select procedure_id, carrier_id, 'charge', false, 'corr-1', now() from cp.procedure where kind = 'charge';
+insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, safe_to_repeat, correlator, created_at)
+overriding system value
+select n.id, procedure_id, carrier_id, 'charge', false, 'cp-' || n.id, now()
+from cp.procedure, (select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as id) n
+where kind = 'charge';
 -- The setup rows' own trigger events are not part of these scenarios.
 delete from cp.event;
 

@@ -2,7 +2,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(31);
+select plan(32);
 
 -- Monthly periods count from the anchor: 31 January renews on the last day of February, then 31 March.
 select is(cp.period_start('2030-01-31 10:00', 'monthly', 1, 'UTC'), '2030-02-28 10:00+00'::timestamptz, 'Jan 31 + 1 month');
@@ -40,8 +40,8 @@ select is(cp.next_sms_time((select rules from cp.regulation where code = 'IN'), 
 update cp.carrier set tps = 5 where code = 'test_gb';
 select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 3, 'budget grants what is asked');
 select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 2, 'then only what is left');
-select cp.return_budget((select carrier_id from cp.carrier where code = 'test_gb'), 1);
-select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 1, 'returned budget is reusable');
+select is(cp.take_budget((select carrier_id from cp.carrier where code = 'test_gb'), 3), 0, 'and nothing once the second is used');
+select is(cp.budget_left((select carrier_id from cp.carrier where code = 'test_gb')), 0, 'budget_left sees it used');
 
 -- A charge-less carrier window: run_due moves due renewals to the next allowed hour instead of charging.
 select set_config('cp.tests.sub', (api.subscribe('acme', '+2348020000077', 'club', 'daily', 'w1'))->>'optin_id', true);

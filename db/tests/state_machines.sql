@@ -57,11 +57,12 @@ begin
                     update cp.subscription set status = to_status::cp.subscription_status
                     where subscription_id = v_id;
                 else
-                    insert into cp.carrier_call (procedure_id, carrier_id, operation, safe_to_repeat, status,
+                    v_id := nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id'));
+                    insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, safe_to_repeat, status,
                                                  correlator, created_at)
-                    values (v_proc.procedure_id, v_proc.carrier_id, 'charge', false,
-                            from_status::cp.call_status, 'matrix-' || from_status || '-' || to_status, now())
-                    returning call_id into v_id;
+                    overriding system value
+                    values (v_id, v_proc.procedure_id, v_proc.carrier_id, 'charge', false,
+                            from_status::cp.call_status, 'cp-' || v_id, now());
                     update cp.carrier_call set status = to_status::cp.call_status where call_id = v_id;
                 end if;
                 raise exception using errcode = 'CPZZZ', message = 'undo';  -- roll the row back either way

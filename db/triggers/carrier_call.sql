@@ -1,7 +1,7 @@
 -- Triggers on cp.carrier_call, in firing order (row triggers by name before each row, statement
 -- triggers by name after the statement): the state machine (_100), the receipt wait (_110), the
--- scrubbing of a sensitive SMS (_120), the outbox events (_900), then receipts that arrived before
--- their call (_950), so the history shows the call waiting before it is settled.
+-- scrubbing of a sensitive SMS (_120), the message ids a callback may name (_130), the outbox events
+-- (_900), then receipts that arrived before their call (_950), so the history shows the call waiting before it is settled.
 
 -- Enforce the carrier call state machine.
 create or replace function cp.tg_carrier_call__transition() returns trigger
@@ -17,15 +17,28 @@ begin
 end
 $$;
 
--- Note when a call starts waiting for its receipt, so adapter.expire_awaiting can time the wait.
+-- Note when a call starts waiting for its receipt, so adapter.expire_awaiting can time the wait, and
+-- forget it when the wait ends: the wait index (carrier_call_awaiting) holds only the calls waiting.
 create or replace function cp.tg_carrier_call__awaiting_since() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
-    if new.status = 'awaiting_result' and old.status is distinct from 'awaiting_result' then
-        new.awaiting_since := cp.clock_now();
-    end if;
+    new.awaiting_since := case when new.status = 'awaiting_result' then cp.clock_now() end;
+    return new;
+end
+$$;
+
+-- The ids a callback may name a call by (an SMSC's message ids, one per part of an SMS or premium
+-- MT), from the carrier reference its adapter reports (joined by ','), for delivery receipts to find
+-- it (carrier_call_message_ids). Only calls answered by callback have them: recording the reference
+-- of a call answered at once changes no indexed column, so it stays a HOT update.
+create or replace function cp.tg_carrier_call__message_ids() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    new.message_ids := string_to_array(new.carrier_ref, ',');
     return new;
 end
 $$;
@@ -46,13 +59,17 @@ begin
 end
 $$;
 
--- Outbox events for new carrier calls and changes of their status, one insert per statement.
+-- Outbox events for new carrier calls and changes of their status, one insert per statement. An
+-- event says what changed, not what the row already said: the call's kind and attempt when it is
+-- created, the outcome when there is one. The procedure is named for the history's timeline.
 create or replace function cp.carrier_call_event_payload(c cp.carrier_call, p_from cp.call_status) returns jsonb
 language sql stable
 as $$
-    select jsonb_build_object('from', p_from, 'to', c.status, 'operation', c.operation, 'attempt', c.attempt,
-                              'correlator', c.correlator, 'outcome', c.outcome, 'reason', c.reason,
-                              'carrier_code', c.carrier_code, 'procedure_id', c.procedure_id)
+    select jsonb_strip_nulls(case when p_from is null
+        then jsonb_build_object('to', c.status, 'operation', c.operation, 'attempt', c.attempt,
+                                'procedure_id', c.procedure_id)
+        else jsonb_build_object('from', p_from, 'to', c.status, 'outcome', c.outcome, 'reason', c.reason,
+                                'carrier_code', c.carrier_code, 'procedure_id', c.procedure_id) end)
 $$;
 
 -- The _900 event of each new row, one insert per statement.
@@ -101,12 +118,18 @@ $$;
 create or replace trigger _100_transition before update of status on cp.carrier_call
     for each row execute function cp.tg_carrier_call__transition();
 create or replace trigger _110_awaiting_since before update of status on cp.carrier_call
-    for each row execute function cp.tg_carrier_call__awaiting_since();
+    for each row
+    when ((new.status = 'awaiting_result') is distinct from (old.status = 'awaiting_result'))
+    execute function cp.tg_carrier_call__awaiting_since();
 create or replace trigger _120_scrub_sensitive before update of status on cp.carrier_call
     for each row
     when (new.operation = 'send_sms' and new.status in ('awaiting_result', 'done', 'failed', 'unknown')
           and new.params->>'sensitive' = 'true' and new.params->>'redacted' is null)
     execute function cp.tg_carrier_call__scrub_sensitive();
+create or replace trigger _130_message_ids before update of carrier_ref on cp.carrier_call
+    for each row
+    when (new.pattern = 'callback' and new.carrier_ref is distinct from old.carrier_ref)
+    execute function cp.tg_carrier_call__message_ids();
 create or replace trigger _900_event_created after insert on cp.carrier_call
     referencing new table as new_rows
     for each statement execute function cp.tg_carrier_call__created();
@@ -116,3 +139,9 @@ create or replace trigger _900_event_changed after update on cp.carrier_call
 create or replace trigger _950_rematch_callbacks after update on cp.carrier_call
     referencing old table as old_rows new table as new_rows
     for each statement execute function cp.tg_carrier_call__rematch();
+
+-- Payment rows refer to this table without foreign keys: its rows are never deleted (cp.tg_parent__never_deleted).
+create or replace trigger _050_never_deleted before delete on cp.carrier_call
+    for each row execute function cp.tg_parent__never_deleted();
+create or replace trigger _051_never_truncated before truncate on cp.carrier_call
+    for each statement execute function cp.tg_parent__never_deleted();

@@ -13,6 +13,13 @@ declare
     v_checked bigint := nullif(pg_catalog.current_setting('carrierpay.ledger_checked_through', true), '')::bigint;
     v_journal cp.journal;
 begin
+    -- Entries carry no foreign keys (cp.tg_parent__never_deleted): their journal and account are checked here.
+    if exists (select from new_rows n
+               where not exists (select from cp.journal j where j.journal_id = n.journal_id)
+                  or not exists (select from cp.ledger_account a where a.account_id = n.account_id)) then
+        perform cp.fail('CP066', 'ledger entries go into a journal posted by the same transaction, on an existing '
+                                 'account');
+    end if;
     for v_journal in
         select j.* from (select distinct journal_id from new_rows) n join cp.journal j using (journal_id)
         where j.xact_id is distinct from v_xact or j.journal_id <= v_checked

@@ -14,3 +14,9 @@ $$;
 create or replace trigger _100_webhook_url before insert or update of webhook_url on cp.merchant
     for each row when (new.webhook_url is not null)
     execute function cp.tg_merchant__webhook_url();
+
+-- Payment rows refer to this table without foreign keys: its rows are never deleted (cp.tg_parent__never_deleted).
+create or replace trigger _050_never_deleted before delete on cp.merchant
+    for each row execute function cp.tg_parent__never_deleted();
+create or replace trigger _051_never_truncated before truncate on cp.merchant
+    for each statement execute function cp.tg_parent__never_deleted();

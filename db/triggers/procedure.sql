@@ -29,20 +29,27 @@ begin
     if new.status in ('succeeded', 'failed') and old.status not in ('succeeded', 'failed') then
         new.final_at := new.updated_at;
     end if;
+    if new.status = 'failed' then
+        new.holds_period := null;  -- a failed charge leaves its period to the next attempt
+    end if;
     return new;
 end
 $$;
 
 -- Outbox events for new procedures and changes of their status: one insert per statement, however
--- many rows it wrote (a batch of settled charges is one statement).
+-- many rows it wrote (a batch of settled charges is one statement). An event says what changed, not
+-- what the row already said.
 create or replace function cp.procedure_event_payload(p cp.procedure, p_from cp.procedure_status) returns jsonb
 language sql stable
 as $$
-    select jsonb_build_object('kind', p.kind, 'from', p_from, 'to', p.status, 'amount_minor', p.amount_minor,
-                              'currency', p.currency, 'collected_minor', p.collected_minor,
-                              'refunded_minor', p.refunded_minor, 'reason', p.reason,
-                              'subscriber_id', p.subscriber_id, 'subscription_id', p.subscription_id,
-                              'procedure_id', p.procedure_id)
+    -- Created: the payment's facts. Changed: the new status, and the amount or reason that came with it.
+    select jsonb_strip_nulls(case when p_from is null
+        then jsonb_build_object('kind', p.kind, 'to', p.status, 'amount_minor', p.amount_minor,
+                                'currency', p.currency, 'subscriber_id', p.subscriber_id,
+                                'subscription_id', p.subscription_id, 'parent_id', p.parent_id)
+        else jsonb_build_object('from', p_from, 'to', p.status, 'reason', p.reason,
+                                'collected_minor', nullif(p.collected_minor, 0),
+                                'refunded_minor', nullif(p.refunded_minor, 0)) end)
 $$;
 
 -- The _900 event of each new row, one insert per statement.
@@ -85,3 +92,9 @@ create or replace trigger _900_event_created after insert on cp.procedure
 create or replace trigger _900_event_changed after update on cp.procedure
     referencing old table as old_rows new table as new_rows
     for each statement execute function cp.tg_procedure__changed();
+
+-- Payment rows refer to this table without foreign keys: its rows are never deleted (cp.tg_parent__never_deleted).
+create or replace trigger _050_never_deleted before delete on cp.procedure
+    for each row execute function cp.tg_parent__never_deleted();
+create or replace trigger _051_never_truncated before truncate on cp.procedure
+    for each statement execute function cp.tg_parent__never_deleted();

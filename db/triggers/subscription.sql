@@ -62,3 +62,9 @@ create or replace trigger _900_event_created after insert on cp.subscription
 create or replace trigger _900_event_changed after update on cp.subscription
     referencing old table as old_rows new table as new_rows
     for each statement execute function cp.tg_subscription__changed();
+
+-- Payment rows refer to this table without foreign keys: its rows are never deleted (cp.tg_parent__never_deleted).
+create or replace trigger _050_never_deleted before delete on cp.subscription
+    for each row execute function cp.tg_parent__never_deleted();
+create or replace trigger _051_never_truncated before truncate on cp.subscription
+    for each statement execute function cp.tg_parent__never_deleted();

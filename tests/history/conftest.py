@@ -87,9 +87,11 @@ class World:
 
     def call(self, procedure_id: int, operation: str = "charge") -> int:
         return self._one(
-            "insert into cp.carrier_call (procedure_id, carrier_id, operation, safe_to_repeat, correlator, "
-            "created_at) values (%s, %s, %s, false, %s, now()) returning call_id",
-            procedure_id, self.carrier_id, operation, uuid.uuid4().hex,
+            "insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, safe_to_repeat, correlator, "
+            "created_at) overriding system value"
+            " select n.id, %s, %s, %s, false, 'cp-' || n.id, now()"
+            " from (select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as id) n returning call_id",
+            procedure_id, self.carrier_id, operation,
         )
 
     def event(self, aggregate_type: str, aggregate_id: int, kind: str, payload: dict | None = None,
