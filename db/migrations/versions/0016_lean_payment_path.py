@@ -22,14 +22,14 @@
   left out of the by-aggregate index (a payment's history reads its procedure's); a correlator is
   'cp-' and its call's id (checked), so its own unique index goes.
 
-Revision ID: 0020
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
-revision = "0020"
+revision = "0016"
 down_revision = "0015"
 branch_labels = None
 depends_on = None
