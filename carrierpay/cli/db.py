@@ -93,6 +93,10 @@ def migrate_cmd(
         None, "--lock-timeout",
         help="Give up (and change nothing) when a table lock is not granted within this PostgreSQL "
              "interval, e.g. 2s, instead of queueing behind the payment traffic."),
+    partition: int | None = typer.Option(
+        None, "--partition",
+        help="Make this database that partition (shard) of a sharded deployment: its ids come from the "
+             "partition's own range (docs/sharding.md). A database keeps its partition for good."),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Run alembic upgrade head and re-apply db/procedures and db/triggers, in one transaction."""
@@ -109,7 +113,7 @@ def migrate_cmd(
             raise typer.Exit(1)
         console.print("up to date")
         return
-    done = migrate.migrate(target_url, lock_timeout=lock_timeout)
+    done = migrate.migrate(target_url, lock_timeout=lock_timeout, partition=partition)
     if done.up_to_date:
         console.print("up to date; nothing changed")
     else:
