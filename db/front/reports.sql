@@ -2,41 +2,21 @@
 -- concatenated. Each front.shard_* function returns one shard's rows; the report.* of the front
 -- has the name and columns of the shard's own report.
 
--- Every shard's open work per carrier.
-create or replace function front.shard_count_open_work()
-returns table (carrier text, queue_due bigint, queued_due bigint, unsettled bigint, reconcilable_now bigint,
-               awaiting_result bigint)
+-- Every shard's webhook notifications per merchant and status.
+create or replace function front.shard_notifications()
+returns table (merchant text, status text, notifications bigint, next_attempt_at timestamptz)
 language plproxy
 set search_path = pg_catalog, cp, pg_temp
 as $$
     cluster 'carrierpay_shards';
     run on all;
-    select * from report.count_open_work();
+    select merchant, status::text as status, notifications, next_attempt_at from report.notifications;
 $$;
 
--- Work the daemons of all shards owe, per carrier (drivers wait for it to reach zero).
-create or replace function report.count_open_work()
-returns table (carrier text, queue_due bigint, queued_due bigint, unsettled bigint, reconcilable_now bigint,
-               awaiting_result bigint)
-language sql stable
-set search_path = pg_catalog, cp, pg_temp
-as $$
-    select w.carrier, sum(w.queue_due)::bigint, sum(w.queued_due)::bigint, sum(w.unsettled)::bigint,
-           sum(w.reconcilable_now)::bigint, sum(w.awaiting_result)::bigint
-    from front.shard_count_open_work() w
-    group by w.carrier
-$$;
-
--- Procedures not final on any shard (their ids say which).
-create or replace function report.list_open_procedures()
-returns table (procedure_id bigint, kind text, status text, deferred boolean)
-language plproxy
-set search_path = pg_catalog, cp, pg_temp
-as $$
-    cluster 'carrierpay_shards';
-    run on all;
-    select * from report.list_open_procedures();
-$$;
+create or replace view report.notifications as
+select merchant, status, sum(notifications)::bigint as notifications, min(next_attempt_at) as next_attempt_at
+from front.shard_notifications()
+group by merchant, status;
 
 -- Every shard's ledger balances.
 create or replace function front.shard_ledger_balances()

@@ -27,7 +27,6 @@ grant usage on schema report, front to carrierpay_reporter, carrierpay_admin;
 grant usage on foreign server carrierpay_shards to carrierpay_merchant, carrierpay_reporter, carrierpay_admin;
 
 grant execute on all functions in schema api to carrierpay_merchant, carrierpay_admin;
-grant execute on function front.shard_count_open_work(), front.shard_ledger_balances(), front.shard_revenue(),
-    front.shard_configuration(), report.count_open_work(), report.list_open_procedures()
-    to carrierpay_reporter, carrierpay_admin;
+grant execute on function front.shard_notifications(), front.shard_ledger_balances(), front.shard_revenue(),
+    front.shard_configuration() to carrierpay_reporter, carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;

@@ -23,7 +23,8 @@ CARRIER = {
     "code": "shard_gb", "name": "Shard GB", "country": "GB", "mcc": "234", "mnc": "15", "currency": "GBP",
     "timezone": "Europe/London", "number_ranges": ["+447700"], "regulation": "DEFAULT",
     "rules": {"optin_one_time": False}, "throughput": {"tps": 21},
-    "operations": {"charge": {"pattern": "sync"}, "refund": {"pattern": "sync"}},
+    "operations": {"charge": {"pattern": "sync"}, "refund": {"pattern": "sync"}, "balance": {"pattern": "sync"},
+                   "send_sms": {}},
 }
 
 
@@ -79,6 +80,12 @@ def merchant(sharded: Sharded, code: str) -> dict:
     return document
 
 
+def shard_holds(sharded: Sharded, partition: int, table: str, column: str, value) -> bool:
+    """Whether a shard's own table has the row (read as the shard's owner, not through the front)."""
+    with psycopg.connect(sharded.shard_urls[partition]) as conn:
+        return conn.execute(f"select exists (select 1 from cp.{table} where {column} = %s)", [value]).fetchone()[0]
+
+
 def login_url(sharded: Sharded, document: dict) -> str:
     """The front URL for a merchant's own login (the password the first shard issued)."""
     params = psycopg.conninfo.conninfo_to_dict(sharded.front_url)
@@ -86,11 +93,11 @@ def login_url(sharded: Sharded, document: dict) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
-def msisdn_on(sharded: Sharded, partition: int, start: int = 0) -> str:
-    """A number of the test carrier that the front routes to `partition`."""
+def msisdn_on(sharded: Sharded, partition: int, start: int = 0, prefix: str = "+447700") -> str:
+    """A number (of the test carrier, unless another prefix is given) that the front routes to `partition`."""
     with psycopg.connect(sharded.front_url) as conn:
         for n in range(start, start + 1000):
-            number = f"+447700{n:06d}"
+            number = prefix + str(n).zfill(13 - len(prefix))
             if conn.execute("select front.msisdn_hash(%s) & (front.partition_count() - 1)",
                             [number]).fetchone()[0] == partition:
                 return number
