@@ -91,7 +91,8 @@ def prepare(front_url: str, function: str, arguments: dict) -> Change:
             elif function in SHARED_SECRET_CALLS:
                 _call(conn, "set_merchant_secret",
                       {"p_merchant": first["code"], "p_secret": first["webhook_secret"]})
-        change.result = dict(first or {}, partitions=len(change.shards))
+        # Most admin functions answer with a document; the clock functions with a time or an interval.
+        change.result = dict(first if isinstance(first, dict) else {"result": first}, partitions=len(change.shards))
         change.front.tpc_begin(change.gid)
         if function in FRONT_LOGIN_CALLS:
             if function == "add_merchant":
