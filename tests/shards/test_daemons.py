@@ -36,7 +36,8 @@ async def test_an_adapter_per_shard_settles_its_shards_charges(sharded):
     async with sim:
         def configure() -> dict:
             sharded.admin("set_clock", p_at=clock.now())
-            sharded.admin("onboard_carrier", p_spec=spec_for(CARRIER, sim.url, tps=100, rules={"optin_one_time": False}))
+            spec = spec_for(CARRIER, sim.url, tps=100, rules={"optin_one_time": False})
+            sharded.admin("onboard_carrier", p_spec=spec)
             document = merchant(sharded, "daemon_shop")
             sharded.admin("add_price_point", p_merchant="daemon_shop", p_product="gems", p_plan="one_time",
                           p_amount_minor=300, p_currency="GBP", p_variant="gems_100", p_carrier=CARRIER)
