@@ -25,19 +25,38 @@ LAST_FILE = "roles.sql"
 
 @dataclass(frozen=True)
 class Twin:
+    """An api function of the front: a PL/Proxy function that runs the shard's function of the same
+    name where the call belongs, wrapped so that a shard that cannot be reached is one clear error."""
+
     name: str
-    arguments: str
+    arguments: str  # with defaults, as the merchant calls it
+    identity_arguments: str
     result: str
+    argument_names: tuple[str, ...]
     route: str
 
     @property
-    def ddl(self) -> str:
-        return (
-            f"create function api.{self.name}({self.arguments}) returns {self.result}\n"
-            "language plproxy security definer\n"
+    def ddl(self) -> list[str]:
+        call = ", ".join(self.argument_names)
+        return [
+            f"create function front.proxy_{self.name}({self.identity_arguments}) returns {self.result}\n"
+            "language plproxy\n"
             "set search_path = pg_catalog, cp, pg_temp\n"
-            f"as $proxy$\n    cluster '{CLUSTER}';\n    run on {self.route};\n$proxy$"
-        )
+            f"as $proxy$\n    cluster '{CLUSTER}';\n    run on {self.route};\n    target api.{self.name};\n$proxy$",
+            f"create function api.{self.name}({self.arguments}) returns {self.result}\n"
+            "language plpgsql security definer\n"
+            "set search_path = pg_catalog, cp, pg_temp\n"
+            "as $twin$\nbegin\n"
+            f"    return front.proxy_{self.name}({call});\n"
+            "exception when internal_error then\n"
+            # PL/Proxy's connect failure: nothing reached the shard, so nothing was done anywhere.
+            "    if sqlerrm like '%PQconnectPoll%' then\n"
+            "        perform cp.fail('CP162', 'the partition that holds this call cannot be reached; nothing was '\n"
+            "                                 'done: retry later with the same idempotency key');\n"
+            "    end if;\n"
+            "    raise;\n"
+            "end\n$twin$",
+        ]
 
 
 def front_files() -> tuple[list, object]:
@@ -67,18 +86,23 @@ def route_for(name: str, argument_names: list[str]) -> str:
 def twins(conn: psycopg.Connection) -> list[Twin]:
     """The api functions every shard has, as front twins; shards that disagree stop the sync."""
     rows = conn.execute(
-        "select partition, name, arguments, result, argument_names from front.shard_api_functions()"
+        "select partition, name, arguments, identity_arguments, result, argument_names "
+        "from front.shard_api_functions()"
     ).fetchall()
     by_partition: dict[str, set[tuple]] = {}
-    for partition, name, arguments, result, names in rows:
-        by_partition.setdefault(partition, set()).add((name, arguments, result, tuple(names or ())))
+    for partition, name, arguments, identity, result, names in rows:
+        by_partition.setdefault(partition, set()).add((name, arguments, identity, result, tuple(names or ())))
     catalogs = list(by_partition.values())
     if not catalogs:
         raise ShardError("the shards expose no api functions: migrate them first")
     if any(catalog != catalogs[0] for catalog in catalogs):
         raise ShardError("the shards' api functions differ: migrate every shard to the same version first")
-    return [Twin(name, arguments, result, route_for(name, list(names)))
-            for name, arguments, result, names in sorted(catalogs[0])]
+    made = []
+    for name, arguments, identity, result, names in sorted(catalogs[0]):
+        if result.lower().startswith(("setof ", "table(", "table ")):
+            raise ShardError(f"api.{name} returns a set: the front's twins return one value")
+        made.append(Twin(name, arguments, identity, result, names, route_for(name, list(names))))
+    return made
 
 
 def _apply_front(conn: psycopg.Connection, connstrs: list[str] | None, login_password: str | None) -> list[Twin]:
@@ -93,11 +117,13 @@ def _apply_front(conn: psycopg.Connection, connstrs: list[str] | None, login_pas
     # Drop every twin and make the current set: a function retired on the shards leaves the front too.
     for (signature,) in conn.execute(
         "select p.oid::regprocedure::text from pg_catalog.pg_proc p "
-        "join pg_catalog.pg_namespace n on n.oid = p.pronamespace where n.nspname = 'api'"
+        "join pg_catalog.pg_namespace n on n.oid = p.pronamespace "
+        "where n.nspname = 'api' or (n.nspname = 'front' and p.proname like 'proxy\\_%')"
     ).fetchall():
         conn.execute(f"drop function {signature}")
     for twin in made:
-        conn.execute(twin.ddl)
+        for statement in twin.ddl:
+            conn.execute(statement)
     conn.execute(last.read_text())
     return made
 
