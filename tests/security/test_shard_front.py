@@ -68,7 +68,10 @@ def test_the_shard_login_and_the_map_stay_with_the_front_owner(attacker):
                   "select front.register_merchant('evil', 'x')",
                   "select * from front.shard_configuration()",
                   "select * from front.admin_change",
-                  "select * from front.merchant"]:
+                  "select * from front.merchant",
+                  # the PL/Proxy function behind a twin, and a routing function
+                  "select front.proxy_payment('victim', 1)",
+                  "select front.route_id('attacker', 1)"]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             attacker.execute(query)
 
