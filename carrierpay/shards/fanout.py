@@ -140,7 +140,7 @@ def apply_admin(front_url: str, function: str, arguments: dict) -> dict:
 @dataclass
 class Drift:
     configuration: list[tuple] = field(default_factory=list)  # (kind, key, missing_on, versions)
-    in_doubt: list[tuple[int, str]] = field(default_factory=list)  # (partition, gid) prepared, not finished
+    in_doubt: list[tuple[int, str]] = field(default_factory=list)  # (partition or -1 for the front, gid)
 
     @property
     def clean(self) -> bool:
@@ -152,6 +152,9 @@ def check(front_url: str) -> Drift:
     with psycopg.connect(front_url) as front:
         drift = Drift(configuration=front.execute(
             "select kind, key, missing_on, versions from report.configuration_drift order by kind, key").fetchall())
+        drift.in_doubt = [(-1, gid) for (gid,) in front.execute(
+            "select gid from pg_catalog.pg_prepared_xacts where gid like %s "
+            "and database = pg_catalog.current_database()", [GID_PREFIX + "%"]).fetchall()]
         partitions, login = shard_credentials(front)
     for partition, connstr in partitions:
         with psycopg.connect(connstr, **login) as conn:

@@ -83,6 +83,8 @@ def test_a_change_not_decided_is_rolled_back_by_recover(sharded):
                             {"p_merchant": "undecided", "p_code": "never", "p_name": "Never"})
     for conn in [*change.shards, change.front]:
         conn.close()  # everyone prepared, nothing decided
+    in_doubt = fanout.check(sharded.front_url).in_doubt
+    assert sorted(partition for partition, gid in in_doubt if gid == change.gid) == [-1, 0, 1]
     done = fanout.recover(sharded.front_url)
     assert sorted((partition, outcome) for partition, gid, outcome in done if gid == change.gid) == [
         (-1, "rolled back"), (0, "rolled back"), (1, "rolled back")]
