@@ -67,10 +67,11 @@ class Change:
     result: dict | None = None
 
 
-def _connect_shards(front_url: str) -> list[psycopg.Connection]:
+def _connect_shards(front_url: str, change: Change) -> None:
     with psycopg.connect(front_url, autocommit=True) as front:
         partitions, login = shard_credentials(front)
-    return [psycopg.connect(connstr, **login) for _, connstr in partitions]
+    for _, connstr in partitions:
+        change.shards.append(psycopg.connect(connstr, **login))
 
 
 def prepare(front_url: str, function: str, arguments: dict) -> Change:
@@ -80,7 +81,7 @@ def prepare(front_url: str, function: str, arguments: dict) -> Change:
     change = Change(GID_PREFIX + uuid.uuid4().hex, function)
     try:
         change.front = psycopg.connect(front_url)
-        change.shards = _connect_shards(front_url)
+        _connect_shards(front_url, change)
         first: dict | None = None
         for partition, conn in enumerate(change.shards):
             conn.tpc_begin(change.gid)
@@ -126,9 +127,16 @@ def commit(change: Change) -> dict:
     """Phase two: the front's commit is the decision; then every shard commits."""
     change.front.tpc_commit()
     change.front.close()
-    for conn in change.shards:
-        conn.tpc_commit()
+    unfinished = []
+    for partition, conn in enumerate(change.shards):
+        try:
+            conn.tpc_commit()
+        except psycopg.Error:
+            unfinished.append(partition)  # prepared there, and decided: recover commits it
         conn.close()
+    if unfinished:
+        raise ShardError(f"the change is decided but partitions {unfinished} have not committed it yet: "
+                         "run carrierpay shards recover when they are reachable")
     return change.result
 
 
