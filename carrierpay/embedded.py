@@ -83,7 +83,7 @@ class ClusterStatus:
 class EmbeddedCluster:
     """One PostgreSQL data directory under `home`, with its socket directory, log and state file."""
 
-    def __init__(self, home: Path, *, fast: bool = False):
+    def __init__(self, home: Path, *, fast: bool = False, settings: dict[str, str] | None = None):
         self.home = Path(home).resolve()
         self.state_file = self.home / "cluster.json"
         # What the server itself writes (data, socket, log) lives in server_dir: the home, unless we
@@ -96,6 +96,8 @@ class EmbeddedCluster:
         self.password_file = self.home / "superuser.password"
         # fast=True trades durability for speed: only for throwaway test clusters.
         self.fast = fast
+        # Server settings on top of ours, written at init (a shard takes part in two-phase commits).
+        self.extra_settings = dict(settings or {})
         self._bindir: Path | None = None
 
     # -- process plumbing -------------------------------------------------------------------
@@ -292,6 +294,7 @@ class EmbeddedCluster:
         }
         if self.fast:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        settings |= self.extra_settings
         conf = self.datadir / "postgresql.auto.conf"
         lines = [f"{key} = {value}\n" for key, value in settings.items()]
         self._append_as_server_user(conf, "".join(lines))

@@ -79,6 +79,9 @@ InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
 CallNotUnsettled = _kind("CallNotUnsettled", "CP091")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
 RowNeverDeleted = _kind("RowNeverDeleted", "CP150")
+IdOfNoPartition = _kind("IdOfNoPartition", "CP160")
+BadClusterMap = _kind("BadClusterMap", "CP161")
+PartitionUnreachable = _kind("PartitionUnreachable", "CP162")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {
     cls.code: cls for cls in list(globals().values())

@@ -30,11 +30,22 @@ from sqlalchemy.pool import NullPool
 from carrierpay.errors import MigrationError
 from carrierpay.paths import sql_root
 
-__all__ = ["MigrationError", "MigrationPlan", "migrate", "plan", "repeatable_files"]
+__all__ = ["MigrationError", "MigrationPlan", "migrate", "partition_id_range", "plan", "repeatable_files"]
 
 # One key for every migrator of a database: concurrent runs queue instead of interleaving.
 MIGRATION_LOCK_KEY = 0x43504D49  # "CPMI"
 REPEATABLE_DIRS = ("procedures", "triggers", "privileges")
+
+# A shard of a sharded deployment (docs/sharding.md) is one partition: its bigint ids are drawn from
+# the partition's own block, so an id names the shard that holds it and the front routes it there.
+# 2^44 ids per partition; ids stay below 2^53 (exact in JSON readers that use doubles) up to 512.
+PARTITION_ID_BITS = 44
+MAX_PARTITIONS = 512
+
+
+def partition_id_range(partition: int) -> tuple[int, int]:
+    """The first and last id a partition's sequences hand out."""
+    return max(1, partition << PARTITION_ID_BITS), ((partition + 1) << PARTITION_ID_BITS) - 1
 
 
 @dataclass
@@ -163,7 +174,8 @@ def _set_lock_timeout(conn, value: str) -> None:
 
 
 def migrate(
-    url: str, root: Path | None = None, *, revision: str = "head", lock_timeout: str | None = None
+    url: str, root: Path | None = None, *, revision: str = "head", lock_timeout: str | None = None,
+    partition: int | None = None,
 ) -> MigrationPlan:
     """Bring the database to the latest state in one transaction. Returns what was done.
 
@@ -171,6 +183,8 @@ def migrate(
     written for the latest tables); it exists to prove step-by-step upgrades reach the same schema.
     `lock_timeout` (a PostgreSQL interval such as "2s") applies to the run once it holds the
     migration lock: a run that would queue behind the payment traffic fails instead of stalling it.
+    `partition` makes the database that shard of a sharded deployment (recorded as the database
+    setting carrierpay.partition; a database never changes partition).
     """
     root = root or sql_root()
     engine = _engine(url)
@@ -183,6 +197,8 @@ def migrate(
             todo = _pending(conn, root)
             if todo.up_to_date:
                 conn.execute(text("select cp.restrict_temporary_tables()"))
+                if partition is not None:
+                    _claim_partition(conn, partition)
                 return todo
             cfg = _alembic_config(root)
             cfg.attributes["connection"] = conn
@@ -205,6 +221,30 @@ def migrate(
                     ),
                     {"name": item.name, "sum": item.checksum},
                 )
+            if partition is not None:
+                _claim_partition(conn, partition)
             return todo
     finally:
         engine.dispose()
+
+
+def _claim_partition(conn, partition: int) -> None:
+    """Record the database's partition and move its bigint id sequences into the partition's block."""
+    if not 0 <= partition < MAX_PARTITIONS:
+        raise MigrationError(f"partition {partition} is outside 0..{MAX_PARTITIONS - 1}")
+    recorded = conn.execute(text("select current_setting('carrierpay.partition', true)")).scalar()
+    if recorded not in (None, "") and int(recorded) != partition:
+        raise MigrationError(f"this database is partition {recorded}; it cannot become partition {partition}")
+    low, high = partition_id_range(partition)
+    sequences = conn.execute(text(
+        "select pg_catalog.format('%I.%I', schemaname, sequencename), min_value, max_value, last_value "
+        "from pg_catalog.pg_sequences where schemaname = 'cp' and data_type = 'bigint'::regtype"
+    )).all()
+    for name, min_value, max_value, last_value in sequences:
+        if last_value is not None and last_value > high:
+            raise MigrationError(f"{name} is already past partition {partition}'s ids ({last_value})")
+        restart = f" restart with {low}" if last_value is None or last_value < low else ""
+        if (min_value, max_value) != (low, high) or restart:
+            conn.exec_driver_sql(f"alter sequence {name} minvalue {low} maxvalue {high} start with {low}{restart}")
+    database = conn.execute(text("select pg_catalog.current_database()")).scalar()
+    conn.exec_driver_sql(f"alter database \"{database}\" set carrierpay.partition = '{partition}'")

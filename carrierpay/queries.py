@@ -229,3 +229,6 @@ DEMO_TRY_REFUND = (
     "select t.i, pg_temp.try_refund(t.m, t.p, t.k) "
     "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, p, k, i)"
 )
+
+# --- sharded deployments (the front database; carrierpay/shards owns the front's schema) ---
+SHARD_MAP = "select partition, connstr from front.list_partitions()"

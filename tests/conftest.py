@@ -1,6 +1,6 @@
 """Test harness: one embedded PostgreSQL per run, one migrated template, a fresh copy per test.
 
-`pytest` needs the pgTAP and plpgsql_check server extensions. When they are missing we install
+`pytest` needs the pgTAP, plpgsql_check and PL/Proxy server extensions. When they are missing we install
 them if we are root, and otherwise stop at once with the apt-get line to run: the SQL tests are
 never silently skipped.
 """
@@ -26,6 +26,7 @@ from carrierpay.embedded import SUPERUSER, SUPPORTED_MAJOR, EmbeddedCluster, cre
 REQUIRED_DEBIAN_PACKAGES = {
     "pgtap": f"postgresql-{SUPPORTED_MAJOR}-pgtap",
     "plpgsql_check": f"postgresql-{SUPPORTED_MAJOR}-plpgsql-check",
+    "plproxy": f"postgresql-{SUPPORTED_MAJOR}-plproxy",  # the front database of tests/shards
 }
 TEMPLATE_DB = "carrierpay_template"
 TEST_EXTENSIONS = ("pgcrypto", "pgtap", "plpgsql_check")

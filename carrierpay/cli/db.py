@@ -21,8 +21,17 @@ app = typer.Typer(
 
 @app.command()
 @user_errors
-def up(database_url: str | None = DatabaseUrlOption) -> None:
+def up(
+    shards: int = typer.Option(
+        0, "--shards",
+        help="Instead, start a sharded deployment on this machine: a front and this many partitions (a power "
+             "of two), each its own embedded cluster, migrated and routed (docs/sharding.md)."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
     """Create (first time) and start the embedded cluster, and create the database."""
+    if shards:
+        _up_sharded(shards, database_url)
+        return
     where = db.target(database_url)
     if where.embedded is None:
         console.print(f"using the configured server; nothing to start ({db.redact_url(where.url)})")
@@ -39,10 +48,33 @@ def up(database_url: str | None = DatabaseUrlOption) -> None:
     console.print(cluster.url(config.DATABASE_NAME))
 
 
+def _up_sharded(partitions: int, database_url: str | None) -> None:
+    from carrierpay.shards import ShardError, local
+
+    if database_url:
+        fail("--shards starts embedded clusters; it does not use a configured server",
+             hint="unset CARRIERPAY_DATABASE_URL, or build the front over your servers with carrierpay shards init")
+    try:
+        front_url, shard_urls = local.up(config.home(), partitions, say=console.print)
+    except ShardError as exc:
+        fail(str(exc), hint="carrierpay db down --shards stops them; docs/sharding.md describes the layout")
+    console.print(f"front (merchants and operators connect here): {front_url}")
+    for partition, url in enumerate(shard_urls):
+        console.print(f"partition {partition} (its daemons connect here): {url}")
+
+
 @app.command()
 @user_errors
-def down(database_url: str | None = DatabaseUrlOption) -> None:
+def down(
+    shards: bool = typer.Option(False, "--shards", help="Stop the front and partitions of `db up --shards`."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
     """Stop the embedded cluster (its data stays)."""
+    if shards:
+        from carrierpay.shards import local
+
+        console.print(f"stopped {local.down(config.home())} cluster(s)")
+        return
     where = db.target(database_url)
     if where.embedded is None:
         fail("a configured server is not ours to stop", hint="unset CARRIERPAY_DATABASE_URL to manage the embedded one")
@@ -93,6 +125,10 @@ def migrate_cmd(
         None, "--lock-timeout",
         help="Give up (and change nothing) when a table lock is not granted within this PostgreSQL "
              "interval, e.g. 2s, instead of queueing behind the payment traffic."),
+    partition: int | None = typer.Option(
+        None, "--partition",
+        help="Make this database that partition (shard) of a sharded deployment: its ids come from the "
+             "partition's own range (docs/sharding.md). A database keeps its partition for good."),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Run alembic upgrade head and re-apply db/procedures and db/triggers, in one transaction."""
@@ -109,7 +145,7 @@ def migrate_cmd(
             raise typer.Exit(1)
         console.print("up to date")
         return
-    done = migrate.migrate(target_url, lock_timeout=lock_timeout)
+    done = migrate.migrate(target_url, lock_timeout=lock_timeout, partition=partition)
     if done.up_to_date:
         console.print("up to date; nothing changed")
     else:

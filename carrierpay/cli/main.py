@@ -12,7 +12,7 @@ from carrierpay.cli import carriers as carriers_cmd
 from carrierpay.cli import daemons as daemons_cmd
 from carrierpay.cli import db as db_cmd
 from carrierpay.cli import demo as demo_cmd
-from carrierpay.cli import history, merchants, pay, products, report, subscribers, webhooks
+from carrierpay.cli import history, merchants, pay, products, report, shards, subscribers, webhooks
 from carrierpay.cli import up as up_cmd
 from carrierpay.cli.common import state
 
@@ -30,6 +30,7 @@ app.add_typer(pay.app, name="pay")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(calls_cmd.app, name="calls")
 app.add_typer(history.app, name="history")
+app.add_typer(shards.app, name="shards")
 app.command("report")(report.report)
 app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo)

@@ -9,6 +9,8 @@
 --                                                                 server, webhook dispatcher, history shipper)
 --   carrierpay_reporter  select on report.*                      (DBAs)
 --   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, select on report.*
+--   carrierpay_front     what carrierpay_admin and carrierpay_reporter may (the front database's login on
+--                         a shard, docs/sharding.md: the front authorizes the merchant before routing)
 --
 -- PostgreSQL grants EXECUTE on every new function to PUBLIC unless told otherwise, and
 -- ALTER DEFAULT PRIVILEGES cannot take that back for roles other than the one that ran it, so
@@ -58,3 +60,15 @@ grant execute on all functions in schema admin to carrierpay_admin;
 grant execute on all functions in schema adapter to carrierpay_adapter;
 grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats() to carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
+
+-- The login a sharded deployment's front database uses on this shard (docs/sharding.md). It carries
+-- every merchant's calls, so it acts for any merchant, as an operator does; the front has already
+-- checked the caller's role before routing. NOLOGIN until `carrierpay shards init` gives it a password.
+do $$
+begin
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'carrierpay_front') then
+        create role carrierpay_front nologin;
+    end if;
+end
+$$;
+grant carrierpay_admin, carrierpay_reporter to carrierpay_front;

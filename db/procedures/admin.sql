@@ -205,6 +205,26 @@ begin
 end
 $$;
 
+-- Give a merchant a webhook signing secret chosen elsewhere: the shards of a sharded deployment
+-- (docs/sharding.md) must all sign with the one secret the merchant was given.
+create or replace function admin.set_merchant_secret(p_merchant text, p_secret text) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_id integer;
+begin
+    if p_secret is null or p_secret !~ '^[0-9a-f]{64}$' then
+        perform cp.fail('CP080', 'a webhook secret is 64 lowercase hexadecimal digits (32 random bytes)');
+    end if;
+    update cp.merchant set webhook_secret = p_secret where code = p_merchant returning merchant_id into v_id;
+    if v_id is null then
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
+    end if;
+    return jsonb_build_object('id', v_id, 'code', p_merchant, 'status', 'saved');
+end
+$$;
+
 -- Create a product (or update its retry settings) for a merchant.
 create or replace function admin.add_product(p_merchant text, p_code text, p_name text,
                                              p_retry_policy text default 'step_down',

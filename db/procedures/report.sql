@@ -274,6 +274,40 @@ select m.code as merchant, n.status, count(*) as notifications,
 from cp.merchant_notification n join cp.merchant m using (merchant_id)
 group by m.code, n.status;
 
+-- The configuration one shard holds, one digest per object, so the front of a sharded deployment
+-- (docs/sharding.md) can tell shards that disagree: merchants, products, price points, carriers and
+-- regulation presets, keyed by their codes (ids may differ between shards). A carrier's tps is left
+-- out (each shard holds its share of the carrier's budget), and a webhook secret only as a digest.
+drop view if exists report.configuration;
+create view report.configuration as
+select pg_catalog.current_setting('carrierpay.partition', true) as partition, kind, key, pg_catalog.md5(content) as digest
+from (
+    select 'merchant' as kind, m.code as key,
+           pg_catalog.concat_ws('|', m.name, m.db_role, m.webhook_url, pg_catalog.md5(m.webhook_secret),
+                                m.platform_fee_bp) as content
+    from cp.merchant m
+    union all
+    select 'product', m.code || '/' || p.code,
+           pg_catalog.concat_ws('|', p.name, p.retry_policy, p.retry_timing, p.fixed_retry_hours::text)
+    from cp.product p join cp.merchant m using (merchant_id)
+    union all
+    select 'price_point', m.code || '/' || p.code || '/' || coalesce(c.code, pp.country) || '/' || pp.plan::text
+                          || '/' || pp.amount_minor,
+           pg_catalog.concat_ws('|', pp.currency, pp.variant, pp.active)
+    from cp.price_point pp join cp.product p using (product_id) join cp.merchant m using (merchant_id)
+    left join cp.carrier c on c.carrier_id = pp.carrier_id
+    union all
+    select 'carrier', c.code,
+           pg_catalog.concat_ws('|', c.name, c.country, c.mcc, c.mnc, c.currency, c.timezone, c.carrier_share_bp,
+                                c.regulation_code, c.rules_override::text, (c.spec #- '{throughput,tps}')::text,
+                                c.enabled, (select pg_catalog.string_agg(x.prefix, ',' order by x.prefix)
+                                            from cp.carrier_prefix x where x.carrier_id = c.carrier_id))
+    from cp.carrier c
+    union all
+    select 'regulation', r.code, pg_catalog.concat_ws('|', r.name, r.source, r.rules::text)
+    from cp.regulation r
+) objects;
+
 -- Work the daemons owe at the current business time, per carrier, so a driver (the demo, a test) knows
 -- when everything due has been done: queue entries leased or due, queued calls due, calls sent but
 -- not settled, unsettled calls the reconciler may take now, and calls awaiting a callback or receipt.

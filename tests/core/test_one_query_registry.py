@@ -19,15 +19,16 @@ PACKAGE = Path(carrierpay.__file__).parent
 # Modules that talk SQL without being users of the product's SQL API, so their statements stay with
 # them: the migration runner (its own bookkeeping tables), the embedded cluster (extensions of a
 # fresh database), the history store (a separate database whose schema that module owns), the
-# carrier simulators (stand-ins for carriers) and the benchmarks (they build and measure populations
-# from outside). Everything else goes through carrierpay/queries.py.
+# carrier simulators (stand-ins for carriers), the benchmarks (they build and measure populations
+# from outside) and the sharded deployment's builder and coordinator (the front database's schema,
+# and two-phase commits across databases). Everything else goes through carrierpay/queries.py.
 OWN_SQL = {
     "queries.py",
     "migrate.py",
     "embedded.py",
     "history/stores.py",
 }
-OWN_SQL_FOLDERS = ("simulators/", "benchmarks/")
+OWN_SQL_FOLDERS = ("simulators/", "benchmarks/", "shards/")
 
 STATEMENT = re.compile(
     r"^\s*(select\s|insert\s+into\s|update\s+\w+\.\w+\s|delete\s+from\s|with\s+\w+\s+as\s*\(|"

@@ -27,7 +27,7 @@ def documented_inventory() -> dict[str, tuple[list[str], list[str]]]:
 
 def test_the_doc_lists_every_role():
     assert set(documented_inventory()) == {"carrierpay_merchant", "carrierpay_adapter", "carrierpay_reporter",
-                                           "carrierpay_admin", "PUBLIC"}
+                                           "carrierpay_admin", "carrierpay_front", "PUBLIC"}
 
 
 @pytest.fixture

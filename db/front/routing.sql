@@ -1,0 +1,81 @@
+-- How a call finds its shard. A subscriber's MSISDN picks its partition (everything about the
+-- subscriber lives there); an id carries the partition that issued it (a shard draws its ids from
+-- its own block, carrierpay/migrate.py PARTITION_ID_BITS). The front authorizes the caller here,
+-- before routing: the shards trust the front's login to act for any merchant.
+
+-- The role a caller acts as: the role it SET ROLE to, else its login (as a shard's cp.calling_role).
+create or replace function front.calling_role() returns name
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select case when pg_catalog.current_setting('role') in ('', 'none') then session_user
+                else pg_catalog.current_setting('role')::name end
+$$;
+
+-- Check that the calling role may act for the merchant: its own role, an operator or the owner.
+create or replace function front.authorize_merchant(p_merchant text) returns void
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_role text;
+    v_caller name := front.calling_role();
+begin
+    select db_role into v_role from front.merchant where code = p_merchant;
+    if not found then
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
+    end if;
+    if v_caller::text <> v_role
+       and not pg_catalog.pg_has_role(v_caller, 'carrierpay_admin', 'member')
+       and not exists (select 1 from pg_catalog.pg_roles r where r.rolname = v_caller and r.rolsuper)
+       and v_caller::text <> (select pg_catalog.pg_get_userbyid(n.nspowner)
+                              from pg_catalog.pg_namespace n where n.nspname = 'front')
+    then
+        perform cp.fail('CP002', format('role %s may not act for merchant %L', v_caller, left(p_merchant, 64)));
+    end if;
+end
+$$;
+
+-- The routing key of an MSISDN: its digits, without the 00 of an international prefix, so every
+-- spelling a shard normalizes to the same E.164 number (cp.normalize_msisdn) lands on one shard.
+-- A malformed number goes wherever its digits say and is refused there (CP005).
+create or replace function front.msisdn_key(p_msisdn text) returns text
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$
+    select regexp_replace(regexp_replace(coalesce(p_msisdn, ''), '[^0-9]', '', 'g'), '^00([1-9])', '\1')
+$$;
+
+-- The hash PL/Proxy masks with the partition count: the first 32 bits of the key's MD5, a function
+-- fixed for good (hashtext may change between PostgreSQL versions, which would move subscribers).
+create or replace function front.msisdn_hash(p_msisdn text) returns integer
+language sql immutable
+set search_path = pg_catalog, pg_temp
+as $$ select ('x' || substr(md5(front.msisdn_key(p_msisdn)), 1, 8))::bit(32)::integer $$;
+
+-- The partition of a subscriber, after checking the caller may act for the merchant.
+create or replace function front.route_msisdn(p_merchant text, p_msisdn text) returns integer
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform front.authorize_merchant(p_merchant);
+    return front.msisdn_hash(p_msisdn);
+end
+$$;
+
+-- The partition that issued an id, after checking the caller may act for the merchant.
+create or replace function front.route_id(p_merchant text, p_id bigint) returns integer
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_partition bigint := p_id >> 44;
+begin
+    perform front.authorize_merchant(p_merchant);
+    if p_id is null or p_id <= 0 or v_partition >= front.partition_count() then
+        perform cp.fail('CP160', format('id %s belongs to no partition of this cluster', left(p_id::text, 20)));
+    end if;
+    return v_partition;
+end
+$$;
