@@ -58,8 +58,12 @@ begin
         perform cp.fail('CP090', 'carrier spec: callbacks.auth needs a credential check (signature, basic, bearer '
                                  'or mutual_tls); an ip_allow_list alone does not authenticate a callback');
     end if;
-    if cp.optin_rules_problem(p_spec->'rules') is not null then
-        perform cp.fail('CP090', 'carrier spec: ' || cp.optin_rules_problem(p_spec->'rules'));
+    if cp.unknown_rule_key(p_spec->'rules') is not null then
+        perform cp.fail('CP090', format('carrier spec: rule %s is not a known rule key (cp.rule_key)',
+                                        left(cp.unknown_rule_key(p_spec->'rules'), 64)));
+    end if;
+    if cp.rules_problem(p_spec->'rules') is not null then
+        perform cp.fail('CP090', 'carrier spec: ' || cp.rules_problem(p_spec->'rules'));
     end if;
 
     insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, tps, carrier_share_bp,

@@ -372,7 +372,8 @@ begin
                c.status = 'leased' and c.operation = 'charge' and p.status in ('pending', 'in_flight')
                and ((r.outcome = 'succeeded'
                      and coalesce(r.amount_minor = (c.params->>'amount_minor')::bigint, true))
-                    or (r.outcome = 'failed' and r.reason not in ('throttled', 'unreachable', 'transient')))
+                    or (r.outcome = 'failed'
+                        and r.reason not in (select reason from cp.failure_reason where not definite)))
                    as plain
         from (select (e->>'call_id')::bigint as call_id, e->>'outcome' as outcome, e->>'reason' as reason,
                      e->>'carrier_code' as carrier_code, e->>'carrier_ref' as carrier_ref,
@@ -517,7 +518,7 @@ begin
         -- Its lease ran out and it was requeued. An answer that nothing was sent leaves it there (the
         -- same answer recorded twice must not take it off the queue); a late answer saying what
         -- happened is taken.
-        if v_outcome = 'failed' and v_reason in ('throttled', 'unreachable') then
+        if v_outcome = 'failed' and v_reason in (select reason from cp.failure_reason where nothing_sent) then
             return 'duplicate';
         end if;
         delete from cp.call_queue where call_id = v_call.call_id;

@@ -296,7 +296,8 @@ begin
         update cp.subscription s
         set status = 'cancelled', cancel_reason = f.reason, cancelled_at = cp.clock_now(), next_charge_at = null
         from unnest(v_ids, v_reasons) as f(subscription_id, reason)
-        where s.subscription_id = f.subscription_id and f.reason in ('subscriber_invalid', 'barred', 'consent_refused')
+        where s.subscription_id = f.subscription_id
+          and f.reason in (select reason from cp.failure_reason where permanent)
         returning s.subscription_id, f.reason
     ) select array_agg(subscription_id order by subscription_id), array_agg(reason order by subscription_id)
       into v_cancelled, v_cancel_reasons from stopped;
@@ -360,7 +361,7 @@ begin
         select * from cp.next_retry_times(array(select subscription_id from retrying))
     )
     update cp.subscription s
-    set retry_level = s.retry_level + case when r.reason = 'insufficient_funds'
+    set retry_level = s.retry_level + case when r.reason in (select reason from cp.failure_reason where steps_down)
                                                 and o.retry_policy in ('step_down', 'accumulate')
                                            then 1 else 0 end,
         next_charge_at = n.retry_at
