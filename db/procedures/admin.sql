@@ -225,8 +225,8 @@ begin
     if v_merchant_id is null then
         perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
     end if;
-    if p_retry_policy not in ('step_down', 'accumulate', 'defer') or p_retry_timing not in ('fixed', 'best_hour') then
-        perform cp.fail('CP080', 'retry policy must be step_down, accumulate or defer; timing fixed or best_hour');
+    if p_retry_policy not in ('step_down', 'accumulate', 'defer') or p_retry_timing not in ('fixed', 'best_hour', 'subscriber') then
+        perform cp.fail('CP080', 'retry policy must be step_down, accumulate or defer; timing fixed, best_hour or subscriber');
     end if;
     insert into cp.product (merchant_id, code, name, retry_policy, retry_timing)
     values (v_merchant_id, p_code, p_name, p_retry_policy, p_retry_timing)

@@ -174,7 +174,13 @@ as $$
            extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint,
            count(*), case when p_success then count(*) else 0 end
     from unnest(p_procs) p
-    group by 1, 2
+    group by 1, 2;
+    -- and per subscriber, for renewals (folded into cp.subscriber_timing, db/procedures/timing.sql)
+    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success)
+    select p.subscriber_id,
+           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint, p_success
+    from unnest(p_procs) p
+    where p.subscription_id is not null
 $$;
 
 -- The signed-webhook notifications of a batch of payments (p_kind 'payment.succeeded' or

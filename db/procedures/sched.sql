@@ -254,7 +254,8 @@ begin
         period_base = v_sub.period_base,
         period_index = v_sub.period_index + 1,
         paid_through = v_paid_through,
-        next_charge_at = case when status = 'cancelled' then null else v_paid_through end,
+        next_charge_at = case when status = 'cancelled' then null
+                              else cp.first_attempt_time(v_sub.subscription_id, v_paid_through) end,
         status = case when status = 'cancelled' then status else 'active' end,
         retry_level = 0,
         collected_in_period = 0
@@ -388,7 +389,8 @@ begin
     -- PL/pgSQL, not SQL, so the plan of this query is kept between calls rather than made on each one.
     return query
     with sub as (
-        select s.subscription_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz, p.retry_timing,
+        select s.subscription_id, s.subscriber_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz,
+               p.retry_timing,
                p.fixed_retry_hours, s.attempts_day, s.attempts_today,
                random() < 0.1 as explore  -- one decision per retry, not per candidate slot
         from cp.subscription s
@@ -404,7 +406,8 @@ begin
     ), zone as materialized (
         select t.tz, cp.clock_now() at time zone t.tz as local_now from (select distinct tz from sub) t
     ), prepared as (
-        select sub.subscription_id, sub.carrier_id, sub.tz, sub.retry_timing, sub.fixed_retry_hours, sub.explore,
+        select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz, sub.retry_timing,
+               sub.fixed_retry_hours, sub.explore,
                r.hours, greatest(r.max_attempts, 1) as best_hours,
                case when sub.attempts_day = z.local_now::date and sub.attempts_today >= r.max_attempts
                     then greatest(z.local_now + interval '1 hour', z.local_now::date + 1)
@@ -453,13 +456,18 @@ begin
            (coalesce(case when p.retry_timing = 'fixed'
                          -- fixed hours first; if none falls inside the window, the window's first hour
                          then fc.fixed_slot
+                         -- the subscriber's own best hour of the coming day (db/procedures/timing.sql)
+                         when p.retry_timing = 'subscriber' then ps.slot
                          -- explore: any allowed slot of the coming day may win
                          when p.explore then c.day_slots[1 + floor(random() * cardinality(c.day_slots))::int]
                          else c.best_slot end,
                     c.first_slot, p.earliest) at time zone p.tz)::timestamptz
     from prepared p
     left join choice c using (carrier_id, hours, earliest)
-    left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours);
+    left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours)
+    left join lateral (select cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
+                                                 least(p.best_hours, cp.timing_retry_hours())) as slot
+                       where p.retry_timing = 'subscriber') ps on true;
 end
 $$;
 
@@ -490,6 +498,7 @@ begin
     on conflict (carrier_id, local_hour) do update
         set attempts = h.attempts + excluded.attempts, successes = h.successes + excluded.successes;
     get diagnostics v_rows = row_count;
+    perform cp.fold_subscriber_hours();
     return v_rows;
 end
 $$;

@@ -1,9 +1,13 @@
-"""Vocabularies as data: the regulation rule keys and the failure reasons, with what each means.
+"""Vocabularies as data (rule keys, failure reasons), and per-subscriber charging times.
 
 A rule key a preset or carrier override may set, and the default it takes when none does, was a
 literal inside cp.effective_rules; what a failure reason means (the subscription ends, the carrier
 said no for certain, nothing was sent, the subscriber lacks funds) was a literal list in each
 function that needed it. Both become rows, filled by db/procedures/vocabulary.sql.
+
+Per-subscriber timing (product retry_timing 'subscriber'): each subscriber's charge attempts and
+successes by local hour, 48 bytes a subscriber (cp.subscriber_timing), folded from an append-only
+delta as the carrier × hour statistics are; see docs/scheduling.md.
 
 Revision ID: 0017
 Revises: 0015
@@ -64,6 +68,30 @@ def upgrade() -> None:
             'A carrier spec''s result map may give this reason';
         comment on column cp.failure_reason.in_smpp_map is
             'An SMPP command status or delivery receipt may map to this reason';
+
+        create table cp.subscriber_timing (
+            subscriber_id bigint primary key references cp.subscriber,
+            hours         bytea not null check (length(hours) = 48)
+        );
+        comment on table cp.subscriber_timing is
+            'A subscriber''s renewal attempts (byte h) and successes (byte 24 + h) at each local hour h, '
+            'halved past 60 attempts so old habits fade; read by the subscriber timing (db/procedures/timing.sql)';
+        create table cp.subscriber_hour_delta (
+            subscriber_id bigint not null,
+            local_hour    smallint not null check (local_hour between 0 and 23),
+            success       boolean not null
+        );
+        comment on table cp.subscriber_hour_delta is
+            'Renewal outcomes by subscriber and local hour, appended on the payment path and folded into '
+            'cp.subscriber_timing by sched.fold_hour_stats, so completions never update a timing row';
+        create sequence cp.timing_explorations;
+        comment on sequence cp.timing_explorations is
+            'How many subscriber-timed attempts were placed at random (exploration), for reports';
+        create sequence cp.timing_choices;
+        comment on sequence cp.timing_choices is
+            'How many subscriber-timed attempts were placed, explored or not';
+        alter table cp.product drop constraint product_retry_timing_check,
+            add constraint product_retry_timing_check check (retry_timing in ('fixed', 'best_hour', 'subscriber'));
         """
     )
 
