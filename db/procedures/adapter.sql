@@ -133,8 +133,9 @@ begin
           for update) x;
     -- Left out: an answer for a lease already answered (or a later one), the same answer twice in
     -- this batch, and an answer that says nothing happened (pending, or a failure whose reason
-    -- cp.failure_reason does not call definite) from a lease the call has outlived: the call was handed out again since, and
-    -- putting it back on the queue or opening a new attempt now could send it twice at once.
+    -- cp.failure_reason does not call definite) from a lease the call has outlived: the call was
+    -- handed out again since, and putting it back on the queue or opening a new attempt now could
+    -- send it twice at once.
     select coalesce(jsonb_agg(x.r order by x.n) filter (where not x.repeat), '[]'),
            count(*) filter (where x.repeat)
     into v_results, v_repeats

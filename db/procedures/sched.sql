@@ -392,7 +392,7 @@ begin
         select s.subscription_id, s.subscriber_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz,
                p.retry_timing,
                p.fixed_retry_hours, s.attempts_day, s.attempts_today,
-               random() < 0.1 as explore  -- one decision per retry, not per candidate slot
+               random() < cp.timing_exploration_share() as explore  -- one decision per retry, not per slot
         from cp.subscription s
         join cp.subscriber b on b.subscriber_id = s.subscriber_id
         join cp.carrier k on k.carrier_id = b.carrier_id
@@ -456,7 +456,7 @@ begin
            (coalesce(case when p.retry_timing = 'fixed'
                          -- fixed hours first; if none falls inside the window, the window's first hour
                          then fc.fixed_slot
-                         -- the subscriber's own best hour of the coming day (db/procedures/timing.sql)
+                         -- the soonest of the subscriber's own best hours (db/procedures/timing.sql)
                          when p.retry_timing = 'subscriber' then ps.slot
                          -- explore: any allowed slot of the coming day may win
                          when p.explore then c.day_slots[1 + floor(random() * cardinality(c.day_slots))::int]

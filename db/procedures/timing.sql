@@ -18,8 +18,8 @@ language sql immutable
 set search_path = pg_catalog, cp, pg_temp
 as $$ select 2 $$;
 
--- The share of subscriber-timed attempts placed at a random allowed hour, so hours a subscriber was
--- never tried at can still be learned; the rest go to the best-scoring hour.
+-- The share of timed attempts (subscriber and best_hour timings) placed at a random allowed slot, so
+-- hours never tried can still be learned; the rest go to the best-scoring hours.
 create or replace function cp.timing_exploration_share() returns float8
 language sql immutable
 set search_path = pg_catalog, cp, pg_temp
