@@ -34,14 +34,16 @@ from typing import Any
 
 import psycopg
 
-from carrierpay import queries
+from carrierpay import queries, vocabulary
 from carrierpay.adapters.daemon import ConnectorFactory, call_safely, close_connector, complete_results
 from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable
 from carrierpay.daemon import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.reconciler")
 
-NOT_DEFINITE = {"throttled", "transient", "unreachable", "unknown"}  # failures of OUR query, not of the original
+# A failure with one of these reasons says our status query failed, not the original call
+# (cp.failure_reason.definite is false).
+NOT_DEFINITE = vocabulary.reasons(definite=False)
 
 
 @dataclass

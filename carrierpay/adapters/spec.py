@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,12 +24,12 @@ import yaml
 from lxml import etree
 from referencing import Registry, Resource
 
+from carrierpay.adapters import schemas
 from carrierpay.adapters.encodings import compile_jsonpath
 from carrierpay.adapters.templates import check_template, template_variables
 from carrierpay.parsing import yaml_problem
 from carrierpay.paths import carriers_root
 
-SCHEMA_PACKAGE = "carrierpay.adapters.schemas"
 BASE_URL_VARIABLE = "CARRIERPAY_BASE_URL_{code}"
 DEFAULT_AMOUNT = {"format": "major_decimal", "exponent": 2}
 DEFAULT_TIMEOUTS = {"connect_s": 5.0, "total_s": 30.0}
@@ -53,11 +51,10 @@ class SpecError(ValueError):
 
 @cache
 def _schema_resources() -> tuple[dict[str, Any], Registry]:
-    folder = resources.files(SCHEMA_PACKAGE)
     registry = Registry()
     main: dict[str, Any] = {}
     for name in ("carrier.schema.json", "smpp.schema.json"):
-        document = json.loads(folder.joinpath(name).read_text())
+        document = schemas.load(name)
         registry = registry.with_resource(document["$id"], Resource.from_contents(document))
         if name == "carrier.schema.json":
             main = document

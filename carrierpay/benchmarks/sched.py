@@ -1,5 +1,6 @@
-"""Scheduling engine benchmark: best-hour against fixed retry hours on a simulated prepaid population,
-and how fast sched.run_due turns a large backlog of due subscriptions into queued charges.
+"""Scheduling engine benchmark: fixed retry hours, the carrier's best hours and each subscriber's own
+best hours, side by side on one simulated prepaid population, and how fast sched.run_due turns a
+large backlog of due subscriptions into queued charges.
 
     PYTHONPATH=$PWD python -m carrierpay.benchmarks.sched     # both parts at the default (reduced) size
     PYTHONPATH=$PWD python -m carrierpay.benchmarks.sched --subscriptions 100000 --days 30 \
@@ -127,6 +128,7 @@ class SimResult:
     revenue_units: float
     statuses: dict[str, int]
     best_hours: dict[str, list[int]]
+    timing_state: dict  # report.subscriber_timing(): state size and exploration share
 
 
 class Server:
@@ -299,8 +301,10 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
             best[code] = [r[0] for r in conn.execute(
                 "select local_hour from cp.hour_stats where carrier_id = %s and attempts >= 50 "
                 "order by successes::float8 / attempts desc limit 3", [carrier_id])]
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            state = cur.execute("select * from report.subscriber_timing()").fetchone()
     server.drop_db(name)
-    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best)
+    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state)
 
 
 DUE_SQL = """
@@ -358,7 +362,9 @@ def main() -> None:
     parser.add_argument("--due", type=int, default=100_000, help="due subscriptions for part b")
     parser.add_argument("--due-seconds", type=float, default=30, help="time spent running run_due in part b")
     parser.add_argument("--parallel", action="store_true",
-                        help="run the fixed and best-hour simulations side by side (one core each)")
+                        help="run the timings' simulations side by side (two at a time, one core each)")
+    parser.add_argument("--timings", default="fixed,best_hour,subscriber",
+                        help="comma-separated timings to simulate, compared with the first (default: all three)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -367,7 +373,7 @@ def main() -> None:
         print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
         if not args.skip_sim:
             print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days")
-            timings = ("fixed", "best_hour")
+            timings = tuple(args.timings.split(","))
 
             def run(timing: str, url: str | None = None) -> SimResult:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
@@ -387,14 +393,22 @@ def main() -> None:
                       f"{r.calls / max(r.renewals, 1):.3f} calls per renewal, "
                       f"{r.renewals / max(r.calls, 1):.4f} renewals per call; end states {r.statuses}; "
                       f"best hours {r.best_hours}; {r.seconds:.0f} s")
-            fixed, best = results
-            fixed_rpc, best_rpc = (r.renewals / max(r.calls, 1) for r in results)
-            print(f"  best_hour - fixed: renewals {best.renewals - fixed.renewals:+d} "
-                  f"({(best.renewals / max(fixed.renewals, 1) - 1) * 100:+.1f}%), revenue units "
-                  f"{best.revenue_units - fixed.revenue_units:+.0f} "
-                  f"({(best.revenue_units / max(fixed.revenue_units, 1) - 1) * 100:+.1f}%), calls "
-                  f"{best.calls - fixed.calls:+d}, renewals per call "
-                  f"{best_rpc - fixed_rpc:+.4f} ({(best_rpc / max(fixed_rpc, 1e-9) - 1) * 100:+.1f}%)")
+                if r.timing == "subscriber":
+                    t = r.timing_state
+                    print(f"  {'':9s}  subscriber state: {t['subscribers']} subscribers, {t['row_bytes']} bytes a row, "
+                          f"{t['stored_bytes_per_subscriber']} bytes each as stored with its index; "
+                          f"{t['explorations']} of {t['choices']} placed attempts explored "
+                          f"({float(t['exploration_share'] or 0) * 100:.1f}%)")
+            fixed = results[0]
+            fixed_rpc = fixed.renewals / max(fixed.calls, 1)
+            for other in results[1:]:
+                rpc = other.renewals / max(other.calls, 1)
+                print(f"  {other.timing} - {fixed.timing}: renewals {other.renewals - fixed.renewals:+d} "
+                      f"({(other.renewals / max(fixed.renewals, 1) - 1) * 100:+.1f}%), revenue units "
+                      f"{other.revenue_units - fixed.revenue_units:+.0f} "
+                      f"({(other.revenue_units / max(fixed.revenue_units, 1) - 1) * 100:+.1f}%), calls "
+                      f"{other.calls - fixed.calls:+d} ({other.calls / max(fixed.calls, 1):.3f} x), renewals per call "
+                      f"{rpc - fixed_rpc:+.4f} ({(rpc / max(fixed_rpc, 1e-9) - 1) * 100:+.1f}%)")
         if not args.skip_due:
             print(f"(b) sched.run_due with {args.due} subscriptions due at once (batches of {args.batch})")
             d = due_rate(server, args.due, args.batch, args.due_seconds)

@@ -26,7 +26,7 @@ def add(
     code: str,
     name: str,
     retry_policy: str = typer.Option("step_down", help="On insufficient funds: step_down, accumulate or defer"),
-    retry_timing: str = typer.Option("best_hour", help="When to retry: best_hour or fixed"),
+    retry_timing: str = typer.Option("best_hour", help="When to retry: best_hour, fixed or subscriber"),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Create a product (or update its retry settings)."""

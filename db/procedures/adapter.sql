@@ -142,9 +142,10 @@ begin
           order by c.call_id
           for update) x;
     -- Left out: an answer for a lease already answered (or a later one), the same answer twice in
-    -- this batch, and an answer that says nothing happened (throttled, unreachable, transient,
-    -- unknown, pending) from a lease the call has outlived: the call was handed out again since, and
-    -- putting it back on the queue or opening a new attempt now could send it twice at once.
+    -- this batch, and an answer that says nothing happened (pending, or a failure whose reason
+    -- cp.failure_reason does not call definite) from a lease the call has outlived: the call was
+    -- handed out again since, and putting it back on the queue or opening a new attempt now could
+    -- send it twice at once.
     select coalesce(jsonb_agg(x.r order by x.n) filter (where not x.repeat), '[]'),
            count(*) filter (where x.repeat)
     into v_results, v_repeats
@@ -157,7 +158,7 @@ begin
                     and not (t.r->>'outcome' = 'succeeded'
                              or (t.r->>'outcome' = 'failed'
                                  and coalesce(t.r->>'reason', 'rejected')
-                                     not in ('throttled', 'unreachable', 'transient', 'unknown'))))),
+                                     not in (select reason from cp.failure_reason where not definite))))),
             false) as repeat
         from jsonb_array_elements(p_results) with ordinality as t(r, n)
         left join cp.carrier_call c on c.call_id = (t.r->>'call_id')::bigint

@@ -58,8 +58,12 @@ begin
         perform cp.fail('CP090', 'carrier spec: callbacks.auth needs a credential check (signature, basic, bearer '
                                  'or mutual_tls); an ip_allow_list alone does not authenticate a callback');
     end if;
-    if cp.optin_rules_problem(p_spec->'rules') is not null then
-        perform cp.fail('CP090', 'carrier spec: ' || cp.optin_rules_problem(p_spec->'rules'));
+    if cp.unknown_rule_key(p_spec->'rules') is not null then
+        perform cp.fail('CP090', format('carrier spec: rule %s is not a known rule key (cp.rule_key)',
+                                        left(cp.unknown_rule_key(p_spec->'rules'), 64)));
+    end if;
+    if cp.rules_problem(p_spec->'rules') is not null then
+        perform cp.fail('CP090', 'carrier spec: ' || cp.rules_problem(p_spec->'rules'));
     end if;
 
     insert into cp.carrier (code, name, country, mcc, mnc, currency, timezone, tps, carrier_share_bp,
@@ -241,8 +245,8 @@ begin
     if v_merchant_id is null then
         perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
     end if;
-    if p_retry_policy not in ('step_down', 'accumulate', 'defer') or p_retry_timing not in ('fixed', 'best_hour') then
-        perform cp.fail('CP080', 'retry policy must be step_down, accumulate or defer; timing fixed or best_hour');
+    if p_retry_policy not in ('step_down', 'accumulate', 'defer') or p_retry_timing not in ('fixed', 'best_hour', 'subscriber') then
+        perform cp.fail('CP080', 'retry policy must be step_down, accumulate or defer; timing fixed, best_hour or subscriber');
     end if;
     insert into cp.product (merchant_id, code, name, retry_policy, retry_timing)
     values (v_merchant_id, p_code, p_name, p_retry_policy, p_retry_timing)

@@ -178,7 +178,13 @@ as $$
            extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint,
            count(*), case when p_success then count(*) else 0 end
     from unnest(p_procs) p
-    group by 1, 2
+    group by 1, 2;
+    -- and per subscriber, for renewals (folded into cp.subscriber_timing, db/procedures/timing.sql)
+    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success)
+    select p.subscriber_id,
+           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint, p_success
+    from unnest(p_procs) p
+    where p.subscription_id is not null
 $$;
 
 -- The signed-webhook notifications of a batch of payments (p_kind 'payment.succeeded' or
@@ -376,7 +382,8 @@ begin
                c.status = 'leased' and c.operation = 'charge' and p.status in ('pending', 'in_flight')
                and ((r.outcome = 'succeeded'
                      and coalesce(r.amount_minor = (c.params->>'amount_minor')::bigint, true))
-                    or (r.outcome = 'failed' and r.reason not in ('throttled', 'unreachable', 'transient')))
+                    or (r.outcome = 'failed'
+                        and r.reason not in (select reason from cp.failure_reason where not definite)))
                    as plain
         from (select (e->>'call_id')::bigint as call_id, e->>'outcome' as outcome, e->>'reason' as reason,
                      e->>'carrier_code' as carrier_code, e->>'carrier_ref' as carrier_ref,
@@ -521,7 +528,7 @@ begin
         -- Its lease ran out and it was requeued. An answer that nothing was sent leaves it there (the
         -- same answer recorded twice must not take it off the queue); a late answer saying what
         -- happened is taken.
-        if v_outcome = 'failed' and v_reason in ('throttled', 'unreachable') then
+        if v_outcome = 'failed' and v_reason in (select reason from cp.failure_reason where nothing_sent) then
             return 'duplicate';
         end if;
         delete from cp.call_queue where call_id = v_call.call_id;

@@ -2,21 +2,13 @@
 -- Amount caps are in minor units of the preset's cap_currency and apply only to carriers billing
 -- in that currency; a carrier in another currency states its own caps in rules_override.
 
--- The rules in force for a carrier: built-in defaults, then its preset, then its overrides.
+-- The rules in force for a carrier: the defaults of cp.rule_key, then its preset, then its overrides.
 create or replace function cp.effective_rules(p_carrier_id integer) returns jsonb
 language sql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
-    select jsonb_build_object(
-               'optin_subscription', false, 'optin_one_time', false,
-               'pin_length', 6, 'pin_ttl_minutes', 10, 'pin_max_attempts', 3,
-               'pin_requests_per_msisdn_hour', 5, 'pin_requests_per_msisdn_day', 10,
-               'pin_failures_per_msisdn_day', 10, 'pin_failures_per_msisdn_30d', 30,
-               'pin_requests_per_merchant_hour', 5000, 'pin_failures_per_merchant_day', 1000,
-               'refund_window_days', 30, 'max_attempts_per_day', 3,
-               'grace_days', 3, 'cancel_after_days', 30,
-               'receipt_after_charge', false, 'sms_quiet_hours', '[]'::jsonb
-           )
+    select (select coalesce(jsonb_object_agg(k.key, k.default_value), '{}')
+            from cp.rule_key k where k.default_value is not null)
            || r.rules
            || c.rules_override
            || case when c.spec ? 'charging_hours' then jsonb_build_object('charging_hours', c.spec->'charging_hours')
@@ -312,9 +304,8 @@ begin
 end
 $$;
 
--- What is wrong with the opt-in rules of a preset or a carrier override, or null: a PIN length
--- outside 4-10 digits or a limit that is not a positive whole number would make PINs guessable
--- or opt-ins impossible, and is refused when the rules are saved rather than found at a request.
+-- What is wrong with the opt-in limits of a preset or a carrier override, or null: the ranges that
+-- keep PINs unguessable and opt-ins possible (cp.rules_problem checks the rest).
 create or replace function cp.optin_rules_problem(p_rules jsonb) returns text
 language sql immutable
 set search_path = pg_catalog, cp, pg_temp
@@ -332,6 +323,64 @@ as $$
     limit 1
 $$;
 
+-- The first key of a preset's or carrier override's rules that cp.rule_key does not know, or null: a
+-- misspelt or unsupported rule would look in force and be ignored, so it is refused when saved.
+create or replace function cp.unknown_rule_key(p_rules jsonb) returns text
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select r.key
+    from jsonb_object_keys(case when jsonb_typeof(p_rules) = 'object' then p_rules else '{}' end) r (key)
+    where not exists (select 1 from cp.rule_key k where k.key = r.key)
+    order by r.key
+    limit 1
+$$;
+
+-- Whether a rule's value has the shape its type (cp.rule_key.type) needs, so the functions that read
+-- it never meet a cast error at payment time.
+create or replace function cp.rule_value_fits(p_type text, p_value jsonb) returns boolean
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case p_type
+        when 'boolean' then jsonb_typeof(p_value) = 'boolean'
+        when 'integer' then jsonb_typeof(p_value) = 'number' and p_value::text ~ '^[0-9]{1,9}$'
+        when 'minor' then jsonb_typeof(p_value) = 'number' and p_value::text ~ '^[0-9]{1,18}$'
+        when 'currency' then jsonb_typeof(p_value) = 'string' and p_value #>> '{}' ~ '^[A-Z]{3}$'
+        when 'window' then jsonb_typeof(p_value) = 'string'
+                           and p_value #>> '{}' ~ '^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]|24):[0-5][0-9]$'
+        when 'quiet_hours' then jsonb_typeof(p_value) = 'array' and not exists (
+            select 1 from jsonb_array_elements(p_value) q
+            where jsonb_typeof(q) is distinct from 'object'
+               or coalesce(q->>'from', '') !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
+               or coalesce(q->>'to', '') !~ '^([01][0-9]|2[0-3]|24):[0-5][0-9]$'
+               or jsonb_typeof(q->'days') is distinct from 'array'
+               or exists (select 1 from jsonb_array_elements(q->'days') d
+                          where d::text !~ '^[1-7]$'))
+        else false
+    end
+$$;
+
+-- What is wrong with the values of a preset's or carrier override's rules, or null: rules that are
+-- not an object, a value of the wrong type for its key, a PIN length outside 4-10 digits or a limit
+-- that is not a positive whole number (PINs guessable or opt-ins impossible) is refused when the
+-- rules are saved rather than found at a request. Unknown keys are cp.unknown_rule_key's.
+create or replace function cp.rules_problem(p_rules jsonb) returns text
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(
+        case when p_rules is not null and jsonb_typeof(p_rules) <> 'object'
+             then format('rules must be an object, not %s', jsonb_typeof(p_rules)) end,
+        (select format('rule %s must be of type %s, not %s', r.key, k.type, left(r.value::text, 20))
+         from jsonb_each(case when jsonb_typeof(p_rules) = 'object' then p_rules else '{}' end) r
+         join cp.rule_key k on k.key = r.key
+         where not cp.rule_value_fits(k.type, r.value)
+         order by r.key
+         limit 1),
+        cp.optin_rules_problem(p_rules))
+$$;
+
 -- Create or replace a regulation preset.
 create or replace function admin.upsert_regulation(p_code text, p_name text, p_source text, p_rules jsonb)
 returns jsonb
@@ -339,8 +388,13 @@ language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_problem text := cp.optin_rules_problem(p_rules);
+    v_unknown text := cp.unknown_rule_key(p_rules);
+    v_problem text := cp.rules_problem(p_rules);
 begin
+    if v_unknown is not null then
+        perform cp.fail('CP090', format('regulation %s: rule %s is not a known rule key (cp.rule_key)',
+                                        left(p_code, 40), left(v_unknown, 64)));
+    end if;
     if v_problem is not null then
         perform cp.fail('CP080', format('regulation %s: %s', left(p_code, 40), v_problem));
     end if;
@@ -352,6 +406,9 @@ $$;
 
 
 -- Shipped presets, drawn from public rules; each names its source. Verify before claiming compliance.
+-- A preset sets only keys of cp.rule_key, each enforced somewhere. WASPA also asks a subscriber to
+-- confirm before their monthly spend passes R200; carrierpay has no monthly re-confirmation journey,
+-- so the ZA preset does not claim that rule (docs/sql-api.md, Regulation rule keys).
 -- None sets its own opt-in limits: all take the defaults of cp.effective_rules (6-digit PINs, 5 PINs
 -- an hour and 10 a day per number, 10 wrong PINs a day and 30 in 30 days per number, 5000 PINs an
 -- hour and 1000 wrong PINs a day per merchant and carrier), which keep a brute force on one number
@@ -372,8 +429,7 @@ insert into cp.regulation (code, name, source, rules) values
  '{"optin_subscription": true,
    "sms_quiet_hours": [{"days": [7], "from": "00:00", "to": "00:00"},
                        {"days": [6], "from": "13:00", "to": "09:00"},
-                       {"days": [1,2,3,4,5], "from": "20:00", "to": "08:00"}],
-   "monthly_confirmation_minor": 20000, "cap_currency": "ZAR"}'),
+                       {"days": [1,2,3,4,5], "from": "20:00", "to": "08:00"}]}'),
 ('IN', 'India',
  'TRAI regulations on value-added services and commercial communications',
  '{"optin_subscription": true, "renewal_notice_hours": 24,

@@ -255,7 +255,8 @@ begin
         period_base = v_sub.period_base,
         period_index = v_sub.period_index + 1,
         paid_through = v_paid_through,
-        next_charge_at = case when status = 'cancelled' then null else v_paid_through end,
+        next_charge_at = case when status = 'cancelled' then null
+                              else cp.first_attempt_time(v_sub.subscription_id, v_paid_through) end,
         status = case when status = 'cancelled' then status else 'active' end,
         retry_level = 0,
         collected_in_period = 0
@@ -297,7 +298,8 @@ begin
         update cp.subscription s
         set status = 'cancelled', cancel_reason = f.reason, cancelled_at = cp.clock_now(), next_charge_at = null
         from unnest(v_ids, v_reasons) as f(subscription_id, reason)
-        where s.subscription_id = f.subscription_id and f.reason in ('subscriber_invalid', 'barred', 'consent_refused')
+        where s.subscription_id = f.subscription_id
+          and f.reason in (select reason from cp.failure_reason where permanent)
         returning s.subscription_id, f.reason
     ) select array_agg(subscription_id order by subscription_id), array_agg(reason order by subscription_id)
       into v_cancelled, v_cancel_reasons from stopped;
@@ -361,7 +363,7 @@ begin
         select * from cp.next_retry_times(array(select subscription_id from retrying))
     )
     update cp.subscription s
-    set retry_level = s.retry_level + case when r.reason = 'insufficient_funds'
+    set retry_level = s.retry_level + case when r.reason in (select reason from cp.failure_reason where steps_down)
                                                 and o.retry_policy in ('step_down', 'accumulate')
                                            then 1 else 0 end,
         next_charge_at = n.retry_at
@@ -388,9 +390,10 @@ begin
     -- PL/pgSQL, not SQL, so the plan of this query is kept between calls rather than made on each one.
     return query
     with sub as (
-        select s.subscription_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz, p.retry_timing,
+        select s.subscription_id, s.subscriber_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz,
+               p.retry_timing,
                p.fixed_retry_hours, s.attempts_day, s.attempts_today,
-               random() < 0.1 as explore  -- one decision per retry, not per candidate slot
+               random() < cp.timing_exploration_share() as explore  -- one decision per retry, not per slot
         from cp.subscription s
         join cp.subscriber b on b.subscriber_id = s.subscriber_id
         join cp.carrier k on k.carrier_id = b.carrier_id
@@ -404,7 +407,8 @@ begin
     ), zone as materialized (
         select t.tz, cp.clock_now() at time zone t.tz as local_now from (select distinct tz from sub) t
     ), prepared as (
-        select sub.subscription_id, sub.carrier_id, sub.tz, sub.retry_timing, sub.fixed_retry_hours, sub.explore,
+        select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz, sub.retry_timing,
+               sub.fixed_retry_hours, sub.explore,
                r.hours, greatest(r.max_attempts, 1) as best_hours,
                case when sub.attempts_day = z.local_now::date and sub.attempts_today >= r.max_attempts
                     then greatest(z.local_now + interval '1 hour', z.local_now::date + 1)
@@ -453,13 +457,18 @@ begin
            (coalesce(case when p.retry_timing = 'fixed'
                          -- fixed hours first; if none falls inside the window, the window's first hour
                          then fc.fixed_slot
+                         -- the soonest of the subscriber's own best hours (db/procedures/timing.sql)
+                         when p.retry_timing = 'subscriber' then ps.slot
                          -- explore: any allowed slot of the coming day may win
                          when p.explore then c.day_slots[1 + floor(random() * cardinality(c.day_slots))::int]
                          else c.best_slot end,
                     c.first_slot, p.earliest) at time zone p.tz)::timestamptz
     from prepared p
     left join choice c using (carrier_id, hours, earliest)
-    left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours);
+    left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours)
+    left join lateral (select cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
+                                                 least(p.best_hours, cp.timing_retry_hours())) as slot
+                       where p.retry_timing = 'subscriber') ps on true;
 end
 $$;
 
@@ -490,6 +499,7 @@ begin
     on conflict (carrier_id, local_hour) do update
         set attempts = h.attempts + excluded.attempts, successes = h.successes + excluded.successes;
     get diagnostics v_rows = row_count;
+    perform cp.fold_subscriber_hours();
     return v_rows;
 end
 $$;

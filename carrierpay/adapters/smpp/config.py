@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from carrierpay.adapters import schemas
 from carrierpay.parsing import load_yaml
 
 SCHEMA_FILE = "smpp.schema.json"
@@ -30,7 +29,7 @@ class SmppConfigError(ValueError):
 
 @cache
 def smpp_schema() -> dict[str, Any]:
-    return json.loads(resources.files("carrierpay.adapters.schemas").joinpath(SCHEMA_FILE).read_text("utf-8"))
+    return schemas.load(SCHEMA_FILE)
 
 
 def _path(prefix: str, parts) -> str:

@@ -1,0 +1,171 @@
+-- Per-subscriber charging times (product retry_timing 'subscriber'): each subscriber's own success by
+-- local hour, shrunk towards the carrier × hour rate while their history is thin, times the first
+-- attempt of each period and every retry, inside the charging window and the day's attempt allowance
+-- (docs/scheduling.md, "Per-subscriber timing"). State: 48 bytes a subscriber (cp.subscriber_timing).
+
+-- How strongly the carrier × hour rate counts against a subscriber's own attempts at that hour: as
+-- many pseudo-attempts as this, so four of their own outcomes weigh as much as the carrier's habit.
+create or replace function cp.timing_prior_weight() returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 4.0::float8 $$;
+
+-- How many of a subscriber's best-scoring hours a retry may take the soonest of (never more than the
+-- day's attempt allowance): two, as measured in benchmarks/RESULTS.md, between waiting a day for the
+-- single best hour (fewest calls, fewest renewals) and spreading the allowance like best_hour does.
+create or replace function cp.timing_retry_hours() returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 2 $$;
+
+-- The share of timed attempts (subscriber and best_hour timings) placed at a random allowed slot, so
+-- hours never tried can still be learned; the rest go to the best-scoring hours.
+create or replace function cp.timing_exploration_share() returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 0.1::float8 $$;
+
+-- A subscriber's expected success at a local hour: their own successes and attempts there (from
+-- p_hours, null when none yet) plus the carrier's smoothed rate at that hour as prior pseudo-counts.
+create or replace function cp.timing_score(p_hours bytea, p_hour integer, p_carrier_attempts bigint,
+                                           p_carrier_successes bigint)
+returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select (coalesce(pg_catalog.get_byte(p_hours, 24 + p_hour), 0)
+            + cp.timing_prior_weight() * (coalesce(p_carrier_successes, 0) + 1)::float8
+              / (coalesce(p_carrier_attempts, 0) + 2))
+           / (coalesce(pg_catalog.get_byte(p_hours, p_hour), 0) + cp.timing_prior_weight())
+$$;
+
+-- Which of the allowed local slots (p_slots, already inside the charging window and the attempt
+-- allowance) a subscriber's next attempt takes: the soonest of the p_top best-scoring hours (so a
+-- retry uses the day's allowance at good hours rather than waiting a day for the single best), or,
+-- when p_explore, a random one. Counts both in cp.timing_choices / cp.timing_explorations for reports.
+create or replace function cp.subscriber_slot(p_subscriber_id bigint, p_carrier_id integer, p_slots timestamp[],
+                                              p_explore boolean, p_top integer default 1)
+returns timestamp
+language plpgsql volatile
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if coalesce(cardinality(p_slots), 0) = 0 then
+        return null;
+    end if;
+    perform pg_catalog.nextval('cp.timing_choices');
+    if p_explore then
+        perform pg_catalog.nextval('cp.timing_explorations');
+        return p_slots[1 + floor(random() * cardinality(p_slots))::int];
+    end if;
+    return (
+        select r.slot
+        from (select x.slot,
+                     dense_rank() over (order by cp.timing_score(t.hours, extract(hour from x.slot)::int,
+                                                                  hs.attempts, hs.successes) desc) as score_rank
+              from unnest(p_slots) x (slot)
+              left join cp.subscriber_timing t on t.subscriber_id = p_subscriber_id
+              left join cp.hour_stats hs
+                     on hs.carrier_id = p_carrier_id and hs.local_hour = extract(hour from x.slot)) r
+        where r.score_rank <= greatest(p_top, 1)
+        order by r.slot
+        limit 1);
+end
+$$;
+
+-- When the first attempt of a period falls due (p_due: the period's start): at p_due itself unless
+-- the product times by subscriber, then at the subscriber's best hour of the day that starts at p_due
+-- (p_due or one of the next 23 whole local hours), inside the charging window.
+create or replace function cp.first_attempt_time(p_subscription_id bigint, p_due timestamptz) returns timestamptz
+language plpgsql volatile
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_subscriber_id bigint;
+    v_carrier_id integer;
+    v_tz text;
+    v_hours text;
+    v_local timestamp;
+    v_slot timestamp;
+begin
+    select s.subscriber_id, s.carrier_id into v_subscriber_id, v_carrier_id
+    from cp.subscription s join cp.product p using (product_id)
+    where s.subscription_id = p_subscription_id and p.retry_timing = 'subscriber';
+    if v_subscriber_id is null or p_due is null then
+        return p_due;
+    end if;
+    v_tz := cp.subscriber_timezone(v_subscriber_id);
+    v_hours := cp.effective_rules(v_carrier_id)->>'charging_hours';
+    v_local := p_due at time zone v_tz;
+    v_slot := cp.subscriber_slot(v_subscriber_id, v_carrier_id,
+                                 array(select x.slot
+                                       from (select v_local as slot
+                                             union all
+                                             select date_trunc('hour', v_local) + make_interval(hours => h)
+                                             from generate_series(1, 23) h) x
+                                       where cp.in_window(x.slot::time, v_hours)
+                                       order by x.slot),
+                                 random() < cp.timing_exploration_share());
+    return coalesce(v_slot at time zone v_tz, p_due);
+end
+$$;
+
+-- Fold the appended renewal outcomes into each subscriber's 48 bytes: attempts and successes per
+-- local hour, both halved once an hour passes 60 attempts (recent habits weigh more, a byte never
+-- overflows). One folder at a time (the others skip): two would read the same old bytes. Returns
+-- how many subscribers were updated.
+create or replace function cp.fold_subscriber_hours() returns integer
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_rows integer;
+begin
+    if not pg_catalog.pg_try_advisory_xact_lock(1129337928) then  -- 'CPTH'
+        return 0;
+    end if;
+    with folded as (
+        delete from cp.subscriber_hour_delta returning subscriber_id, local_hour, success
+    ), sums as (
+        select subscriber_id, local_hour, count(*)::int as a, (count(*) filter (where success))::int as s
+        from folded group by 1, 2
+    ), merged as (
+        select t.subscriber_id,
+               pg_catalog.decode(string_agg(lpad(to_hex(n.a), 2, '0'), '' order by h.h)
+                                 || string_agg(lpad(to_hex(n.s), 2, '0'), '' order by h.h), 'hex') as hours
+        from (select distinct subscriber_id from sums) t
+        cross join generate_series(0, 23) h (h)
+        left join cp.subscriber_timing o on o.subscriber_id = t.subscriber_id
+        left join sums d on d.subscriber_id = t.subscriber_id and d.local_hour = h.h
+        cross join lateral (select coalesce(pg_catalog.get_byte(o.hours, h.h), 0) + coalesce(d.a, 0) as a,
+                                   coalesce(pg_catalog.get_byte(o.hours, 24 + h.h), 0) + coalesce(d.s, 0) as s) x
+        cross join lateral (select least(case when x.a > 60 then x.a / 2 else x.a end, 255) as a,
+                                   least(case when x.a > 60 then x.s / 2 else x.s end, 255) as s) n
+        group by t.subscriber_id
+    )
+    insert into cp.subscriber_timing as st (subscriber_id, hours)
+    select subscriber_id, hours from merged
+    on conflict (subscriber_id) do update set hours = excluded.hours;
+    get diagnostics v_rows = row_count;
+    return v_rows;
+end
+$$;
+
+-- Where subscriber timing stands, for benchmarks and DBAs: subscribers with a history, the bytes of
+-- one's row (tuple and line pointer; the primary key adds about 20 more), the table and index bytes per
+-- subscriber as stored (pages not yet full included), and the share of placed attempts that explored.
+create or replace function report.subscriber_timing() returns table (
+    subscribers bigint, row_bytes numeric, stored_bytes_per_subscriber numeric, choices bigint, explorations bigint,
+    exploration_share numeric
+)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select t.subscribers, t.row_bytes,
+           round(pg_catalog.pg_total_relation_size('cp.subscriber_timing')::numeric / nullif(t.subscribers, 0), 1),
+           c.choices, e.explorations, round(e.explorations::numeric / nullif(c.choices, 0), 4)
+    from (select count(*) as subscribers, round(avg(pg_catalog.pg_column_size(x.*) + 4), 1) as row_bytes
+          from cp.subscriber_timing x) t,
+         (select case when is_called then last_value else 0 end as choices from cp.timing_choices) c,
+         (select case when is_called then last_value else 0 end as explorations from cp.timing_explorations) e
+$$;
