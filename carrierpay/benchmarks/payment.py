@@ -44,6 +44,7 @@ ONE_TIME_PRICE = 20000
 RENEWAL_PRICE = 10000
 PAYMENT_PREFIX = "+23480"  # api.charge numbers
 RENEWAL_PREFIX = "+23481"  # renewal subscribers
+LONG_RUN_WINDOW = 300  # seconds compared at each end of a long run
 CARRIER_SPEC = {
     "code": CARRIER, "name": "Bench NG", "country": "NG", "mcc": "621", "mnc": "99", "currency": CURRENCY,
     "timezone": "Africa/Lagos", "number_ranges": [PAYMENT_PREFIX, RENEWAL_PREFIX],
@@ -481,6 +482,17 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
                where kind = 'charge' and subscription_id is null and status in ('succeeded', 'failed')
                  and final_at >= to_timestamp(%s) and final_at < to_timestamp(%s)""", [s0, s1]).fetchone()
         p50, p95, p99 = _ms_list(conn, s0, s1)
+        # A long run (--duration 1800) compares its first and last five minutes: the cost of a payment
+        # must not grow with the tables.
+        ends = None
+        if s1 - s0 >= 2 * LONG_RUN_WINDOW:
+            ends = conn.execute(
+                """select count(*) filter (where final_at < to_timestamp(%(s0)s + %(w)s)),
+                          count(*) filter (where final_at >= to_timestamp(%(s1)s - %(w)s))
+                   from cp.procedure
+                   where kind = 'charge' and subscription_id is null and status in ('succeeded', 'failed')
+                     and final_at >= to_timestamp(%(s0)s) and final_at < to_timestamp(%(s1)s)""",
+                {"s0": s0, "s1": s1, "w": LONG_RUN_WINDOW}).fetchone()
         top = conn.execute(
             """select calls, round(total_exec_time::numeric, 1), round((total_exec_time / calls)::numeric, 3),
                       left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
@@ -498,6 +510,11 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
         f"({succeeded} succeeded, {final - succeeded} failed; api.charge accepted {accepted:.1f}/s; "
         f"{window['queued_at_end']} queued at end; {opts.clients} clients, {opts.adapters} adapters; {load()})")
     out(f"api.charge latency ms: p50 {lp[50] * 1000:.1f} p95 {lp[95] * 1000:.1f} p99 {lp[99] * 1000:.1f}")
+    if ends is not None:
+        first, last = (n / LONG_RUN_WINDOW for n in ends)
+        report.figures["last_to_first"] = last / first if first else 0.0
+        out(f"long run: first {LONG_RUN_WINDOW // 60} min {first:.1f} payments/s, last {LONG_RUN_WINDOW // 60} min "
+            f"{last:.1f} payments/s (last ÷ first {report.figures['last_to_first']:.2f})")
     out(f"time-to-final-state ms: p50 {p50:.1f} p95 {p95:.1f} p99 {p99:.1f}")
     wal_tables: list[tuple[str, int, int]] = []
     if final:
