@@ -2,39 +2,69 @@
 -- procedure, the ledger, the entitlement, the subscription and the merchant notification in
 -- one transaction.
 
--- Queue one carrier call for a procedure. Its correlator is derived from the call id, so a repeat
--- of this call carries the same correlator and a new attempt (a new call) gets a new one.
-create or replace function cp.queue_call(p_procedure_id bigint, p_operation text, p_params jsonb,
-                                         p_available_at timestamptz default null, p_attempt integer default 1)
-returns bigint
+-- Queue carrier calls of one operation, one per element of p_procedure_ids (with its p_params, and
+-- its p_available_at or now): the call, whose correlator is derived from its id (a repeat of the call
+-- carries the same correlator, a new attempt a new one), and its row in cp.call_queue. One statement
+-- per table however many calls: a purchase queues one, a batch of renewals thousands. Returns the
+-- call ids in the order of p_procedure_ids.
+create or replace function cp.queue_calls(p_procedure_ids bigint[], p_operation text, p_params jsonb[],
+                                          p_available_at timestamptz[] default null, p_attempt integer default 1)
+returns bigint[]
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_proc cp.procedure;
-    v_carrier cp.carrier;
-    v_op jsonb;
-    v_call_id bigint := nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id'));
+    v_missing text;
+    v_call_ids bigint[];
 begin
-    select * into v_proc from cp.procedure where procedure_id = p_procedure_id;
-    select * into v_carrier from cp.carrier where carrier_id = v_proc.carrier_id;
-    v_op := v_carrier.spec->'operations'->p_operation;
-    if v_op is null then
-        perform cp.fail('CP071', format('carrier %s does not offer operation %s', v_carrier.code, p_operation));
+    select c.code into v_missing
+    from cp.procedure p join cp.carrier c on c.carrier_id = p.carrier_id
+    where p.procedure_id = any (p_procedure_ids) and c.spec->'operations'->p_operation is null
+    limit 1;
+    if v_missing is not null then
+        perform cp.fail('CP071', format('carrier %s does not offer operation %s', v_missing, p_operation));
     end if;
-    insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat,
-                                 attempt, correlator, params, created_at)
-    overriding system value
-    values (v_call_id, p_procedure_id, v_proc.carrier_id, p_operation, coalesce(v_op->>'pattern', 'sync'),
-            cp.may_send_again(v_carrier.spec, p_operation),
-            p_attempt, 'cp-' || v_call_id, coalesce(p_params, '{}'), cp.clock_now());
-    -- A charge is handed to an adapter only inside its subscriber's charging hours (adapter.claim_calls).
-    insert into cp.call_queue (call_id, carrier_id, available_at, charging_hours, timezone)
-    values (v_call_id, v_proc.carrier_id, coalesce(p_available_at, cp.clock_now()), p_operation = 'charge',
-            case when p_operation = 'charge'
-                 then (select timezone from cp.subscriber where subscriber_id = v_proc.subscriber_id) end);
-    return v_call_id;
+    with planned as materialized (
+        select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, o.*
+        from (select u.n, p.procedure_id, p.carrier_id, c.spec, u.params, u.available_at, s.timezone
+              from unnest(p_procedure_ids, p_params, p_available_at) with ordinality
+                   as u(procedure_id, params, available_at, n)
+              join cp.procedure p on p.procedure_id = u.procedure_id
+              join cp.carrier c on c.carrier_id = p.carrier_id
+              join cp.subscriber s on s.subscriber_id = p.subscriber_id
+              order by u.n) o
+    ), calls as (
+        insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat,
+                                     attempt, correlator, params, created_at)
+        overriding system value
+        select x.call_id, x.procedure_id, x.carrier_id, p_operation,
+               coalesce(x.spec->'operations'->p_operation->>'pattern', 'sync'), cp.may_send_again(x.spec, p_operation),
+               p_attempt, 'cp-' || x.call_id, coalesce(x.params, '{}'), cp.clock_now()
+        from planned x
+        order by x.call_id
+        returning call_id
+    ), queued as (
+        -- A charge is handed to an adapter only inside its subscriber's charging hours (adapter.claim_calls).
+        insert into cp.call_queue (call_id, carrier_id, available_at, charging_hours, timezone)
+        select x.call_id, x.carrier_id, coalesce(x.available_at, cp.clock_now()), p_operation = 'charge',
+               case when p_operation = 'charge' then x.timezone end
+        from planned x join calls using (call_id)
+        order by x.call_id
+    )
+    select array_agg(x.call_id order by x.n) into v_call_ids
+    from planned x;  -- queued runs regardless: data-modifying CTEs always execute
+    return v_call_ids;
 end
+$$;
+
+-- Queue one carrier call for a procedure (cp.queue_calls for one).
+create or replace function cp.queue_call(p_procedure_id bigint, p_operation text, p_params jsonb,
+                                         p_available_at timestamptz default null, p_attempt integer default 1)
+returns bigint
+language sql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select (cp.queue_calls(array[p_procedure_id], p_operation, array[p_params], array[p_available_at], p_attempt))[1]
 $$;
 
 -- The call document adapters receive: what the connector needs to talk to the carrier.

@@ -58,6 +58,7 @@ declare
     v_now timestamptz := cp.clock_now();
     v_missing text;
     v_procs bigint[];
+    v_call_ids bigint[];
 begin
     select c.code into v_missing
     from cp.subscription s
@@ -131,33 +132,22 @@ begin
         select d.carrier_id, nullif(cp.effective_rules(d.carrier_id)->>'charging_hours', '') as hours
         from (select distinct carrier_id from cp.procedure where procedure_id = any (v_procs)) d
     ), planned as materialized (
-        select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, o.*
-        from (select p.procedure_id, p.carrier_id, c.spec, c.spec->'operations'->'charge' as op,
-                     cp.charge_params(p, p.amount_minor) as params, s.timezone as own_timezone,
-                     coalesce(s.timezone, c.timezone) as timezone, h.hours
-              from cp.procedure p
-              join cp.carrier c on c.carrier_id = p.carrier_id
-              join cp.subscriber s on s.subscriber_id = p.subscriber_id
-              join hours h on h.carrier_id = p.carrier_id
-              where p.procedure_id = any (v_procs)
-              order by p.procedure_id) o
+        select p.procedure_id, cp.charge_params(p, p.amount_minor) as params,
+               coalesce(s.timezone, c.timezone) as timezone, h.hours
+        from cp.procedure p
+        join cp.carrier c on c.carrier_id = p.carrier_id
+        join cp.subscriber s on s.subscriber_id = p.subscriber_id
+        join hours h on h.carrier_id = p.carrier_id
+        where p.procedure_id = any (v_procs)
     ), openings as materialized (
         select z.timezone, z.hours, cp.next_charging_time(z.hours, z.timezone, v_now) as opening
         from (select distinct timezone, hours from planned where hours is not null) z
-    ), calls as (
-        insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat,
-                                     attempt, correlator, params, created_at)
-        overriding system value
-        select x.call_id, x.procedure_id, x.carrier_id, 'charge', coalesce(x.op->>'pattern', 'sync'),
-               cp.may_send_again(x.spec, 'charge'), 1, 'cp-' || x.call_id,
-               coalesce(x.params, '{}'), v_now
-        from planned x
-        returning call_id
     )
-    insert into cp.call_queue (call_id, carrier_id, available_at, charging_hours, timezone)
-    select x.call_id, x.carrier_id, coalesce(o.opening, v_now), true, x.own_timezone
+    select cp.queue_calls(array_agg(x.procedure_id order by x.procedure_id), 'charge',
+                          array_agg(x.params order by x.procedure_id),
+                          array_agg(coalesce(o.opening, v_now) order by x.procedure_id))
+    into v_call_ids
     from planned x
-    join calls using (call_id)
     left join openings o on o.timezone = x.timezone and o.hours = x.hours;
 
     update cp.subscription
