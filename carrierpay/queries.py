@@ -229,3 +229,24 @@ DEMO_TRY_REFUND = (
     "select t.i, pg_temp.try_refund(t.m, t.p, t.k) "
     "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, p, k, i)"
 )
+
+# Merchant HTTP API (`carrierpay api serve`, a carrierpay_gateway login; db/procedures/http_api.sql).
+# HTTP_AUTHENTICATE runs first in each operation's transaction: it sets the token's merchant role for
+# the rest of the transaction, so the api.* call after it acts as that merchant and nobody else.
+HTTP_ISSUE_TOKEN = "select gateway.issue_token(%(client_id)s, %(secret)s, %(scope)s, %(ttl)s)::text"
+HTTP_AUTHENTICATE = """
+    select a.merchant, a.default_product, pg_catalog.set_config('role', a.db_role, true)
+    from gateway.authenticate(%(token)s, %(scope)s) a
+"""
+HTTP_CREATE_PAYMENT = "select api.create_payment(%(merchant)s, %(request)s::jsonb, %(default_product)s)::text"
+HTTP_READ_PAYMENT = "select api.read_payment(%(merchant)s, %(payment_id)s)::text"
+HTTP_LIST_PAYMENTS = """
+    select r->>'total', r->>'last_index', (r->'payments')::text
+    from api.list_payments(%(merchant)s, %(from)s::timestamptz, %(to)s::timestamptz, %(statuses)s::text[],
+                           %(order)s, %(page)s, %(per_page)s) r
+"""
+
+# Operators: API clients of the merchant HTTP API.
+ADD_API_CLIENT = "select admin.add_api_client(%(merchant)s, %(scopes)s, %(default_product)s)"
+LIST_API_CLIENTS = "select * from admin.list_api_clients(%(merchant)s)"
+REVOKE_API_CLIENT = "select admin.revoke_api_client(%(client_id)s)"

@@ -1,0 +1,399 @@
+-- The merchant HTTP API (docs/http-api.md): OAuth2 clients and tokens, and the api.* functions behind
+-- the CAMARA Carrier Billing operations. `carrierpay api serve` authenticates a bearer token with
+-- gateway.authenticate, SET ROLEs to the merchant's own role, and calls exactly one api.* function with
+-- the request as received (jsonb, so decimal amounts arrive exact). What a CAMARA document says (its
+-- status names, its amounts in major units) is decided here, not in Python.
+
+-- The scopes an API client may hold: CAMARA's names for its operations, and ours for the extensions.
+create or replace function cp.api_scopes() returns text[]
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select array['carrier-billing:payments:create', 'carrier-billing:payments:read', 'carrier-billing:payments:write',
+                 'carrier-billing-refund:refunds:create', 'carrier-billing-refund:refunds:read',
+                 'carrierpay:subscriptions:write', 'carrierpay:subscriptions:read', 'carrierpay:consents:write',
+                 'carrierpay:balance:read']
+$$;
+
+-- A random credential as it is handed out once: 32 bytes, base64url without padding.
+create or replace function cp.random_credential(p_prefix text) returns text
+language sql volatile
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select p_prefix || pg_catalog.rtrim(pg_catalog.translate(pg_catalog.encode(public.gen_random_bytes(32), 'base64'),
+                                                             '+/', '-_'), '=')
+$$;
+
+-- Issue an API client for a merchant: its secret is returned here once and kept only as a digest.
+-- The gateway role becomes able to act as the merchant's role (and only through SET ROLE).
+create or replace function admin.add_api_client(p_merchant text, p_scopes text[] default null,
+                                                p_default_product text default null)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant;
+    v_scopes text[] := coalesce(p_scopes, cp.api_scopes());
+    v_unknown text;
+    v_client_id text := 'cpc_' || pg_catalog.encode(public.gen_random_bytes(9), 'hex');
+    v_secret text := cp.random_credential('cps_');
+begin
+    select * into v_merchant from cp.merchant where code = p_merchant;
+    if not found then
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
+    end if;
+    select s into v_unknown from unnest(v_scopes) s where s is null or not (s = any (cp.api_scopes())) limit 1;
+    if found or cardinality(v_scopes) = 0 then
+        perform cp.fail('CP117', format('unknown scope %L: one or more of %s', left(v_unknown, 64),
+                                        array_to_string(cp.api_scopes(), ', ')));
+    end if;
+    if p_default_product is not null then
+        perform cp.merchant_product(v_merchant.merchant_id, p_default_product);
+    end if;
+    insert into cp.api_client (client_id, merchant_id, secret_sha256, scopes, default_product, created_at)
+    values (v_client_id, v_merchant.merchant_id, pg_catalog.sha256(pg_catalog.convert_to(v_secret, 'UTF8')),
+            (select array_agg(distinct s order by s) from unnest(v_scopes) s), p_default_product, now());
+    perform cp.admit_gateway(v_merchant.db_role);
+    return jsonb_build_object('client_id', v_client_id, 'client_secret', v_secret, 'merchant', v_merchant.code,
+                              'scopes', to_jsonb(v_scopes), 'default_product', p_default_product);
+end
+$$;
+
+-- The API clients (all, or one merchant's), without secrets: what an operator reviews before revoking.
+create or replace function admin.list_api_clients(p_merchant text default null)
+returns table (client_id text, merchant text, scopes text, default_product text, created_at timestamptz,
+               revoked_at timestamptz, live_tokens bigint)
+language sql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select c.client_id, m.code, array_to_string(c.scopes, ' '), c.default_product, c.created_at, c.revoked_at,
+           (select count(*) from cp.api_token t where t.client_id = c.client_id and t.expires_at > clock_timestamp())
+    from cp.api_client c join cp.merchant m using (merchant_id)
+    where p_merchant is null or m.code = p_merchant
+    order by m.code, c.created_at, c.client_id
+$$;
+
+-- Revoke an API client: its secret and every token it was given stop working at once.
+create or replace function admin.revoke_api_client(p_client_id text) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_client cp.api_client;
+    v_tokens integer;
+begin
+    update cp.api_client set revoked_at = coalesce(revoked_at, now()) where client_id = p_client_id
+    returning * into v_client;
+    if not found then
+        perform cp.fail('CP116', format('unknown API client %L', left(p_client_id, 64)));
+    end if;
+    delete from cp.api_token where client_id = p_client_id;
+    get diagnostics v_tokens = row_count;
+    return jsonb_build_object('client_id', v_client.client_id, 'revoked_at', v_client.revoked_at,
+                              'tokens_revoked', v_tokens);
+end
+$$;
+
+-- OAuth2 client credentials grant: a short-lived bearer token for a live client whose secret matches,
+-- with the scopes asked for (all of the client's when none are). Wall-clock time, not the business
+-- clock: a test or demo moving business time must not extend a credential.
+create or replace function gateway.issue_token(p_client_id text, p_client_secret text, p_scope text default null,
+                                               p_ttl_seconds integer default 900)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_client cp.api_client;
+    v_asked text[] := array(select distinct s from unnest(string_to_array(btrim(coalesce(p_scope, '')), ' ')) s
+                            where s <> '' order by s);
+    v_token text := cp.random_credential('cpt_');
+    v_ttl integer := least(greatest(coalesce(p_ttl_seconds, 900), 1), 3600);
+begin
+    select * into v_client from cp.api_client
+    where client_id = p_client_id and revoked_at is null
+      and secret_sha256 = pg_catalog.sha256(pg_catalog.convert_to(coalesce(p_client_secret, ''), 'UTF8'));
+    if not found then
+        perform cp.fail('CP110', 'invalid client credentials');
+    end if;
+    if cardinality(v_asked) = 0 then
+        v_asked := v_client.scopes;
+    elsif not (v_asked <@ v_client.scopes) then
+        perform cp.fail('CP117', format('scope %L is not granted to this client',
+                                        left(array_to_string(array(select unnest(v_asked) except
+                                                                   select unnest(v_client.scopes)), ' '), 64)));
+    end if;
+    -- Expired tokens of this client go as it asks for a new one: the table stays the size of what is live.
+    delete from cp.api_token where client_id = v_client.client_id and expires_at < clock_timestamp();
+    insert into cp.api_token (token_sha256, client_id, scopes, expires_at)
+    values (pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), v_client.client_id, v_asked,
+            clock_timestamp() + make_interval(secs => v_ttl));
+    return jsonb_build_object('access_token', v_token, 'token_type', 'Bearer', 'expires_in', v_ttl,
+                              'scope', array_to_string(v_asked, ' '));
+end
+$$;
+
+-- Who a bearer token acts for: the merchant's code and role (to SET ROLE to) when the token is known,
+-- unexpired, of a live client and holds the scope the operation needs.
+create or replace function gateway.authenticate(p_token text, p_scope text)
+returns table (merchant text, db_role text, default_product text)
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_scopes text[];
+begin
+    select m.code, m.db_role, c.default_product, t.scopes into merchant, db_role, default_product, v_scopes
+    from cp.api_token t
+    join cp.api_client c on c.client_id = t.client_id and c.revoked_at is null
+    join cp.merchant m on m.merchant_id = c.merchant_id
+    where t.token_sha256 = pg_catalog.sha256(pg_catalog.convert_to(coalesce(p_token, ''), 'UTF8'))
+      and t.expires_at > clock_timestamp();
+    if not found then
+        perform cp.fail('CP111', 'the access token is missing, invalid, expired or revoked');
+    end if;
+    if p_scope is not null and not (p_scope = any (v_scopes)) then
+        perform cp.fail('CP112', format('the access token lacks scope %s', left(p_scope, 64)));
+    end if;
+    return next;
+end
+$$;
+
+-- A decimal amount in major units (a JSON number, exact) as minor units of the currency; more decimals
+-- than the currency has, or an amount that is not a positive bigint of minor units, is refused.
+create or replace function cp.minor_units(p_amount jsonb, p_currency text) returns bigint
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_minor numeric;
+begin
+    if jsonb_typeof(p_amount) is distinct from 'number' then
+        perform cp.fail('CP113', 'amount must be a number');
+    end if;
+    -- A JSON number is a numeric in jsonb: no binary float on the way. Its exponent is checked before
+    -- the multiplication, so 1e100000 costs nothing.
+    if length(split_part(p_amount::text, '.', 1)) > 19 then
+        perform cp.fail('CP113', format('amount %s is out of range', left(p_amount::text, 32)));
+    end if;
+    v_minor := p_amount::text::numeric * power(10::numeric, cp.currency_exponent(p_currency));
+    if v_minor <> trunc(v_minor) then
+        perform cp.fail('CP113', format('amount %s has more decimals than %s has (%s)', left(p_amount::text, 32),
+                                        p_currency, cp.currency_exponent(p_currency)));
+    end if;
+    if v_minor <= 0 or v_minor > 9223372036854775807 then
+        perform cp.fail('CP113', format('amount %s is out of range', left(p_amount::text, 32)));
+    end if;
+    return v_minor::bigint;
+end
+$$;
+
+-- Minor units as the decimal number a CAMARA document carries: 300 GBP minor is 3.00.
+-- (PL/pgSQL, bound when first called: cp.currency_exponent lives in notices.sql, applied after this file.)
+create or replace function cp.major_units(p_amount_minor bigint, p_currency text) returns numeric
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_exponent integer := cp.currency_exponent(p_currency);
+begin
+    return round(p_amount_minor / power(10::numeric, v_exponent), v_exponent);
+end
+$$;
+
+-- A procedure's status in CAMARA's words. A charge prepared in two steps is `reserved` (or
+-- `pending_validation` while its PIN is awaited) until confirmed, and `cancelled` if cancelled.
+create or replace function cp.camara_payment_status(p_proc cp.procedure) returns text
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case
+        when p_proc.metadata->'camara'->>'step' = 'cancelled' then 'cancelled'
+        when p_proc.metadata->'camara'->>'step' in ('reserved', 'pending_validation') and p_proc.status = 'pending'
+            then p_proc.metadata->'camara'->>'step'
+        when p_proc.status in ('succeeded', 'partially_refunded', 'refunded') then 'succeeded'
+        when p_proc.status = 'failed' then 'denied'
+        else 'processing' end
+$$;
+
+-- A charge as CAMARA's Payment document: the amountTransaction the merchant sent (or, for a payment
+-- made through the SQL API, one built from the procedure), the server's references and the status.
+create or replace function cp.camara_payment(p_proc cp.procedure) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select jsonb_strip_nulls(jsonb_build_object(
+        'paymentId', p_proc.procedure_id::text,
+        'paymentStatus', cp.camara_payment_status(p_proc),
+        'paymentCreationDate', p_proc.created_at,
+        'paymentDate', case when p_proc.status in ('succeeded', 'partially_refunded', 'refunded')
+                            then p_proc.final_at end,
+        'sink', p_proc.metadata->'camara'->>'sink',
+        'amountTransaction', coalesce(p_proc.metadata->'camara'->'amountTransaction', jsonb_build_object(
+                'referenceCode', 'cp-' || p_proc.procedure_id,
+                'paymentAmount', jsonb_build_object('chargingInformation', jsonb_build_object(
+                    'amount', cp.major_units(p_proc.amount_minor, p_proc.currency),
+                    'currency', p_proc.currency,
+                    'description', (select name from cp.product where product_id = p_proc.product_id)))))
+            || jsonb_build_object(
+                'phoneNumber', (select msisdn from cp.subscriber where subscriber_id = p_proc.subscriber_id),
+                'resourceURL', '/carrier-billing/v0.5/payments/' || p_proc.procedure_id,
+                'serverReferenceCode', 'cp-' || p_proc.procedure_id)))
+$$;
+
+-- The idempotency key of a CAMARA request: its clientCorrelator, else its referenceCode (a second
+-- request with the same referenceCode and no clientCorrelator is a duplicate, CP114).
+create or replace function cp.camara_request_key(p_merchant_id integer, p_transaction jsonb) returns text
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_key text;
+begin
+    if p_transaction ? 'clientCorrelator' then
+        return 'camara:cc:' || (p_transaction->>'clientCorrelator');
+    end if;
+    v_key := 'camara:ref:' || (p_transaction->>'referenceCode');
+    if exists (select 1 from cp.idempotency where merchant_id = p_merchant_id and idem_key = v_key) then
+        perform cp.fail('CP114', format('a payment with referenceCode %L already exists',
+                                        left(p_transaction->>'referenceCode', 64)));
+    end if;
+    return v_key;
+end
+$$;
+
+-- What a CAMARA payment request charges: the subscriber's number and carrier, the amount in minor
+-- units of the carrier's currency and the product (chargingMetaData.productId, else serviceId, else
+-- the API client's default product).
+create or replace function cp.camara_charge_terms(p_transaction jsonb, p_default_product text,
+                                                  out o_msisdn text, out o_product text, out o_amount_minor bigint)
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_info jsonb := p_transaction->'paymentAmount'->'chargingInformation';
+    v_meta jsonb := p_transaction->'paymentAmount'->'chargingMetaData';
+    v_carrier cp.carrier;
+begin
+    if jsonb_typeof(p_transaction) is distinct from 'object' or jsonb_typeof(v_info) is distinct from 'object'
+       or p_transaction->>'referenceCode' is null then
+        perform cp.fail('CP080', 'amountTransaction with referenceCode and paymentAmount.chargingInformation is required');
+    end if;
+    if p_transaction->>'phoneNumber' is null then
+        perform cp.fail('CP118', 'phoneNumber is required: the access token does not identify a subscriber');
+    end if;
+    o_msisdn := cp.normalize_msisdn(p_transaction->>'phoneNumber');
+    v_carrier := cp.carrier_for_msisdn(o_msisdn);
+    if (v_info->>'currency') is distinct from v_carrier.currency then
+        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this number is billed in %s',
+                                        left(v_info->>'currency', 8), v_carrier.currency));
+    end if;
+    o_amount_minor := cp.minor_units(v_info->'amount', v_carrier.currency);
+    o_product := coalesce(v_meta->>'productId', v_meta->>'serviceId', p_default_product);
+    if o_product is null then
+        perform cp.fail('CP115', 'no product: set chargingMetaData.productId or give the API client a default product');
+    end if;
+end
+$$;
+
+-- CAMARA createPayment: a one-step charge (api.charge) of a request as received.
+create or replace function api.create_payment(p_merchant text, p_request jsonb, p_default_product text default null)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_tx jsonb := p_request->'amountTransaction';
+    v_terms record;
+    v_key text;
+    v_charge jsonb;
+begin
+    v_terms := cp.camara_charge_terms(v_tx, p_default_product);
+    v_key := cp.camara_request_key(v_merchant.merchant_id, v_tx);
+    v_charge := api.charge(p_merchant, v_terms.o_msisdn, v_terms.o_product, v_key, v_terms.o_amount_minor,
+                           jsonb_build_object('camara', jsonb_strip_nulls(jsonb_build_object(
+                               'amountTransaction', v_tx, 'sink', p_request->>'sink'))));
+    return cp.camara_payment(p) from cp.procedure p where p.procedure_id = (v_charge->>'id')::bigint;
+end
+$$;
+
+-- The merchant's charge with this id (as the text CAMARA's path carries), or CP040: an id that is not
+-- a number, or another merchant's payment, is simply not found.
+create or replace function cp.merchant_charge(p_merchant_id integer, p_payment_id text) returns cp.procedure
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_proc cp.procedure;
+begin
+    if p_payment_id ~ '^[0-9]{1,18}$' then
+        select * into v_proc from cp.procedure
+        where procedure_id = p_payment_id::bigint and merchant_id = p_merchant_id and kind = 'charge';
+    end if;
+    if v_proc.procedure_id is null then
+        perform cp.fail('CP040', format('no payment %L', left(p_payment_id, 64)));
+    end if;
+    return v_proc;
+end
+$$;
+
+-- CAMARA retrievePayment.
+create or replace function api.read_payment(p_merchant text, p_payment_id text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+begin
+    return cp.camara_payment(cp.merchant_charge(v_merchant.merchant_id, p_payment_id));
+end
+$$;
+
+-- CAMARA retrievePayments: the merchant's charges created in a period (to: now when only from is
+-- given), with the given CAMARA statuses, one page of them and how many match in all.
+create or replace function api.list_payments(p_merchant text, p_from timestamptz default null,
+                                             p_to timestamptz default null, p_statuses text[] default null,
+                                             p_order text default 'desc', p_page integer default 1,
+                                             p_per_page integer default 10)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
+    v_total bigint;
+    v_items jsonb;
+begin
+    if p_from > v_to then
+        perform cp.fail('CP119', format('paymentCreationDate.gte %s is after paymentCreationDate.lte %s', p_from, v_to));
+    end if;
+    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100
+       or coalesce(p_order, 'desc') not in ('asc', 'desc') then
+        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
+    end if;
+    with matching as (
+        select p from cp.procedure p
+        where p.merchant_id = v_merchant.merchant_id and p.kind = 'charge'
+          and (p_from is null or p.created_at >= p_from) and (v_to is null or p.created_at <= v_to)
+          and (p_statuses is null or cp.camara_payment_status(p) = any (p_statuses))
+    ), page as (
+        select m.p, row_number() over (
+                   order by case when coalesce(p_order, 'desc') = 'asc' then (m.p).created_at end,
+                            case when coalesce(p_order, 'desc') = 'desc' then (m.p).created_at end desc,
+                            case when coalesce(p_order, 'desc') = 'asc' then (m.p).procedure_id end,
+                            (m.p).procedure_id desc) as ordinal
+        from matching m
+    )
+    select (select count(*) from matching),
+           coalesce((select jsonb_agg(cp.camara_payment(page.p) order by page.ordinal) from page
+                     where page.ordinal > (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
+                       and page.ordinal <= coalesce(p_page, 1) * coalesce(p_per_page, 10)), '[]'::jsonb)
+    into v_total, v_items;
+    return jsonb_build_object('total', v_total, 'payments', v_items,
+                              'last_index', (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
+                                            + jsonb_array_length(v_items));
+end
+$$;
