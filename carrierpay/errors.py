@@ -89,6 +89,7 @@ UnknownScope = _kind("UnknownScope", "CP117")
 PhoneNumberRequired = _kind("PhoneNumberRequired", "CP118")
 InvalidDateRange = _kind("InvalidDateRange", "CP119")
 PageOutOfRange = _kind("PageOutOfRange", "CP120")
+InvalidRefundDateRange = _kind("InvalidRefundDateRange", "CP121")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {
     cls.code: cls for cls in list(globals().values())

@@ -245,6 +245,14 @@ HTTP_LIST_PAYMENTS = """
     from api.list_payments(%(merchant)s, %(from)s::timestamptz, %(to)s::timestamptz, %(statuses)s::text[],
                            %(order)s, %(page)s, %(per_page)s) r
 """
+HTTP_CREATE_REFUND = "select api.create_refund(%(merchant)s, %(payment_id)s, %(request)s::jsonb)::text"
+HTTP_READ_REFUND = "select api.read_refund(%(merchant)s, %(payment_id)s, %(refund_id)s)::text"
+HTTP_READ_REMAINING_AMOUNT = "select api.read_remaining_amount(%(merchant)s, %(payment_id)s)::text"
+HTTP_LIST_REFUNDS = """
+    select r->>'total', r->>'last_index', (r->'items')::text
+    from api.list_refunds(%(merchant)s, %(payment_id)s, %(from)s::timestamptz, %(to)s::timestamptz,
+                          %(statuses)s::text[], %(order)s, %(page)s, %(per_page)s) r
+"""
 
 # Operators: API clients of the merchant HTTP API.
 ADD_API_CLIENT = "select admin.add_api_client(%(merchant)s, %(scopes)s, %(default_product)s)"

@@ -53,6 +53,7 @@ BY_SQLSTATE: dict[str, tuple[int, str]] = {
     "CP118": (422, "MISSING_IDENTIFIER"),
     "CP119": (400, "CARRIER_BILLING.INVALID_DATE_RANGE"),
     "CP120": (400, "OUT_OF_RANGE"),
+    "CP121": (400, "CARRIER_BILLING_REFUND.INVALID_DATE_RANGE"),
 }
 
 # PostgreSQL's own classes a request can reach with bad input (a string with NUL, a number beyond

@@ -4,6 +4,10 @@
     POST /carrier-billing/v0.5/payments                   createPayment
     GET  /carrier-billing/v0.5/payments                   retrievePayments
     GET  /carrier-billing/v0.5/payments/{paymentId}       retrievePayment
+    POST /carrier-billing-refund/v0.3/payments/{paymentId}/refunds                      createRefund
+    GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds                      retrieveRefunds
+    GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds/{refundId}           retrieveRefund
+    GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds/remaining-amount     retrievePaymentRemainingAmount
     GET  /openapi.yaml                                    the document describing all of it
     GET  /health                                          200 when the database answers
 
@@ -156,6 +160,13 @@ class ApiServer:
         app.router.add_post(f"{cb}/payments", self._operation("createPayment", self.create_payment))
         app.router.add_get(f"{cb}/payments", self._operation("retrievePayments", self.retrieve_payments))
         app.router.add_get(f"{cb}/payments/{{paymentId}}", self._operation("retrievePayment", self.retrieve_payment))
+        rf = "/carrier-billing-refund/v0.3/payments/{paymentId}/refunds"
+        app.router.add_post(rf, self._operation("createRefund", self.create_refund))
+        app.router.add_get(rf, self._operation("retrieveRefunds", self.retrieve_refunds))
+        # Before {refundId}, which would match it too.
+        app.router.add_get(f"{rf}/remaining-amount",
+                           self._operation("retrievePaymentRemainingAmount", self.retrieve_remaining_amount))
+        app.router.add_get(f"{rf}/{{refundId}}", self._operation("retrieveRefund", self.retrieve_refund))
         return app
 
     async def start(self) -> ApiServer:
@@ -259,10 +270,19 @@ class ApiServer:
             raise ApiError(400, "INVALID_ARGUMENT", "the request body is not valid JSON") from None
         if isinstance(body, dict):
             _check_sink(body)
-        error = next(iter(self.document.validator(schema_ref).iter_errors(body)), None)
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "body"
-            raise ApiError(400, "INVALID_ARGUMENT", f"{where[:80]}: {str(error.message)[:120]}")
+        refs = [schema_ref]
+        # A discriminated schema (createRefund's `type`): the variant named must hold too, which the
+        # OpenAPI 3.0 validator does not check by itself.
+        discriminator = self.document.components["schemas"][schema_ref.rsplit("/", 1)[1]].get("discriminator")
+        if discriminator and isinstance(body, dict):
+            variant = discriminator.get("mapping", {}).get(body.get(discriminator["propertyName"]))
+            if isinstance(variant, str):
+                refs.append(variant)
+        for ref in refs:
+            error = next(iter(self.document.validator(ref).iter_errors(body)), None)
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "body"
+                raise ApiError(400, "INVALID_ARGUMENT", f"{where[:80]}: {str(error.message)[:120]}")
         # The database reads the body as sent, so its numbers are never turned into floats on the way.
         return raw.decode("utf-8")
 
@@ -280,23 +300,30 @@ class ApiServer:
 
     async def retrieve_payments(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                                 body: Any) -> web.Response:
-        q = request.query
-        statuses = q.getall("paymentStatus", []) or None
-        if statuses and len(statuses) == 1 and "," in statuses[0]:
-            statuses = statuses[0].split(",")
-        try:
-            page = int(q.get("page", "1"))
-            per_page = int(q.get("perPage", "10"))
-        except ValueError:
-            raise ApiError(400, "INVALID_ARGUMENT", "page and perPage must be integers") from None
-        cur = await conn.execute(queries.HTTP_LIST_PAYMENTS, {
-            **who, "from": _date_time(q, "paymentCreationDate.gte"), "to": _date_time(q, "paymentCreationDate.lte"),
-            "statuses": statuses, "order": q.get("order", "desc"), "page": page, "per_page": per_page})
-        total, last_index, items = await cur.fetchone()
-        response = _json(items, 200)
-        response.headers["X-Total-Count"] = str(total)
-        response.headers["Content-Last-Key"] = str(last_index)
-        return response
+        return await _page(conn, queries.HTTP_LIST_PAYMENTS, request, "payment", who)
+
+    async def create_refund(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
+                            body: Any) -> web.Response:
+        cur = await conn.execute(queries.HTTP_CREATE_REFUND, {
+            **who, "payment_id": request.match_info["paymentId"], "request": body})
+        return _json((await cur.fetchone())[0], 201)
+
+    async def retrieve_refunds(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
+                               body: Any) -> web.Response:
+        return await _page(conn, queries.HTTP_LIST_REFUNDS, request, "refund",
+                           {**who, "payment_id": request.match_info["paymentId"]})
+
+    async def retrieve_refund(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
+                              body: Any) -> web.Response:
+        cur = await conn.execute(queries.HTTP_READ_REFUND, {
+            **who, "payment_id": request.match_info["paymentId"], "refund_id": request.match_info["refundId"]})
+        return _json((await cur.fetchone())[0], 200)
+
+    async def retrieve_remaining_amount(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
+                                        body: Any) -> web.Response:
+        cur = await conn.execute(queries.HTTP_READ_REMAINING_AMOUNT, {
+            **who, "payment_id": request.match_info["paymentId"]})
+        return _json((await cur.fetchone())[0], 200)
 
     # ------------------------------------------------------------------ token, document, health
 
@@ -341,6 +368,28 @@ class ApiServer:
         except Exception:  # any failure means not healthy
             return web.Response(status=503, text="database unavailable")
         return web.Response(text="ok")
+
+
+async def _page(conn: psycopg.AsyncConnection, sql: str, request: web.Request, noun: str,
+                params: dict) -> web.Response:
+    """One page of a CAMARA list (payments or refunds) with its X-Total-Count and Content-Last-Key."""
+    q = request.query
+    statuses = q.getall(f"{noun}Status", []) or None
+    if statuses and len(statuses) == 1 and "," in statuses[0]:
+        statuses = statuses[0].split(",")
+    try:
+        page = int(q.get("page", "1"))
+        per_page = int(q.get("perPage", "10"))
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", "page and perPage must be integers") from None
+    cur = await conn.execute(sql, {
+        **params, "from": _date_time(q, f"{noun}CreationDate.gte"), "to": _date_time(q, f"{noun}CreationDate.lte"),
+        "statuses": statuses, "order": q.get("order", "desc"), "page": page, "per_page": per_page})
+    total, last_index, items = await cur.fetchone()
+    response = _json(items, 200)
+    response.headers["X-Total-Count"] = str(total)
+    response.headers["Content-Last-Key"] = str(last_index)
+    return response
 
 
 def _date_time(query: Any, name: str) -> str | None:

@@ -397,3 +397,168 @@ begin
                                             + jsonb_array_length(v_items));
 end
 $$;
+
+-- A refund's status in CAMARA's words.
+create or replace function cp.camara_refund_status(p_status cp.procedure_status) returns text
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case p_status when 'succeeded' then 'succeeded' when 'failed' then 'denied' else 'processing' end
+$$;
+
+-- A refund as CAMARA's Refund document: what the merchant sent (or, for a refund made through the SQL
+-- API, what it amounts to), its status and dates.
+create or replace function cp.camara_refund(p_proc cp.procedure) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select jsonb_strip_nulls(jsonb_build_object(
+        'refundId', p_proc.procedure_id::text,
+        'refundStatus', cp.camara_refund_status(p_proc.status),
+        'refundCreationDate', p_proc.created_at,
+        'refundDate', case when p_proc.status = 'succeeded' then p_proc.final_at end,
+        'type', coalesce(p_proc.metadata->'camara'->>'type',
+                         case when p_proc.amount_minor = parent.collected_minor then 'total' else 'partial' end),
+        'reason', p_proc.metadata->>'reason',
+        'sink', p_proc.metadata->'camara'->>'sink',
+        'amountTransaction', coalesce(p_proc.metadata->'camara'->'amountTransaction', jsonb_build_object(
+            'referenceCode', 'cp-' || p_proc.procedure_id,
+            'refundAmount', jsonb_build_object('chargingInformation', jsonb_build_object(
+                'amount', cp.major_units(p_proc.amount_minor, p_proc.currency), 'currency', p_proc.currency,
+                'description', (select name from cp.product where product_id = p_proc.product_id)))))))
+    from cp.procedure parent where parent.procedure_id = p_proc.parent_id
+$$;
+
+-- CAMARA createRefund: api.refund of the whole remaining amount (type total) or of
+-- refundAmount.chargingInformation.amount (type partial, a decimal in the payment's currency).
+-- Idempotency as api.create_payment: clientCorrelator, else referenceCode (a repeat is CP114).
+create or replace function api.create_refund(p_merchant text, p_payment_id text, p_request jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
+    v_tx jsonb := p_request->'amountTransaction';
+    v_info jsonb := p_request->'amountTransaction'->'refundAmount'->'chargingInformation';
+    v_amount bigint;
+    v_key text;
+    v_refund jsonb;
+begin
+    if p_request->>'type' is null or p_request->>'type' not in ('total', 'partial')
+       or jsonb_typeof(v_tx) is distinct from 'object' or v_tx->>'referenceCode' is null then
+        perform cp.fail('CP080', 'type total or partial and amountTransaction with referenceCode are required');
+    end if;
+    if p_request->>'type' = 'partial' then
+        if jsonb_typeof(v_info) is distinct from 'object' then
+            perform cp.fail('CP080', 'a partial refund needs refundAmount.chargingInformation');
+        end if;
+        if (v_info->>'currency') is distinct from v_charge.currency then
+            perform cp.fail('CP008', format('currency %L is not the payment''s (%s)', left(v_info->>'currency', 8),
+                                            v_charge.currency));
+        end if;
+        v_amount := cp.minor_units(v_info->'amount', v_charge.currency);
+    end if;
+    v_key := case when v_tx ? 'clientCorrelator' then 'camara:refund:cc:' || (v_tx->>'clientCorrelator')
+                  else 'camara:refund:ref:' || (v_tx->>'referenceCode') end;
+    if not v_tx ? 'clientCorrelator'
+       and exists (select 1 from cp.idempotency where merchant_id = v_merchant.merchant_id and idem_key = v_key) then
+        perform cp.fail('CP114', format('a refund with referenceCode %L already exists', left(v_tx->>'referenceCode', 64)));
+    end if;
+    v_refund := api.refund(p_merchant, v_charge.procedure_id, v_key, v_amount, p_request->>'reason');
+    -- What the merchant sent, kept with the refund to be shown as sent (api.refund keeps only the reason).
+    update cp.procedure
+    set metadata = metadata || jsonb_build_object('camara', jsonb_strip_nulls(jsonb_build_object(
+        'type', p_request->>'type', 'amountTransaction', v_tx, 'sink', p_request->>'sink')))
+    where procedure_id = (v_refund->>'id')::bigint and not metadata ? 'camara';
+    return cp.camara_refund(p) from cp.procedure p where p.procedure_id = (v_refund->>'id')::bigint;
+end
+$$;
+
+-- CAMARA retrieveRefund: a refund of the merchant's payment (anything else is CP040).
+create or replace function api.read_refund(p_merchant text, p_payment_id text, p_refund_id text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
+    v_refund cp.procedure;
+begin
+    if p_refund_id ~ '^[0-9]{1,18}$' then
+        select * into v_refund from cp.procedure
+        where procedure_id = p_refund_id::bigint and parent_id = v_charge.procedure_id and kind = 'refund';
+    end if;
+    if v_refund.procedure_id is null then
+        perform cp.fail('CP040', format('no refund %L of payment %s', left(p_refund_id, 64), v_charge.procedure_id));
+    end if;
+    return cp.camara_refund(v_refund);
+end
+$$;
+
+-- CAMARA retrieveRefunds: a payment's refunds created in a period, with the given statuses, one page
+-- of them and how many match in all.
+create or replace function api.list_refunds(p_merchant text, p_payment_id text, p_from timestamptz default null,
+                                            p_to timestamptz default null, p_statuses text[] default null,
+                                            p_order text default 'desc', p_page integer default 1,
+                                            p_per_page integer default 10)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
+    v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
+    v_total bigint;
+    v_items jsonb;
+begin
+    if p_from > v_to then
+        perform cp.fail('CP121', format('refundCreationDate.gte %s is after refundCreationDate.lte %s', p_from, v_to));
+    end if;
+    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100
+       or coalesce(p_order, 'desc') not in ('asc', 'desc') then
+        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
+    end if;
+    with matching as (
+        select r from cp.procedure r
+        where r.parent_id = v_charge.procedure_id and r.kind = 'refund'
+          and (p_from is null or r.created_at >= p_from) and (v_to is null or r.created_at <= v_to)
+          and (p_statuses is null or cp.camara_refund_status(r.status) = any (p_statuses))
+    ), page as (
+        select m.r, row_number() over (
+                   order by case when coalesce(p_order, 'desc') = 'asc' then (m.r).created_at end,
+                            case when coalesce(p_order, 'desc') = 'desc' then (m.r).created_at end desc,
+                            case when coalesce(p_order, 'desc') = 'asc' then (m.r).procedure_id end,
+                            (m.r).procedure_id desc) as ordinal
+        from matching m
+    )
+    select (select count(*) from matching),
+           coalesce((select jsonb_agg(cp.camara_refund(page.r) order by page.ordinal) from page
+                     where page.ordinal > (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
+                       and page.ordinal <= coalesce(p_page, 1) * coalesce(p_per_page, 10)), '[]'::jsonb)
+    into v_total, v_items;
+    return jsonb_build_object('total', v_total, 'items', v_items,
+                              'last_index', (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
+                                            + jsonb_array_length(v_items));
+end
+$$;
+
+-- CAMARA retrievePaymentRemainingAmount: what can still be refunded of a payment (collected minus
+-- refunds succeeded or in progress, as api.refund counts it), in major units.
+create or replace function api.read_remaining_amount(p_merchant text, p_payment_id text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
+    v_remaining bigint;
+begin
+    select v_charge.collected_minor - coalesce(sum(amount_minor), 0) into v_remaining
+    from cp.procedure
+    where parent_id = v_charge.procedure_id and kind = 'refund' and status <> 'failed';
+    return jsonb_build_object('amount', cp.major_units(greatest(v_remaining, 0), v_charge.currency),
+                              'currency', v_charge.currency);
+end
+$$;

@@ -103,3 +103,13 @@ def conforms(schema_name: str, document: object) -> None:
 def error_conforms(answer: dict, status: int, code: str) -> None:
     assert answer["status"] == status and answer["code"] == code, answer
     assert isinstance(answer["message"], str) and answer["message"]
+
+
+def settle(world_url: str, procedure_id: int | str, outcome: str = "succeeded", carrier: str = "test_ng") -> None:
+    """What an adapter does with the procedure's call: lease it, then record the carrier's answer."""
+    with psycopg.connect(world_url, autocommit=True) as conn:
+        conn.execute("select adapter.claim_calls(%s, 100, interval '1 minute', 'test-worker')", [carrier])
+        conn.execute("select adapter.complete_calls(jsonb_build_array(jsonb_build_object('call_id', "
+                     "(select max(call_id) from cp.carrier_call where procedure_id = %s), 'outcome', %s::text, "
+                     "'reason', case when %s::text = 'failed' then 'insufficient_funds' end)))",
+                     [int(procedure_id), outcome, outcome])
