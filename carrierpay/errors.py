@@ -90,6 +90,11 @@ PhoneNumberRequired = _kind("PhoneNumberRequired", "CP118")
 InvalidDateRange = _kind("InvalidDateRange", "CP119")
 PageOutOfRange = _kind("PageOutOfRange", "CP120")
 InvalidRefundDateRange = _kind("InvalidRefundDateRange", "CP121")
+InvalidAuthorizationId = _kind("InvalidAuthorizationId", "CP122")
+PaymentAlreadyValidated = _kind("PaymentAlreadyValidated", "CP123")
+PaymentAlreadyConfirmed = _kind("PaymentAlreadyConfirmed", "CP124")
+PaymentCancelled = _kind("PaymentCancelled", "CP125")
+PaymentAwaitsValidation = _kind("PaymentAwaitsValidation", "CP126")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {
     cls.code: cls for cls in list(globals().values())

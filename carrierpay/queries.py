@@ -245,6 +245,10 @@ HTTP_LIST_PAYMENTS = """
     from api.list_payments(%(merchant)s, %(from)s::timestamptz, %(to)s::timestamptz, %(statuses)s::text[],
                            %(order)s, %(page)s, %(per_page)s) r
 """
+HTTP_PREPARE_PAYMENT = "select api.prepare_payment(%(merchant)s, %(request)s::jsonb, %(default_product)s)::text"
+HTTP_VALIDATE_PAYMENT = "select api.validate_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
+HTTP_CONFIRM_PAYMENT = "select api.confirm_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
+HTTP_CANCEL_PAYMENT = "select api.cancel_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
 HTTP_CREATE_REFUND = "select api.create_refund(%(merchant)s, %(payment_id)s, %(request)s::jsonb)::text"
 HTTP_READ_REFUND = "select api.read_refund(%(merchant)s, %(payment_id)s, %(refund_id)s)::text"
 HTTP_READ_REMAINING_AMOUNT = "select api.read_remaining_amount(%(merchant)s, %(payment_id)s)::text"

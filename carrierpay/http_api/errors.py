@@ -54,6 +54,11 @@ BY_SQLSTATE: dict[str, tuple[int, str]] = {
     "CP119": (400, "CARRIER_BILLING.INVALID_DATE_RANGE"),
     "CP120": (400, "OUT_OF_RANGE"),
     "CP121": (400, "CARRIER_BILLING_REFUND.INVALID_DATE_RANGE"),
+    "CP122": (400, "CARRIER_BILLING.INVALID_AUTHORIZATION_ID"),
+    "CP123": (409, "ALREADY_EXISTS"),                       # already validated
+    "CP124": (409, "CARRIER_BILLING.PAYMENT_CONFIRMED"),
+    "CP125": (409, "CARRIER_BILLING.PAYMENT_CANCELLED"),
+    "CP126": (403, "CARRIER_BILLING.PAYMENT_DENIED"),       # confirmed before its validation code
 }
 
 # PostgreSQL's own classes a request can reach with bad input (a string with NUL, a number beyond

@@ -4,6 +4,8 @@
     POST /carrier-billing/v0.5/payments                   createPayment
     GET  /carrier-billing/v0.5/payments                   retrievePayments
     GET  /carrier-billing/v0.5/payments/{paymentId}       retrievePayment
+    POST /carrier-billing/v0.5/payments/prepare           preparePayment (a held charge)
+    POST /carrier-billing/v0.5/payments/{paymentId}/validate|confirm|cancel
     POST /carrier-billing-refund/v0.3/payments/{paymentId}/refunds                      createRefund
     GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds                      retrieveRefunds
     GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds/{refundId}           retrieveRefund
@@ -160,6 +162,10 @@ class ApiServer:
         app.router.add_post(f"{cb}/payments", self._operation("createPayment", self.create_payment))
         app.router.add_get(f"{cb}/payments", self._operation("retrievePayments", self.retrieve_payments))
         app.router.add_get(f"{cb}/payments/{{paymentId}}", self._operation("retrievePayment", self.retrieve_payment))
+        app.router.add_post(f"{cb}/payments/prepare", self._operation("preparePayment", self.prepare_payment))
+        for step, status in (("validate", 204), ("confirm", 202), ("cancel", 202)):
+            app.router.add_post(f"{cb}/payments/{{paymentId}}/{step}",
+                                self._operation(f"{step}Payment", self._second_step(step, status)))
         rf = "/carrier-billing-refund/v0.3/payments/{paymentId}/refunds"
         app.router.add_post(rf, self._operation("createRefund", self.create_refund))
         app.router.add_get(rf, self._operation("retrieveRefunds", self.retrieve_refunds))
@@ -301,6 +307,21 @@ class ApiServer:
     async def retrieve_payments(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                                 body: Any) -> web.Response:
         return await _page(conn, queries.HTTP_LIST_PAYMENTS, request, "payment", who)
+
+    async def prepare_payment(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
+                              body: Any) -> web.Response:
+        cur = await conn.execute(queries.HTTP_PREPARE_PAYMENT, {**who, "request": body})
+        return _json((await cur.fetchone())[0], 201)
+
+    def _second_step(self, step: str, status: int) -> Handler:
+        sql = {"validate": queries.HTTP_VALIDATE_PAYMENT, "confirm": queries.HTTP_CONFIRM_PAYMENT,
+               "cancel": queries.HTTP_CANCEL_PAYMENT}[step]
+
+        async def run(request: web.Request, conn: psycopg.AsyncConnection, who: dict, body: Any) -> web.Response:
+            await conn.execute(sql, {**who, "payment_id": request.match_info["paymentId"], "request": body})
+            return web.Response(status=status)
+
+        return run
 
     async def create_refund(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                             body: Any) -> web.Response:
