@@ -40,6 +40,8 @@ BY_SQLSTATE: dict[str, tuple[int, str]] = {
     "CP050": (404, "NOT_FOUND"),
     "CP051": (409, "INCOMPATIBLE_STATE"),
     "CP052": (400, "INVALID_ARGUMENT"),
+    "CP063": (400, "INVALID_SINK"),                         # a sink the dispatcher may not post to
+    "CP064": (400, "INVALID_SINK"),
     "CP070": (422, "SERVICE_NOT_APPLICABLE"),
     "CP071": (422, "SERVICE_NOT_APPLICABLE"),
     "CP080": (400, "INVALID_ARGUMENT"),

@@ -315,6 +315,7 @@ begin
     v_charge := api.charge(p_merchant, v_terms.o_msisdn, v_terms.o_product, v_key, v_terms.o_amount_minor,
                            jsonb_build_object('camara', jsonb_strip_nulls(jsonb_build_object(
                                'amountTransaction', v_tx, 'sink', p_request->>'sink'))));
+    perform cp.register_sink((v_charge->>'id')::bigint, p_request);
     return cp.camara_payment(p) from cp.procedure p where p.procedure_id = (v_charge->>'id')::bigint;
 end
 $$;
@@ -471,6 +472,7 @@ begin
     set metadata = metadata || jsonb_build_object('camara', jsonb_strip_nulls(jsonb_build_object(
         'type', p_request->>'type', 'amountTransaction', v_tx, 'sink', p_request->>'sink')))
     where procedure_id = (v_refund->>'id')::bigint and not metadata ? 'camara';
+    perform cp.register_sink((v_refund->>'id')::bigint, p_request);
     return cp.camara_refund(p) from cp.procedure p where p.procedure_id = (v_refund->>'id')::bigint;
 end
 $$;
@@ -561,4 +563,49 @@ begin
     return jsonb_build_object('amount', cp.major_units(greatest(v_remaining, 0), v_charge.currency),
                               'currency', v_charge.currency);
 end
+$$;
+
+-- Remember where a CAMARA request wants its status changes (sink, checked like a webhook URL) and the
+-- bearer credential it gave for them; the webhook dispatcher delivers them (cp.tg_procedure__notify_sink).
+create or replace function cp.register_sink(p_procedure_id bigint, p_request jsonb) returns void
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if p_request->>'sink' is null then
+        return;
+    end if;
+    perform cp.assert_webhook_url(p_request->>'sink');
+    insert into cp.notification_sink (procedure_id, sink, access_token, token_expires_at)
+    values (p_procedure_id, p_request->>'sink', p_request->'sinkCredential'->>'accessToken',
+            (p_request->'sinkCredential'->>'accessTokenExpiresUtc')::timestamptz)
+    on conflict (procedure_id) do nothing;
+end
+$$;
+
+-- The CloudEvent CAMARA's callbacks define for a payment or refund that reached a final state.
+create or replace function cp.camara_event(p_proc cp.procedure) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select jsonb_build_object(
+        'id', pg_catalog.gen_random_uuid()::text,
+        'source', 'carrierpay',
+        'specversion', '1.0',
+        'datacontenttype', 'application/json',
+        'time', cp.clock_now(),
+        'type', case
+            when p_proc.kind = 'refund' then 'org.camaraproject.carrier-billing-refund.v0.refund-'
+                 || case when p_proc.status = 'succeeded' then 'completed' else 'denied' end
+            when p_proc.metadata->'camara'->>'step' = 'cancelled' then 'org.camaraproject.carrier-billing.v0.payment-cancelled'
+            when p_proc.status = 'failed' then 'org.camaraproject.carrier-billing.v0.payment-denied'
+            else 'org.camaraproject.carrier-billing.v0.payment-completed' end,
+        'data', jsonb_strip_nulls(jsonb_build_object(
+            'paymentId', coalesce(p_proc.parent_id, p_proc.procedure_id)::text,
+            'refundId', case when p_proc.kind = 'refund' then p_proc.procedure_id::text end,
+            'status', case when p_proc.status = 'failed' then 'failed' else 'succeeded' end,
+            'description', case when p_proc.status = 'failed' then coalesce(p_proc.reason, 'failed')
+                                else 'completed' end,
+            'paymentDate', case when p_proc.kind = 'charge' and p_proc.status = 'succeeded' then p_proc.final_at end,
+            'denialReason', case when p_proc.status = 'failed' then p_proc.reason end)))
 $$;

@@ -81,6 +81,7 @@ begin
         'optin_id', v_optin.optin_id))));
     v_proc := cp.new_procedure('charge', v_subscriber, v_merchant.merchant_id, v_pp.amount_minor, v_pp.currency,
                                v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => v_metadata);
+    perform cp.register_sink(v_proc.procedure_id, p_request);
     return cp.idempotency_finish(v_merchant.merchant_id, v_key, cp.camara_payment(v_proc)
         || case when v_optin.optin_id is null then '{}'::jsonb
                 else jsonb_build_object('validationInfo', jsonb_build_object(

@@ -86,3 +86,23 @@ async def test_tokens_cannot_be_guessed_or_smuggled(world_url):
         for header in ("Basic abc", "Bearer", "bearer  "):
             status, _, answer = await api.call("GET", PAYMENTS, token="", headers={"Authorization": header})
             assert (status, answer["code"]) == (401, "UNAUTHENTICATED")
+
+
+async def test_a_sink_cannot_aim_the_dispatcher_at_our_network(world_url, owner):
+    from carrierpay import webhooks
+    from tests.http_api.kit import settle
+
+    async with api_server(world_url) as api:
+        await api.get_token(add_client(world_url, "acme"))
+        for number, sink in (("+2348020000011", "https://127.0.0.1:5432/x"),
+                             ("+2348020000012", "https://169.254.169.254/latest/meta-data"),
+                             ("+2348020000013", "https://10.0.0.1/x")):
+            status, _, created = await api.call("POST", PAYMENTS, payment_body(phone=number, sink=f'"{sink}"'))
+            assert status == 201, created
+            settle(world_url, created["paymentId"])
+    async with await psycopg.AsyncConnection.connect(world_url, autocommit=True) as conn, \
+            webhooks.WebhookClient(webhooks.DestinationPolicy()) as client:
+        await webhooks.dispatch_once(conn, client)
+    errors_seen = [row[0] for row in owner.execute(
+        "select last_error from cp.merchant_notification where to_sink order by notification_id")]
+    assert len(errors_seen) == 3 and all(e.startswith("refused") for e in errors_seen), errors_seen

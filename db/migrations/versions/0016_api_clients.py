@@ -3,7 +3,8 @@
 `carrierpay api serve` logs in as a member of `carrierpay_gateway`. That role may only trade client
 credentials for tokens and look a token up (schema `gateway`); to do anything for a merchant it must
 `SET ROLE` to the merchant's own role, so the merchant API sees the merchant, with its privileges.
-Client secrets and tokens are random and kept only as SHA-256 digests.
+Client secrets and tokens are random and kept only as SHA-256 digests. A CAMARA request's `sink`
+gets its own notifications (CloudEvents) through the webhook dispatcher's table.
 
 Revision ID: 0016
 Revises: 0015
@@ -54,6 +55,15 @@ def upgrade() -> None:
         );
         create index on cp.api_token (client_id);
         create index on cp.api_token (expires_at);
+        -- Where a CAMARA request asked for its status changes to go (sink), with the bearer credential
+        -- the merchant gave for it (sinkCredential); delivered by the webhook dispatcher.
+        create table cp.notification_sink (
+            procedure_id     bigint primary key references cp.procedure,
+            sink             text not null,
+            access_token     text,
+            token_expires_at timestamptz
+        );
+        alter table cp.merchant_notification add column to_sink boolean not null default false;
         comment on table cp.api_client is
             'OAuth2 clients of the merchant HTTP API: the secret is shown once and kept as its SHA-256';
         comment on table cp.api_token is
