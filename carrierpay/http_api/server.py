@@ -6,6 +6,9 @@
     GET  /carrier-billing/v0.5/payments/{paymentId}       retrievePayment
     POST /carrier-billing/v0.5/payments/prepare           preparePayment (a held charge)
     POST /carrier-billing/v0.5/payments/{paymentId}/validate|confirm|cancel
+    POST|GET /carrierpay/v1/subscriptions, GET /carrierpay/v1/subscriptions/{id}, POST …/{id}/cancel
+    POST /carrierpay/v1/consents, POST /carrierpay/v1/consents/{id}/validate
+    POST /carrierpay/v1/balance-checks, GET /carrierpay/v1/balance-checks/{id}
     POST /carrier-billing-refund/v0.3/payments/{paymentId}/refunds                      createRefund
     GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds                      retrieveRefunds
     GET  /carrier-billing-refund/v0.3/payments/{paymentId}/refunds/{refundId}           retrieveRefund
@@ -66,10 +69,14 @@ class ApiError(Exception):
 def _strip_multiple_of(node: Any) -> Any:
     # CAMARA writes `multipleOf: 0.001` on amounts; checked with binary floats it refuses exact values
     # such as 0.29. Whether an amount has too many decimals is the currency's business, decided in SQL.
+    # Bounds become Decimals too: request numbers are parsed as Decimal, and Decimal('0.001') is less
+    # than the float 0.001.
     if isinstance(node, dict):
         return {k: _strip_multiple_of(v) for k, v in node.items() if k != "multipleOf"}
     if isinstance(node, list):
         return [_strip_multiple_of(v) for v in node]
+    if isinstance(node, float):
+        return Decimal(repr(node))
     return node
 
 
@@ -173,6 +180,20 @@ class ApiServer:
         app.router.add_get(f"{rf}/remaining-amount",
                            self._operation("retrievePaymentRemainingAmount", self.retrieve_remaining_amount))
         app.router.add_get(f"{rf}/{{refundId}}", self._operation("retrieveRefund", self.retrieve_refund))
+        ext = "/carrierpay/v1"
+        for method, path, operation_id, sql, status in (
+                ("POST", "/subscriptions", "createSubscription", queries.HTTP_CREATE_SUBSCRIPTION, 201),
+                ("GET", "/subscriptions/{subscriptionId}", "retrieveSubscription", queries.HTTP_READ_SUBSCRIPTION, 200),
+                ("POST", "/subscriptions/{subscriptionId}/cancel", "cancelSubscription",
+                 queries.HTTP_CANCEL_SUBSCRIPTION, 200),
+                ("POST", "/consents", "createConsent", queries.HTTP_CREATE_CONSENT, 201),
+                ("POST", "/consents/{consentId}/validate", "validateConsent", queries.HTTP_VALIDATE_CONSENT, 200),
+                ("POST", "/balance-checks", "createBalanceCheck", queries.HTTP_CREATE_BALANCE_CHECK, 201),
+                ("GET", "/balance-checks/{balanceCheckId}", "retrieveBalanceCheck",
+                 queries.HTTP_READ_BALANCE_CHECK, 200)):
+            app.router.add_route(method, ext + path, self._operation(operation_id, _one_document(sql, status)))
+        app.router.add_get(f"{ext}/subscriptions",
+                           self._operation("retrieveSubscriptions", self.retrieve_subscriptions))
         return app
 
     async def start(self) -> ApiServer:
@@ -323,6 +344,10 @@ class ApiServer:
 
         return run
 
+    async def retrieve_subscriptions(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
+                                     body: Any) -> web.Response:
+        return await _page(conn, queries.HTTP_LIST_SUBSCRIPTIONS, request, "subscription", who, dates=False)
+
     async def create_refund(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                             body: Any) -> web.Response:
         cur = await conn.execute(queries.HTTP_CREATE_REFUND, {
@@ -391,8 +416,18 @@ class ApiServer:
         return web.Response(text="ok")
 
 
+def _one_document(sql: str, status: int) -> Handler:
+    """An operation whose answer is the one document its SQL function returns (path parameters by name)."""
+
+    async def run(request: web.Request, conn: psycopg.AsyncConnection, who: dict, body: Any) -> web.Response:
+        cur = await conn.execute(sql, {**who, **request.match_info, "request": body})
+        return _json((await cur.fetchone())[0], status)
+
+    return run
+
+
 async def _page(conn: psycopg.AsyncConnection, sql: str, request: web.Request, noun: str,
-                params: dict) -> web.Response:
+                params: dict, *, dates: bool = True) -> web.Response:
     """One page of a CAMARA list (payments or refunds) with its X-Total-Count and Content-Last-Key."""
     q = request.query
     statuses = q.getall(f"{noun}Status", []) or None
@@ -403,9 +438,10 @@ async def _page(conn: psycopg.AsyncConnection, sql: str, request: web.Request, n
         per_page = int(q.get("perPage", "10"))
     except ValueError:
         raise ApiError(400, "INVALID_ARGUMENT", "page and perPage must be integers") from None
-    cur = await conn.execute(sql, {
-        **params, "from": _date_time(q, f"{noun}CreationDate.gte"), "to": _date_time(q, f"{noun}CreationDate.lte"),
-        "statuses": statuses, "order": q.get("order", "desc"), "page": page, "per_page": per_page})
+    if dates:
+        params = {**params, "from": _date_time(q, f"{noun}CreationDate.gte"),
+                  "to": _date_time(q, f"{noun}CreationDate.lte"), "order": q.get("order", "desc")}
+    cur = await conn.execute(sql, {**params, "statuses": statuses, "page": page, "per_page": per_page})
     total, last_index, items = await cur.fetchone()
     response = _json(items, 200)
     response.headers["X-Total-Count"] = str(total)

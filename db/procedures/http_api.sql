@@ -609,3 +609,211 @@ as $$
             'paymentDate', case when p_proc.kind = 'charge' and p_proc.status = 'succeeded' then p_proc.final_at end,
             'denialReason', case when p_proc.status = 'failed' then p_proc.reason end)))
 $$;
+
+-- ---------------------------------------------------------------- carrierpay's extensions
+-- Subscriptions, consents and balance checks over HTTP, in CAMARA's conventions (camelCase, text ids,
+-- decimal amounts, clientCorrelator idempotency), each a thin wrapper of the SQL API function.
+
+-- A subscription as the HTTP API shows it.
+create or replace function cp.subscription_resource(p_subscription_id bigint) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select jsonb_strip_nulls(jsonb_build_object(
+        'subscriptionId', s.subscription_id::text, 'status', s.status, 'plan', s.plan, 'productId', p.code,
+        'phoneNumber', sb.msisdn, 'nextChargeDate', s.next_charge_at, 'paidThrough', s.paid_through,
+        'cancelReason', s.cancel_reason, 'cancelledDate', s.cancelled_at, 'creationDate', s.created_at,
+        'price', jsonb_build_object('amount', cp.major_units(pp.amount_minor, pp.currency), 'currency', pp.currency)))
+    from cp.subscription s join cp.product p using (product_id) join cp.subscriber sb using (subscriber_id)
+    join cp.price_point pp on pp.price_point_id = s.price_point_id
+    where s.subscription_id = p_subscription_id
+$$;
+
+-- The merchant's subscription with this id (text, as the path carries it), or CP050.
+create or replace function cp.merchant_subscription(p_merchant_id integer, p_subscription_id text) returns bigint
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_id bigint;
+begin
+    if p_subscription_id ~ '^[0-9]{1,18}$' then
+        select subscription_id into v_id from cp.subscription
+        where subscription_id = p_subscription_id::bigint and merchant_id = p_merchant_id;
+    end if;
+    if v_id is null then
+        perform cp.fail('CP050', format('no subscription %L', left(p_subscription_id, 64)));
+    end if;
+    return v_id;
+end
+$$;
+
+-- POST /carrierpay/v1/subscriptions: api.subscribe; a PIN opt-in, when the regulation wants one, is
+-- named in validationInfo (confirm it with /consents/{authorizationId}/validate).
+create or replace function api.create_subscription(p_merchant text, p_request jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_doc jsonb;
+begin
+    v_doc := api.subscribe(p_merchant, p_request->>'phoneNumber', p_request->>'productId', p_request->>'plan',
+                           'ext:subscription:' || (p_request->>'clientCorrelator'));
+    return cp.subscription_resource((v_doc->>'id')::bigint)
+        || jsonb_build_object('existing', coalesce((v_doc->>'existing')::boolean, false))
+        || case when v_doc ? 'optin_id' then jsonb_build_object('validationInfo', jsonb_build_object(
+                    'action', 'validate', 'authorizationId', v_doc->>'optin_id')) else '{}'::jsonb end;
+end
+$$;
+
+-- GET /carrierpay/v1/subscriptions/{id}.
+create or replace function api.read_subscription(p_merchant text, p_subscription_id text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+begin
+    return cp.subscription_resource(cp.merchant_subscription(v_merchant.merchant_id, p_subscription_id));
+end
+$$;
+
+-- GET /carrierpay/v1/subscriptions: a page of the merchant's subscriptions (newest first), with
+-- the given statuses, and how many match.
+create or replace function api.list_subscriptions(p_merchant text, p_statuses text[] default null,
+                                                  p_page integer default 1, p_per_page integer default 10)
+returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_total bigint;
+    v_items jsonb;
+begin
+    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100 then
+        perform cp.fail('CP120', 'page must be at least 1 and perPage between 1 and 100');
+    end if;
+    select count(*) into v_total from cp.subscription s
+    where s.merchant_id = v_merchant.merchant_id and (p_statuses is null or s.status::text = any (p_statuses));
+    select coalesce(jsonb_agg(cp.subscription_resource(x.subscription_id) order by x.created_at desc,
+                              x.subscription_id desc), '[]'::jsonb)
+    into v_items
+    from (select s.subscription_id, s.created_at from cp.subscription s
+          where s.merchant_id = v_merchant.merchant_id and (p_statuses is null or s.status::text = any (p_statuses))
+          order by s.created_at desc, s.subscription_id desc
+          offset (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10) limit coalesce(p_per_page, 10)) x;
+    return jsonb_build_object('total', v_total, 'items', v_items,
+                              'last_index', (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
+                                            + jsonb_array_length(v_items));
+end
+$$;
+
+-- POST /carrierpay/v1/subscriptions/{id}/cancel: api.cancel_subscription now.
+create or replace function api.stop_subscription(p_merchant text, p_subscription_id text, p_request jsonb default '{}')
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_id bigint := cp.merchant_subscription(v_merchant.merchant_id, p_subscription_id);
+begin
+    perform api.cancel_subscription(p_merchant, v_id, p_request->>'reason');
+    return cp.subscription_resource(v_id);
+end
+$$;
+
+-- POST /carrierpay/v1/consents: api.request_optin (a PIN to the subscriber for a purchase of a product).
+create or replace function api.create_consent(p_merchant text, p_request jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_doc jsonb;
+begin
+    v_doc := api.request_optin(p_merchant, p_request->>'phoneNumber', p_request->>'productId',
+                               'ext:consent:' || (p_request->>'clientCorrelator'));
+    return jsonb_build_object('consentId', v_doc->>'id', 'status', v_doc->>'status', 'expiresAt', v_doc->'expires_at');
+end
+$$;
+
+-- POST /carrierpay/v1/consents/{id}/validate: api.confirm_optin with the subscriber's PIN; a wrong
+-- PIN is its code raised (CP031, CP033, CP037), the check counted all the same.
+create or replace function api.validate_consent(p_merchant text, p_consent_id text, p_request jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_doc jsonb;
+begin
+    if p_consent_id !~ '^[0-9]{1,18}$' then
+        perform cp.fail('CP030', format('no consent %L', left(p_consent_id, 64)));
+    end if;
+    v_doc := api.confirm_optin(p_merchant, p_consent_id::bigint, p_request->>'code');
+    if v_doc->>'status' <> 'confirmed' then
+        perform cp.fail(coalesce(v_doc->'error'->>'code', 'CP031'),
+                        format('invalid code (%s attempts left)', coalesce(v_doc->>'attempts_left', '0')));
+    end if;
+    return jsonb_strip_nulls(jsonb_build_object('consentId', p_consent_id, 'status', 'confirmed',
+                                                'subscriptionId', v_doc->>'subscription_id'));
+end
+$$;
+
+-- A balance check as the HTTP API shows it.
+create or replace function cp.balance_check_resource(p_proc cp.procedure) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select jsonb_strip_nulls(jsonb_build_object(
+        'balanceCheckId', p_proc.procedure_id::text,
+        'status', case p_proc.status when 'succeeded' then 'succeeded' when 'failed' then 'denied' else 'processing' end,
+        'amount', jsonb_build_object('amount', cp.major_units(p_proc.amount_minor, p_proc.currency),
+                                     'currency', p_proc.currency),
+        'sufficient', (p_proc.result->>'sufficient')::boolean,
+        'creationDate', p_proc.created_at))
+$$;
+
+-- POST /carrierpay/v1/balance-checks: api.check_balance of a decimal amount in the subscriber's currency.
+create or replace function api.create_balance_check(p_merchant text, p_request jsonb) returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_carrier cp.carrier := cp.carrier_for_msisdn(cp.normalize_msisdn(p_request->>'phoneNumber'));
+    v_doc jsonb;
+begin
+    if (p_request->'amount'->>'currency') is distinct from v_carrier.currency then
+        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this number is billed in %s',
+                                        left(p_request->'amount'->>'currency', 8), v_carrier.currency));
+    end if;
+    v_doc := api.check_balance(p_merchant, p_request->>'phoneNumber',
+                               cp.minor_units(p_request->'amount'->'amount', v_carrier.currency),
+                               'ext:balance:' || (p_request->>'clientCorrelator'));
+    return cp.balance_check_resource(p) from cp.procedure p where p.procedure_id = (v_doc->>'id')::bigint;
+end
+$$;
+
+-- GET /carrierpay/v1/balance-checks/{id}.
+create or replace function api.read_balance_check(p_merchant text, p_check_id text) returns jsonb
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_proc cp.procedure;
+begin
+    if p_check_id ~ '^[0-9]{1,18}$' then
+        select * into v_proc from cp.procedure
+        where procedure_id = p_check_id::bigint and merchant_id = v_merchant.merchant_id and kind = 'balance_check';
+    end if;
+    if v_proc.procedure_id is null then
+        perform cp.fail('CP040', format('no balance check %L', left(p_check_id, 64)));
+    end if;
+    return cp.balance_check_resource(v_proc);
+end
+$$;
