@@ -232,3 +232,47 @@ DEMO_TRY_REFUND = (
 
 # --- sharded deployments (the front database; carrierpay/shards owns the front's schema) ---
 SHARD_MAP = "select partition, connstr from front.list_partitions()"
+# Merchant HTTP API (`carrierpay api serve`, a carrierpay_gateway login; db/procedures/http_api.sql).
+# HTTP_AUTHENTICATE runs first in each operation's transaction: it sets the token's merchant role for
+# the rest of the transaction, so the api.* call after it acts as that merchant and nobody else.
+HTTP_ISSUE_TOKEN = "select gateway.issue_token(%(client_id)s, %(secret)s, %(scope)s, %(ttl)s)::text"
+HTTP_AUTHENTICATE = """
+    select a.merchant, a.default_product, pg_catalog.set_config('role', a.db_role, true)
+    from gateway.authenticate(%(token)s, %(scope)s) a
+"""
+HTTP_CREATE_PAYMENT = "select api.create_payment(%(merchant)s, %(request)s::jsonb, %(default_product)s)::text"
+HTTP_READ_PAYMENT = "select api.read_payment(%(merchant)s, %(payment_id)s)::text"
+HTTP_LIST_PAYMENTS = """
+    select r->>'total', r->>'last_index', (r->'payments')::text
+    from api.list_payments(%(merchant)s, %(from)s::timestamptz, %(to)s::timestamptz, %(statuses)s::text[],
+                           %(order)s, %(page)s::integer, %(per_page)s::integer) r
+"""
+HTTP_PREPARE_PAYMENT = "select api.prepare_payment(%(merchant)s, %(request)s::jsonb, %(default_product)s)::text"
+HTTP_VALIDATE_PAYMENT = "select api.validate_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
+HTTP_CONFIRM_PAYMENT = "select api.confirm_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
+HTTP_CANCEL_PAYMENT = "select api.cancel_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
+HTTP_CREATE_REFUND = "select api.create_refund(%(merchant)s, %(payment_id)s, %(request)s::jsonb)::text"
+HTTP_READ_REFUND = "select api.read_refund(%(merchant)s, %(payment_id)s, %(refund_id)s)::text"
+HTTP_READ_REMAINING_AMOUNT = "select api.read_remaining_amount(%(merchant)s, %(payment_id)s)::text"
+HTTP_LIST_REFUNDS = """
+    select r->>'total', r->>'last_index', (r->'items')::text
+    from api.list_refunds(%(merchant)s, %(payment_id)s, %(from)s::timestamptz, %(to)s::timestamptz,
+                          %(statuses)s::text[], %(order)s, %(page)s::integer, %(per_page)s::integer) r
+"""
+# carrierpay's extensions: subscriptions, consents, balance checks.
+HTTP_CREATE_SUBSCRIPTION = "select api.create_subscription(%(merchant)s, %(request)s::jsonb)::text"
+HTTP_READ_SUBSCRIPTION = "select api.read_subscription(%(merchant)s, %(subscriptionId)s)::text"
+HTTP_CANCEL_SUBSCRIPTION = "select api.stop_subscription(%(merchant)s, %(subscriptionId)s, %(request)s::jsonb)::text"
+HTTP_LIST_SUBSCRIPTIONS = """
+    select r->>'total', r->>'last_index', (r->'items')::text
+    from api.list_subscriptions(%(merchant)s, %(statuses)s::text[], %(page)s::integer, %(per_page)s::integer) r
+"""
+HTTP_CREATE_CONSENT = "select api.create_consent(%(merchant)s, %(request)s::jsonb)::text"
+HTTP_VALIDATE_CONSENT = "select api.validate_consent(%(merchant)s, %(consentId)s, %(request)s::jsonb)::text"
+HTTP_CREATE_BALANCE_CHECK = "select api.create_balance_check(%(merchant)s, %(request)s::jsonb)::text"
+HTTP_READ_BALANCE_CHECK = "select api.read_balance_check(%(merchant)s, %(balanceCheckId)s)::text"
+
+# Operators: API clients of the merchant HTTP API.
+ADD_API_CLIENT = "select admin.add_api_client(%(merchant)s, %(scopes)s, %(default_product)s)"
+LIST_API_CLIENTS = "select * from admin.list_api_clients(%(merchant)s)"
+REVOKE_API_CLIENT = "select admin.revoke_api_client(%(client_id)s)"

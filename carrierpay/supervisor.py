@@ -27,6 +27,8 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
       scheduler:  {interval_s: 1, batch: 1000}
       webhooks:   {interval_s: 1, batch: 100}   # allow_networks: [CIDR, ...], allow_http: true (see docs/daemons.md)
       history:    {interval_s: 1, batch: 500}
+      api:        {host: 0.0.0.0, port: 8443}   # the merchant HTTP API: cert, key, the limits as callbacks,
+                  # database_url: a login in carrierpay_gateway (else the one above; docs/http-api.md)
       # any daemon: enabled: false to leave it out, copies: N to run N of it
 
 The children inherit the environment (secrets, CARRIERPAY_SECRETS_FILE, CARRIERPAY_HISTORY_URL ...).
@@ -56,7 +58,7 @@ from carrierpay.parsing import yaml_problem
 log = logging.getLogger("carrierpay.up")
 
 DEFAULT_CONFIG = "carrierpay.yaml"
-DAEMONS = ("adapters", "reconciler", "callbacks", "scheduler", "webhooks", "history")
+DAEMONS = ("adapters", "reconciler", "callbacks", "scheduler", "webhooks", "history", "api")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -123,6 +125,17 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
             args += ["--allow-network", str(network)]
         if s.get("allow_http") in (True, "true", "yes", "1", "on"):
             args.append("--allow-http")
+    elif name == "api":
+        args = ["api", "serve"]
+        _option(args, "--host", s.get("host"))
+        _option(args, "--port", s.get("port"))
+        _option(args, "--cert", s.get("cert"))
+        _option(args, "--key", s.get("key"))
+        _option(args, "--max-connections", s.get("max_connections"))
+        _option(args, "--header-timeout", s.get("header_timeout_s"))
+        _option(args, "--body-timeout", s.get("body_timeout_s"))
+        _option(args, "--idle-timeout", s.get("idle_timeout_s"))
+        _option(args, "--database-url", s.get("database_url"))
     elif name == "history":
         args = ["history", "ship"]
         _option(args, "--interval", s.get("interval_s"))
@@ -188,6 +201,8 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
         args = daemon_args(name, settings, callback_base)
         if name == "callbacks" and copies > 1 and int(settings.get("port", 8080)) != 0:
             raise ConfigError(f"{path}: several callback servers cannot share port {settings.get('port', 8080)}")
+        if name == "api" and copies > 1 and int(settings.get("port", 8443)) != 0:
+            raise ConfigError(f"{path}: several API servers cannot share port {settings.get('port', 8443)}")
         for copy in range(1, copies + 1):
             children.append(ChildSpec(f"{name}-{copy}", list(args)))
     restart = document.get("restart") or {}
@@ -231,7 +246,8 @@ class Supervisor:
 
     def _command(self, spec: ChildSpec) -> list[str]:
         args = [self.python, "-m", "carrierpay", *spec.args]
-        if self.config.database_url:
+        # A daemon given its own login (the API server's, in carrierpay_gateway) keeps it.
+        if self.config.database_url and "--database-url" not in spec.args:
             args += ["--database-url", self.config.database_url]
         return args
 

@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,16 +143,19 @@ class DestinationPolicy:
 class WebhookClient:
     """The dispatcher's HTTP client: posts only where its policy allows, and never follows a redirect.
 
-    `resolver` replaces DNS (tests); whatever it answers is still checked at connect time.
+    `resolver` replaces DNS (tests); whatever it answers is still checked at connect time. `ssl_context`
+    replaces the system's trusted CAs (tests with their own CA).
     """
 
-    def __init__(self, policy: DestinationPolicy, *, resolver: aiohttp.abc.AbstractResolver | None = None) -> None:
+    def __init__(self, policy: DestinationPolicy, *, resolver: aiohttp.abc.AbstractResolver | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.policy = policy
         self._resolver = resolver
+        self._ssl = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> WebhookClient:
-        connector = aiohttp.TCPConnector(socket_factory=self.policy.socket, resolver=self._resolver)
+        connector = aiohttp.TCPConnector(socket_factory=self.policy.socket, resolver=self._resolver, ssl=self._ssl)
         # No proxy from the environment: the connection must go where the policy checked.
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self
@@ -172,11 +176,14 @@ class WebhookClient:
             return failed(f"refused: {refusal}")
         body = json.dumps(item["body"], separators=(",", ":"), sort_keys=True).encode()
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": item.get("content_type", "application/json"),
             "X-Carrierpay-Event": item["kind"],
             "X-Carrierpay-Id": str(notification_id),
             "X-Carrierpay-Signature": sign(item["secret"], body, int(time.time())),
         }
+        if item.get("bearer"):
+            # A CAMARA sink authenticates us with the credential the merchant gave with its request.
+            headers["Authorization"] = f"Bearer {item['bearer']}"
         try:
             async with self._session.post(item["url"], data=body, headers=headers, allow_redirects=False,
                                           timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:

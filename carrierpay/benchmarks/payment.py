@@ -68,6 +68,7 @@ class BenchOptions:
     keep: bool = False
     profile: bool = False  # pg_stat_statements.track = all, track_functions = pl: slower, but shows where
     py_spy: bool = False  # sample the adapter daemons with py-spy during the payment window
+    http: bool = False  # the clients pay through the merchant HTTP API (createPayment) instead of api.charge
     home: Path | None = None
     out: Callable[[str], None] = print
 
@@ -403,6 +404,62 @@ async def charge_clients(url: str, opts: BenchOptions, run_id: str, latencies: l
     return done
 
 
+async def http_charge_clients(url: str, opts: BenchOptions, run_id: str, latencies: list[tuple[float, float]],
+                              stop: asyncio.Event, gate: asyncio.Event, errors: Counter) -> int:
+    """The same load as charge_clients, through the merchant HTTP API: an API server in this process, a
+    bearer token per client (fetched again before it expires), one createPayment per payment."""
+    import aiohttp
+
+    from carrierpay.http_api.server import ApiServer
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        client = conn.execute("select admin.add_api_client(%s, null, 'gems')", [MERCHANT]).fetchone()[0]
+        amount = conn.execute("select cp.major_units(%s, %s)::text", [ONE_TIME_PRICE, CURRENCY]).fetchone()[0]
+    done = 0
+
+    async def token(session: aiohttp.ClientSession, base: str) -> tuple[str, float]:
+        async with session.post(f"{base}/oauth2/token", data={"grant_type": "client_credentials",
+                                                               "client_id": client["client_id"],
+                                                               "client_secret": client["client_secret"]}) as r:
+            answer = await r.json()
+        return answer["access_token"], time.monotonic() + answer["expires_in"] / 2
+
+    async def one(index: int, base: str) -> None:
+        nonlocal done
+        rng = random.Random(f"{run_id}-{index}")
+        async with aiohttp.ClientSession() as session:
+            bearer, renew_at = await token(session, base)
+            n = 0
+            while not stop.is_set():
+                if not gate.is_set():
+                    await gate.wait()
+                    continue
+                if time.monotonic() > renew_at:
+                    bearer, renew_at = await token(session, base)
+                n += 1
+                msisdn = f"{PAYMENT_PREFIX}{rng.randrange(10**8):08d}"
+                key = f"{run_id}-{index}-{n}"
+                body = (f'{{"amountTransaction": {{"phoneNumber": "{msisdn}", "clientCorrelator": "{key}", '
+                        f'"referenceCode": "{key}", "paymentAmount": {{"chargingInformation": '
+                        f'{{"amount": {amount}, "currency": "{CURRENCY}", "description": "gems"}}}}}}}}')
+                started = time.perf_counter()
+                async with session.post(f"{base}/carrier-billing/v0.5/payments", data=body,
+                                        headers={"Authorization": f"Bearer {bearer}",
+                                                 "Content-Type": "application/json"}) as r:
+                    await r.read()
+                    status = r.status
+                if status != 201:  # count, keep going (reported at the end)
+                    errors[f"HTTP {status}"] += 1
+                    continue
+                ended = time.perf_counter()
+                latencies.append((ended, ended - started))
+                done += 1
+
+    async with ApiServer(url, pool_size=opts.clients) as server:
+        await asyncio.gather(*(one(i, server.base_url) for i in range(opts.clients)))
+    return done
+
+
 async def backlog_gate(url: str, limit: int, gate: asyncio.Event, stop: asyncio.Event) -> None:
     """Back-pressure: pause the clients while more than `limit` calls wait, so we measure what the
     whole path sustains rather than how fast a queue can grow."""
@@ -444,7 +501,8 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
         stop, sampler_stop, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
         gate.set()
         gate_task = asyncio.create_task(backlog_gate(url, opts.backlog, gate, stop))
-        clients = asyncio.create_task(charge_clients(url, opts, run_id, latencies, stop, gate, errors))
+        load = http_charge_clients if opts.http else charge_clients
+        clients = asyncio.create_task(load(url, opts, run_id, latencies, stop, gate, errors))
         await asyncio.sleep(opts.warmup)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("select pg_stat_statements_reset()")

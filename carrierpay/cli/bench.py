@@ -22,12 +22,14 @@ def bench(
     profile: bool = typer.Option(False, "--profile", help="Track nested statements and PL/pgSQL function times."),
     py_spy: bool = typer.Option(False, "--py-spy", help="Sample the adapter daemons with py-spy (pip install py-spy)."),
     keep: Path | None = typer.Option(None, "--keep", help="Build the cluster here and keep it (for profiling)."),
+    http: bool = typer.Option(False, "--http", help="Pay through the merchant HTTP API (tokens included), not SQL."),
 ) -> None:
     """Benchmark the payment path end to end on a throwaway embedded cluster; exits 1 when a money check fails."""
     from carrierpay.benchmarks.payment import BenchOptions, run
 
     values = dict(clients=clients, adapters=adapters, batch=batch, pgbench=pgbench, fast=fast, profile=profile,
-                  py_spy=py_spy, out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+                  py_spy=py_spy, http=http,
+                  out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     if keep is not None:
         values |= {"home": keep, "keep": True}
     if smoke:

@@ -29,6 +29,8 @@ adapters_app = typer.Typer(help="Adapter daemons: claim carrier calls, call the 
 reconcile_app = typer.Typer(help="Reconciler: settle unknown and awaited carrier outcomes.", no_args_is_help=True)
 callbacks_app = typer.Typer(help="Callback server: receive carrier callbacks.", no_args_is_help=True)
 scheduler_app = typer.Typer(help="Scheduler: renewals, retries, reminders, lease expiry.", no_args_is_help=True)
+api_app = typer.Typer(help="Merchant HTTP API: CAMARA Carrier Billing over HTTPS with OAuth2 tokens.",
+                      no_args_is_help=True)
 
 
 def _logging(verbose: bool) -> None:
@@ -149,3 +151,41 @@ def scheduler_run(
     _logging(verbose)
     url = db.running_url(database_url)
     asyncio.run(_with_signals(lambda stop: scheduler.run(url, interval=interval, batch=batch, stop=stop, once=once)))
+
+
+@api_app.command("serve")
+@user_errors
+def api_serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8443, "--port", help="Port to bind (0: any free port)."),
+    cert: str | None = typer.Option(None, "--cert", help="TLS certificate chain (PEM): serve HTTPS."),
+    key: str | None = typer.Option(None, "--key", help="TLS private key (PEM)."),
+    max_connections: int = typer.Option(256, "--max-connections", min=1, help="Open connections at most."),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request's headers (and TLS handshake)."
+    ),
+    body_timeout: float = typer.Option(10.0, "--body-timeout", min=0.1, help="Seconds a client has to send a body."),
+    idle_timeout: float = typer.Option(
+        30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
+    ),
+    database_url: str | None = DatabaseUrlOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Serve the merchant HTTP API (and its document at /openapi.yaml) until SIGTERM. The database login
+    must be a member of carrierpay_gateway: it acts for a merchant only by SET ROLE to the merchant's role."""
+    from carrierpay.adapters.auth import TlsConfigError
+    from carrierpay.adapters.callback_server import server_ssl_context
+    from carrierpay.guarded_http import HttpLimits
+    from carrierpay.http_api.server import MAX_BODY_BYTES, serve
+
+    if bool(cert) != bool(key):
+        raise typer.BadParameter("--cert and --key go together")
+    if cert and key:
+        try:
+            server_ssl_context(cert, key)
+        except TlsConfigError as exc:
+            fail(str(exc))
+    limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                        idle_timeout_s=idle_timeout, max_body_bytes=MAX_BODY_BYTES)
+    _logging(verbose)
+    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, limits=limits))

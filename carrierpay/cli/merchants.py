@@ -59,3 +59,53 @@ def rotate_secret(code: str, database_url: str | None = DatabaseUrlOption) -> No
 def rotate_password(code: str, database_url: str | None = DatabaseUrlOption) -> None:
     """Issue a new password for the merchant's database role (shown once; the old one stops working at once)."""
     print_document(call_sql(database_url, queries.ROTATE_MERCHANT_PASSWORD, {"code": code})[0][0])
+
+
+client_app = typer.Typer(
+    help=(
+        "API clients of the merchant HTTP API (OAuth2 client credentials; `carrierpay api serve`).\n\n"
+        "Examples:\n\n"
+        "  carrierpay merchant client add acme --scope carrier-billing:payments:create "
+        "--scope carrier-billing:payments:read --default-product gems\n\n"
+        "  carrierpay merchant client list --merchant acme\n\n"
+        "  carrierpay merchant client revoke cpc_0123456789abcdef01"
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(client_app, name="client")
+
+
+@client_app.command("add")
+@user_errors
+def client_add(
+    merchant: str = typer.Argument(..., help="Merchant code"),
+    scope: list[str] | None = typer.Option(
+        None, "--scope", help="A scope the client may ask for (repeatable; default: every scope)"),
+    default_product: str | None = typer.Option(
+        None, "--default-product", help="Product charged when a payment names none (chargingMetaData.productId)"),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Issue an API client for a merchant; prints its client id and secret (the secret is shown only now)."""
+    rows = call_sql(database_url, queries.ADD_API_CLIENT,
+                    {"merchant": merchant, "scopes": scope or None, "default_product": default_product})
+    print_document(rows[0][0])
+
+
+@client_app.command("list")
+@user_errors
+def client_list(
+    merchant: str | None = typer.Option(None, "--merchant", help="Only this merchant's clients"),
+    fmt: str = FormatOption,
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """List API clients (never their secrets) and how many live tokens each holds."""
+    rows = call_sql(database_url, queries.LIST_API_CLIENTS, {"merchant": merchant})
+    print_rows(["client_id", "merchant", "scopes", "default_product", "created_at", "revoked_at", "live_tokens"],
+               rows, fmt, wrap=("scopes",))
+
+
+@client_app.command("revoke")
+@user_errors
+def client_revoke(client_id: str, database_url: str | None = DatabaseUrlOption) -> None:
+    """Revoke an API client: its secret and every token it holds stop working at once."""
+    print_document(call_sql(database_url, queries.REVOKE_API_CLIENT, {"client_id": client_id})[0][0])

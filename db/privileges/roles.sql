@@ -11,6 +11,8 @@
 --   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, select on report.*
 --   carrierpay_front     what carrierpay_admin and carrierpay_reporter may (the front database's login on
 --                         a shard, docs/sharding.md: the front authorizes the merchant before routing)
+--   carrierpay_gateway   gateway.*                               (the merchant HTTP API server; it acts for a
+--                                                                 merchant only after SET ROLE to the merchant's role)
 --
 -- PostgreSQL grants EXECUTE on every new function to PUBLIC unless told otherwise, and
 -- ALTER DEFAULT PRIVILEGES cannot take that back for roles other than the one that ran it, so
@@ -29,17 +31,35 @@ begin
     execute pg_catalog.format('grant temporary on database %I to carrierpay_admin', pg_catalog.current_database());
 end
 $$;
+-- The HTTP API server (a member of carrierpay_gateway) acts for a merchant by SET ROLE to the merchant's
+-- role, which it may do only once it is a member of that role. Granted when the merchant gets its
+-- first API client (admin.add_api_client), and here again on every migrate for merchants that have one.
+-- Membership gives nothing by itself: cp.authorize_merchant accepts the merchant's role only as the
+-- role set, never as an inherited one.
+create or replace function cp.admit_gateway(p_role text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if not pg_catalog.pg_has_role('carrierpay_gateway', p_role, 'member') then
+        execute pg_catalog.format('grant %I to carrierpay_gateway', p_role);
+    end if;
+end
+$$;
 do $$
 declare
     v_schema text;
 begin
-    foreach v_schema in array array['cp', 'api', 'admin', 'adapter', 'report', 'sched'] loop
+    foreach v_schema in array array['cp', 'api', 'admin', 'adapter', 'report', 'sched', 'gateway'] loop
         execute pg_catalog.format('revoke all on all functions in schema %I from public, carrierpay_merchant, '
-                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
+                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin, carrierpay_gateway',
+                                  v_schema);
         execute pg_catalog.format('revoke all on all tables in schema %I from public, carrierpay_merchant, '
-                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
+                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin, carrierpay_gateway',
+                                  v_schema);
         execute pg_catalog.format('revoke all on all sequences in schema %I from public, carrierpay_merchant, '
-                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin', v_schema);
+                                  'carrierpay_adapter, carrierpay_reporter, carrierpay_admin, carrierpay_gateway',
+                                  v_schema);
     end loop;
 end
 $$;
@@ -47,17 +67,19 @@ $$;
 select cp.restrict_temporary_tables();
 
 revoke create on schema public from public;
-revoke all on schema cp, sched from public;
+revoke all on schema cp, sched, gateway from public;
 
 grant usage on schema api to carrierpay_merchant, carrierpay_admin;
 grant usage on schema admin to carrierpay_admin;
 grant usage on schema adapter to carrierpay_adapter;
 grant usage on schema report to carrierpay_reporter, carrierpay_admin;
 grant usage on schema sched to carrierpay_admin;
+grant usage on schema gateway to carrierpay_gateway;
 
 grant execute on all functions in schema api to carrierpay_merchant, carrierpay_admin;
 grant execute on all functions in schema admin to carrierpay_admin;
 grant execute on all functions in schema adapter to carrierpay_adapter;
+grant execute on all functions in schema gateway to carrierpay_gateway;
 grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats() to carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
 
@@ -72,3 +94,6 @@ begin
 end
 $$;
 grant carrierpay_admin, carrierpay_reporter to carrierpay_front;
+-- Merchants that had API clients before this database was restored or its roles recreated.
+select cp.admit_gateway(m.db_role) from cp.merchant m
+where exists (select 1 from cp.api_client c where c.merchant_id = m.merchant_id and c.revoked_at is null);

@@ -1,7 +1,8 @@
 -- Merchant webhooks: the dispatcher claims due notifications, signs and posts them, and reports
 -- back. Delivery is at least once; merchants deduplicate by the notification id.
 
--- Lease due notifications to a dispatcher: each comes with the URL and the merchant's secret.
+-- Lease due notifications to a dispatcher: each comes with the URL and the merchant's secret, or, for
+-- a CAMARA sink, the sink, its bearer credential and the CloudEvent to post.
 create or replace function adapter.claim_notifications(p_limit integer, p_lease interval default interval '1 minute')
 returns setof jsonb
 language plpgsql security definer
@@ -20,11 +21,23 @@ begin
         from due where n.notification_id = due.notification_id
         returning n.*
     )
-    select jsonb_build_object('notification_id', l.notification_id, 'kind', l.kind, 'url', m.webhook_url,
-                              'secret', m.webhook_secret, 'attempt', l.attempts + 1,
-                              'body', jsonb_build_object('id', l.notification_id, 'type', l.kind,
-                                                         'created_at', l.created_at, 'data', l.payload))
-    from leased l join cp.merchant m using (merchant_id);
+    select case when not l.to_sink then
+               jsonb_build_object('notification_id', l.notification_id, 'kind', l.kind, 'url', m.webhook_url,
+                                  'secret', m.webhook_secret, 'attempt', l.attempts + 1,
+                                  'body', jsonb_build_object('id', l.notification_id, 'type', l.kind,
+                                                             'created_at', l.created_at, 'data', l.payload))
+           else
+               -- A CAMARA sink: the CloudEvent as it is, with the bearer credential the request gave
+               -- (while it is valid).
+               jsonb_strip_nulls(jsonb_build_object(
+                   'notification_id', l.notification_id, 'kind', l.kind, 'url', s.sink,
+                   'secret', m.webhook_secret, 'attempt', l.attempts + 1, 'body', l.payload,
+                   'content_type', 'application/cloudevents+json',
+                   'bearer', case when s.token_expires_at is null or s.token_expires_at > now()
+                                  then s.access_token end))
+           end
+    from leased l join cp.merchant m using (merchant_id)
+    left join cp.notification_sink s on l.to_sink and s.procedure_id = l.procedure_id;
 end
 $$;
 

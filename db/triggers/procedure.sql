@@ -98,3 +98,25 @@ create or replace trigger _050_never_deleted before delete on cp.procedure
     for each row execute function cp.tg_parent__never_deleted();
 create or replace trigger _051_never_truncated before truncate on cp.procedure
     for each statement execute function cp.tg_parent__never_deleted();
+-- A payment or refund made through the HTTP API with a sink: its final state is posted there as a
+-- CloudEvent, by the webhook dispatcher like any merchant notification (retries, back-off, the
+-- destination policy). One insert per statement, and only for rows that have a sink.
+create or replace function cp.tg_procedure__notify_sink() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    insert into cp.merchant_notification (merchant_id, kind, procedure_id, payload, next_attempt_at, created_at,
+                                          to_sink)
+    select n.merchant_id, 'camara.' || n.kind, n.procedure_id, cp.camara_event(n), cp.clock_now(), cp.clock_now(), true
+    from new_rows n
+    join old_rows o using (procedure_id)
+    join cp.notification_sink s on s.procedure_id = n.procedure_id
+    where n.status is distinct from o.status and n.status in ('succeeded', 'failed') and n.merchant_id is not null
+    order by n.procedure_id;
+    return null;
+end
+$$;
+create or replace trigger _950_notify_sink after update on cp.procedure
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_procedure__notify_sink();

@@ -29,6 +29,7 @@ daemons:
   scheduler: {interval_s: "${SCHEDULER_INTERVAL:-0.5}"}
   webhooks: {interval_s: 0.5}
   history: {interval_s: 0.5}
+  api: {port: 0}
 """
 
 
@@ -38,7 +39,13 @@ def test_config_expands_the_environment_and_counts_copies(tmp_path):
     config = load_config(path, environ={"SCHEDULER_INTERVAL": "2"})
     names = [child.name for child in config.children]
     assert names == ["adapters-1", "adapters-2", "reconciler-1", "callbacks-1", "scheduler-1", "webhooks-1",
-                     "history-1"]
+                     "history-1", "api-1"]
+    # The API server may log in as its own gateway role; the supervisor then does not replace it.
+    path.write_text('daemons: {api: {port: 0, database_url: "postgresql://carrierpay_api@db.example/cp"}}\n')
+    api = next(child for child in load_config(path, environ={}, database_url="postgresql://owner@db.example/cp")
+               .children if child.name == "api-1")
+    command = Supervisor(load_config(path, environ={}, database_url="postgresql://owner@db.example/cp"))._command(api)
+    assert command[-4:] == ["--port", "0", "--database-url", "postgresql://carrierpay_api@db.example/cp"]
     scheduler = next(child for child in config.children if child.name == "scheduler-1")
     assert scheduler.args == ["scheduler", "run", "--interval", "2"]
     assert config.initial_backoff_s == 0.2 and config.stop_timeout_s == 20
@@ -106,7 +113,8 @@ def _restart_delays(supervisor: _SimulatedSupervisor, lives: float) -> list[floa
 def test_restart_back_off_resets_after_a_healthy_run(tmp_path):
     path = tmp_path / "carrierpay.yaml"
     path.write_text("daemons: {reconciler: {enabled: false}, callbacks: {enabled: false}, "
-                    "scheduler: {enabled: false}, webhooks: {enabled: false}, history: {enabled: false}}\n")
+                    "scheduler: {enabled: false}, webhooks: {enabled: false}, history: {enabled: false}, "
+                    "api: {enabled: false}}\n")
     config = load_config(path, environ={})  # the default restart settings
     assert [child.name for child in config.children] == ["adapters-1"]
 
@@ -177,9 +185,9 @@ def test_up_runs_every_daemon_restarts_a_killed_one_and_stops_all_on_sigterm(db_
         def all_running():
             children = _state(home).get("children", {})
             pids = {name: child["pid"] for name, child in children.items()}
-            return pids if len(pids) == 7 and all(pid and _alive(pid) for pid in pids.values()) else None
+            return pids if len(pids) == 8 and all(pid and _alive(pid) for pid in pids.values()) else None
 
-        pids = _wait_for(all_running, what="seven daemons")
+        pids = _wait_for(all_running, what="eight daemons")
         assert _state(home)["supervisor"] == supervisor.pid
         assert all(_parent_of(pid) == supervisor.pid for pid in pids.values())
         time.sleep(2)  # they stay up: none crashed on start

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
-OUR_SCHEMAS = ("cp", "api", "admin", "adapter", "report", "sched")
+OUR_SCHEMAS = ("cp", "api", "admin", "adapter", "report", "sched", "gateway")
 
 
 def documented_inventory() -> dict[str, tuple[list[str], list[str]]]:
@@ -27,7 +27,8 @@ def documented_inventory() -> dict[str, tuple[list[str], list[str]]]:
 
 def test_the_doc_lists_every_role():
     assert set(documented_inventory()) == {"carrierpay_merchant", "carrierpay_adapter", "carrierpay_reporter",
-                                           "carrierpay_admin", "carrierpay_front", "PUBLIC"}
+                                           "carrierpay_admin", "carrierpay_front", "carrierpay_gateway",
+                                           "PUBLIC"}
 
 
 @pytest.fixture
@@ -84,7 +85,8 @@ def test_each_role_reads_exactly_its_documented_relations(conn, nobody):
 def test_nobody_but_the_operators_may_create_temporary_tables(conn, nobody):
     database = conn.execute("select current_database()").fetchone()[0]
     for role, allowed in (("carrierpay_merchant", False), ("carrierpay_adapter", False),
-                          ("carrierpay_reporter", False), (nobody, False), ("carrierpay_admin", True)):
+                          ("carrierpay_reporter", False), ("carrierpay_gateway", False), (nobody, False),
+                          ("carrierpay_admin", True)):
         actual = conn.execute("select pg_catalog.has_database_privilege(%s, %s, 'TEMPORARY')",
                               [role, database]).fetchone()[0]
         assert actual == allowed, role

@@ -1,0 +1,1 @@
+"""The merchant HTTP API: CAMARA Carrier Billing over the SQL API (`carrierpay api serve`)."""
