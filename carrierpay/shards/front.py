@@ -71,16 +71,36 @@ def partition_connstr(url: str) -> str:
     return make_conninfo(**params)
 
 
-def route_for(name: str, argument_names: list[str]) -> str:
-    """How the front finds the shard of a call, from the function's parameter names."""
+# api functions with no single partition to run on: a list of the merchant's payments or subscriptions
+# spans every partition, and paginating a merge of them is not built. A sharded deployment serves
+# these HTTP operations from each shard (docs/sharding.md).
+NOT_THROUGH_THE_FRONT = {
+    "list_payments": "lists every partition's payments",
+    "list_subscriptions": "lists every partition's subscriptions",
+}
+
+
+def route_for(name: str, argument_names: list[str], argument_types: list[str] | None = None) -> str:
+    """How the front finds the shard of a call, from the function's parameter names (and types)."""
+    types = dict(zip(argument_names, argument_types or [], strict=False))
     if not argument_names or argument_names[0] != "p_merchant":
         raise ShardError(f"api.{name} does not take p_merchant first: the front cannot authorize it")
     if "p_msisdn" in argument_names:
         return "front.route_msisdn(p_merchant, p_msisdn)"
     ids = [arg for arg in argument_names if arg.startswith("p_") and arg.endswith("_id")]
     if ids:
+        if types.get(ids[0]) == "text":
+            return f"front.route_text_id(p_merchant, {ids[0]})"
         return f"front.route_id(p_merchant, {ids[0]})"
+    if "p_request" in argument_names:
+        return "front.route_request(p_merchant, p_request)"
     raise ShardError(f"api.{name} has neither p_msisdn nor an id parameter: the front cannot route it")
+
+
+def argument_types(identity_arguments: str) -> list[str]:
+    """The types of 'p_a text, p_b bigint' (our api functions take no type with a comma in it)."""
+    return [part.strip().split(" ", 1)[1] if " " in part.strip() else "" for part in identity_arguments.split(",")
+            if part.strip()]
 
 
 def twins(conn: psycopg.Connection) -> list[Twin]:
@@ -99,9 +119,12 @@ def twins(conn: psycopg.Connection) -> list[Twin]:
         raise ShardError("the shards' api functions differ: migrate every shard to the same version first")
     made = []
     for name, arguments, identity, result, names in sorted(catalogs[0]):
+        if name in NOT_THROUGH_THE_FRONT:
+            continue
         if result.lower().startswith(("setof ", "table(", "table ")):
             raise ShardError(f"api.{name} returns a set: the front's twins return one value")
-        made.append(Twin(name, arguments, identity, result, names, route_for(name, list(names))))
+        made.append(Twin(name, arguments, identity, result, names,
+                          route_for(name, list(names), argument_types(identity))))
     return made
 
 

@@ -79,3 +79,33 @@ begin
     return v_partition;
 end
 $$;
+
+-- The partition of an HTTP API request (db/procedures/http_api.sql takes the request as received):
+-- its subscriber's number, in a CAMARA amountTransaction or at the top of our extensions' requests.
+-- A request without one goes to partition 0, whose function refuses it as a single node would.
+create or replace function front.route_request(p_merchant text, p_request jsonb) returns integer
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_msisdn text := coalesce(p_request->'amountTransaction'->>'phoneNumber', p_request->>'phoneNumber');
+begin
+    perform front.authorize_merchant(p_merchant);
+    return case when v_msisdn is null then 0 else front.msisdn_hash(v_msisdn) end;
+end
+$$;
+
+-- The partition of an id the HTTP API passes as text. Text that is no id goes to partition 0, whose
+-- function answers that there is no such payment, as a single node would.
+create or replace function front.route_text_id(p_merchant text, p_id text) returns integer
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if p_id ~ '^[0-9]{1,18}$' then
+        return front.route_id(p_merchant, p_id::bigint);
+    end if;
+    perform front.authorize_merchant(p_merchant);
+    return 0;
+end
+$$;
