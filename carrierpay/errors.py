@@ -78,6 +78,8 @@ MerchantRoleNotOurs = _kind("MerchantRoleNotOurs", "CP085")
 InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
 CallNotUnsettled = _kind("CallNotUnsettled", "CP091")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
+UnknownPauseTarget = _kind("UnknownPauseTarget", "CP130")
+BadBreakerSetting = _kind("BadBreakerSetting", "CP131")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {
     cls.code: cls for cls in list(globals().values())

@@ -8,7 +8,8 @@
 --   carrierpay_adapter   adapter.*                               (adapter daemons, reconciler, callback
 --                                                                 server, webhook dispatcher, history shipper)
 --   carrierpay_reporter  select on report.*                      (DBAs)
---   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, select on report.*
+--   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, sched.fold_rollups,
+--                        sched.run_breakers, select on report.*
 --
 -- PostgreSQL grants EXECUTE on every new function to PUBLIC unless told otherwise, and
 -- ALTER DEFAULT PRIVILEGES cannot take that back for roles other than the one that ran it, so
@@ -56,5 +57,6 @@ grant usage on schema sched to carrierpay_admin;
 grant execute on all functions in schema api to carrierpay_merchant, carrierpay_admin;
 grant execute on all functions in schema admin to carrierpay_admin;
 grant execute on all functions in schema adapter to carrierpay_adapter;
-grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats() to carrierpay_admin;
+grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats(), sched.fold_rollups(integer, interval),
+    sched.run_breakers(integer) to carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
