@@ -37,9 +37,22 @@ HISTORY_COMPLETE_BATCH = "select adapter.complete_history_batch(%s, %s, %s)"
 HISTORY_REPORT_SHIPPER = "select adapter.report_history_shipper(%s, %s, %s, %s)"
 HISTORY_LAG = "select * from report.history_lag order by outbox"
 
+# The database collector of `carrierpay metrics serve` (role carrierpay_reporter; db/procedures/metrics.sql).
+METRICS_CARRIERS = """
+    select carrier, queue_ready, queue_later, leased, oldest_ready_s, calls_5m, succeeded_5m, failed_5m, errors_5m,
+           success_ratio_5m, mean_latency_5m_s, breaker_state, breaker_trips, paused
+    from report.metrics_carriers order by carrier
+"""
+METRICS_UNSETTLED = "select carrier, status, age, calls, overdue from report.metrics_unsettled_calls"
+METRICS_WEBHOOKS = "select pending, due, retrying, oldest_pending_s from report.metrics_webhooks"
+METRICS_HISTORY = "select outbox, unshipped, extract(epoch from oldest_age)::float8 from report.history_lag"
+METRICS_UNBALANCED_JOURNALS = "select count(*) from report.unbalanced_journals"
+
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"
 FOLD_HOUR_STATS = "select sched.fold_hour_stats()"
+FOLD_ROLLUPS = "select sched.fold_rollups()"
+RUN_BREAKERS = "select carrier, state, reason from sched.run_breakers()"
 
 # Operators (role carrierpay_admin).
 ONBOARD_CARRIER = "select admin.onboard_carrier(%(spec)s)"

@@ -38,6 +38,7 @@ app.add_typer(daemons_cmd.adapters_app, name="adapters")
 app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
 app.add_typer(daemons_cmd.callbacks_app, name="callbacks")
 app.add_typer(daemons_cmd.scheduler_app, name="scheduler")
+app.add_typer(daemons_cmd.metrics_app, name="metrics")
 
 
 @app.callback()
