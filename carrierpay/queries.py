@@ -56,6 +56,16 @@ RUN_BREAKERS = "select carrier, state, reason from sched.run_breakers()"
 
 # Operators (role carrierpay_admin).
 ONBOARD_CARRIER = "select admin.onboard_carrier(%(spec)s)"
+# Reaction (db/procedures/breaker.sql): operator pauses and breaker thresholds.
+PAUSE_SENDING = "select admin.pause_sending(%(scope)s, %(code)s, %(reason)s)"
+RESUME_SENDING = "select admin.resume_sending(%(scope)s, %(code)s)"
+SET_BREAKER = "select admin.set_breaker(%(carrier)s, %(settings)s)"
+CARRIER_BREAKERS = """
+    select carrier, state, paused, trips, changed_at, reason, error_pct, min_calls, window_s, probe_interval_s,
+           reset_after
+    from report.carrier_breakers order by carrier
+"""
+SENDING_PAUSES = "select scope, target, reason, paused_at, paused_by from report.sending_pauses order by scope, target"
 SET_CARRIER_ENABLED = "select admin.set_carrier_enabled(%(carrier)s, %(enabled)s)"
 LIST_CARRIERS = """
     select k.code, k.name, k.country, k.currency, k.tps, k.regulation_code, k.enabled,

@@ -12,7 +12,7 @@ from carrierpay.cli import carriers as carriers_cmd
 from carrierpay.cli import daemons as daemons_cmd
 from carrierpay.cli import db as db_cmd
 from carrierpay.cli import demo as demo_cmd
-from carrierpay.cli import history, merchants, pay, products, report, subscribers, webhooks
+from carrierpay.cli import history, merchants, pauses, pay, products, report, subscribers, webhooks
 from carrierpay.cli import up as up_cmd
 from carrierpay.cli.common import state
 
@@ -39,6 +39,7 @@ app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
 app.add_typer(daemons_cmd.callbacks_app, name="callbacks")
 app.add_typer(daemons_cmd.scheduler_app, name="scheduler")
 app.add_typer(daemons_cmd.metrics_app, name="metrics")
+pauses.register(carriers_cmd.app, merchants.app, products.app)
 
 
 @app.callback()
