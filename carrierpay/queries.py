@@ -48,6 +48,35 @@ METRICS_WEBHOOKS = "select pending, due, retrying, oldest_pending_s from report.
 METRICS_HISTORY = "select outbox, unshipped, extract(epoch from oldest_age)::float8 from report.history_lag"
 METRICS_UNBALANCED_JOURNALS = "select count(*) from report.unbalanced_journals"
 
+# `carrierpay dashboard` (role carrierpay_reporter): each chart and table, for a time range [from, to).
+DASHBOARD_SUCCESS = """
+    select hour, carrier, attempts, succeeded, success_pct, renewals, retries, step_downs
+    from report.hourly_success where hour >= %(from)s and hour < %(to)s order by hour, carrier
+"""
+DASHBOARD_REVENUE = """
+    select hour, currency, sum(collected_minor)::bigint, sum(refunded_minor)::bigint, sum(net_minor)::bigint
+    from report.hourly_revenue where hour >= %(from)s and hour < %(to)s group by hour, currency order by hour, currency
+"""
+DASHBOARD_TOTALS = """
+    select carrier, sum(attempts)::bigint, sum(succeeded)::bigint, sum(renewals)::bigint, sum(retries)::bigint,
+           sum(step_downs)::bigint
+    from report.hourly_success where hour >= %(from)s and hour < %(to)s group by carrier order by carrier
+"""
+DASHBOARD_BEST_HOURS = "select carrier, local_hour, attempts, successes, success_pct from report.success_by_hour"
+DASHBOARD_CARRIERS = """
+    select carrier, queue_ready, queue_later, leased, oldest_ready_s, calls_5m, success_ratio_5m, mean_latency_5m_s,
+           breaker_state, breaker_trips, paused
+    from report.metrics_carriers order by carrier
+"""
+DASHBOARD_UNSETTLED = "select carrier, status, age, calls, overdue from report.metrics_unsettled_calls"
+DASHBOARD_CLOCK = "select b.now, p.folded_at from report.business_time b cross join report.rollup_progress p"
+# Who logged in to the dashboard may read reports: a member of the reporter or the admin role.
+DASHBOARD_MAY_READ = """
+    select pg_catalog.pg_has_role(session_user, 'carrierpay_reporter', 'member'),
+           pg_catalog.pg_has_role(session_user, 'carrierpay_admin', 'member')
+"""
+DASHBOARD_AS_REPORTER = "set role carrierpay_reporter"
+
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"
 FOLD_HOUR_STATS = "select sched.fold_hour_stats()"
@@ -87,6 +116,10 @@ SETTLE_CALL = "select admin.settle_call(%(call_id)s, %(outcome)s, %(reason)s)"
 ADVANCE_CLOCK = "select admin.advance_clock(%(by)s)"
 SET_CLOCK = "select admin.set_clock(%(at)s)"
 HOLD_CLOCK = "select admin.hold_clock(%(hold)s)"
+# The demo's dashboard login: a read-only reporter (roles are cluster-wide, so it is made anew each run).
+DEMO_DROP_VIEWER = "drop role if exists carrierpay_demo_viewer"
+DEMO_CREATE_VIEWER = "create role carrierpay_demo_viewer login password {password} in role carrierpay_reporter"
+DEMO_VIEWER = "carrierpay_demo_viewer"
 ADD_SMS_KEYWORD = (
     "select admin.add_sms_keyword(%(carrier)s, %(short_code)s, %(keyword)s, %(merchant)s, %(product)s, %(plan)s)"
 )

@@ -31,6 +31,7 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
       webhooks:   {interval_s: 1, batch: 100}   # allow_networks: [CIDR, ...], allow_http: true (see docs/daemons.md)
       history:    {interval_s: 1, batch: 500}
       metrics:    {ledger_check_s: 300}          # `carrierpay metrics serve` (read-only)
+      dashboard:  {host: 127.0.0.1, port: 8700, refresh_s: 5}   # `carrierpay dashboard` (read-only)
       # any daemon: enabled: false to leave it out, copies: N to run N of it
 
 The children inherit the environment (secrets, CARRIERPAY_SECRETS_FILE, CARRIERPAY_HISTORY_URL ...).
@@ -60,7 +61,7 @@ from carrierpay.parsing import yaml_problem
 log = logging.getLogger("carrierpay.up")
 
 DEFAULT_CONFIG = "carrierpay.yaml"
-DAEMONS = ("adapters", "reconciler", "callbacks", "scheduler", "webhooks", "history", "metrics")
+DAEMONS = ("adapters", "reconciler", "callbacks", "scheduler", "webhooks", "history", "metrics", "dashboard")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -134,6 +135,11 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
     elif name == "metrics":
         args = ["metrics", "serve"]
         _option(args, "--ledger-check", s.get("ledger_check_s"))
+    elif name == "dashboard":
+        args = ["dashboard"]
+        _option(args, "--host", s.get("host"))
+        _option(args, "--port", s.get("port"))
+        _option(args, "--refresh", s.get("refresh_s"))
     else:
         raise ConfigError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
     return args
@@ -225,6 +231,8 @@ def _assign_metrics_ports(children: list[ChildSpec], settings: Any, path: Path) 
     for child in children:
         if child.args[:2] == ["metrics", "serve"]:
             child.metrics = ["--port", str(base), "--host", host]
+        elif child.args[0] == "dashboard":
+            continue  # a web page, not a daemon with counters
         else:
             child.metrics = ["--metrics-port", str(following if base else 0), "--metrics-host", host]
             following += 1

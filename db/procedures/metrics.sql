@@ -72,3 +72,8 @@ select count(*) as pending,
            as oldest_pending_s
 from cp.merchant_notification n
 where n.status = 'pending';
+
+-- The business time the dashboard's ranges are relative to (cp.clock_now(), readable by the reporter).
+create or replace view report.business_time as
+select coalesce((select coalesce(o.held_at, pg_catalog.now() + o.offset_by) from cp.clock_offset o),
+                pg_catalog.now()) as now;

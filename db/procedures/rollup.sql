@@ -7,7 +7,8 @@
 -- cp.rollup_straggler; each is folded once, when it settles. A call counts in the hour (and minute)
 -- it settled.
 
--- Fold the calls settled since the last fold into cp.rollup_hour and cp.rollup_minute; returns how
+-- Fold the calls settled since the last fold into cp.rollup_hour, cp.rollup_carrier_hour and
+-- cp.rollup_minute; returns how
 -- many calls were folded. One statement reads and writes everything, so each call is seen once, in
 -- one snapshot, either as settled (folded) or as a straggler (folded later).
 create or replace function sched.fold_rollups(p_limit integer default 50000, p_patience interval default '2 minutes')
@@ -90,6 +91,19 @@ begin
             latency_le_1s = h.latency_le_1s + excluded.latency_le_1s,
             latency_le_5s = h.latency_le_5s + excluded.latency_le_5s,
             latency_over_5s = h.latency_over_5s + excluded.latency_over_5s
+    ), carrier_hours as (
+        insert into cp.rollup_carrier_hour as h (hour, carrier_id, operation, outcome, currency, calls, amount_minor,
+                                                 renewals, subscription_calls, step_downs)
+        select date_trunc('hour', f.finished_at, 'UTC'), f.carrier_id, f.operation, f.outcome, f.currency, count(*),
+               sum(f.amount_minor), count(*) filter (where f.renewal), count(*) filter (where f.subscription_call),
+               count(*) filter (where f.step_down)
+        from facts f
+        group by 1, 2, 3, 4, 5
+        on conflict (hour, carrier_id, operation, outcome, currency) do update
+        set calls = h.calls + excluded.calls, amount_minor = h.amount_minor + excluded.amount_minor,
+            renewals = h.renewals + excluded.renewals,
+            subscription_calls = h.subscription_calls + excluded.subscription_calls,
+            step_downs = h.step_downs + excluded.step_downs
     ), minutes as (
         insert into cp.rollup_minute as m (minute, carrier_id, calls, succeeded, failed, errors, latency_ms_sum)
         select date_trunc('minute', f.finished_at), f.carrier_id, count(*),
@@ -138,7 +152,7 @@ select h.hour, k.code as carrier,
        (sum(h.subscription_calls) - sum(h.subscription_calls) filter (where h.outcome = 'succeeded'))::bigint
            as retries,
        sum(h.step_downs)::bigint as step_downs
-from cp.rollup_hour h join cp.carrier k on k.carrier_id = h.carrier_id
+from cp.rollup_carrier_hour h join cp.carrier k on k.carrier_id = h.carrier_id
 where h.operation = 'charge'
 group by h.hour, k.code;
 
@@ -150,6 +164,12 @@ select h.hour, k.code as carrier, h.currency,
        (coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)
         - coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0))::bigint as net_minor,
        coalesce(sum(h.calls) filter (where h.operation = 'refund' and h.outcome = 'succeeded'), 0)::bigint as refunds
-from cp.rollup_hour h join cp.carrier k on k.carrier_id = h.carrier_id
+from cp.rollup_carrier_hour h join cp.carrier k on k.carrier_id = h.carrier_id
 where h.outcome = 'succeeded' and h.operation in ('charge', 'refund')
 group by h.hour, k.code, h.currency;
+
+-- How far the fold has come: the last call id folded, when (business time), and the calls it passed
+-- before they settled.
+create or replace view report.rollup_progress as
+select s.folded_through, s.folded_at, (select count(*) from cp.rollup_straggler) as stragglers
+from cp.rollup_state s;

@@ -29,6 +29,7 @@ daemons:
   scheduler: {interval_s: "${SCHEDULER_INTERVAL:-0.5}"}
   webhooks: {interval_s: 0.5}
   history: {interval_s: 0.5}
+  dashboard: {port: 0}
 metrics: {port: 0}
 """
 
@@ -39,7 +40,7 @@ def test_config_expands_the_environment_and_counts_copies(tmp_path):
     config = load_config(path, environ={"SCHEDULER_INTERVAL": "2"})
     names = [child.name for child in config.children]
     assert names == ["adapters-1", "adapters-2", "reconciler-1", "callbacks-1", "scheduler-1", "webhooks-1",
-                     "history-1", "metrics-1"]
+                     "history-1", "metrics-1", "dashboard-1"]
     scheduler = next(child for child in config.children if child.name == "scheduler-1")
     assert scheduler.args == ["scheduler", "run", "--interval", "2"]
     assert config.initial_backoff_s == 0.2 and config.stop_timeout_s == 20
@@ -108,7 +109,7 @@ def test_restart_back_off_resets_after_a_healthy_run(tmp_path):
     path = tmp_path / "carrierpay.yaml"
     path.write_text("daemons: {reconciler: {enabled: false}, callbacks: {enabled: false}, "
                     "scheduler: {enabled: false}, webhooks: {enabled: false}, history: {enabled: false}, "
-                    "metrics: {enabled: false}}\n")
+                    "metrics: {enabled: false}, dashboard: {enabled: false}}\n")
     config = load_config(path, environ={})  # the default restart settings
     assert [child.name for child in config.children] == ["adapters-1"]
 
@@ -179,9 +180,9 @@ def test_up_runs_every_daemon_restarts_a_killed_one_and_stops_all_on_sigterm(db_
         def all_running():
             children = _state(home).get("children", {})
             pids = {name: child["pid"] for name, child in children.items()}
-            return pids if len(pids) == 8 and all(pid and _alive(pid) for pid in pids.values()) else None
+            return pids if len(pids) == 9 and all(pid and _alive(pid) for pid in pids.values()) else None
 
-        pids = _wait_for(all_running, what="eight daemons (seven and the metrics collector)")
+        pids = _wait_for(all_running, what="nine daemons (seven, the metrics collector and the dashboard)")
         assert _state(home)["supervisor"] == supervisor.pid
         assert all(_parent_of(pid) == supervisor.pid for pid in pids.values())
         time.sleep(2)  # they stay up: none crashed on start

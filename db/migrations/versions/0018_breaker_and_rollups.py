@@ -8,7 +8,8 @@ The rollups are folded from `cp.carrier_call` past a watermark (`cp.rollup_state
 transaction writes them. `cp.rollup_straggler` remembers the calls the watermark passed before they
 settled (and call ids not yet visible), so each is folded exactly once, when it settles.
 `cp.rollup_hour` is the hour × carrier × merchant × product × operation × outcome × currency table
-the report views read; `cp.rollup_minute` keeps the last two days per carrier and minute for the
+the report views read; `cp.rollup_carrier_hour` is the same without merchant and product, so the
+dashboard's charts over a month add up a few thousand rows; `cp.rollup_minute` keeps the last two days per carrier and minute for the
 five-minute rates the metrics and the dashboard show.
 
 Revision ID: 0018
@@ -94,6 +95,22 @@ def upgrade() -> None:
         comment on table cp.rollup_hour is
             'Settled carrier calls per hour (UTC) of settling, carrier, merchant (0: none), product (0: none), '
             'operation, outcome and currency; folded by sched.fold_rollups';
+
+        create table cp.rollup_carrier_hour (
+            hour            timestamptz not null,
+            carrier_id      integer not null,
+            operation       text not null,
+            outcome         text not null,
+            currency        char(3) not null,
+            calls           bigint not null,
+            amount_minor    bigint not null,
+            renewals        bigint not null,
+            subscription_calls bigint not null,
+            step_downs      bigint not null,
+            primary key (hour, carrier_id, operation, outcome, currency)
+        );
+        comment on table cp.rollup_carrier_hour is
+            'cp.rollup_hour summed over merchants and products; folded by sched.fold_rollups';
 
         create table cp.rollup_minute (
             minute          timestamptz not null,
