@@ -54,12 +54,13 @@ DASHBOARD_SUCCESS = """
     from report.hourly_success where hour >= %(from)s and hour < %(to)s order by hour, carrier
 """
 DASHBOARD_REVENUE = """
-    select hour, currency, sum(collected_minor)::bigint, sum(refunded_minor)::bigint, sum(net_minor)::bigint
+    select hour, currency, sum(collected_minor)::bigint as collected_minor,
+           sum(refunded_minor)::bigint as refunded_minor, sum(net_minor)::bigint as net_minor
     from report.hourly_revenue where hour >= %(from)s and hour < %(to)s group by hour, currency order by hour, currency
 """
 DASHBOARD_TOTALS = """
-    select carrier, sum(attempts)::bigint, sum(succeeded)::bigint, sum(renewals)::bigint, sum(retries)::bigint,
-           sum(step_downs)::bigint
+    select carrier, sum(attempts)::bigint as attempts, sum(succeeded)::bigint as succeeded,
+           sum(renewals)::bigint as renewals, sum(retries)::bigint as retries, sum(step_downs)::bigint as step_downs
     from report.hourly_success where hour >= %(from)s and hour < %(to)s group by carrier order by carrier
 """
 DASHBOARD_BEST_HOURS = "select carrier, local_hour, attempts, successes, success_pct from report.success_by_hour"

@@ -120,10 +120,6 @@ class Dashboard:
                                      ("unsettled", queries.DASHBOARD_UNSETTLED, None)):
                 cur = await conn.execute(sql, params)
                 data[key] = _rows(cur, await cur.fetchall())
-            data["revenue"] = [dict(zip(("hour", "currency", "collected_minor", "refunded_minor", "net_minor"),
-                                        row.values(), strict=True)) for row in data["revenue"]]
-            data["totals"] = [dict(zip(("carrier", "attempts", "succeeded", "renewals", "retries", "step_downs"),
-                                       row.values(), strict=True)) for row in data["totals"]]
             data["alerts"] = alerts(data)
             return data
         finally:

@@ -40,6 +40,11 @@ def _viewer(owner: psycopg.Connection) -> tuple[str, str]:
 
 
 async def test_only_a_reporter_login_gets_the_page_and_its_data(world_url, owner, attacker):
+    owner.execute("select api.charge('acme', '+2348020000002', 'gems', 'd-0')")
+    [call] = owner.execute("select adapter.claim_calls('test_ng', 10, interval '1 minute', 'w')").fetchone()
+    owner.execute("select adapter.complete_calls(jsonb_build_array(jsonb_build_object('call_id', %s::bigint, "
+                  "'outcome', 'succeeded')))", [call["call_id"]])
+    owner.execute("select sched.fold_rollups()")
     owner.execute("select api.charge('acme', '+2348020000001', 'gems', 'd-1')")
     owner.execute("select adapter.claim_calls('test_ng', 10, interval '1 minute', 'w')")
     viewer, password = _viewer(owner)
@@ -65,6 +70,8 @@ async def test_only_a_reporter_login_gets_the_page_and_its_data(world_url, owner
             assert response.status == 200, await response.text()
             data = await response.json()
         assert {row["carrier"] for row in data["carriers"]} == {"test_gb", "test_ng"}
+        assert data["totals"] == [{"carrier": "test_ng", "attempts": 1, "succeeded": 1, "renewals": 0, "retries": 0,
+                                   "step_downs": 0}]
         leased = {row["carrier"]: (row["queue_ready"], row["leased"]) for row in data["carriers"]}
         assert leased == {"test_gb": (0, 0), "test_ng": (0, 1)}  # the charge claimed above
         async with session.get(base + "/api/data?from=2030-01-01T00:00&to=x", headers=_basic(viewer, password)) as r:
