@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 
+from carrierpay import metrics
+
 log = logging.getLogger("carrierpay.daemon")
 
 
@@ -41,6 +43,7 @@ async def run_until_stopped(
             backoff = 0.2
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("%s: database unavailable (%s); retrying in %.1fs", name, str(exc).strip(), backoff)
+            metrics.ERRORS.labels(daemon=name, kind="database_unavailable").inc()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             except TimeoutError:

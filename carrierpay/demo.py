@@ -150,6 +150,7 @@ class DemoOptions:
     keep: bool = False
     summary: Path | None = None
     database_url: str | None = None
+    dashboard_port: int = 8700
 
 
 @dataclass
@@ -360,6 +361,7 @@ class Demo:
         self._shipper_errors = self._processes.SimpleQueue()
         self._shipper: multiprocessing.process.BaseProcess | None = None
         self.shipper_error: str | None = None
+        self.dashboard: tuple[str, str, str] | None = None  # address, login, password
 
     # ------------------------------------------------------------------ helpers
 
@@ -495,10 +497,34 @@ class Demo:
         receiver = DestinationPolicy(allow_networks=(ip_network("127.0.0.1/32"),), allow_http=True)
         self.tasks.append(asyncio.ensure_future(run_webhooks(self.db.url, policy=receiver, interval=0.2, batch=500,
                                                              stop=self.stop)))
+        await self.start_dashboard()
         self._shipper = self._processes.Process(
             target=ship_history, name="history-shipper", daemon=True,
             args=(self.db.url, self.db.history_url, self.logfile, self._shipper_stop, self._shipper_errors))
         self._shipper.start()
+
+    async def start_dashboard(self) -> None:
+        """The live page, logged in to as a read-only reporter made for this run (a port already taken
+        gives way to any free one)."""
+        import secrets
+
+        from psycopg import sql
+
+        from carrierpay.dashboard import serve
+
+        password = secrets.token_urlsafe(12)
+        await self.q(queries.DEMO_DROP_VIEWER)
+        await self.conn.execute(sql.SQL(queries.DEMO_CREATE_VIEWER).format(password=sql.Literal(password)))
+        ready = asyncio.get_running_loop().create_future()
+        for port in dict.fromkeys((self.options.dashboard_port, 0)):
+            task = asyncio.ensure_future(serve(self.db.url, port=port, refresh_s=2.0, stop=self.stop,
+                                               started=lambda bound: ready.done() or ready.set_result(bound)))
+            done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready in done:
+                self.tasks.append(task)
+                self.dashboard = (f"http://127.0.0.1:{ready.result()}/", queries.DEMO_VIEWER, password)
+                return
+            log.warning("dashboard not served on port %s: %s", port, task.exception())
 
     async def close(self) -> None:
         self.stop.set()
@@ -812,7 +838,7 @@ class Demo:
         kept = ("PostgreSQL keeps running (carrierpay db down stops it)" if self.db.cluster is not None
                 else "the configured server keeps it")
         self.console.print(f"stopped the carrier simulators, adapters, reconciler, callback server, webhook "
-                           f"dispatcher and scheduler; the database {DEMO_DATABASE} stays and {kept}",
+                           f"dispatcher, dashboard and scheduler; the database {DEMO_DATABASE} stays and {kept}",
                            soft_wrap=True)
 
 
@@ -878,7 +904,8 @@ of this demo keep running until you press Ctrl-C here, so what you start settles
   select api.payment('pixelforge', :payment);          -- pending at first, then settled
   select * from report.ledger_balances order by 1, 2;
 
-or `carrierpay report revenue`, `carrierpay report all`. Ctrl-C stops the simulators and daemons; the
+or `carrierpay report revenue`, `carrierpay report all`; the dashboard printed above shows the
+simulated days (pick 7 days). Ctrl-C stops the simulators and daemons; the
 database keeps running until `carrierpay db down`.
 """
 
@@ -918,6 +945,9 @@ async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, conso
     summary: dict[str, Any] = {}
     try:
         await demo.start()
+        if demo.dashboard:
+            say(f"dashboard: {demo.dashboard[0]} (log in as {demo.dashboard[1]}, password {demo.dashboard[2]}); "
+                "it updates itself as the simulated days go by", soft_wrap=True)
         say(f"4 carrier simulators on 127.0.0.1 (GB OneAPI, ZA ParlayX, NG aggregator with callbacks, IN batch "
             f"files); throughput raised from the specs' 10-40/s to {DEMO_TPS}/s in the demo's copies")
         say(f"{options.subscribers:,} subscribers, 2 merchants, {options.days} simulated days from "

@@ -37,12 +37,65 @@ HISTORY_COMPLETE_BATCH = "select adapter.complete_history_batch(%s, %s, %s)"
 HISTORY_REPORT_SHIPPER = "select adapter.report_history_shipper(%s, %s, %s, %s)"
 HISTORY_LAG = "select * from report.history_lag order by outbox"
 
+# The database collector of `carrierpay metrics serve` (role carrierpay_reporter; db/procedures/metrics.sql).
+METRICS_CARRIERS = """
+    select carrier, queue_ready, queue_later, leased, oldest_ready_s, calls_5m, succeeded_5m, failed_5m, errors_5m,
+           success_ratio_5m, mean_latency_5m_s, breaker_state, breaker_trips, paused
+    from report.metrics_carriers order by carrier
+"""
+METRICS_UNSETTLED = "select carrier, status, age, calls, overdue from report.metrics_unsettled_calls"
+METRICS_WEBHOOKS = "select pending, due, retrying, oldest_pending_s from report.metrics_webhooks"
+METRICS_HISTORY = "select outbox, unshipped, extract(epoch from oldest_age)::float8 from report.history_lag"
+METRICS_UNBALANCED_JOURNALS = "select count(*) from report.unbalanced_journals"
+
+# `carrierpay dashboard` (role carrierpay_reporter): each chart and table, for a time range [from, to).
+DASHBOARD_SUCCESS = """
+    select hour, carrier, attempts, succeeded, success_pct, renewals, retries, step_downs
+    from report.hourly_success where hour >= %(from)s and hour < %(to)s order by hour, carrier
+"""
+DASHBOARD_REVENUE = """
+    select hour, currency, sum(collected_minor)::bigint as collected_minor,
+           sum(refunded_minor)::bigint as refunded_minor, sum(net_minor)::bigint as net_minor
+    from report.hourly_revenue where hour >= %(from)s and hour < %(to)s group by hour, currency order by hour, currency
+"""
+DASHBOARD_TOTALS = """
+    select carrier, sum(attempts)::bigint as attempts, sum(succeeded)::bigint as succeeded,
+           sum(renewals)::bigint as renewals, sum(retries)::bigint as retries, sum(step_downs)::bigint as step_downs
+    from report.hourly_success where hour >= %(from)s and hour < %(to)s group by carrier order by carrier
+"""
+DASHBOARD_BEST_HOURS = "select carrier, local_hour, attempts, successes, success_pct from report.success_by_hour"
+DASHBOARD_CARRIERS = """
+    select carrier, queue_ready, queue_later, leased, oldest_ready_s, calls_5m, success_ratio_5m, mean_latency_5m_s,
+           breaker_state, breaker_trips, paused
+    from report.metrics_carriers order by carrier
+"""
+DASHBOARD_UNSETTLED = "select carrier, status, age, calls, overdue from report.metrics_unsettled_calls"
+DASHBOARD_CLOCK = "select b.now, p.folded_at from report.business_time b cross join report.rollup_progress p"
+# Who logged in to the dashboard may read reports: a member of the reporter or the admin role.
+DASHBOARD_MAY_READ = """
+    select pg_catalog.pg_has_role(session_user, 'carrierpay_reporter', 'member'),
+           pg_catalog.pg_has_role(session_user, 'carrierpay_admin', 'member')
+"""
+DASHBOARD_AS_REPORTER = "set role carrierpay_reporter"
+
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"
 FOLD_HOUR_STATS = "select sched.fold_hour_stats()"
+FOLD_ROLLUPS = "select sched.fold_rollups()"
+RUN_BREAKERS = "select carrier, state, reason from sched.run_breakers()"
 
 # Operators (role carrierpay_admin).
 ONBOARD_CARRIER = "select admin.onboard_carrier(%(spec)s)"
+# Reaction (db/procedures/breaker.sql): operator pauses and breaker thresholds.
+PAUSE_SENDING = "select admin.pause_sending(%(scope)s, %(code)s, %(reason)s)"
+RESUME_SENDING = "select admin.resume_sending(%(scope)s, %(code)s)"
+SET_BREAKER = "select admin.set_breaker(%(carrier)s, %(settings)s)"
+CARRIER_BREAKERS = """
+    select carrier, state, paused, trips, changed_at, reason, error_pct, min_calls, window_s, probe_interval_s,
+           reset_after
+    from report.carrier_breakers order by carrier
+"""
+SENDING_PAUSES = "select scope, target, reason, paused_at, paused_by from report.sending_pauses order by scope, target"
 SET_CARRIER_ENABLED = "select admin.set_carrier_enabled(%(carrier)s, %(enabled)s)"
 LIST_CARRIERS = """
     select k.code, k.name, k.country, k.currency, k.tps, k.regulation_code, k.enabled,
@@ -64,6 +117,10 @@ SETTLE_CALL = "select admin.settle_call(%(call_id)s, %(outcome)s, %(reason)s)"
 ADVANCE_CLOCK = "select admin.advance_clock(%(by)s)"
 SET_CLOCK = "select admin.set_clock(%(at)s)"
 HOLD_CLOCK = "select admin.hold_clock(%(hold)s)"
+# The demo's dashboard login: a read-only reporter (roles are cluster-wide, so it is made anew each run).
+DEMO_DROP_VIEWER = "drop role if exists carrierpay_demo_viewer"
+DEMO_CREATE_VIEWER = "create role carrierpay_demo_viewer login password {password} in role carrierpay_reporter"
+DEMO_VIEWER = "carrierpay_demo_viewer"
 ADD_SMS_KEYWORD = (
     "select admin.add_sms_keyword(%(carrier)s, %(short_code)s, %(keyword)s, %(merchant)s, %(product)s, %(plan)s)"
 )

@@ -18,6 +18,9 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
     database_url: ${CARRIERPAY_DATABASE_URL}    # else the embedded cluster
     callback_base_url: https://cb.example.com   # else CARRIERPAY_CALLBACK_BASE_URL
     restart: {initial_backoff_s: 1, max_backoff_s: 30, reset_after_s: 5}
+    metrics: {host: 127.0.0.1, port: 9460}      # /metrics: the database collector (daemon `metrics`) on
+                # port, every other child on port+1, port+2 ... in order; port 0: any free port each;
+                # enabled: false serves none
     stop_timeout_s: 15
     daemons:
       adapters:   {copies: 2, batch: 200, lease_s: 60, poll_s: 1, carriers: []}
@@ -29,6 +32,8 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
       history:    {interval_s: 1, batch: 500}
       api:        {host: 0.0.0.0, port: 8443}   # the merchant HTTP API: cert, key, the limits as callbacks,
                   # database_url: a login in carrierpay_gateway (else the one above; docs/http-api.md)
+      metrics:    {ledger_check_s: 300}          # `carrierpay metrics serve` (read-only)
+      dashboard:  {host: 127.0.0.1, port: 8700, refresh_s: 5}   # `carrierpay dashboard` (read-only)
       # any daemon: enabled: false to leave it out, copies: N to run N of it
 
 The children inherit the environment (secrets, CARRIERPAY_SECRETS_FILE, CARRIERPAY_HISTORY_URL ...).
@@ -58,7 +63,8 @@ from carrierpay.parsing import yaml_problem
 log = logging.getLogger("carrierpay.up")
 
 DEFAULT_CONFIG = "carrierpay.yaml"
-DAEMONS = ("adapters", "reconciler", "callbacks", "scheduler", "webhooks", "history", "api")
+DAEMONS = ("adapters", "reconciler", "callbacks", "scheduler", "webhooks", "history", "api", "metrics",
+           "dashboard")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -140,6 +146,14 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
         args = ["history", "ship"]
         _option(args, "--interval", s.get("interval_s"))
         _option(args, "--batch-size", s.get("batch"))
+    elif name == "metrics":
+        args = ["metrics", "serve"]
+        _option(args, "--ledger-check", s.get("ledger_check_s"))
+    elif name == "dashboard":
+        args = ["dashboard"]
+        _option(args, "--host", s.get("host"))
+        _option(args, "--port", s.get("port"))
+        _option(args, "--refresh", s.get("refresh_s"))
     else:
         raise ConfigError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
     return args
@@ -149,6 +163,7 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
 class ChildSpec:
     name: str  # e.g. adapters-1
     args: list[str]  # after `python -m carrierpay`
+    metrics: list[str] = field(default_factory=list)  # where it serves /metrics (added to args when started)
 
 
 @dataclass
@@ -178,7 +193,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
     elif explicit:
         raise ConfigError(f"configuration file {path} does not exist")
     document = expand(document, environ)
-    unknown = set(document) - {"database_url", "callback_base_url", "restart", "stop_timeout_s", "daemons"}
+    unknown = set(document) - {"database_url", "callback_base_url", "restart", "stop_timeout_s", "daemons", "metrics"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     daemons = document.get("daemons") or {}
@@ -205,6 +220,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
             raise ConfigError(f"{path}: several API servers cannot share port {settings.get('port', 8443)}")
         for copy in range(1, copies + 1):
             children.append(ChildSpec(f"{name}-{copy}", list(args)))
+    _assign_metrics_ports(children, document.get("metrics") or {}, path)
     restart = document.get("restart") or {}
     return UpConfig(
         children=children,
@@ -214,6 +230,28 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None,
         reset_after_s=float(restart.get("reset_after_s", 5.0)),
         stop_timeout_s=float(document.get("stop_timeout_s", 15.0)),
     )
+
+
+def _assign_metrics_ports(children: list[ChildSpec], settings: Any, path: Path) -> None:
+    """The database collector on the first port, each other child on the next ones."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{path}: metrics must be a mapping (host, port, enabled)")
+    if settings.get("enabled", True) in (False, "false", "no", "0"):
+        return
+    host = str(settings.get("host") or "127.0.0.1")
+    try:
+        base = int(settings.get("port", 9460))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: metrics.port must be a port number") from None
+    following = base + 1
+    for child in children:
+        if child.args[:2] == ["metrics", "serve"]:
+            child.metrics = ["--port", str(base), "--host", host]
+        elif child.args[0] == "dashboard":
+            continue  # a web page, not a daemon with counters
+        else:
+            child.metrics = ["--metrics-port", str(following if base else 0), "--metrics-host", host]
+            following += 1
 
 
 def _die_with_parent() -> None:
@@ -245,7 +283,7 @@ class Supervisor:
         self.stop = threading.Event()
 
     def _command(self, spec: ChildSpec) -> list[str]:
-        args = [self.python, "-m", "carrierpay", *spec.args]
+        args = [self.python, "-m", "carrierpay", *spec.args, *spec.metrics]
         # A daemon given its own login (the API server's, in carrierpay_gateway) keeps it.
         if self.config.database_url and "--database-url" not in spec.args:
             args += ["--database-url", self.config.database_url]

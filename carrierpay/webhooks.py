@@ -30,7 +30,7 @@ import aiohttp
 import psycopg
 from psycopg.types.json import Jsonb
 
-from carrierpay import config, queries
+from carrierpay import config, metrics, queries
 from carrierpay.daemon import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.webhooks")
@@ -211,6 +211,8 @@ async def dispatch_once(conn: psycopg.AsyncConnection, client: WebhookClient, *,
     if not items:
         return 0
     results = await asyncio.gather(*(client.deliver(item, timeout_s) for item in items))
+    for result in results:
+        metrics.WEBHOOK_DELIVERIES.labels(result="delivered" if result["delivered"] else "failed").inc()
     await conn.execute(queries.COMPLETE_NOTIFICATIONS, {"results": Jsonb(list(results))})
     return len(items)
 

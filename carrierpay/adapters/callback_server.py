@@ -30,7 +30,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from carrierpay import queries
+from carrierpay import metrics, queries
 from carrierpay.adapters.auth import TlsConfigError
 from carrierpay.adapters.callbacks import CallbackError, PeerCertificate, verify_and_parse_callback
 from carrierpay.adapters.secrets import Secrets
@@ -158,6 +158,7 @@ class CallbackServer:
                 return web.Response(status=503, text="try again")
             kind = "rejected" if exc.status == 403 else "unreadable"
             self.counts[kind] += 1
+            metrics.CALLBACKS.labels(result=kind).inc()
             log.warning("callback for %s from %s %s: %s", code, request.remote, kind, exc)
             return web.Response(status=exc.status, text=kind)
         payload = {key: value for key, value in parsed.items() if value is not None}
@@ -167,11 +168,13 @@ class CallbackServer:
                 answer = (await cur.fetchone())[0]
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("callback for %s not recorded, database unavailable (%s)", code, exc)
+            metrics.ERRORS.labels(daemon="callbacks", kind="database_unavailable").inc()
             return web.Response(status=503, text="try again")
         except psycopg.Error as exc:
             # The database refuses what no check here caught: the callback's fault, not the server's.
             if isinstance(exc, psycopg.DataError) or isinstance(translate(exc), BadCallback | InvalidArgument):
                 self.counts["unreadable"] += 1
+                metrics.CALLBACKS.labels(result="unreadable").inc()
                 message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else type(exc).__name__
                 log.warning("callback for %s from %s unreadable: %s", code, request.remote, message[:200])
                 return web.Response(status=400, text="unreadable")
@@ -179,6 +182,7 @@ class CallbackServer:
         status = answer.get("status")
         key = status if status in ("duplicate", "unmatched", "conflict", "not_sent") else "recorded"
         self.counts[key] += 1
+        metrics.CALLBACKS.labels(result=key).inc()
         if key in ("conflict", "not_sent"):
             log.warning("callback for %s %s names call %s but contradicts it (%s): recorded in report.call_conflicts",
                         code, parsed["correlator"][:64], answer.get("call_id"), status)

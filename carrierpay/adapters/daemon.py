@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
-from carrierpay import queries
+from carrierpay import metrics, queries
 from carrierpay.daemon import run_until_stopped
 
 log = logging.getLogger("carrierpay.adapters")
@@ -59,8 +59,9 @@ async def _connect(url: str) -> psycopg.AsyncConnection:
 
 async def _claim(conn: psycopg.AsyncConnection, carrier: str, limit: int, lease: timedelta, worker: str) -> list[dict]:
     params = {"carrier": carrier, "limit": limit, "lease": lease, "worker": worker}
-    cur = await conn.execute(queries.CLAIM_CALLS, params)
-    return [row[0] for row in await cur.fetchall()]
+    with metrics.CLAIM_DURATION.labels(carrier=carrier).time():
+        cur = await conn.execute(queries.CLAIM_CALLS, params)
+        return [row[0] for row in await cur.fetchall()]
 
 
 async def complete_results(conn: psycopg.AsyncConnection, results: list[dict]) -> dict:
@@ -90,6 +91,7 @@ async def call_safely(connector: Connector, call: dict) -> dict:
         result = await connector.execute(call)
     except Exception as exc:  # the outcome of a half-sent request is not known
         log.exception("connector failed on call %s", call.get("call_id"))
+        metrics.ERRORS.labels(daemon="adapters", kind="connector").inc()
         result = {"outcome": "unknown", "reason": "unknown", "carrier_message": f"{type(exc).__name__}: {exc}"}
     result["call_id"] = call["call_id"]
     if call.get("lease") is not None:
@@ -165,6 +167,7 @@ class AnswerRecorder:
 
     def put(self, result: dict, flight: _Flight | None = None) -> None:
         self._held.append((asyncio.get_running_loop().time(), result, flight))
+        metrics.ANSWERS_HELD.set(len(self._held))
         self._arrived.set()
         if len(self._held) >= self.limit or self.calling() == 0:
             self._ready.set()
@@ -195,6 +198,7 @@ class AnswerRecorder:
                 try:
                     await self._record(group)
                 except Exception:  # not the database going away (that is retried): a bug, not worth a loop
+                    metrics.ERRORS.labels(daemon="adapters", kind="record").inc()
                     log.exception("could not record %d answer(s); their leases will run out and the "
                                   "reconciler settles them", len(group))
                 for _, _, flight in group:
@@ -202,6 +206,7 @@ class AnswerRecorder:
                     if flight is not None:
                         flight.unrecorded -= 1
                         flight.room.set()
+                metrics.ANSWERS_HELD.set(len(self._held))
         finally:
             await self._disconnect()
 
@@ -213,12 +218,14 @@ class AnswerRecorder:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = await _connect(self.url)
-                summary = await complete_results(self._conn, results)
+                with metrics.COMPLETE_DURATION.time():
+                    summary = await complete_results(self._conn, results)
                 break
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning("%d answer(s) held: database unavailable (%s); trying again in %.2fs",
                             len(self._held), reason, backoff)
+                metrics.ERRORS.labels(daemon="adapters", kind="database_unavailable").inc()
                 waited = True
                 await self._disconnect()
                 await asyncio.sleep(backoff)
@@ -341,7 +348,20 @@ class AdapterDaemon:
         flight.calling.add(task)
 
     async def _call(self, flight: _Flight, call: dict) -> None:
-        result = await call_safely(flight.connector, call)
+        operation = str(call.get("operation") or "?")
+        metrics.CALLS_SENT.labels(carrier=flight.code, operation=operation).inc()
+        in_flight = metrics.CALLS_IN_FLIGHT.labels(carrier=flight.code)
+        in_flight.inc()
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await call_safely(flight.connector, call)
+        finally:
+            in_flight.dec()
+        metrics.CALL_DURATION.labels(carrier=flight.code, operation=operation).observe(
+            asyncio.get_running_loop().time() - started)
+        outcome = result.get("outcome")
+        metrics.CALL_OUTCOMES.labels(carrier=flight.code, operation=operation,
+                                     outcome=outcome if outcome in metrics.OUTCOMES else "other").inc()
         flight.calling.discard(asyncio.current_task())
         self.recorder.put(result, flight)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 
-from carrierpay import queries, vocabulary
+from carrierpay import metrics, queries, vocabulary
 from carrierpay.adapters.daemon import ConnectorFactory, call_safely, close_connector, complete_results
 from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable
 from carrierpay.daemon import run_until_stopped, sleep_or_stop
@@ -139,6 +139,7 @@ class Reconciler:
                     break  # claimed calls come back on the back-off
                 settled = await self.settle(conn, code, spec, connector, calls, report)
                 report.settled += settled
+                metrics.RECONCILED.inc(settled)
                 if len(calls) < self.batch:
                     break
         if report.claimed or any(report.leases.values()):

@@ -26,6 +26,10 @@ DatabaseUrlOption = typer.Option(
     show_envvar=True,
 )
 
+MetricsPortOption = typer.Option(None, "--metrics-port", min=0, metavar="PORT",
+                                 help="Serve Prometheus metrics on /metrics at this port (0: any free port).")
+MetricsHostOption = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics endpoint binds.")
+
 state = {"verbose": False}
 
 

@@ -12,8 +12,8 @@ from datetime import timedelta
 
 import typer
 
-from carrierpay import db
-from carrierpay.cli.common import DatabaseUrlOption, fail, user_errors
+from carrierpay import db, metrics
+from carrierpay.cli.common import DatabaseUrlOption, MetricsHostOption, MetricsPortOption, fail, user_errors
 from carrierpay.daemon import install_stop_handlers
 from carrierpay.logmask import configure_logging
 
@@ -56,6 +56,8 @@ def adapters_run(
                                help="Seconds between polls when no NOTIFY arrives."),
     callback_base_url: str | None = CallbackBaseOption,
     database_url: str | None = DatabaseUrlOption,
+    metrics_port: int | None = MetricsPortOption,
+    metrics_host: str = MetricsHostOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run an adapter daemon until SIGTERM: each answer is recorded as it arrives (answers arriving within
@@ -64,6 +66,7 @@ def adapters_run(
     from carrierpay.adapters.registry import connector_factory
 
     _logging(verbose)
+    metrics.expose(metrics_port, metrics_host, daemon="adapters")
     url = db.running_url(database_url)
     factory = connector_factory(callback_base=callback_base_url, database_url=url)
     daemon = AdapterDaemon(url, factory, carriers=carrier, batch=batch,
@@ -82,6 +85,8 @@ def reconcile_run(
     once: bool = typer.Option(False, "--once", help="One round, then exit."),
     callback_base_url: str | None = CallbackBaseOption,
     database_url: str | None = DatabaseUrlOption,
+    metrics_port: int | None = MetricsPortOption,
+    metrics_host: str = MetricsHostOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Expire stale leases and settle unknown/awaited calls (status query, result file, late callback)."""
@@ -89,6 +94,7 @@ def reconcile_run(
     from carrierpay.adapters.registry import connector_factory
 
     _logging(verbose)
+    metrics.expose(metrics_port, metrics_host, daemon="reconciler")
     url = db.running_url(database_url)
     reconciler = Reconciler(url, connector_factory(callback_base=callback_base_url, database_url=url),
                             carriers=carrier, batch=batch, interval=interval)
@@ -113,6 +119,8 @@ def callbacks_serve(
         30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
     ),
     database_url: str | None = DatabaseUrlOption,
+    metrics_port: int | None = MetricsPortOption,
+    metrics_host: str = MetricsHostOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve /callbacks/{carrier} until SIGTERM."""
@@ -132,6 +140,7 @@ def callbacks_serve(
     limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                         idle_timeout_s=idle_timeout)
     _logging(verbose)
+    metrics.expose(metrics_port, metrics_host, daemon="callbacks")
     asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, client_ca=client_ca,
                       limits=limits))
 
@@ -143,12 +152,16 @@ def scheduler_run(
     batch: int = typer.Option(1000, "--batch", min=1),
     once: bool = typer.Option(False, "--once", help="One tick, then exit."),
     database_url: str | None = DatabaseUrlOption,
+    metrics_port: int | None = MetricsPortOption,
+    metrics_host: str = MetricsHostOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Queue due renewals and retries, fold hour statistics, expire leases."""
+    """Queue due renewals and retries, fold hour statistics and rollups, judge circuit breakers, expire
+    leases."""
     from carrierpay import scheduler
 
     _logging(verbose)
+    metrics.expose(metrics_port, metrics_host, daemon="scheduler")
     url = db.running_url(database_url)
     asyncio.run(_with_signals(lambda stop: scheduler.run(url, interval=interval, batch=batch, stop=stop, once=once)))
 
@@ -169,6 +182,8 @@ def api_serve(
         30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
     ),
     database_url: str | None = DatabaseUrlOption,
+    metrics_port: int | None = MetricsPortOption,
+    metrics_host: str = MetricsHostOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve the merchant HTTP API (and its document at /openapi.yaml) until SIGTERM. The database login
@@ -188,4 +203,34 @@ def api_serve(
     limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                         idle_timeout_s=idle_timeout, max_body_bytes=MAX_BODY_BYTES)
     _logging(verbose)
+    metrics.expose(metrics_port, metrics_host, daemon="api")
     asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, limits=limits))
+
+
+metrics_app = typer.Typer(help="Prometheus metrics of the database: queues, unsettled calls, breakers, backlogs.",
+                          no_args_is_help=True)
+
+
+@metrics_app.command("serve")
+@user_errors
+def metrics_serve(
+    port: int = typer.Option(9460, "--port", min=0, help="Port of /metrics (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    ledger_check: float = typer.Option(300.0, "--ledger-check", min=1, metavar="SECS",
+                                       help="Seconds between full checks of unbalanced journals (reads the ledger)."),
+    database_url: str | None = DatabaseUrlOption,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Serve the database collector on /metrics until SIGTERM (read-only: the report views)."""
+    import signal
+    import threading
+
+    _logging(verbose)
+    url = db.running_url(database_url)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        metrics.serve_database(url, port, host, ledger_check_s=ledger_check, stop=stop)
+    except OSError as exc:
+        fail(str(exc), hint="choose another --port")

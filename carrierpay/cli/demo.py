@@ -18,6 +18,8 @@ def demo(
     keep: bool = typer.Option(False, "--keep", help="Afterwards keep the database, simulators and daemons "
                                                     "running until Ctrl-C, and print what to try."),
     summary: Path | None = typer.Option(None, "--summary", help="Also write the report and checks as JSON here."),
+    dashboard_port: int = typer.Option(8700, "--dashboard-port", min=0,
+                                       help="Port of the live dashboard (taken or 0: any free port)."),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Run carrierpay end to end: embedded PostgreSQL, four simulated carriers (GB, ZA, NG, IN), two
@@ -29,7 +31,7 @@ def demo(
     from carrierpay.demo import DemoOptions, run_demo
 
     options = DemoOptions(subscribers=subscribers, days=days, seed=seed, keep=keep, summary=summary,
-                          database_url=database_url)
+                          database_url=database_url, dashboard_port=dashboard_port)
     result = asyncio.run(run_demo(options, console))
     if not result.get("ok"):
         raise typer.Exit(1)

@@ -10,7 +10,16 @@ from datetime import timedelta
 import typer
 
 from carrierpay import db
-from carrierpay.cli.common import DatabaseUrlOption, console, err_console, fail, print_rows, user_errors
+from carrierpay.cli.common import (
+    DatabaseUrlOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    console,
+    err_console,
+    fail,
+    print_rows,
+    user_errors,
+)
 from carrierpay.history import shipper as shipper_mod
 from carrierpay.history.stores import StoreUnavailable, history_url, open_store, retention_days
 from carrierpay.history.timeline import timeline
@@ -48,6 +57,8 @@ def ship(
     name: str | None = typer.Option(None, "--name", help="Shipper name in report.history_shippers."),
     database_url: str | None = DatabaseUrlOption,
     history: str | None = HistoryUrlOption,
+    metrics_port: int | None = MetricsPortOption,
+    metrics_host: str = MetricsHostOption,
 ) -> None:
     """Move events and carrier logs from the outbox to the history store (several may run at once)."""
     main_url, store_url = _urls(database_url, history)
@@ -65,6 +76,9 @@ def ship(
                           f"in {result.batches} batch(es)")
             print_lag(main_url)
             return
+        from carrierpay import metrics
+
+        metrics.expose(metrics_port, metrics_host, daemon="history")
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

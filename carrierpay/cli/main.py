@@ -10,9 +10,10 @@ from carrierpay.cli import bench as bench_cmd
 from carrierpay.cli import calls as calls_cmd
 from carrierpay.cli import carriers as carriers_cmd
 from carrierpay.cli import daemons as daemons_cmd
+from carrierpay.cli import dashboard as dashboard_cmd
 from carrierpay.cli import db as db_cmd
 from carrierpay.cli import demo as demo_cmd
-from carrierpay.cli import history, merchants, pay, products, report, shards, subscribers, webhooks
+from carrierpay.cli import history, merchants, pauses, pay, products, report, shards, subscribers, webhooks
 from carrierpay.cli import up as up_cmd
 from carrierpay.cli.common import state
 
@@ -35,11 +36,14 @@ app.command("report")(report.report)
 app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo)
 app.command("up")(up_cmd.up)
+app.command("dashboard")(dashboard_cmd.dashboard)
 app.add_typer(daemons_cmd.adapters_app, name="adapters")
 app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
 app.add_typer(daemons_cmd.callbacks_app, name="callbacks")
 app.add_typer(daemons_cmd.scheduler_app, name="scheduler")
 app.add_typer(daemons_cmd.api_app, name="api")
+app.add_typer(daemons_cmd.metrics_app, name="metrics")
+pauses.register(carriers_cmd.app, merchants.app, products.app)
 
 
 @app.callback()

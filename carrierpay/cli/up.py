@@ -34,7 +34,7 @@ def up(
         fail(str(exc), hint="see `carrierpay up --help`")
     if dry_run:
         for child in settings.children:
-            console.print(f"{child.name}: carrierpay {' '.join(child.args)}")
+            console.print(f"{child.name}: carrierpay {' '.join([*child.args, *child.metrics])}")
         return
     configure_logging(logging.INFO)
     where = db.target(settings.database_url)

@@ -8,7 +8,7 @@ import logging
 import typer
 
 from carrierpay import db
-from carrierpay.cli.common import DatabaseUrlOption, user_errors
+from carrierpay.cli.common import DatabaseUrlOption, MetricsHostOption, MetricsPortOption, user_errors
 from carrierpay.daemon import install_stop_handlers
 from carrierpay.logmask import configure_logging
 
@@ -26,7 +26,9 @@ def run(interval: float = typer.Option(1.0, help="Seconds between polls when idl
         allow_http: bool = typer.Option(
             False, "--allow-http",
             help="Also post to plain http URLs (else https only; or $CARRIERPAY_WEBHOOK_ALLOW_HTTP=1)"),
-        database_url: str | None = DatabaseUrlOption) -> None:
+        database_url: str | None = DatabaseUrlOption,
+        metrics_port: int | None = MetricsPortOption,
+        metrics_host: str = MetricsHostOption) -> None:
     """Deliver pending notifications (HMAC-SHA256 signed POSTs), retrying with back-off.
 
     Redirects are never followed; non-public destinations are refused at connect time unless allowed.
@@ -38,6 +40,9 @@ def run(interval: float = typer.Option(1.0, help="Seconds between polls when idl
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--allow-network") from exc
     configure_logging(logging.INFO, "%(asctime)s %(name)s %(message)s")
+    from carrierpay import metrics
+
+    metrics.expose(metrics_port, metrics_host, daemon="webhooks")
     url = db.running_url(database_url)
     if policy.allow_networks or policy.allow_http:
         logging.getLogger("carrierpay.webhooks").warning(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.rows import dict_row
 
-from carrierpay import queries
+from carrierpay import metrics, queries
 from carrierpay.history.documents import event_document, log_document
 from carrierpay.history.redact import Redactor
 from carrierpay.history.stores import HistoryStore, StoreUnavailable, retention_days
@@ -111,6 +111,8 @@ class Shipper:
                 break
             result.events += events
             result.logs += logs
+            metrics.HISTORY_SHIPPED.labels(outbox="event").inc(events)
+            metrics.HISTORY_SHIPPED.labels(outbox="carrier_log").inc(logs)
             result.batches += 1
         return result
 

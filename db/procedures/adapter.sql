@@ -24,10 +24,16 @@ declare
     v_granted integer;
     v_sendable bigint[];
     v_held bigint[];
+    v_gate record;
 begin
     select carrier_id, timezone into v_carrier_id, v_timezone from cp.carrier where code = p_carrier;
     if v_carrier_id is null then
         perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
+    end if;
+    -- A paused carrier, merchant or product, or a tripped breaker, holds calls (db/procedures/breaker.sql).
+    select * into v_gate from cp.claim_gate(v_carrier_id);
+    if not v_gate.allowed then
+        return;
     end if;
     -- The carrier's calls-per-second budget is shared by every adapter process: what is left of this
     -- second bounds the pick (read without a lock), and the budget is taken for what was picked.
@@ -52,6 +58,8 @@ begin
                        else cp.in_window((v_now at time zone q.timezone)::time, v_hours) end as may_send
         from cp.call_queue q
         where q.carrier_id = v_carrier_id and q.lease_until is null and q.available_at <= v_now
+          and (v_gate.probe_call is null or q.call_id = v_gate.probe_call)
+          and (not v_gate.holds or not cp.call_held(q.call_id))
         order by q.available_at
         limit least(p_limit, v_left)
         for update skip locked

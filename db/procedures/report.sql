@@ -6,18 +6,20 @@ drop view if exists report.revenue, report.success_by_carrier, report.success_by
     report.churn, report.refunds, report.open_calls, report.calls_needing_operator, report.ledger_balances,
     report.unbalanced_journals cascade;
 
--- Collected, refunded and net revenue per carrier, country, merchant and currency.
+-- Collected, refunded and net revenue per carrier, country, merchant and currency, from the hourly
+-- rollup (db/procedures/rollup.sql): as of the scheduler's last fold, whatever the number of payments.
 create view report.revenue as
-select c.code as carrier, c.country, m.code as merchant, p.currency,
-       count(*) filter (where p.collected_minor > 0) as payments,
-       sum(p.collected_minor)::bigint as collected_minor,
-       sum(p.refunded_minor)::bigint as refunded_minor,
-       sum(p.collected_minor - p.refunded_minor)::bigint as net_minor
-from cp.procedure p
-join cp.carrier c using (carrier_id)
-join cp.merchant m using (merchant_id)
-where p.kind = 'charge'
-group by c.code, c.country, m.code, p.currency;
+select c.code as carrier, c.country, m.code as merchant, h.currency,
+       coalesce(sum(h.calls) filter (where h.operation = 'charge'), 0)::bigint as payments,
+       coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)::bigint as collected_minor,
+       coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0)::bigint as refunded_minor,
+       (coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)
+        - coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0))::bigint as net_minor
+from cp.rollup_hour h
+join cp.carrier c on c.carrier_id = h.carrier_id
+join cp.merchant m on m.merchant_id = h.merchant_id
+where h.outcome = 'succeeded' and h.operation in ('charge', 'refund')
+group by c.code, c.country, m.code, h.currency;
 
 -- Charge outcomes per carrier and country: attempts, successes, success rate, step-downs.
 create view report.success_by_carrier as

@@ -30,6 +30,8 @@ daemons:
   webhooks: {interval_s: 0.5}
   history: {interval_s: 0.5}
   api: {port: 0}
+  dashboard: {port: 0}
+metrics: {port: 0}
 """
 
 
@@ -39,13 +41,14 @@ def test_config_expands_the_environment_and_counts_copies(tmp_path):
     config = load_config(path, environ={"SCHEDULER_INTERVAL": "2"})
     names = [child.name for child in config.children]
     assert names == ["adapters-1", "adapters-2", "reconciler-1", "callbacks-1", "scheduler-1", "webhooks-1",
-                     "history-1", "api-1"]
+                     "history-1", "api-1", "metrics-1", "dashboard-1"]
     # The API server may log in as its own gateway role; the supervisor then does not replace it.
     path.write_text('daemons: {api: {port: 0, database_url: "postgresql://carrierpay_api@db.example/cp"}}\n')
     api = next(child for child in load_config(path, environ={}, database_url="postgresql://owner@db.example/cp")
                .children if child.name == "api-1")
     command = Supervisor(load_config(path, environ={}, database_url="postgresql://owner@db.example/cp"))._command(api)
-    assert command[-4:] == ["--port", "0", "--database-url", "postgresql://carrierpay_api@db.example/cp"]
+    assert command.count("--database-url") == 1
+    assert command[command.index("--database-url") + 1] == "postgresql://carrierpay_api@db.example/cp"
     scheduler = next(child for child in config.children if child.name == "scheduler-1")
     assert scheduler.args == ["scheduler", "run", "--interval", "2"]
     assert config.initial_backoff_s == 0.2 and config.stop_timeout_s == 20
@@ -114,7 +117,7 @@ def test_restart_back_off_resets_after_a_healthy_run(tmp_path):
     path = tmp_path / "carrierpay.yaml"
     path.write_text("daemons: {reconciler: {enabled: false}, callbacks: {enabled: false}, "
                     "scheduler: {enabled: false}, webhooks: {enabled: false}, history: {enabled: false}, "
-                    "api: {enabled: false}}\n")
+                    "api: {enabled: false}, metrics: {enabled: false}, dashboard: {enabled: false}}\n")
     config = load_config(path, environ={})  # the default restart settings
     assert [child.name for child in config.children] == ["adapters-1"]
 
@@ -185,9 +188,9 @@ def test_up_runs_every_daemon_restarts_a_killed_one_and_stops_all_on_sigterm(db_
         def all_running():
             children = _state(home).get("children", {})
             pids = {name: child["pid"] for name, child in children.items()}
-            return pids if len(pids) == 8 and all(pid and _alive(pid) for pid in pids.values()) else None
+            return pids if len(pids) == 10 and all(pid and _alive(pid) for pid in pids.values()) else None
 
-        pids = _wait_for(all_running, what="eight daemons")
+        pids = _wait_for(all_running, what="ten daemons (eight, the metrics collector and the dashboard)")
         assert _state(home)["supervisor"] == supervisor.pid
         assert all(_parent_of(pid) == supervisor.pid for pid in pids.values())
         time.sleep(2)  # they stay up: none crashed on start
@@ -214,3 +217,16 @@ def test_up_runs_every_daemon_restarts_a_killed_one_and_stops_all_on_sigterm(db_
             supervisor.kill()
             supervisor.wait()
         log.close()
+
+
+def test_every_child_gets_its_own_metrics_port(tmp_path):
+    path = tmp_path / "carrierpay.yaml"
+    path.write_text("metrics: {port: 9600, host: 0.0.0.0}\ndaemons: {adapters: {copies: 2}}\n")
+    config = load_config(path, environ={})
+    ports = {child.name: child.metrics for child in config.children}
+    assert ports["metrics-1"] == ["--port", "9600", "--host", "0.0.0.0"]
+    assert ports["adapters-1"] == ["--metrics-port", "9601", "--metrics-host", "0.0.0.0"]
+    assert ports["adapters-2"] == ["--metrics-port", "9602", "--metrics-host", "0.0.0.0"]
+    assert len({tuple(m) for m in ports.values()}) == len(ports)
+    path.write_text("metrics: {enabled: false}\ndaemons: {metrics: {enabled: false}}\n")
+    assert all(child.metrics == [] for child in load_config(path, environ={}).children)
