@@ -538,10 +538,7 @@ begin
         'refunds', coalesce((select jsonb_agg(jsonb_build_object('id', r.procedure_id, 'status', r.status,
                                                                  'amount_minor', r.amount_minor) order by r.procedure_id)
                     from cp.procedure r where r.parent_id = v_proc.procedure_id), '[]'::jsonb),
-        'history', coalesce((select jsonb_agg(jsonb_build_object('at', e.occurred_at, 'event', e.kind,
-                                                                 'to', e.payload->'to') order by e.event_id)
-                    from cp.event e where e.aggregate_type = 'procedure' and e.aggregate_id = v_proc.procedure_id),
-                    '[]'::jsonb));
+        'history', cp.status_timeline('procedure', v_proc.procedure_id));
 end
 $$;
 
@@ -562,10 +559,7 @@ begin
                                                                  'amount_minor', p.amount_minor, 'period', p.period_index)
                                               order by p.procedure_id)
                     from cp.procedure p where p.subscription_id = p_subscription_id and p.kind = 'charge'), '[]'::jsonb),
-        'history', coalesce((select jsonb_agg(jsonb_build_object('at', e.occurred_at, 'event', e.kind,
-                                                                 'to', e.payload->'to') order by e.event_id)
-                    from cp.event e where e.aggregate_type = 'subscription' and e.aggregate_id = p_subscription_id),
-                    '[]'::jsonb));
+        'history', cp.status_timeline('subscription', p_subscription_id));
 end
 $$;
 
