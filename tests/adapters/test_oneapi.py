@@ -185,12 +185,32 @@ async def test_oauth_token_is_cached_and_refreshed_after_a_401():
     assert sim.ledger.charged_total() == 600
 
 
-async def test_oauth_token_is_refreshed_before_it_expires():
-    # Tokens living 30 s are always inside the spec's 60 s refresh margin, so each call renews.
+async def test_a_short_lived_oauth_token_is_reused_not_fetched_per_call():
+    # A carrier whose tokens live 30 s (a common fixed refresh margin): one token serves all three calls.
     async with oneapi(balance=10_000, flavor=OneApiFlavor(token_ttl_s=30)) as (sim, connector):
         for _ in range(3):
             assert (await connector.execute(make_call()))["outcome"] == "succeeded"
-    assert sim.tokens_issued == 3
+    assert sim.tokens_issued == 1
+    assert len([r for r in sim.received if r["path"].endswith("/transactions/amount")]) == 3  # none refused
+
+
+@pytest.mark.parametrize(("ttl_s", "margin_s", "renewed_after_s"),
+                         [(30, None, 24), (3600, None, 2880), (10, None, 8), (200, 60, 140), (30, 60, 15)])
+async def test_oauth_token_is_renewed_at_a_fraction_of_its_announced_lifetime(ttl_s, margin_s, renewed_after_s):
+    """Renewed before the carrier's expiry, whatever lifetime it announces (`expires_in`), and not before
+    the fraction of it has passed; a spec's margin renews earlier, never before half the lifetime."""
+    async with oneapi(balance=10_000, flavor=OneApiFlavor(token_ttl_s=ttl_s)) as (sim, connector):
+        if margin_s is not None:
+            connector.auth.config["refresh_margin_s"] = margin_s
+        now = [1000.0]
+        connector.auth._clock = lambda: now[0]
+        assert (await connector.execute(make_call()))["outcome"] == "succeeded"
+        now[0] += renewed_after_s - 0.5
+        assert (await connector.execute(make_call()))["outcome"] == "succeeded"
+        assert sim.tokens_issued == 1
+        now[0] += 1.0
+        assert (await connector.execute(make_call()))["outcome"] == "succeeded"
+        assert sim.tokens_issued == 2
 
 
 async def test_operation_not_offered_is_rejected_without_traffic():
