@@ -12,6 +12,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -43,6 +44,24 @@ class OneApiFlavor:
     # What the status lookup finds by clientCorrelator; some operators' know payments only, and
     # answer "no such transaction" about a refund they did apply.
     status_kinds: tuple[str, ...] = ("charge", "capture", "refund")
+    # How amounts travel: "string" ("1.99", OneAPI's own) or "number" (1.99, as CAMARA's schema has it);
+    # a "number" operator refuses an amount sent as a string, and answers with numbers.
+    amount_json: str = "string"
+
+
+class _Number(Decimal):
+    """An amount this simulator writes as a JSON number, digit for digit."""
+
+
+def _dumps(document: Any) -> str:
+    """json.dumps with _Number written as a number: exact, unlike a float."""
+    if isinstance(document, _Number):
+        return format(document, "f")
+    if isinstance(document, dict):
+        return "{" + ", ".join(f"{json.dumps(str(key))}: {_dumps(value)}" for key, value in document.items()) + "}"
+    if isinstance(document, list):
+        return "[" + ", ".join(_dumps(value) for value in document) + "]"
+    return json.dumps(document)
 
 
 def _xml(name: str, value: Any) -> str:
@@ -99,7 +118,7 @@ class OneApiSimulator(Simulator):
             ((name, value),) = document.items()
             body = '<?xml version="1.0" encoding="UTF-8"?>' + _xml(name, value)
             return web.Response(status=status, text=body, content_type="application/xml")
-        return web.Response(status=status, text=json.dumps(document), content_type="application/json")
+        return web.Response(status=status, text=_dumps(document), content_type="application/json")
 
     def error(self, code: str, status: int | None = None, variables: list[str] | None = None) -> web.Response:
         message_id, text = self.flavor.codes[code]
@@ -127,6 +146,16 @@ class OneApiSimulator(Simulator):
         end_user = request.match_info["end_user"]
         return end_user[4:] if end_user.startswith("tel:") else end_user
 
+    def wire_amount(self, amount_minor: int) -> str | _Number:
+        major = self.major(amount_minor)
+        return _Number(major) if self.flavor.amount_json == "number" else major
+
+    def amount_from_wire(self, value: Any) -> int | None:
+        """Minor units of a request's amount; None when malformed, or a string where a number is due."""
+        if self.flavor.amount_json == "number" and not isinstance(value, int | Decimal) or isinstance(value, bool):
+            return None
+        return self.minor(value)
+
     def transaction_document(self, result: Result, status: str, body: dict[str, Any] | None = None):
         transaction = result.transaction
         assert transaction is not None
@@ -136,11 +165,11 @@ class OneApiSimulator(Simulator):
                 "endUserId": f"tel:{transaction.msisdn}",
                 "paymentAmount": {
                     "chargingInformation": {
-                        "amount": self.major(transaction.amount_minor),
+                        "amount": self.wire_amount(transaction.amount_minor),
                         "currency": transaction.currency,
                         "description": info.get("description") or transaction.description,
                     },
-                    "totalAmountCharged": self.major(transaction.amount_minor),
+                    "totalAmountCharged": self.wire_amount(transaction.amount_minor),
                 },
                 "clientCorrelator": transaction.correlator,
                 "referenceCode": (body or {}).get("referenceCode") or transaction.correlator,
@@ -172,7 +201,7 @@ class OneApiSimulator(Simulator):
 
     async def _read_transaction(self, request: web.Request) -> dict[str, Any] | None:
         try:
-            document = json.loads(await request.read())
+            document = json.loads(await request.read(), parse_float=Decimal)
         except ValueError:
             return None
         body = document.get("amountTransaction") if isinstance(document, dict) else None
@@ -193,7 +222,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
-        amount_minor = self.minor(info.get("amount"))
+        amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid", variables=["chargingInformation.amount/currency"])
         msisdn = self.msisdn_of(request)
@@ -241,7 +270,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
-        amount_minor = self.minor(info.get("amount"))
+        amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid")
         result = self.billing.reserve(str(body["clientCorrelator"]), self.msisdn_of(request), amount_minor)
@@ -260,7 +289,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
-        amount_minor = self.minor(info.get("amount"))
+        amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None:
             return self.error("invalid")
         result = self.billing.capture(str(body["clientCorrelator"]), request.match_info["txid"], amount_minor)
@@ -284,7 +313,7 @@ class OneApiSimulator(Simulator):
         if balance is None:
             return self.error("unknown_subscriber")
         return self.answer(200, {"accountBalance": {"endUserId": f"tel:{msisdn}",
-                                                    "balance": {"amount": self.major(balance),
+                                                    "balance": {"amount": self.wire_amount(balance),
                                                                 "currency": self.currency}}})  # fmt: skip
 
     async def send_sms(self, request: web.Request) -> web.Response:
@@ -296,7 +325,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         try:
-            document = json.loads(await request.read())
+            document = json.loads(await request.read(), parse_float=Decimal)
             body = document["outboundSMSMessageRequest"]
             addresses = body["address"]
             text = body["outboundSMSTextMessage"]["message"]

@@ -228,3 +228,25 @@ async def test_secrets_and_tokens_never_appear_in_logged_traffic():
     assert tokens
     assert_no_secrets(results, *ONEAPI_GB_SECRETS.values(), *tokens)
     assert results[0]["request"]["headers"]["Authorization"] == "***"
+
+
+@pytest.mark.parametrize("amount_minor", [199, 110, 9_007_199_254_740_993])
+async def test_a_carrier_that_wants_amounts_as_json_numbers_gets_them_exactly(amount_minor):
+    """`amount: {format: major_number}` writes 1.99 as a JSON number, digit for digit (1.10 stays 1.10, and
+    2**53 + 1 minor units keep their last digit, which a float would lose), and reads the carrier's
+    numeric answer back exactly. That operator refuses an amount sent as a string."""
+    flavor = OneApiFlavor(amount_json="number")
+    async with oneapi(balance=10**17, flavor=flavor) as (sim, connector):
+        connector.spec.data["amount"] = {"format": "major_number", "exponent": 2}
+        result = await connector.execute(make_call(amount_minor=amount_minor))
+    major = f"{amount_minor // 100}.{amount_minor % 100:02d}"
+    assert f'"amount":{major},' in sim.received[-1]["body"]
+    assert (result["outcome"], result["amount_minor"]) == ("succeeded", amount_minor)
+    assert sim.ledger.charged_total(MSISDN) == amount_minor
+
+
+async def test_an_amount_sent_as_a_string_to_a_carrier_that_wants_a_number_is_refused():
+    async with oneapi(balance=10_000, flavor=OneApiFlavor(amount_json="number")) as (sim, connector):
+        result = await connector.execute(make_call(amount_minor=199))  # the spec still says major_decimal
+    assert (result["outcome"], result["reason"]) == ("failed", "rejected")
+    assert sim.ledger.charged_total() == 0
