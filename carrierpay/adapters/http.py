@@ -225,7 +225,11 @@ class HttpConnector:
     async def _build_request(self, step: dict[str, Any], context: dict[str, Any]) -> OutgoingRequest:
         spec_request = step["request"]
         auth_vars = await self.auth.template_vars()
-        context = {**context, "auth": auth_vars}
+        # Credentials we hand to the carrier to present on its callbacks (CAMARA's sinkCredential); resolved
+        # through the secrets, so every value is scrubbed from the logged traffic like any other secret.
+        credentials = {name: self.secrets.resolve(reference)
+                       for name, reference in (self.spec.data.get("credentials") or {}).items()}
+        context = {**context, "auth": auth_vars, "credentials": credentials}
         encoding = spec_request.get("encoding", "none" if "body" not in spec_request else "json")
         # Partials are rendered first and marked safe, so an XML partial is not escaped twice.
         context["partials"] = {

@@ -121,6 +121,7 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
     callbacks = data.get("callbacks")
     if callbacks is not None:
         yield from _callback_errors(callbacks)
+    yield from _credential_errors(data.get("credentials") or {}, callbacks)
 
     reports = data.get("reports")
     if reports:
@@ -131,6 +132,20 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield from _xpath_errors("reports.record_xpath", reports["record_xpath"], namespaces)
             for name, expression in reports["columns"].items():
                 yield from _xpath_errors(f"reports.columns.{name}", expression, namespaces)
+
+
+def _credential_errors(credentials: Mapping[str, Any], callbacks: Mapping[str, Any] | None) -> Iterable[str]:
+    """A credential handed to the carrier exists to be presented back on its callbacks: one the callbacks do
+    not check would let whoever learnt it from the carrier's side settle payments unchecked elsewhere, and
+    one without callbacks has no purpose."""
+    checked = {check["token"]["secret"] for check in (callbacks or {}).get("auth") or []
+               if check.get("type") == "bearer" and isinstance(check.get("token"), Mapping)}
+    for name, reference in credentials.items():
+        if callbacks is None:
+            yield f"credentials.{name}: a credential handed to the carrier needs a 'callbacks' section that checks it"
+        elif reference["secret"] not in checked:
+            yield (f"credentials.{name}: callbacks.auth must check it: add "
+                   f"{{type: bearer, token: {{secret: {reference['secret']}}}}}")
 
 
 def _callback_errors(callbacks: Mapping[str, Any]) -> Iterable[str]:
