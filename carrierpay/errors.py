@@ -78,6 +78,7 @@ MerchantRoleNotOurs = _kind("MerchantRoleNotOurs", "CP085")
 InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
 CallNotUnsettled = _kind("CallNotUnsettled", "CP091")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
+SmsPurchaseNeedsOptin = _kind("SmsPurchaseNeedsOptin", "CP140")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {
     cls.code: cls for cls in list(globals().values())

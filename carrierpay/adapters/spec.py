@@ -122,6 +122,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
     if callbacks is not None:
         yield from _callback_errors(callbacks)
     yield from _credential_errors(data.get("credentials") or {}, callbacks)
+    if data.get("mo") is not None:
+        yield from _callback_errors(data["mo"], "mo")
 
     reports = data.get("reports")
     if reports:
@@ -148,16 +150,16 @@ def _credential_errors(credentials: Mapping[str, Any], callbacks: Mapping[str, A
                    f"{{type: bearer, token: {{secret: {reference['secret']}}}}}")
 
 
-def _callback_errors(callbacks: Mapping[str, Any]) -> Iterable[str]:
-    yield from _extract_errors("callbacks", callbacks["encoding"], callbacks)
-    yield from _results_errors("callbacks.results", callbacks.get("results") or [])
+def _callback_errors(callbacks: Mapping[str, Any], section: str = "callbacks") -> Iterable[str]:
+    yield from _extract_errors(section, callbacks["encoding"], callbacks)
+    yield from _results_errors(f"{section}.results", callbacks.get("results") or [])
     checks = callbacks.get("auth") or []
     if not any(check["type"] in CREDENTIAL_CHECKS for check in checks):
-        yield ("callbacks.auth: callbacks need a credential check (signature, basic, bearer or mutual_tls); "
-               "without one anybody who can reach the callback server could settle payments, and an "
+        yield (f"{section}.auth: {section} need a credential check (signature, basic, bearer or mutual_tls); "
+               "without one anybody who can reach the callback server could act for a carrier, and an "
                "ip_allow_list alone does not prove who is calling")
     for index, check in enumerate(checks):
-        where = f"callbacks.auth[{index}]"
+        where = f"{section}.auth[{index}]"
         if check["type"] == "ip_allow_list":
             for n, cidr in enumerate(check["cidrs"]):
                 try:

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
+import aiohttp
 from aiohttp import web
 
 from carrierpay.simulators.base import Result, Simulator, refusal_code
@@ -83,6 +84,8 @@ class OneApiSimulator(Simulator):
         client_id: str = "carrierpay",
         client_secret: str = "oneapi-client-secret",
         api_key: str = "oneapi-api-key",
+        mo_username: str = "oneapi-mo",
+        mo_password: str = "oneapi-mo-password",
         flavor: OneApiFlavor | None = None,
         currency: str = "GBP",
         timezone: str = "Europe/London",
@@ -95,6 +98,40 @@ class OneApiSimulator(Simulator):
         self.flavor = flavor or OneApiFlavor()
         self.tokens: dict[str, float] = {}
         self.tokens_issued = 0
+        # Inbound SMS notifications (OneAPI SMS, inboundSMSMessageNotification) go to mo_url with HTTP
+        # Basic credentials agreed when the notification subscription was set up.
+        self.mo_url: str | None = None
+        self.mo_username = mo_username
+        self.mo_password = mo_password
+        self.mo_sequence = 0
+        self.mo_sent: list[dict[str, Any]] = []
+
+    async def send_mo(self, msisdn: str, text: str, short_code: str = "84433", *, target: str | None = None) -> int:
+        """A subscriber texts a short code: an inboundSMSMessageNotification to `mo_url` (or target) with
+        HTTP Basic credentials. Returns the HTTP status we answered (0: not reached)."""
+        self.mo_sequence += 1
+        document = {"inboundSMSMessageNotification": {
+            "callbackData": "carrierpay",
+            "inboundSMSMessage": {
+                "dateTime": self.clock.now().strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "destinationAddress": f"tel:{short_code}",
+                "messageId": f"IN{self.mo_sequence:08d}",
+                "message": text,
+                "senderAddress": f"tel:{msisdn}",
+            }}}
+        url = target or self.mo_url
+        if url is None:
+            raise RuntimeError("no MO URL configured (mo_url)")
+        credentials = base64.b64encode(f"{self.mo_username}:{self.mo_password}".encode()).decode()
+        headers = {"Authorization": f"Basic {credentials}", "Content-Type": "application/json"}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+                async with client.post(url, data=json.dumps(document).encode(), headers=headers) as response:
+                    status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.mo_sent.append({"document": document, "status": status})
+        return status
 
     def revoke_tokens(self) -> None:
         """Invalidate every issued token, as an operator's token store restart would."""
