@@ -282,6 +282,18 @@ end
 $$;
 
 
+-- After how many reconciliation turns (5 min, 1 h, then daily) an unsettled call of this carrier goes to the
+-- operator queue (report.calls_needing_operator): the spec's reconciliation.operator_after_turns, 3 unless it
+-- says otherwise, kept within 1..60 whatever a stored spec holds.
+create or replace function cp.operator_after_turns(p_spec jsonb) returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when jsonb_typeof(p_spec #> '{reconciliation,operator_after_turns}') = 'number'
+                then least(greatest(floor((p_spec #>> '{reconciliation,operator_after_turns}')::numeric), 1), 60)::int
+                else 3 end
+$$;
+
 -- The last resort for a call no reconciliation route could settle (report.calls_needing_operator):
 -- the operator found out from the carrier what happened and records it through the same completion
 -- path as a carrier's answer; who did it and why stays in the call's events.
