@@ -79,6 +79,9 @@ InvalidCarrierSpec = _kind("InvalidCarrierSpec", "CP090")
 CallNotUnsettled = _kind("CallNotUnsettled", "CP091")
 SmsTemplateMissing = _kind("SmsTemplateMissing", "CP100")
 SmsPurchaseNeedsOptin = _kind("SmsPurchaseNeedsOptin", "CP140")
+UnknownTimeZone = _kind("UnknownTimeZone", "CP141")
+BadLanguage = _kind("BadLanguage", "CP142")
+NotACustomer = _kind("NotACustomer", "CP143")
 
 BY_CODE: dict[str, type[CarrierpayError]] = {
     cls.code: cls for cls in list(globals().values())
