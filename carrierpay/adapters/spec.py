@@ -106,6 +106,14 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield f"{base}.pattern: 'report' needs a top-level 'reports' section"
         if "covers" in operation and op_name != "status":
             yield f"{base}.covers: only the status operation says which operations it reports on"
+        two_step = operation.get("two_step")
+        if two_step:
+            names = [step.get("name") for step in operation.get("steps") or []]
+            if two_step["reserve"] not in names[:-1]:
+                yield (f"{base}.two_step.reserve: {two_step['reserve']!r} must name a step of this operation that "
+                       "later steps confirm")
+            if two_step["cancel"] not in data["operations"]:
+                yield f"{base}.two_step.cancel: the carrier's {two_step['cancel']!r} operation must be declared"
         yield from _results_errors(f"{base}.results", operation.get("results") or [])
         if data["transport"] != "http":
             continue

@@ -320,6 +320,8 @@ class OneApiSimulator(Simulator):
             return self.unauthorised()
         await self.latency()
         body = await self._read_transaction(request)
+        if body is not None and body.get("clientCorrelator") and body.get("transactionOperationStatus") == "Released":
+            return await self.release_reservation(request, body)
         if body is None or not body.get("clientCorrelator") or body.get("transactionOperationStatus") != "Charged":
             return self.error("invalid")
         fault = self.pre_fault("capture")
@@ -337,6 +339,16 @@ class OneApiSimulator(Simulator):
         if not result.ok:
             return self.error(result.code)
         return self.answer(201, self.transaction_document(result, "Charged", body))
+
+    async def release_reservation(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """OneAPI's release: the reservation's amount goes back to the subscriber."""
+        fault = self.pre_fault("release")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
+        result = self.billing.release(str(body["clientCorrelator"]), request.match_info["txid"])
+        if not result.ok:
+            return self.error(result.code)
+        return self.answer(200, self.transaction_document(result, "Released", body))
 
     async def balance_query(self, request: web.Request) -> web.Response:
         if not self.authorised(request):
