@@ -229,3 +229,6 @@ DEMO_TRY_REFUND = (
     "select t.i, pg_temp.try_refund(t.m, t.p, t.k) "
     "from unnest(%s::text[], %s::bigint[], %s::text[]) with ordinality t(m, p, k, i)"
 )
+
+# Number lookup (carrierpay/adapters/lookup.py): a network's answer about a number, kept for its lifetime.
+RECORD_NUMBER_LOOKUP = "select adapter.record_number_lookup(%(msisdn)s, %(mcc)s, %(mnc)s, %(ttl_s)s)"

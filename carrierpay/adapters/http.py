@@ -189,6 +189,8 @@ class HttpConnector:
                     result[target] = parse_amount(fields[source], amount_format, exponent)
                 except AmountError as exc:
                     result["carrier_message"] = f"{result['carrier_message'] or ''} [{exc}]".strip()
+        if name == "lookup":  # the network serving the number now (an HLR/MNP answer)
+            result.update({key: str(fields[key]) for key in ("mcc", "mnc") if fields.get(key) not in (None, "")})
         if len(steps) == 1:
             result["request"], result["response"] = requests[0], responses[0]
         else:

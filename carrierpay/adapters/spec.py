@@ -104,6 +104,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield f"{base}.pattern: 'callback' needs a top-level 'callbacks' section"
         if operation["pattern"] == "report" and "reports" not in data:
             yield f"{base}.pattern: 'report' needs a top-level 'reports' section"
+        if "ttl_s" in operation and op_name != "lookup":
+            yield f"{base}.ttl_s: only the lookup operation's answers are kept for a time"
         if "covers" in operation and op_name != "status":
             yield f"{base}.covers: only the status operation says which operations it reports on"
         two_step = operation.get("two_step")

@@ -105,6 +105,10 @@ class OneApiSimulator(Simulator):
         self.mo_password = mo_password
         self.mo_sequence = 0
         self.mo_sent: list[dict[str, Any]] = []
+        # Number portability as the operator's HLR/MNP database sees it: msisdn -> (MCC, MNC) of the network
+        # serving it now; a number not listed is on this operator's own network (`network`).
+        self.network = ("234", "15")
+        self.ported: dict[str, tuple[str, str]] = {}
 
     async def send_mo(self, msisdn: str, text: str, short_code: str = "84433", *, target: str | None = None) -> int:
         """A subscriber texts a short code: an inboundSMSMessageNotification to `mo_url` (or target) with
@@ -146,6 +150,7 @@ class OneApiSimulator(Simulator):
         app.router.add_post(base + "/amountReservation", self.reserve)
         app.router.add_post(base + "/amountReservation/{txid}", self.charge_reservation)
         app.router.add_get(prefix + "/customerprofile/{end_user}/balance", self.balance_query)
+        app.router.add_get(prefix + "/numberlookup/{end_user}", self.number_lookup)
         app.router.add_post(prefix + "/smsmessaging/outbound/{sender}/requests", self.send_sms)
 
     # ---------------------------------------------------------------- wire helpers
@@ -349,6 +354,23 @@ class OneApiSimulator(Simulator):
         if not result.ok:
             return self.error(result.code)
         return self.answer(200, self.transaction_document(result, "Released", body))
+
+    def port(self, msisdn: str, mcc: str, mnc: str) -> None:
+        """The subscriber took the number to another network."""
+        self.ported[msisdn] = (mcc, mnc)
+
+    async def number_lookup(self, request: web.Request) -> web.Response:
+        """An HLR/MNP query: which network serves this number now."""
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        fault = self.pre_fault("lookup")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
+        msisdn = self.msisdn_of(request)
+        mcc, mnc = self.ported.get(msisdn, self.network)
+        return self.answer(200, {"numberLookup": {"endUserId": f"tel:{msisdn}", "mcc": mcc, "mnc": mnc,
+                                                  "ported": msisdn in self.ported}})
 
     async def balance_query(self, request: web.Request) -> web.Response:
         if not self.authorised(request):

@@ -85,6 +85,21 @@ begin
         end if;
         insert into cp.carrier_prefix (prefix, carrier_id) values (v_prefix, v_id);
     end loop;
+    -- Ranges this carrier (an aggregator) can also bill, after their own carrier, by priority.
+    delete from cp.carrier_route where carrier_id = v_id;
+    if p_spec ? 'routes' then
+        if jsonb_typeof(p_spec->'routes') <> 'array'
+           or exists (select 1 from jsonb_array_elements(p_spec->'routes') r
+                      where jsonb_typeof(r) <> 'object' or coalesce(r->>'prefix', '') !~ '^\+[0-9]{1,14}$'
+                         or jsonb_typeof(r->'priority') <> 'number'
+                         or (r->>'priority')::numeric not between 1 and 1000
+                         or (r->>'priority')::numeric <> floor((r->>'priority')::numeric)) then
+            perform cp.fail('CP090', 'carrier spec: routes must be [{prefix: E.164 prefix, priority: 1..1000}]');
+        end if;
+        insert into cp.carrier_route (prefix, carrier_id, priority)
+        select r->>'prefix', v_id, min((r->>'priority')::integer)
+        from jsonb_array_elements(p_spec->'routes') r group by r->>'prefix';
+    end if;
     return jsonb_build_object('id', v_id, 'code', v_code, 'status', 'onboarded');
 end
 $$;
