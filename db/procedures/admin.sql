@@ -58,6 +58,15 @@ begin
         perform cp.fail('CP090', 'carrier spec: callbacks.auth needs a credential check (signature, basic, bearer '
                                  'or mutual_tls); an ip_allow_list alone does not authenticate a callback');
     end if;
+    -- The same for the subscribers' texts a carrier forwards: a forged STOP, YES or BUY acts for someone.
+    if p_spec ? 'mo' and not exists (
+        select 1 from jsonb_array_elements(case jsonb_typeof(p_spec#>'{mo,auth}')
+                                               when 'array' then p_spec#>'{mo,auth}' else '[]' end) a
+        where a->>'type' in ('signature', 'basic', 'bearer', 'mutual_tls'))
+    then
+        perform cp.fail('CP090', 'carrier spec: mo.auth needs a credential check (signature, basic, bearer '
+                                 'or mutual_tls); an ip_allow_list alone does not authenticate an MO message');
+    end if;
     if cp.optin_rules_problem(p_spec->'rules') is not null then
         perform cp.fail('CP090', 'carrier spec: ' || cp.optin_rules_problem(p_spec->'rules'));
     end if;
