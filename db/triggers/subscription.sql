@@ -72,10 +72,12 @@ begin
     from new_rows n
     join old_rows o using (subscription_id)
     join cp.merchant m on m.merchant_id = n.merchant_id and m.webhook_url is not null
+    -- The charge that paid a new period; looked up only for rows whose period moved on.
     left join lateral (select c.procedure_id, c.amount_minor, c.currency, c.variant, c.metadata
                        from cp.procedure c
-                       where c.subscription_id = n.subscription_id and c.kind = 'charge' and c.status = 'succeeded'
-                       order by c.procedure_id desc limit 1) paid on n.period_index > o.period_index
+                       where n.period_index > o.period_index
+                         and c.subscription_id = n.subscription_id and c.kind = 'charge' and c.status = 'succeeded'
+                       order by c.procedure_id desc limit 1) paid on true
     cross join lateral (
         select 'subscription.activated' as kind, null::bigint as payment_id, '{}'::jsonb as extra
          where o.status = 'pending_optin' and n.status = 'active'
