@@ -333,3 +333,5 @@ HTTP_READ_BALANCE_CHECK = "select api.read_balance_check(%(merchant)s, %(balance
 ADD_API_CLIENT = "select admin.add_api_client(%(merchant)s, %(scopes)s, %(default_product)s)"
 LIST_API_CLIENTS = "select * from admin.list_api_clients(%(merchant)s)"
 REVOKE_API_CLIENT = "select admin.revoke_api_client(%(client_id)s)"
+# Number lookup (carrierpay/adapters/lookup.py): a network's answer about a number, kept for its lifetime.
+RECORD_NUMBER_LOOKUP = "select adapter.record_number_lookup(%(msisdn)s, %(mcc)s, %(mnc)s, %(ttl_s)s)"

@@ -105,20 +105,34 @@ class BearerAuth(Auth):
 
 
 class OAuth2ClientCredentials(Auth):
-    """Client-credentials grant with the token cached, refreshed a margin before expiry and after a 401."""
+    """Client-credentials grant with the token cached, refreshed at a fraction of its announced lifetime
+    (`expires_in`) and after a 401.
+
+    A fixed margin before expiry does not fit every carrier: some issue tokens that live 30 s, and a 30 s
+    margin would then fetch a token per call. So a token is used for `refresh_fraction` (0.8) of its
+    lifetime; `refresh_margin_s`, when a spec sets it, renews earlier still for long-lived tokens, but
+    never before half the lifetime has passed."""
 
     def __init__(self, config: dict[str, Any], secrets: Secrets, token_url: str, fetch: TokenFetcher) -> None:
         super().__init__(config, secrets)
         self.token_url = token_url
         self._fetch = fetch
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0
         self._lock = asyncio.Lock()
+        self._clock = time.monotonic
         self.tokens_fetched = 0
 
     def _fresh(self) -> bool:
-        margin = float(self.config.get("refresh_margin_s", 30))
-        return self._token is not None and time.monotonic() < self._expires_at - margin
+        return self._token is not None and self._clock() < self._refresh_at
+
+    def refresh_after(self, lifetime_s: float) -> float:
+        """Seconds after issue at which a token announced to live lifetime_s is renewed."""
+        after = lifetime_s * float(self.config.get("refresh_fraction", 0.8))
+        margin = self.config.get("refresh_margin_s")
+        if margin is not None:
+            after = min(after, max(lifetime_s - float(margin), lifetime_s / 2))
+        return after
 
     async def token(self) -> str:
         if self._fresh():
@@ -149,8 +163,13 @@ class OAuth2ClientCredentials(Auth):
         # The previous token stays masked too: requests sent with it may still be logging.
         self.revealed = {token for token in (self._token, str(answer["access_token"])) if token}
         self._token = str(answer["access_token"])
-        expires_in = float(answer.get("expires_in") or self.config.get("default_expires_in_s", 3600))
-        self._expires_at = time.monotonic() + expires_in
+        try:
+            expires_in = float(answer.get("expires_in") or 0)
+        except (TypeError, ValueError):
+            expires_in = 0.0
+        if not 0 < expires_in < float("inf"):  # absent, zero, negative or NaN: the spec's default
+            expires_in = float(self.config.get("default_expires_in_s", 3600))
+        self._refresh_at = self._clock() + self.refresh_after(expires_in)
         self.tokens_fetched += 1
 
     async def apply(self, request: OutgoingRequest) -> None:
@@ -158,7 +177,7 @@ class OAuth2ClientCredentials(Auth):
 
     def invalidate(self) -> bool:
         self._token = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0
         return True
 
 

@@ -1,6 +1,7 @@
 """`carrierpay callbacks serve`: the HTTP(S) endpoint carriers call back with asynchronous results.
 
     POST|GET /callbacks/{carrier}     a carrier's result callback (the spec's `callbacks` section)
+    POST|GET /mo/{carrier}            a subscriber's SMS the carrier forwards (the spec's `mo` section)
     GET      /health                  200 when the database answers
 
 Each callback is authenticated and only then read by `verify_and_parse_callback` (signature,
@@ -32,7 +33,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from carrierpay import metrics, queries
 from carrierpay.adapters.auth import TlsConfigError
-from carrierpay.adapters.callbacks import CallbackError, PeerCertificate, verify_and_parse_callback
+from carrierpay.adapters.callbacks import (
+    CallbackError,
+    PeerCertificate,
+    verify_and_parse_callback,
+    verify_and_parse_mo,
+)
 from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
 from carrierpay.daemon import install_stop_handlers
@@ -71,7 +77,7 @@ class CallbackServer:
         self._parsed: dict[str, tuple[Any, CarrierSpec]] = {}
         self._runner: web.AppRunner | None = None
         self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0,
-                       "conflict": 0, "not_sent": 0}
+                       "conflict": 0, "not_sent": 0, "mo": 0}
         self.base_url = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -80,6 +86,7 @@ class CallbackServer:
         app = web.Application(client_max_size=self.listener.limits.max_body_bytes,
                               middlewares=[self.listener.middleware])
         app.router.add_route("*", "/callbacks/{carrier}", self.handle)
+        app.router.add_route("*", "/mo/{carrier}", self.handle_mo)
         app.router.add_get("/health", self.health)
         return app
 
@@ -188,6 +195,43 @@ class CallbackServer:
                         code, parsed["correlator"][:64], answer.get("call_id"), status)
         else:
             log.debug("callback %s %s: %s", code, parsed["correlator"], status)
+        return web.Response(text="OK")
+
+    async def handle_mo(self, request: web.Request) -> web.Response:
+        """A subscriber's SMS (keyword, YES, STOP, HELP, BUY) forwarded by an HTTP carrier: authenticated per
+        the spec's `mo` section, then acted on by `adapter.record_mo`, the same as an MO over SMPP."""
+        code = request.match_info["carrier"]
+        body = await request.read()
+        if not CARRIER_CODE.match(code):
+            return web.Response(status=404, text="unknown carrier")
+        try:
+            spec = await self._spec(code)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("MO for %s: database unavailable (%s); asking the carrier to retry", code, exc)
+            return web.Response(status=503, text="try again")
+        if spec is None or not spec.data.get("mo"):
+            log.warning("MO for unknown carrier %r (or one that forwards none) from %s", code, request.remote)
+            return web.Response(status=404, text="unknown carrier")
+        try:
+            mo = verify_and_parse_mo(spec, request.method, request.headers, request.query, body, request.remote,
+                                     secrets=self.secrets, peer_cert=_peer_certificate(request))
+        except CallbackError as exc:
+            if exc.status == 503:
+                log.error("MO for %s cannot be checked: %s", code, exc)
+                return web.Response(status=503, text="try again")
+            kind = "rejected" if exc.status == 403 else "unreadable"
+            self.counts[kind] += 1
+            log.warning("MO for %s from %s %s: %s", code, request.remote, kind, exc)
+            return web.Response(status=exc.status, text=kind)
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(queries.RECORD_MO, {"carrier": code, "mo": Jsonb(mo)})
+                answer = (await cur.fetchone())[0]
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("MO for %s not recorded, database unavailable (%s)", code, exc)
+            return web.Response(status=503, text="try again")
+        self.counts["mo"] += 1
+        log.debug("MO %s: %s", code, answer.get("status"))
         return web.Response(text="OK")
 
     async def health(self, request: web.Request) -> web.Response:

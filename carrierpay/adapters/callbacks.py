@@ -108,16 +108,101 @@ def verify_and_parse_callback(
     config = spec.data.get("callbacks")
     if not config:
         raise CallbackUnreadable(f"{spec.code} does not send callbacks")
+    secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+    fields, params, raw = _authenticated_fields(spec, config, "callbacks", method, headers, query, body, peer_ip,
+                                                secrets, peer_cert)
+    correlator = fields.get("correlator")
+    if correlator in (None, ""):
+        raise CallbackUnreadable("callback names none of our calls (no correlator)")
+    decision = decide([("callbacks.results", config.get("results") or [])], fields)
+    amount_minor = None
+    if fields.get("amount") is not None:
+        try:
+            amount_minor = parse_amount(fields["amount"], spec.amount["format"], spec.amount["exponent"])
+        except AmountError as exc:
+            raise CallbackUnreadable(str(exc)) from exc
+    redactor = Redactor(lambda: secrets.revealed)
+    code = fields.get("code")
+    result = {
+        "correlator": str(correlator),
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+        "carrier_code": None if code in (None, "") else str(code),
+        "carrier_message": None if fields.get("message") in (None, "") else str(fields["message"]),
+        "carrier_ref": None if fields.get("carrier_ref") in (None, "") else str(fields["carrier_ref"]),
+        "amount_minor": amount_minor,
+        "currency": None if fields.get("currency") in (None, "") else str(fields["currency"]),
+        "fields": redactor.value({k: v for k, v in fields.items() if k not in ("correlator",)}),
+        "payload": redactor.value(params) if params else redactor.text(raw.decode("utf-8", errors="replace")),
+    }
+    problem = _unstorable(result)
+    if problem:
+        raise CallbackUnreadable(problem)
+    return result
+
+
+MO_FIELDS = ("msisdn", "text", "short_code", "carrier_msg_id", "received_at")
+
+
+def verify_and_parse_mo(
+    spec: CarrierSpec,
+    method: str,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    body: bytes | str,
+    peer_ip: str | None,
+    *,
+    secrets: Secrets | Mapping[str, str] | None = None,
+    peer_cert: PeerCertificate | None = None,
+) -> dict[str, str]:
+    """Authenticate one mobile-originated SMS an HTTP carrier forwards (its spec's `mo` section) and return it
+    as `adapter.record_mo` takes it: {"msisdn", "text", "short_code", "carrier_msg_id", "received_at"}.
+
+    A forged "STOP" would cancel someone's subscription and a forged "YES" confirm one, so an MO is
+    authenticated exactly as a callback is. Raises CallbackRejected, CallbackUnreadable or
+    CallbackMisconfigured like verify_and_parse_callback."""
+    config = spec.data.get("mo")
+    if not config:
+        raise CallbackUnreadable(f"{spec.code} does not forward MO messages")
+    secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+    fields, _, _ = _authenticated_fields(spec, config, "mo", method, headers, query, body, peer_ip, secrets,
+                                         peer_cert)
+    mo = {name: str(fields[name]) for name in MO_FIELDS if fields.get(name) not in (None, "")}
+    sender = mo.get("msisdn", "").removeprefix("tel:")
+    if not sender:
+        raise CallbackUnreadable("MO message without a sender")
+    # Carriers write the sender as tel:+<E.164>, +<E.164> or bare digits; we keep E.164.
+    mo["msisdn"] = "+" + sender if sender.isdigit() else sender
+    mo.setdefault("text", "")
+    problem = _unstorable(mo, "MO message")
+    if problem:
+        raise CallbackUnreadable(problem)
+    return mo
+
+
+def _authenticated_fields(
+    spec: CarrierSpec,
+    config: Mapping[str, Any],
+    section: str,
+    method: str,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    body: bytes | str,
+    peer_ip: str | None,
+    secrets: Secrets,
+    peer_cert: PeerCertificate | None,
+) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """Authenticate a request the carrier sent us per one section of its spec (`callbacks`, `mo`), and only
+    then read it: (extracted single-valued fields, flat parameters, raw body)."""
     checks = list(config.get("auth") or [])
     if not any(check.get("type") in CREDENTIAL_CHECKS for check in checks):
-        raise CallbackRejected(f"{spec.code}: its spec has no credential check for callbacks, so none is accepted")
-    secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+        raise CallbackRejected(f"{spec.code}: its spec has no credential check for {section}, so none is accepted")
     raw = _utf8(body) if isinstance(body, str) else (body or b"")
     headers = {key.lower(): value for key, value in headers.items()}
     query = dict(query)
     allowed = config.get("methods") or ["POST", "GET"]
     if method.upper() not in allowed:
-        raise CallbackUnreadable(f"method {method[:10]} is not one this carrier uses for callbacks")
+        raise CallbackUnreadable(f"method {method[:10]} is not one this carrier uses for {section}")
     encoding = config["encoding"]
 
     try:
@@ -150,34 +235,7 @@ def verify_and_parse_callback(
     for name, value in fields.items():
         if not _is_single_value(value):
             raise CallbackUnreadable(f"callback field {name} is not a single value")
-    correlator = fields.get("correlator")
-    if correlator in (None, ""):
-        raise CallbackUnreadable("callback names none of our calls (no correlator)")
-    decision = decide([("callbacks.results", config.get("results") or [])], fields)
-    amount_minor = None
-    if fields.get("amount") is not None:
-        try:
-            amount_minor = parse_amount(fields["amount"], spec.amount["format"], spec.amount["exponent"])
-        except AmountError as exc:
-            raise CallbackUnreadable(str(exc)) from exc
-    redactor = Redactor(lambda: secrets.revealed)
-    code = fields.get("code")
-    result = {
-        "correlator": str(correlator),
-        "outcome": decision.outcome,
-        "reason": decision.reason,
-        "carrier_code": None if code in (None, "") else str(code),
-        "carrier_message": None if fields.get("message") in (None, "") else str(fields["message"]),
-        "carrier_ref": None if fields.get("carrier_ref") in (None, "") else str(fields["carrier_ref"]),
-        "amount_minor": amount_minor,
-        "currency": None if fields.get("currency") in (None, "") else str(fields["currency"]),
-        "fields": redactor.value({k: v for k, v in fields.items() if k not in ("correlator",)}),
-        "payload": redactor.value(params) if params else redactor.text(raw.decode("utf-8", errors="replace")),
-    }
-    problem = _unstorable(result)
-    if problem:
-        raise CallbackUnreadable(problem)
-    return result
+    return fields, params, raw
 
 
 def _signs_parameters(check: Mapping[str, Any]) -> bool:

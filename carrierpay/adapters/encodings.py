@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from jsonpath_ng.ext import parse as parse_jsonpath
 from lxml import etree
+
+from carrierpay.adapters.money import ExactFloat
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -35,7 +38,7 @@ def encode_body(encoding: str, body: Any) -> tuple[bytes | None, str | None]:
     if body is None or encoding == "none":
         return None, None
     if encoding == "json":
-        text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        text = body if isinstance(body, str) else dump_json(body)
         return text.encode(), CONTENT_TYPES["json"]
     if encoding == "form":
         text = body if isinstance(body, str) else urlencode([(k, "" if v is None else v) for k, v in body.items()])
@@ -72,12 +75,27 @@ def parse_body(
     return ParsedBody(fmt, parse_document(fmt, body))
 
 
+def dump_json(value: Any) -> str:
+    """Compact JSON in which a decimal (an amount in `major_number` format) is a number written digit for
+    digit: a float would turn 1.10 into 1.1 and lose digits beyond 2**53."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("an amount must be a finite number")
+        return format(value, "f")
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key), ensure_ascii=False)}:{dump_json(item)}"
+                              for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dump_json(item) for item in value) + "]"
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
 def _finite_float(text: str) -> float:
-    number = float(text)
+    number = ExactFloat(text)
     if number in (float("inf"), float("-inf")):
         raise ValueError(f"number {text[:20]} is out of range")
     return number

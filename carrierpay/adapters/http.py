@@ -189,11 +189,40 @@ class HttpConnector:
                     result[target] = parse_amount(fields[source], amount_format, exponent)
                 except AmountError as exc:
                     result["carrier_message"] = f"{result['carrier_message'] or ''} [{exc}]".strip()
+        if name == "lookup":  # the network serving the number now (an HLR/MNP answer)
+            result.update({key: str(fields[key]) for key in ("mcc", "mnc") if fields.get(key) not in (None, "")})
         if len(steps) == 1:
             result["request"], result["response"] = requests[0], responses[0]
         else:
             result["request"], result["response"] = {"steps": requests}, {"steps": responses}
+        await self._release_reservation(operation, call, context, result)
         return self._finish(result, started)
+
+    async def _release_reservation(self, operation: Mapping[str, Any], call: Mapping[str, Any],
+                                   context: Mapping[str, Any], result: dict[str, Any]) -> None:
+        """A two-step operation whose reservation succeeded and whose confirmation failed for good: cancel the
+        reservation with the carrier's cancel operation, so it does not hold the subscriber's money until it
+        expires. Not after an unknown confirmation (it may have been captured), nor after a failure that sends
+        the same call again (throttled, transient, unreachable): the repeat reuses the reservation, and one
+        never repeated is released by the carrier at its declared expiry."""
+        two_step = operation.get("two_step")
+        if not two_step or result["outcome"] != "failed" or result["reason"] in NOT_FINAL_FAILURES:
+            return
+        names = [step["name"] for step in steps_of(operation)]
+        executed = len((result["request"] or {}).get("steps") or [])
+        if executed <= names.index(two_step["reserve"]) + 1:
+            return  # the reservation itself was refused: nothing is held
+        reservation = context["steps"][two_step["reserve"]]
+        cancel = dict(call, operation=two_step["cancel"], original={
+            "correlator": call.get("correlator"), "carrier_ref": reservation.get("carrier_ref"),
+            "amount_minor": call.get("amount_minor")})
+        released = await self.execute(cancel)
+        note = "reservation released" if released["outcome"] == "succeeded" else (
+            f"reservation NOT released ({released['outcome']}/{released['reason']}); the carrier releases it after "
+            f"{two_step.get('expiry_s', 'its')} s")
+        result["carrier_message"] = f"{result['carrier_message'] or ''} [{note}]".strip()
+        result["request"]["steps"].append(released["request"])
+        result["response"]["steps"].append(released["response"])
 
     def _finish(self, result: dict[str, Any], started: float) -> dict[str, Any]:
         result["latency_ms"] = int((time.monotonic() - started) * 1000)
@@ -225,7 +254,11 @@ class HttpConnector:
     async def _build_request(self, step: dict[str, Any], context: dict[str, Any]) -> OutgoingRequest:
         spec_request = step["request"]
         auth_vars = await self.auth.template_vars()
-        context = {**context, "auth": auth_vars}
+        # Credentials we hand to the carrier to present on its callbacks (CAMARA's sinkCredential); resolved
+        # through the secrets, so every value is scrubbed from the logged traffic like any other secret.
+        credentials = {name: self.secrets.resolve(reference)
+                       for name, reference in (self.spec.data.get("credentials") or {}).items()}
+        context = {**context, "auth": auth_vars, "credentials": credentials}
         encoding = spec_request.get("encoding", "none" if "body" not in spec_request else "json")
         # Partials are rendered first and marked safe, so an XML partial is not escaped twice.
         context["partials"] = {
@@ -446,6 +479,9 @@ def _error_text(exc: BaseException) -> str:
 
 def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+NOT_FINAL_FAILURES = {"throttled", "transient", "unreachable", "unknown"}  # the same call is sent again, or may be
 
 
 def _first_value(steps: Mapping[str, Mapping[str, Any]], name: str) -> Any:

@@ -13,22 +13,39 @@ class AmountError(ValueError):
     pass
 
 
-def format_amount(amount_minor: int, fmt: str, exponent: int) -> str | int:
-    """150 -> "1.50" (major_decimal, exponent 2) or 150 (minor). Never goes through a float."""
+class JsonNumber(Decimal):
+    """A decimal amount that a JSON body carries as a number (`"amount": 1.99`), written digit for digit."""
+
+
+class ExactFloat(float):
+    """A number read from JSON that keeps the digits it was written with, so an amount parses exactly."""
+
+    text: str
+
+    def __new__(cls, text: str) -> ExactFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def format_amount(amount_minor: int, fmt: str, exponent: int) -> str | int | JsonNumber:
+    """150 -> "1.50" (major_decimal, exponent 2), 1.50 as a JSON number (major_number) or 150 (minor).
+    Never goes through a float."""
     if amount_minor is None:
         return None
     amount_minor = int(amount_minor)
     if fmt == "minor":
         return amount_minor
-    return str((Decimal(amount_minor).scaleb(-exponent)).quantize(Decimal(1).scaleb(-exponent)))
+    major = (Decimal(amount_minor).scaleb(-exponent)).quantize(Decimal(1).scaleb(-exponent))
+    return JsonNumber(major) if fmt == "major_number" else str(major)
 
 
 def parse_amount(value: Any, fmt: str, exponent: int) -> int | None:
     """A carrier's amount back to minor units; refuses fractions of a minor unit instead of rounding."""
     if value is None or value == "":
         return None
-    if isinstance(value, float):
-        value = repr(value)
+    if isinstance(value, float):  # from JSON: the digits as written when known, not the float's rounding
+        value = getattr(value, "text", None) or repr(value)
     text = str(value).strip()
     try:
         number = Decimal(text)

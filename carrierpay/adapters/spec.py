@@ -101,8 +101,18 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield f"{base}.pattern: 'callback' needs a top-level 'callbacks' section"
         if operation["pattern"] == "report" and "reports" not in data:
             yield f"{base}.pattern: 'report' needs a top-level 'reports' section"
+        if "ttl_s" in operation and op_name != "lookup":
+            yield f"{base}.ttl_s: only the lookup operation's answers are kept for a time"
         if "covers" in operation and op_name != "status":
             yield f"{base}.covers: only the status operation says which operations it reports on"
+        two_step = operation.get("two_step")
+        if two_step:
+            names = [step.get("name") for step in operation.get("steps") or []]
+            if two_step["reserve"] not in names[:-1]:
+                yield (f"{base}.two_step.reserve: {two_step['reserve']!r} must name a step of this operation that "
+                       "later steps confirm")
+            if two_step["cancel"] not in data["operations"]:
+                yield f"{base}.two_step.cancel: the carrier's {two_step['cancel']!r} operation must be declared"
         yield from _results_errors(f"{base}.results", operation.get("results") or [])
         if data["transport"] != "http":
             continue
@@ -118,6 +128,9 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
     callbacks = data.get("callbacks")
     if callbacks is not None:
         yield from _callback_errors(callbacks)
+    yield from _credential_errors(data.get("credentials") or {}, callbacks)
+    if data.get("mo") is not None:
+        yield from _callback_errors(data["mo"], "mo")
 
     reports = data.get("reports")
     if reports:
@@ -130,16 +143,30 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
                 yield from _xpath_errors(f"reports.columns.{name}", expression, namespaces)
 
 
-def _callback_errors(callbacks: Mapping[str, Any]) -> Iterable[str]:
-    yield from _extract_errors("callbacks", callbacks["encoding"], callbacks)
-    yield from _results_errors("callbacks.results", callbacks.get("results") or [])
+def _credential_errors(credentials: Mapping[str, Any], callbacks: Mapping[str, Any] | None) -> Iterable[str]:
+    """A credential handed to the carrier exists to be presented back on its callbacks: one the callbacks do
+    not check would let whoever learnt it from the carrier's side settle payments unchecked elsewhere, and
+    one without callbacks has no purpose."""
+    checked = {check["token"]["secret"] for check in (callbacks or {}).get("auth") or []
+               if check.get("type") == "bearer" and isinstance(check.get("token"), Mapping)}
+    for name, reference in credentials.items():
+        if callbacks is None:
+            yield f"credentials.{name}: a credential handed to the carrier needs a 'callbacks' section that checks it"
+        elif reference["secret"] not in checked:
+            yield (f"credentials.{name}: callbacks.auth must check it: add "
+                   f"{{type: bearer, token: {{secret: {reference['secret']}}}}}")
+
+
+def _callback_errors(callbacks: Mapping[str, Any], section: str = "callbacks") -> Iterable[str]:
+    yield from _extract_errors(section, callbacks["encoding"], callbacks)
+    yield from _results_errors(f"{section}.results", callbacks.get("results") or [])
     checks = callbacks.get("auth") or []
     if not any(check["type"] in CREDENTIAL_CHECKS for check in checks):
-        yield ("callbacks.auth: callbacks need a credential check (signature, basic, bearer or mutual_tls); "
-               "without one anybody who can reach the callback server could settle payments, and an "
+        yield (f"{section}.auth: {section} need a credential check (signature, basic, bearer or mutual_tls); "
+               "without one anybody who can reach the callback server could act for a carrier, and an "
                "ip_allow_list alone does not prove who is calling")
     for index, check in enumerate(checks):
-        where = f"callbacks.auth[{index}]"
+        where = f"{section}.auth[{index}]"
         if check["type"] == "ip_allow_list":
             for n, cidr in enumerate(check["cidrs"]):
                 try:

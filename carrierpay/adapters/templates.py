@@ -14,6 +14,8 @@ from urllib.parse import quote
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from carrierpay.adapters.money import JsonNumber
+
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
 
@@ -121,7 +123,7 @@ def render_value(source: Any, context: dict[str, Any]) -> Any:
         value = _expression(single.group(1))(**context)
         if isinstance(value, Undefined):
             raise UndefinedError(f"{single.group(1).strip()!r} is undefined")
-        if isinstance(value, Decimal):
+        if isinstance(value, Decimal) and not isinstance(value, JsonNumber):  # an amount keeps its type
             return str(value)
         return value
     return _template(source, False).render(context)

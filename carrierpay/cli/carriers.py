@@ -23,6 +23,7 @@ from carrierpay.cli.common import (
     console,
     err_console,
     fail,
+    print_document,
     print_rows,
     user_errors,
 )
@@ -199,3 +200,23 @@ def enable(code: str, database_url: str | None = DatabaseUrlOption) -> None:
     """Take payments on a carrier again."""
     answer = _admin(db.running_url(database_url), queries.SET_CARRIER_ENABLED, {"carrier": code, "enabled": True})
     console.print(f"carrier [bold]{answer['code']}[/] {answer['status']}")
+
+
+@app.command()
+@user_errors
+def lookup(
+    code: str = typer.Argument(..., help="The carrier whose number lookup (HLR/MNP) to ask."),
+    msisdn: str = typer.Argument(..., help="The number, E.164 (+447700900123)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Where the carrier is (else the spec's)."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Ask a carrier which network serves a number now (a ported number keeps its old prefix) and record
+    the answer: new purchases by that number are then billed by that network's carrier until the answer
+    expires (the spec's operations.lookup.ttl_s)."""
+    from carrierpay.adapters.lookup import LookupFailed, lookup_number
+
+    try:
+        recorded = asyncio.run(lookup_number(db.running_url(database_url), code, msisdn, base_url=base_url))
+    except LookupFailed as exc:
+        fail(str(exc), hint="see operations.lookup in docs/carrier-spec.md")
+    print_document(recorded)

@@ -101,6 +101,33 @@ def reconcile_run(
     asyncio.run(_with_signals(lambda stop: reconciler.run(stop, once=once)))
 
 
+@reconcile_app.command("pending")
+@user_errors
+def reconcile_pending(fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+                      database_url: str | None = DatabaseUrlOption) -> None:
+    """The operator queue: calls reconciliation could not settle within their carrier's limit of turns
+    (`reconciliation.operator_after_turns` in the spec, 3 by default), such as a charge on a carrier with
+    neither a status query nor a result file."""
+    from carrierpay.cli import calls
+
+    calls.unsettled(fmt=fmt, database_url=database_url)
+
+
+@reconcile_app.command("resolve")
+@user_errors
+def reconcile_resolve(
+    call_id: int = typer.Argument(..., metavar="ID", help="The call id, as `reconcile pending` lists it."),
+    outcome: str = typer.Argument(..., help="succeeded or failed"),
+    evidence: str = typer.Option(..., "--evidence", help="How the outcome was established (kept for audit)."),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Settle one call of the operator queue from the carrier's own word (admin.settle_call): the payment
+    or refund and the ledger follow as for a carrier's answer; a settled_by_operator event keeps who and why."""
+    from carrierpay.cli import calls
+
+    calls.settle(call_id, outcome, reason=evidence, database_url=database_url)
+
+
 @callbacks_app.command("serve")
 @user_errors
 def callbacks_serve(

@@ -5,6 +5,7 @@ Also sync refunds, a balance query, a charge status lookup and a PIN opt-in flow
 
 Callback knobs (attributes, settable from tests): callback_delay_s, callback_attempts,
 callback_retry_s, callback_duplicates, callback_before_response, default_callback_url.
+Subscribers' texts to a short code (MO) are forwarded to `mo_url` by `send_mo`, signed the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class AggregatorSimulator(Simulator):
         self.callback_secret = callback_secret
         self.service_id = service_id
         self.default_callback_url: str | None = None
+        self.mo_url: str | None = None  # where subscribers' texts to our short codes are forwarded
+        self.mo_sequence = 0
         self.callback_delay_s = 0.0
         self.callback_attempts = 12
         self.callback_retry_s = 0.02
@@ -169,6 +172,26 @@ class AggregatorSimulator(Simulator):
         if delivered:
             for _ in range(self.callback_duplicates):
                 await self._post(target, fields)
+
+    async def send_mo(self, msisdn: str, text: str, short_code: str = "33001", *, target: str | None = None) -> int:
+        """A subscriber texts the short code: the aggregator forwards it as a form POST signed like its
+        result callbacks (`sig`), to `mo_url` unless another target is given. Returns our HTTP status."""
+        self.mo_sequence += 1
+        fields = {
+            "mo_id": f"MO{self.mo_sequence:08d}",
+            "sender": msisdn.lstrip("+"),  # aggregators write numbers without the plus
+            "shortcode": short_code,
+            "text": text,
+            "keyword": (text.split() or [""])[0].upper(),
+            "operator": "NG-20",
+            "received_at": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        canonical = "&".join(f"{key}={fields[key]}" for key in sorted(fields))
+        fields["sig"] = hashlib.md5((canonical + self.callback_secret).encode()).hexdigest()
+        url = target or self.mo_url
+        if url is None:
+            raise RuntimeError("no MO URL configured (mo_url)")
+        return await self._post(url, fields)
 
     async def send_late_callback(self, reference: str) -> None:
         """Deliver a charge's callback again, now: the late or replayed callback of real life."""

@@ -27,7 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def refusal_code(fault: str | None) -> str | None:
     """The neutral result of a fault that refuses a request before anything is applied, else None."""
-    return {"throttle": "throttled", "transient": "transient"}.get(fault or "")
+    return {"throttle": "throttled", "transient": "transient", "deny": "consent_refused"}.get(fault or "")
 
 
 class SimClock:
@@ -152,6 +152,9 @@ class Billing:
         self._by_key: dict[tuple[str, str], Result] = {}
         self._reserved: dict[str, int] = {}
         self._sequence = 0
+        # How long the carrier holds a reservation nobody confirms or cancels (simulated time); then it
+        # lapses and the money is the subscriber's again. None: held until confirmed or cancelled.
+        self.reservation_ttl: timedelta | None = timedelta(minutes=15)
 
     def add_subscriber(
         self,
@@ -201,7 +204,37 @@ class Billing:
 
     def balance(self, msisdn: str) -> int | None:
         subscriber = self.subscriber(msisdn)
+        self._lapse_reservations()
         return None if subscriber is None else subscriber.balance_minor - self._reserved.get(msisdn, 0)
+
+    def held(self, msisdn: str) -> int:
+        """What open reservations hold of a subscriber's balance now."""
+        self._lapse_reservations()
+        return self._reserved.get(msisdn, 0)
+
+    def _lapse_reservations(self) -> None:
+        if self.reservation_ttl is None:
+            return
+        for reservation in self.ledger.transactions:
+            if reservation.kind == "reserve" and reservation.status == "succeeded" \
+                    and reservation.at + self.reservation_ttl <= self.clock.now():
+                reservation.status = "expired"
+                self._reserved[reservation.msisdn] -= reservation.amount_minor
+
+    def release(self, correlator: str, reservation_txid: str) -> Result:
+        """Cancel a reservation: the held amount is the subscriber's again. Only an open one can be."""
+        earlier = self.previous("release", correlator)
+        if earlier:
+            return earlier
+        self._lapse_reservations()
+        reservation = self._find(reservation_txid, "reserve")
+        if reservation is None or reservation.status != "succeeded":
+            return self._record("release", correlator, reservation.msisdn if reservation else "", 0, "not_found",
+                                original_txid=reservation_txid)
+        reservation.status = "released"
+        self._reserved[reservation.msisdn] -= reservation.amount_minor
+        return self._record("release", correlator, reservation.msisdn, reservation.amount_minor, "ok",
+                            original_txid=reservation_txid)
 
     def next_txid(self) -> str:
         self._sequence += 1
@@ -268,6 +301,7 @@ class Billing:
         earlier = self.previous("capture", correlator)
         if earlier:
             return earlier
+        self._lapse_reservations()
         reservation = self._find(reservation_txid, "reserve")
         if reservation is None or reservation.status != "succeeded" or amount_minor > reservation.amount_minor:
             return self._record(
@@ -315,6 +349,7 @@ class Billing:
 FAULTS = (
     "throttle",  # refuse as over the TPS budget, nothing applied
     "transient",  # a temporary server error, nothing applied
+    "deny",  # a definite policy refusal (consent or validation failed), nothing applied
     "timeout_after_charge",  # apply, then answer later than any sane client waits
     "drop_after_charge",  # apply, then close the connection without answering
     "garbage",  # 200 with a body that is not the promised format

@@ -20,7 +20,8 @@ from carrierpay.simulators.batch import BatchSimulator
 from carrierpay.simulators.oneapi import OneApiSimulator
 from carrierpay.simulators.parlayx import ParlayXSimulator
 
-ONEAPI_GB_SECRETS = {"ONEAPI_GB_CLIENT_ID": "carrierpay-gb", "ONEAPI_GB_CLIENT_SECRET": "gb-client-secret-7f3a"}
+ONEAPI_GB_SECRETS = {"ONEAPI_GB_CLIENT_ID": "carrierpay-gb", "ONEAPI_GB_CLIENT_SECRET": "gb-client-secret-7f3a",
+                     "ONEAPI_GB_MO_USERNAME": "carrierpay-gb-mo", "ONEAPI_GB_MO_PASSWORD": "gb-mo-password-2b6d"}
 BATCH_IN_SECRETS = {"BATCH_IN_USERNAME": "carrierpay-in", "BATCH_IN_PASSWORD": "in-batch-password-3e8b"}
 PARLAYX_ZA_SECRETS = {"PARLAYX_ZA_SP_ID": "000201", "PARLAYX_ZA_SP_PASSWORD": "za-sp-password-91c2"}
 AGGREGATOR_NG_SECRETS = {
@@ -39,6 +40,8 @@ def make_simulators(clock: SimClock, seed: int = 7, codes: tuple[str, ...] | lis
     builders = {
         "oneapi_gb": lambda: OneApiSimulator(client_id=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_ID"],
                                              client_secret=ONEAPI_GB_SECRETS["ONEAPI_GB_CLIENT_SECRET"],
+                                             mo_username=ONEAPI_GB_SECRETS["ONEAPI_GB_MO_USERNAME"],
+                                             mo_password=ONEAPI_GB_SECRETS["ONEAPI_GB_MO_PASSWORD"],
                                              clock=clock, seed=seed),
         "parlayx_za": lambda: ParlayXSimulator(sp_id=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_ID"],
                                                sp_password=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_PASSWORD"],

@@ -12,9 +12,11 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from xml.sax.saxutils import escape
 
+import aiohttp
 from aiohttp import web
 
 from carrierpay.simulators.base import Result, Simulator, refusal_code
@@ -43,6 +45,24 @@ class OneApiFlavor:
     # What the status lookup finds by clientCorrelator; some operators' know payments only, and
     # answer "no such transaction" about a refund they did apply.
     status_kinds: tuple[str, ...] = ("charge", "capture", "refund")
+    # How amounts travel: "string" ("1.99", OneAPI's own) or "number" (1.99, as CAMARA's schema has it);
+    # a "number" operator refuses an amount sent as a string, and answers with numbers.
+    amount_json: str = "string"
+
+
+class _Number(Decimal):
+    """An amount this simulator writes as a JSON number, digit for digit."""
+
+
+def _dumps(document: Any) -> str:
+    """json.dumps with _Number written as a number: exact, unlike a float."""
+    if isinstance(document, _Number):
+        return format(document, "f")
+    if isinstance(document, dict):
+        return "{" + ", ".join(f"{json.dumps(str(key))}: {_dumps(value)}" for key, value in document.items()) + "}"
+    if isinstance(document, list):
+        return "[" + ", ".join(_dumps(value) for value in document) + "]"
+    return json.dumps(document)
 
 
 def _xml(name: str, value: Any) -> str:
@@ -64,6 +84,8 @@ class OneApiSimulator(Simulator):
         client_id: str = "carrierpay",
         client_secret: str = "oneapi-client-secret",
         api_key: str = "oneapi-api-key",
+        mo_username: str = "oneapi-mo",
+        mo_password: str = "oneapi-mo-password",
         flavor: OneApiFlavor | None = None,
         currency: str = "GBP",
         timezone: str = "Europe/London",
@@ -76,6 +98,44 @@ class OneApiSimulator(Simulator):
         self.flavor = flavor or OneApiFlavor()
         self.tokens: dict[str, float] = {}
         self.tokens_issued = 0
+        # Inbound SMS notifications (OneAPI SMS, inboundSMSMessageNotification) go to mo_url with HTTP
+        # Basic credentials agreed when the notification subscription was set up.
+        self.mo_url: str | None = None
+        self.mo_username = mo_username
+        self.mo_password = mo_password
+        self.mo_sequence = 0
+        self.mo_sent: list[dict[str, Any]] = []
+        # Number portability as the operator's HLR/MNP database sees it: msisdn -> (MCC, MNC) of the network
+        # serving it now; a number not listed is on this operator's own network (`network`).
+        self.network = ("234", "15")
+        self.ported: dict[str, tuple[str, str]] = {}
+
+    async def send_mo(self, msisdn: str, text: str, short_code: str = "84433", *, target: str | None = None) -> int:
+        """A subscriber texts a short code: an inboundSMSMessageNotification to `mo_url` (or target) with
+        HTTP Basic credentials. Returns the HTTP status we answered (0: not reached)."""
+        self.mo_sequence += 1
+        document = {"inboundSMSMessageNotification": {
+            "callbackData": "carrierpay",
+            "inboundSMSMessage": {
+                "dateTime": self.clock.now().strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "destinationAddress": f"tel:{short_code}",
+                "messageId": f"IN{self.mo_sequence:08d}",
+                "message": text,
+                "senderAddress": f"tel:{msisdn}",
+            }}}
+        url = target or self.mo_url
+        if url is None:
+            raise RuntimeError("no MO URL configured (mo_url)")
+        credentials = base64.b64encode(f"{self.mo_username}:{self.mo_password}".encode()).decode()
+        headers = {"Authorization": f"Basic {credentials}", "Content-Type": "application/json"}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+                async with client.post(url, data=json.dumps(document).encode(), headers=headers) as response:
+                    status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = 0
+        self.mo_sent.append({"document": document, "status": status})
+        return status
 
     def revoke_tokens(self) -> None:
         """Invalidate every issued token, as an operator's token store restart would."""
@@ -90,6 +150,7 @@ class OneApiSimulator(Simulator):
         app.router.add_post(base + "/amountReservation", self.reserve)
         app.router.add_post(base + "/amountReservation/{txid}", self.charge_reservation)
         app.router.add_get(prefix + "/customerprofile/{end_user}/balance", self.balance_query)
+        app.router.add_get(prefix + "/numberlookup/{end_user}", self.number_lookup)
         app.router.add_post(prefix + "/smsmessaging/outbound/{sender}/requests", self.send_sms)
 
     # ---------------------------------------------------------------- wire helpers
@@ -99,7 +160,7 @@ class OneApiSimulator(Simulator):
             ((name, value),) = document.items()
             body = '<?xml version="1.0" encoding="UTF-8"?>' + _xml(name, value)
             return web.Response(status=status, text=body, content_type="application/xml")
-        return web.Response(status=status, text=json.dumps(document), content_type="application/json")
+        return web.Response(status=status, text=_dumps(document), content_type="application/json")
 
     def error(self, code: str, status: int | None = None, variables: list[str] | None = None) -> web.Response:
         message_id, text = self.flavor.codes[code]
@@ -127,6 +188,16 @@ class OneApiSimulator(Simulator):
         end_user = request.match_info["end_user"]
         return end_user[4:] if end_user.startswith("tel:") else end_user
 
+    def wire_amount(self, amount_minor: int) -> str | _Number:
+        major = self.major(amount_minor)
+        return _Number(major) if self.flavor.amount_json == "number" else major
+
+    def amount_from_wire(self, value: Any) -> int | None:
+        """Minor units of a request's amount; None when malformed, or a string where a number is due."""
+        if self.flavor.amount_json == "number" and not isinstance(value, int | Decimal) or isinstance(value, bool):
+            return None
+        return self.minor(value)
+
     def transaction_document(self, result: Result, status: str, body: dict[str, Any] | None = None):
         transaction = result.transaction
         assert transaction is not None
@@ -136,11 +207,11 @@ class OneApiSimulator(Simulator):
                 "endUserId": f"tel:{transaction.msisdn}",
                 "paymentAmount": {
                     "chargingInformation": {
-                        "amount": self.major(transaction.amount_minor),
+                        "amount": self.wire_amount(transaction.amount_minor),
                         "currency": transaction.currency,
                         "description": info.get("description") or transaction.description,
                     },
-                    "totalAmountCharged": self.major(transaction.amount_minor),
+                    "totalAmountCharged": self.wire_amount(transaction.amount_minor),
                 },
                 "clientCorrelator": transaction.correlator,
                 "referenceCode": (body or {}).get("referenceCode") or transaction.correlator,
@@ -172,7 +243,7 @@ class OneApiSimulator(Simulator):
 
     async def _read_transaction(self, request: web.Request) -> dict[str, Any] | None:
         try:
-            document = json.loads(await request.read())
+            document = json.loads(await request.read(), parse_float=Decimal)
         except ValueError:
             return None
         body = document.get("amountTransaction") if isinstance(document, dict) else None
@@ -193,7 +264,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
-        amount_minor = self.minor(info.get("amount"))
+        amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid", variables=["chargingInformation.amount/currency"])
         msisdn = self.msisdn_of(request)
@@ -241,7 +312,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
-        amount_minor = self.minor(info.get("amount"))
+        amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid")
         result = self.billing.reserve(str(body["clientCorrelator"]), self.msisdn_of(request), amount_minor)
@@ -254,13 +325,15 @@ class OneApiSimulator(Simulator):
             return self.unauthorised()
         await self.latency()
         body = await self._read_transaction(request)
+        if body is not None and body.get("clientCorrelator") and body.get("transactionOperationStatus") == "Released":
+            return await self.release_reservation(request, body)
         if body is None or not body.get("clientCorrelator") or body.get("transactionOperationStatus") != "Charged":
             return self.error("invalid")
         fault = self.pre_fault("capture")
         if refusal := refusal_code(fault):
             return self.error(refusal)
         info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
-        amount_minor = self.minor(info.get("amount"))
+        amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None:
             return self.error("invalid")
         result = self.billing.capture(str(body["clientCorrelator"]), request.match_info["txid"], amount_minor)
@@ -271,6 +344,33 @@ class OneApiSimulator(Simulator):
         if not result.ok:
             return self.error(result.code)
         return self.answer(201, self.transaction_document(result, "Charged", body))
+
+    async def release_reservation(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """OneAPI's release: the reservation's amount goes back to the subscriber."""
+        fault = self.pre_fault("release")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
+        result = self.billing.release(str(body["clientCorrelator"]), request.match_info["txid"])
+        if not result.ok:
+            return self.error(result.code)
+        return self.answer(200, self.transaction_document(result, "Released", body))
+
+    def port(self, msisdn: str, mcc: str, mnc: str) -> None:
+        """The subscriber took the number to another network."""
+        self.ported[msisdn] = (mcc, mnc)
+
+    async def number_lookup(self, request: web.Request) -> web.Response:
+        """An HLR/MNP query: which network serves this number now."""
+        if not self.authorised(request):
+            return self.unauthorised()
+        await self.latency()
+        fault = self.pre_fault("lookup")
+        if refusal := refusal_code(fault):
+            return self.error(refusal)
+        msisdn = self.msisdn_of(request)
+        mcc, mnc = self.ported.get(msisdn, self.network)
+        return self.answer(200, {"numberLookup": {"endUserId": f"tel:{msisdn}", "mcc": mcc, "mnc": mnc,
+                                                  "ported": msisdn in self.ported}})
 
     async def balance_query(self, request: web.Request) -> web.Response:
         if not self.authorised(request):
@@ -284,7 +384,7 @@ class OneApiSimulator(Simulator):
         if balance is None:
             return self.error("unknown_subscriber")
         return self.answer(200, {"accountBalance": {"endUserId": f"tel:{msisdn}",
-                                                    "balance": {"amount": self.major(balance),
+                                                    "balance": {"amount": self.wire_amount(balance),
                                                                 "currency": self.currency}}})  # fmt: skip
 
     async def send_sms(self, request: web.Request) -> web.Response:
@@ -296,7 +396,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         try:
-            document = json.loads(await request.read())
+            document = json.loads(await request.read(), parse_float=Decimal)
             body = document["outboundSMSMessageRequest"]
             addresses = body["address"]
             text = body["outboundSMSTextMessage"]["message"]

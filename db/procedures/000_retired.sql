@@ -9,6 +9,7 @@
 
 -- Functions replaced by a new signature.
 drop function if exists api.check_balance(text, text, bigint);
+drop function if exists api.subscribe(text, text, text, text, text);
 drop function if exists cp.assert_journal_balanced(bigint);
 drop function if exists cp.check_charge_rules(bigint, integer, bigint, text);
 drop function if exists cp.post_charge_journal(bigint, bigint);

@@ -58,6 +58,15 @@ begin
         perform cp.fail('CP090', 'carrier spec: callbacks.auth needs a credential check (signature, basic, bearer '
                                  'or mutual_tls); an ip_allow_list alone does not authenticate a callback');
     end if;
+    -- The same for the subscribers' texts a carrier forwards: a forged STOP, YES or BUY acts for someone.
+    if p_spec ? 'mo' and not exists (
+        select 1 from jsonb_array_elements(case jsonb_typeof(p_spec#>'{mo,auth}')
+                                               when 'array' then p_spec#>'{mo,auth}' else '[]' end) a
+        where a->>'type' in ('signature', 'basic', 'bearer', 'mutual_tls'))
+    then
+        perform cp.fail('CP090', 'carrier spec: mo.auth needs a credential check (signature, basic, bearer '
+                                 'or mutual_tls); an ip_allow_list alone does not authenticate an MO message');
+    end if;
     if cp.unknown_rule_key(p_spec->'rules') is not null then
         perform cp.fail('CP090', format('carrier spec: rule %s is not a known rule key (cp.rule_key)',
                                         left(cp.unknown_rule_key(p_spec->'rules'), 64)));
@@ -89,6 +98,21 @@ begin
         end if;
         insert into cp.carrier_prefix (prefix, carrier_id) values (v_prefix, v_id);
     end loop;
+    -- Ranges this carrier (an aggregator) can also bill, after their own carrier, by priority.
+    delete from cp.carrier_route where carrier_id = v_id;
+    if p_spec ? 'routes' then
+        if jsonb_typeof(p_spec->'routes') <> 'array'
+           or exists (select 1 from jsonb_array_elements(p_spec->'routes') r
+                      where jsonb_typeof(r) <> 'object' or coalesce(r->>'prefix', '') !~ '^\+[0-9]{1,14}$'
+                         or jsonb_typeof(r->'priority') <> 'number'
+                         or (r->>'priority')::numeric not between 1 and 1000
+                         or (r->>'priority')::numeric <> floor((r->>'priority')::numeric)) then
+            perform cp.fail('CP090', 'carrier spec: routes must be [{prefix: E.164 prefix, priority: 1..1000}]');
+        end if;
+        insert into cp.carrier_route (prefix, carrier_id, priority)
+        select r->>'prefix', v_id, min((r->>'priority')::integer)
+        from jsonb_array_elements(p_spec->'routes') r group by r->>'prefix';
+    end if;
     return jsonb_build_object('id', v_id, 'code', v_code, 'status', 'onboarded');
 end
 $$;
@@ -305,6 +329,18 @@ begin
 end
 $$;
 
+
+-- After how many reconciliation turns (5 min, 1 h, then daily) an unsettled call of this carrier goes to the
+-- operator queue (report.calls_needing_operator): the spec's reconciliation.operator_after_turns, 3 unless it
+-- says otherwise, kept within 1..60 whatever a stored spec holds.
+create or replace function cp.operator_after_turns(p_spec jsonb) returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when jsonb_typeof(p_spec #> '{reconciliation,operator_after_turns}') = 'number'
+                then least(greatest(floor((p_spec #>> '{reconciliation,operator_after_turns}')::numeric), 1), 60)::int
+                else 3 end
+$$;
 
 -- The last resort for a call no reconciliation route could settle (report.calls_needing_operator):
 -- the operator found out from the carrier what happened and records it through the same completion

@@ -207,7 +207,8 @@ $$;
 -- A subscriber has at most one live subscription to a product: asking again (with another key, or by
 -- SMS keyword) returns that one, flagged "existing", and creates and charges nothing.
 create or replace function api.subscribe(p_merchant text, p_msisdn text, p_product text, p_plan text,
-                                         p_idempotency_key text)
+                                         p_idempotency_key text, p_timezone text default null,
+                                         p_language text default null)
 returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -223,7 +224,8 @@ declare
     v_earlier jsonb;
 begin
     v_earlier := cp.idempotency_begin(v_merchant.merchant_id, p_idempotency_key, 'subscribe',
-        jsonb_build_object('msisdn', p_msisdn, 'product', p_product, 'plan', p_plan));
+        jsonb_build_object('msisdn', p_msisdn, 'product', p_product, 'plan', p_plan)
+        || jsonb_strip_nulls(jsonb_build_object('timezone', p_timezone, 'language', p_language)));
     if v_earlier is not null then
         return v_earlier;
     end if;
@@ -236,6 +238,10 @@ begin
     -- The subscriber's row lock serialises every path that subscribes this number, so a concurrent
     -- request waits here and then finds the subscription this one made.
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
+    -- Before anything is scheduled or texted: periods are anchored, and texts written, in these.
+    if p_timezone is not null or p_language is not null then
+        v_subscriber := cp.set_subscriber_preferences(v_subscriber.subscriber_id, p_timezone, p_language);
+    end if;
     v_sub := cp.live_subscription(v_subscriber.subscriber_id, v_product.product_id);
     if v_sub.subscription_id is not null then
         -- Still waiting for its PIN: the merchant may confirm the opt-in already sent.
@@ -538,10 +544,7 @@ begin
         'refunds', coalesce((select jsonb_agg(jsonb_build_object('id', r.procedure_id, 'status', r.status,
                                                                  'amount_minor', r.amount_minor) order by r.procedure_id)
                     from cp.procedure r where r.parent_id = v_proc.procedure_id), '[]'::jsonb),
-        'history', coalesce((select jsonb_agg(jsonb_build_object('at', e.occurred_at, 'event', e.kind,
-                                                                 'to', e.payload->'to') order by e.event_id)
-                    from cp.event e where e.aggregate_type = 'procedure' and e.aggregate_id = v_proc.procedure_id),
-                    '[]'::jsonb));
+        'history', cp.status_timeline('procedure', v_proc.procedure_id));
 end
 $$;
 
@@ -562,10 +565,64 @@ begin
                                                                  'amount_minor', p.amount_minor, 'period', p.period_index)
                                               order by p.procedure_id)
                     from cp.procedure p where p.subscription_id = p_subscription_id and p.kind = 'charge'), '[]'::jsonb),
-        'history', coalesce((select jsonb_agg(jsonb_build_object('at', e.occurred_at, 'event', e.kind,
-                                                                 'to', e.payload->'to') order by e.event_id)
-                    from cp.event e where e.aggregate_type = 'subscription' and e.aggregate_id = p_subscription_id),
-                    '[]'::jsonb));
+        'history', cp.status_timeline('subscription', p_subscription_id));
 end
 $$;
 
+-- A subscriber's own time zone and language, when the merchant knows them better than the carrier's
+-- country does: renewals, charging hours, quiet hours and reminders follow the zone, texts use the
+-- language wherever a template exists in it (else the country's, else English). Null leaves one as it is.
+create or replace function cp.set_subscriber_preferences(p_subscriber_id bigint, p_timezone text, p_language text)
+returns cp.subscriber
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_subscriber cp.subscriber;
+begin
+    if p_timezone is not null
+       and not exists (select 1 from pg_catalog.pg_timezone_names z where z.name = p_timezone and z.name not like 'posix/%') then
+        perform cp.fail('CP141', format('time zone %L is not an IANA zone name (e.g. Africa/Lagos)', left(p_timezone, 40)));
+    end if;
+    if p_language is not null and p_language !~ '^[a-z]{2,3}$' then
+        perform cp.fail('CP142', format('language %L is not an ISO 639 code (two or three lower-case letters)',
+                                        left(p_language, 20)));
+    end if;
+    update cp.subscriber
+    set timezone = coalesce(p_timezone, timezone), language = coalesce(p_language, language)
+    where subscriber_id = p_subscriber_id
+    returning * into v_subscriber;
+    return v_subscriber;
+end
+$$;
+
+-- Set a customer's time zone and language (see cp.set_subscriber_preferences). Only a merchant the
+-- subscriber has dealt with (a payment, a subscription or an opt-in) may: the setting is the
+-- subscriber's, seen by every merchant.
+create or replace function api.set_subscriber_preferences(p_merchant text, p_msisdn text,
+                                                          p_timezone text default null,
+                                                          p_language text default null)
+returns jsonb
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_msisdn text := cp.normalize_msisdn(p_msisdn);
+    v_subscriber cp.subscriber;
+begin
+    select * into v_subscriber from cp.subscriber where msisdn = v_msisdn for no key update;
+    if not found or not (exists (select 1 from cp.procedure p where p.subscriber_id = v_subscriber.subscriber_id
+                                                                and p.merchant_id = v_merchant.merchant_id)
+                         or exists (select 1 from cp.subscription s where s.subscriber_id = v_subscriber.subscriber_id
+                                                                      and s.merchant_id = v_merchant.merchant_id)
+                         or exists (select 1 from cp.optin o where o.subscriber_id = v_subscriber.subscriber_id
+                                                               and o.merchant_id = v_merchant.merchant_id)) then
+        perform cp.fail('CP143', format('no customer %s of merchant %L', cp.mask_msisdn(v_msisdn), left(p_merchant, 40)));
+    end if;
+    v_subscriber := cp.set_subscriber_preferences(v_subscriber.subscriber_id, p_timezone, p_language);
+    return jsonb_build_object('msisdn', v_subscriber.msisdn,
+                              'timezone', cp.subscriber_timezone(v_subscriber.subscriber_id),
+                              'language', cp.subscriber_language(v_subscriber.subscriber_id));
+end
+$$;

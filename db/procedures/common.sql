@@ -150,27 +150,14 @@ begin
 end
 $$;
 
--- The carrier whose number range holds this MSISDN (longest prefix wins).
+-- The carrier that bills a new purchase by this MSISDN: a fresh number lookup, else the routes of its
+-- range (cp.route_msisdn, db/procedures/routing.sql).
 create or replace function cp.carrier_for_msisdn(p_msisdn text) returns cp.carrier
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
-declare
-    v_carrier cp.carrier;
 begin
-    select c.* into v_carrier
-    from cp.carrier_prefix p join cp.carrier c using (carrier_id)
-    where p.prefix = any (array(select left(p_msisdn, n) from generate_series(2, length(p_msisdn)) n))
-    order by length(p.prefix) desc
-    limit 1;
-    if not found then
-        perform cp.fail('CP004', format('no known carrier serves %s (a number starting %s)',
-                                        cp.mask_msisdn(p_msisdn), left(p_msisdn, 4)));
-    end if;
-    if not v_carrier.enabled then
-        perform cp.fail('CP070', format('carrier %s is disabled', v_carrier.code));
-    end if;
-    return v_carrier;
+    return cp.route_msisdn(p_msisdn);
 end
 $$;
 

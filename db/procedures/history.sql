@@ -177,8 +177,18 @@ declare
     v_events integer;
     v_logs integer;
 begin
-    delete from cp.event e where e.event_id = any(p_event_ids);
-    get diagnostics v_events = row_count;
+    -- The merchant's timeline (api.payment, api.subscription) outlives the outbox: keep its compact part.
+    with shipped as (
+        delete from cp.event e where e.event_id = any(p_event_ids)
+        returning e.event_id, e.aggregate_type, e.aggregate_id, e.kind, e.occurred_at, e.payload
+    ), kept as (
+        insert into cp.timeline_entry (aggregate_type, aggregate_id, event_id, occurred_at, kind, to_status)
+        select s.aggregate_type, s.aggregate_id, s.event_id, s.occurred_at, s.kind, s.payload->>'to'
+          from shipped s
+         where s.aggregate_type in ('procedure', 'subscription')
+        on conflict do nothing
+    )
+    select count(*) into v_events from shipped;
     delete from cp.carrier_log l where l.log_id = any(p_log_ids);
     get diagnostics v_logs = row_count;
     insert into cp.history_shipper as s (shipper, heartbeat_at, last_shipped_at, events_shipped, logs_shipped, batches)
@@ -209,6 +219,22 @@ begin
            last_error = coalesce(excluded.last_error, s.last_error),
            last_error_at = coalesce(excluded.last_error_at, s.last_error_at);
 end
+$$;
+
+-- The status timeline of a payment or subscription as merchants read it, whether or not it was shipped.
+create or replace function cp.status_timeline(p_aggregate_type text, p_aggregate_id bigint) returns jsonb
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(jsonb_agg(jsonb_build_object('at', t.occurred_at, 'event', t.kind, 'to', t.to_status)
+                              order by t.event_id), '[]'::jsonb)
+      from (select e.event_id, e.occurred_at, e.kind, e.payload->>'to' as to_status
+              from cp.event e
+             where e.aggregate_type = p_aggregate_type and e.aggregate_id = p_aggregate_id
+            union all
+            select k.event_id, k.occurred_at, k.kind, k.to_status
+              from cp.timeline_entry k
+             where k.aggregate_type = p_aggregate_type and k.aggregate_id = p_aggregate_id) t
 $$;
 
 -- How far the history store is behind: per outbox, what waits, how old the oldest row is (real time).

@@ -142,6 +142,7 @@ insert into cp.sms_template (code, country, language, text) values
 ('sms_none_to_stop', '*', 'en', 'You have no subscriptions to stop. Reply HELP for help.'),
 ('sms_unknown_keyword', '*', 'en', 'Sorry, {keyword} is not a service on {short_code}. {help}'),
 ('sms_refused', '*', 'en', 'Sorry, we could not subscribe you to {product}: {reason}'),
+('sms_buy_refused', '*', 'en', 'Sorry, we could not sell you {product}: {reason}'),
 ('sms_help', '*', 'en', '{services}. To stop: send STOP <keyword> or STOP ALL to {short_code}.'),
 ('sms_unknown', '*', 'en', 'Sorry, we did not understand your message. {help}'),
 ('period_daily', '*', 'en', 'day'), ('period_weekly', '*', 'en', 'week'), ('period_monthly', '*', 'en', 'month'),

@@ -96,6 +96,9 @@ group by c.code, k.operation, k.status;
 -- after their outcome went missing): no route the carrier offers (status query, result file, a
 -- deduplicated repeat, a late callback) has answered, so an operator has to find out and record
 -- it with admin.settle_call (`carrierpay calls settle`).
+-- The operator queue: calls whose outcome reconciliation has not established after the carrier's limit of
+-- turns (cp.operator_after_turns), e.g. a charge on a carrier with neither a status query nor a result
+-- file, which would otherwise wait on a daily back-off forever. `carrierpay reconcile pending` lists it.
 create view report.calls_needing_operator as
 select c.call_id, k.code as carrier, c.operation, c.status, c.correlator, c.carrier_ref,
        p.procedure_id, p.kind as procedure_kind, p.status as procedure_status, p.amount_minor, p.currency,
@@ -104,7 +107,7 @@ from cp.carrier_call c
 join cp.carrier k using (carrier_id)
 join cp.procedure p using (procedure_id)
 left join cp.merchant m on m.merchant_id = p.merchant_id
-where c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= 3;
+where c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= cp.operator_after_turns(k.spec);
 
 -- Balance of every ledger account (debit positive).
 create view report.ledger_balances as

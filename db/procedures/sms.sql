@@ -24,7 +24,7 @@ as $$
         '[[:space:]\u200B\u200C\u200D\u2060\uFEFF]+', ' ', 'g')))
 $$;
 
--- What an MO asks for: {"command": sub|yes|stop|stop_all|help|unknown, "keyword": ...}.
+-- What an MO asks for: {"command": sub|buy|yes|stop|stop_all|help|unknown, "keyword": ...}.
 -- A registered keyword alone counts as SUB <keyword>.
 create or replace function cp.parse_mo(p_normalized text) returns jsonb
 language plpgsql immutable
@@ -46,6 +46,9 @@ begin
     end if;
     if v_first in ('SUB', 'SUBSCRIBE', 'JOIN', 'START') and v_n >= 2 then
         return jsonb_build_object('command', 'sub', 'keyword', v_words[2]);
+    end if;
+    if v_first in ('BUY', 'PURCHASE') and v_n >= 2 then
+        return jsonb_build_object('command', 'buy', 'keyword', v_words[2]);
     end if;
     if v_first in ('YES', 'Y', 'JA', 'YEBO') and v_n <= 2 then
         return jsonb_build_object('command', 'yes');
@@ -440,6 +443,7 @@ begin
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
     v_result := case v_command
         when 'sub' then cp.mo_subscribe(v_carrier, v_subscriber, v_short_code, v_parsed->>'keyword', v_mo_id, v_text)
+        when 'buy' then cp.mo_buy(v_carrier, v_subscriber, v_short_code, v_parsed->>'keyword', v_mo_id, v_text)
         when 'yes' then cp.mo_confirm(v_carrier, v_subscriber, v_short_code, v_mo_id, v_text)
         when 'stop' then cp.mo_stop(v_carrier, v_subscriber, v_short_code, 'one', v_parsed->>'keyword')
         when 'stop_all' then cp.mo_stop(v_carrier, v_subscriber, v_short_code, 'all', null)

@@ -1,5 +1,6 @@
 -- Triggers on cp.procedure, in firing order: a procedure is born in its initial state (_100), an
--- illegal transition raises (_100), every creation and change writes an outbox event (_900). Events
+-- illegal transition raises (_100), every creation and change writes an outbox event (_900), a failed
+-- refund notifies its merchant (_910). Events
 -- are written by statement-level triggers over the transition tables, so a statement that settles a
 -- batch of rows writes its events in one insert.
 
@@ -80,6 +81,18 @@ begin
 end
 $$;
 
+-- A refund that failed for good: the merchant's refund.failed webhook (its money was not returned to the
+-- subscriber), whichever way it failed: the carrier's answer, a reconciliation, an operator's settlement.
+create or replace function cp.tg_procedure__refund_failed() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.notify_merchant(new.merchant_id, 'refund.failed', cp.procedure_document(new), new.procedure_id);
+    return null;
+end
+$$;
+
 create or replace trigger _100_born_pending before insert on cp.procedure
     for each row
     when (new.status <> 'pending' or new.collected_minor <> 0 or new.refunded_minor <> 0 or new.final_at is not null)
@@ -120,3 +133,8 @@ $$;
 create or replace trigger _950_notify_sink after update on cp.procedure
     referencing old table as old_rows new table as new_rows
     for each statement execute function cp.tg_procedure__notify_sink();
+-- Row-level with a WHEN, so a charge's update never calls it.
+create or replace trigger _910_refund_failed after update of status on cp.procedure
+    for each row
+    when (new.kind = 'refund' and new.status = 'failed' and old.status <> 'failed')
+    execute function cp.tg_procedure__refund_failed();

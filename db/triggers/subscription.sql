@@ -1,5 +1,6 @@
 -- Triggers on cp.subscription, in firing order: an illegal transition raises (_100), every creation
--- and change writes an outbox event (_900), one insert per statement.
+-- and change writes an outbox event (_900), one insert per statement, and the merchant's webhooks of
+-- what changed (_910).
 
 -- Enforce the subscription state machine.
 create or replace function cp.tg_subscription__transition() returns trigger
@@ -54,6 +55,53 @@ begin
 end
 $$;
 
+-- The merchant's webhooks for what happened to its subscriptions in this statement (signed and sent like
+-- every notification): activated (the opt-in confirmed), renewed (a later period paid) and, when that
+-- period was paid at a lower price point than the plan's, stepped_down too; suspended; resumed (paid
+-- again after a suspension). Cancellation is notified where it is decided (cp.cancel_subscription,
+-- sched.sql), with its reason.
+create or replace function cp.tg_subscription__merchant_events() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
+                                          next_attempt_at, created_at)
+    select n.merchant_id, e.kind, e.payment_id, n.subscription_id,
+           cp.subscription_document(n.subscription_id) || e.extra, cp.clock_now(), cp.clock_now()
+    from new_rows n
+    join old_rows o using (subscription_id)
+    join cp.merchant m on m.merchant_id = n.merchant_id and m.webhook_url is not null
+    -- The charge that paid a new period; looked up only for rows whose period moved on.
+    left join lateral (select c.procedure_id, c.amount_minor, c.currency, c.variant, c.metadata
+                       from cp.procedure c
+                       where n.period_index > o.period_index
+                         and c.subscription_id = n.subscription_id and c.kind = 'charge' and c.status = 'succeeded'
+                       order by c.procedure_id desc limit 1) paid on true
+    cross join lateral (
+        select 'subscription.activated' as kind, null::bigint as payment_id, '{}'::jsonb as extra
+         where o.status = 'pending_optin' and n.status = 'active'
+        union all
+        select 'subscription.suspended', null, '{}' where n.status = 'suspended' and o.status <> 'suspended'
+        union all
+        select 'subscription.resumed', paid.procedure_id, '{}' where o.status = 'suspended' and n.status = 'active'
+        union all
+        select k.kind, paid.procedure_id,
+               jsonb_strip_nulls(jsonb_build_object('payment_id', paid.procedure_id, 'amount_minor', paid.amount_minor,
+                                                    'currency', paid.currency, 'variant', paid.variant,
+                                                    'plan_amount_minor', pp.amount_minor))
+          from cp.price_point pp,
+               unnest(array['subscription.renewed', 'subscription.stepped_down']) k(kind)
+         where o.period_index >= 1 and n.period_index > o.period_index and n.status <> 'cancelled'
+           and pp.price_point_id = n.price_point_id
+           and (k.kind = 'subscription.renewed'
+                or (paid.amount_minor < pp.amount_minor and not coalesce(paid.metadata ? 'partial', false)))
+    ) e
+    order by n.subscription_id, e.kind;
+    return null;
+end
+$$;
+
 create or replace trigger _100_transition before update of status on cp.subscription
     for each row execute function cp.tg_subscription__transition();
 create or replace trigger _900_event_created after insert on cp.subscription
@@ -68,3 +116,6 @@ create or replace trigger _050_never_deleted before delete on cp.subscription
     for each row execute function cp.tg_parent__never_deleted();
 create or replace trigger _051_never_truncated before truncate on cp.subscription
     for each statement execute function cp.tg_parent__never_deleted();
+create or replace trigger _910_merchant_events after update on cp.subscription
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_subscription__merchant_events();

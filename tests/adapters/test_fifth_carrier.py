@@ -7,7 +7,7 @@ from pathlib import Path
 from carrier_kit import assert_no_secrets, make_call
 
 from carrierpay.adapters.http import HttpConnector
-from carrierpay.adapters.spec import load_spec
+from carrierpay.adapters.spec import load_spec, validate_spec
 from carrierpay.simulators.oneapi import OneApiFlavor, OneApiSimulator
 
 SPEC = Path(__file__).with_name("fifth_carrier.yaml")
@@ -61,3 +61,47 @@ async def test_fifth_carrier_reserve_then_capture_from_spec_alone():
     assert (balance["outcome"], balance["balance_minor"]) == ("succeeded", 3000)
     assert_no_secrets([charged, broke, balance], KEY)
     assert charged["request"]["steps"][0]["headers"]["X-Operator-Key"] == "***"
+
+
+async def test_a_reservation_whose_confirmation_fails_for_good_is_released():
+    """Two-step charging: the capture is refused for good, so the reservation is cancelled with the spec's
+    release operation at once instead of holding the subscriber's money until it lapses."""
+    async with simulator() as sim:
+        sim.add_subscriber(MSISDN, 8000)
+        spec = load_spec(SPEC, base_url=sim.url)
+        async with HttpConnector(spec, {"RESERVE_KE_KEY": KEY}) as connector:
+            sim.faults.inject("deny", operation="capture")
+            denied = await connector.execute(ke_call())
+            assert sim.billing.held(MSISDN) == 0 and sim.balance(MSISDN) == 8000
+            charged = await connector.execute(ke_call())  # the money is there for the next purchase
+    assert (denied["outcome"], denied["reason"]) == ("failed", "rejected")
+    assert "reservation released" in denied["carrier_message"]
+    assert [step["status"] for step in denied["response"]["steps"]] == [201, 400, 200]  # reserve, capture, release
+    assert [(t.kind, t.status) for t in sim.ledger.transactions][:2] == [
+        ("reserve", "released"), ("release", "succeeded")]
+    assert (charged["outcome"], sim.ledger.charged_total(MSISDN)) == ("succeeded", 5000)
+
+
+async def test_a_reservation_left_open_by_a_throttled_capture_lapses_at_the_carrier():
+    """A throttled capture is sent again (same correlator, same reservation), so it is not released; one never
+    sent again lapses after the carrier's expiry (the spec's two_step.expiry_s), as the simulator does."""
+    async with simulator() as sim:
+        sim.add_subscriber(MSISDN, 8000)
+        spec = load_spec(SPEC, base_url=sim.url)
+        async with HttpConnector(spec, {"RESERVE_KE_KEY": KEY}) as connector:
+            sim.faults.inject("throttle", operation="capture")
+            throttled = await connector.execute(ke_call())
+    assert (throttled["outcome"], throttled["reason"]) == ("failed", "throttled")
+    assert "reservation" not in (throttled["carrier_message"] or "")
+    assert sim.billing.held(MSISDN) == 5000
+    sim.clock.advance(seconds=spec.data["operations"]["charge"]["two_step"]["expiry_s"])
+    assert sim.billing.held(MSISDN) == 0 and sim.balance(MSISDN) == 8000
+
+
+def test_two_step_names_a_reservation_step_and_a_declared_cancel_operation():
+    data = load_spec(SPEC).data
+    data["operations"]["charge"]["two_step"]["reserve"] = "capture"  # the last step: nothing confirms it
+    del data["operations"]["release"]
+    problems = validate_spec(data)
+    assert any(p.startswith("operations.charge.two_step.reserve") for p in problems)
+    assert any(p.startswith("operations.charge.two_step.cancel") for p in problems)

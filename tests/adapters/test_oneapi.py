@@ -185,12 +185,32 @@ async def test_oauth_token_is_cached_and_refreshed_after_a_401():
     assert sim.ledger.charged_total() == 600
 
 
-async def test_oauth_token_is_refreshed_before_it_expires():
-    # Tokens living 30 s are always inside the spec's 60 s refresh margin, so each call renews.
+async def test_a_short_lived_oauth_token_is_reused_not_fetched_per_call():
+    # A carrier whose tokens live 30 s (a common fixed refresh margin): one token serves all three calls.
     async with oneapi(balance=10_000, flavor=OneApiFlavor(token_ttl_s=30)) as (sim, connector):
         for _ in range(3):
             assert (await connector.execute(make_call()))["outcome"] == "succeeded"
-    assert sim.tokens_issued == 3
+    assert sim.tokens_issued == 1
+    assert len([r for r in sim.received if r["path"].endswith("/transactions/amount")]) == 3  # none refused
+
+
+@pytest.mark.parametrize(("ttl_s", "margin_s", "renewed_after_s"),
+                         [(30, None, 24), (3600, None, 2880), (10, None, 8), (200, 60, 140), (30, 60, 15)])
+async def test_oauth_token_is_renewed_at_a_fraction_of_its_announced_lifetime(ttl_s, margin_s, renewed_after_s):
+    """Renewed before the carrier's expiry, whatever lifetime it announces (`expires_in`), and not before
+    the fraction of it has passed; a spec's margin renews earlier, never before half the lifetime."""
+    async with oneapi(balance=10_000, flavor=OneApiFlavor(token_ttl_s=ttl_s)) as (sim, connector):
+        if margin_s is not None:
+            connector.auth.config["refresh_margin_s"] = margin_s
+        now = [1000.0]
+        connector.auth._clock = lambda: now[0]
+        assert (await connector.execute(make_call()))["outcome"] == "succeeded"
+        now[0] += renewed_after_s - 0.5
+        assert (await connector.execute(make_call()))["outcome"] == "succeeded"
+        assert sim.tokens_issued == 1
+        now[0] += 1.0
+        assert (await connector.execute(make_call()))["outcome"] == "succeeded"
+        assert sim.tokens_issued == 2
 
 
 async def test_operation_not_offered_is_rejected_without_traffic():
@@ -208,3 +228,25 @@ async def test_secrets_and_tokens_never_appear_in_logged_traffic():
     assert tokens
     assert_no_secrets(results, *ONEAPI_GB_SECRETS.values(), *tokens)
     assert results[0]["request"]["headers"]["Authorization"] == "***"
+
+
+@pytest.mark.parametrize("amount_minor", [199, 110, 9_007_199_254_740_993])
+async def test_a_carrier_that_wants_amounts_as_json_numbers_gets_them_exactly(amount_minor):
+    """`amount: {format: major_number}` writes 1.99 as a JSON number, digit for digit (1.10 stays 1.10, and
+    2**53 + 1 minor units keep their last digit, which a float would lose), and reads the carrier's
+    numeric answer back exactly. That operator refuses an amount sent as a string."""
+    flavor = OneApiFlavor(amount_json="number")
+    async with oneapi(balance=10**17, flavor=flavor) as (sim, connector):
+        connector.spec.data["amount"] = {"format": "major_number", "exponent": 2}
+        result = await connector.execute(make_call(amount_minor=amount_minor))
+    major = f"{amount_minor // 100}.{amount_minor % 100:02d}"
+    assert f'"amount":{major},' in sim.received[-1]["body"]
+    assert (result["outcome"], result["amount_minor"]) == ("succeeded", amount_minor)
+    assert sim.ledger.charged_total(MSISDN) == amount_minor
+
+
+async def test_an_amount_sent_as_a_string_to_a_carrier_that_wants_a_number_is_refused():
+    async with oneapi(balance=10_000, flavor=OneApiFlavor(amount_json="number")) as (sim, connector):
+        result = await connector.execute(make_call(amount_minor=199))  # the spec still says major_decimal
+    assert (result["outcome"], result["reason"]) == ("failed", "rejected")
+    assert sim.ledger.charged_total() == 0

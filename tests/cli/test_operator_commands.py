@@ -143,3 +143,37 @@ def test_a_database_without_the_schema_gets_one_line_and_the_migrate_hint(empty_
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "carrierpay db migrate" in result.stderr
+
+
+def test_reconcile_pending_and_resolve_settle_a_call_no_route_could(cli, conn):
+    """A charge on a carrier with neither a status query nor a result file: after its turns it is in the
+    operator queue, and `reconcile resolve` settles it from the carrier's word, with an audit event."""
+    conn.execute("select admin.onboard_carrier(%s::jsonb)", [json.dumps({
+        "code": "quiet_ng", "name": "Quiet NG", "country": "NG", "mcc": "621", "mnc": "40", "currency": "NGN",
+        "timezone": "Africa/Lagos", "number_ranges": ["+234804"], "regulation": "NG",
+        "operations": {"charge": {"pattern": "sync"}}, "reconciliation": {"operator_after_turns": 2},
+    })])
+    conn.execute("select admin.add_merchant('shop', 'Shop Ltd', null, 0)")
+    conn.execute("select admin.add_product('shop', 'gold', 'Gold pack')")
+    conn.execute("select admin.add_price_point('shop', 'gold', 'one_time', 15000, 'NGN', 'gold_1', 'quiet_ng')")
+    payment = conn.execute("select api.charge('shop', '+2348040000001', 'gold', 'o-1')").fetchone()[0]["id"]
+    conn.execute("select adapter.claim_calls('quiet_ng', 10, interval '1 minute', 't')")
+    call_id = conn.execute("select call_id from cp.carrier_call where procedure_id = %s", [payment]).fetchone()[0]
+    conn.execute("select adapter.complete_calls(%s::jsonb)",
+                 [json.dumps([{"call_id": call_id, "outcome": "unknown"}])])
+    assert json.loads(cli("reconcile", "pending", "--format", "json").stdout) == []
+    conn.execute("update cp.carrier_call set reconcile_attempts = 2 where call_id = %s", [call_id])
+
+    pending = json.loads(cli("reconcile", "pending", "--format", "json").stdout)
+    assert [(row["call_id"], row["carrier"], row["operation"]) for row in pending] == [(call_id, "quiet_ng", "charge")]
+    refused = cli("reconcile", "resolve", str(call_id), "maybe", "--evidence", "carrier hotline")
+    assert refused.returncode == 1 and "CP080" in refused.stderr
+    resolved = document(cli("reconcile", "resolve", str(call_id), "failed",
+                            "--evidence", "carrier hotline: not charged"))
+    assert (resolved["status"], resolved["procedure_status"]) == ("failed", "failed")
+    assert conn.execute("select payload->>'reason', payload->>'outcome' from cp.event "
+                        "where kind = 'settled_by_operator' and aggregate_id = %s",
+                        [call_id]).fetchone() == ("carrier hotline: not charged", "failed")
+    assert json.loads(cli("reconcile", "pending", "--format", "json").stdout) == []
+    again = cli("reconcile", "resolve", str(call_id), "succeeded", "--evidence", "changed my mind")
+    assert again.returncode == 1 and "CP091" in again.stderr

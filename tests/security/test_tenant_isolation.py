@@ -108,3 +108,21 @@ def test_the_embedded_cluster_wants_a_password_over_tcp(pg_cluster):
     bare = f"postgresql://postgres@127.0.0.1:{pg_cluster.port}/postgres"
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(bare, connect_timeout=5, passfile="/dev/null")
+
+
+def test_a_merchant_sets_preferences_only_of_its_own_customers(owner, attacker):
+    """A subscriber's zone and language steer every merchant's texts and renewals: a merchant the subscriber
+    never dealt with may not change them, nor probe which numbers are someone else's customers."""
+    owner.execute("select api.charge('other', '+2348020000031', 'coins', 'theirs-1')")
+    with attacker.connect() as conn:
+        for number in ("+2348020000031", "+2348020000032"):  # another merchant's customer; nobody's
+            with raises_sqlstate("CP143"):
+                conn.execute("select api.set_subscriber_preferences(%s, %s, 'Asia/Tokyo', 'ja')",
+                             [attacker.code, number])
+            with raises_sqlstate("CP002"):
+                conn.execute("select api.set_subscriber_preferences('other', %s, 'Asia/Tokyo', 'ja')", [number])
+        assert charge(conn, attacker.code, "own-2")["status"] == "pending"  # +2348020000007: now its customer
+        assert conn.execute("select api.set_subscriber_preferences(%s, '+2348020000007', 'Asia/Tokyo')",
+                            [attacker.code]).fetchone()[0]["timezone"] == "Asia/Tokyo"
+    assert owner.execute("select timezone, language from cp.subscriber where msisdn = '+2348020000031'").fetchone() \
+        == (None, None)
