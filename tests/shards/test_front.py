@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from carrierpay.migrate import PARTITION_ID_BITS
 from carrierpay.shards import ShardError
@@ -100,6 +101,15 @@ def test_reports_merge_every_shards_rows(sharded, api):
     for partition in (0, 1):
         api.execute("select api.charge('routing_shop', %s, 'gems', %s)", [msisdn_on(sharded, partition, 600),
                                                                          f"report-{partition}"])
+    # Revenue is read from the hourly rollups: settle the charges on each shard and fold them.
+    for url in sharded.shard_urls:
+        with psycopg.connect(url, autocommit=True) as shard:
+            calls = [doc for (doc,) in shard.execute(
+                "select adapter.claim_calls('shard_gb', 100, interval '1 minute', 'report-test')")]
+            shard.execute("select adapter.complete_calls(%s)", [Jsonb([
+                {"call_id": doc["call_id"], "lease": doc["lease"], "outcome": "succeeded",
+                 "carrier_ref": f"R{doc['call_id']}"} for doc in calls])])
+            shard.execute("select sched.fold_rollups()")
     query = ("select coalesce(sum(payments), 0)::bigint, count(*) from report.revenue "
              "where merchant = 'routing_shop'")
     with psycopg.connect(sharded.front_url) as front:
@@ -109,8 +119,8 @@ def test_reports_merge_every_shards_rows(sharded, api):
     for url in sharded.shard_urls:
         with psycopg.connect(url) as shard:
             per_shard.append(shard.execute(query).fetchone())
-    # One revenue row per carrier/merchant/currency, counted over both shards; no payment collected yet.
-    assert merged == (sum(row[0] for row in per_shard), 1)
+    # One revenue row per carrier/merchant/currency, counted over both shards.
+    assert merged == (sum(row[0] for row in per_shard), 1) and merged[0] >= 2
     assert all(row[1] == 1 for row in per_shard)
     assert ledger_accounts >= 0
 
