@@ -710,6 +710,7 @@ def money_checks(url: str, ledger: dict[str, Any], report: Report) -> None:
             "select count(*) from cp.procedure where status in ('pending', 'in_flight', 'unknown')").fetchone()[0]
         dangling = conn.execute("select child, reference, rows from report.dangling_references").fetchall()
     charged = {cur: int(v) for cur, v in ledger["charged"].items() if v}
+    report.figures.update(receivable=receivable, succeeded_charges=succeeded)
     lines = [
         f"money: {journals} journals, {unbalanced} unbalanced, {empty} without entries",
         f"money: simulator charged {charged} in {ledger['charges']} charges; "

@@ -23,6 +23,9 @@ def bench(
     py_spy: bool = typer.Option(False, "--py-spy", help="Sample the adapter daemons with py-spy (pip install py-spy)."),
     keep: Path | None = typer.Option(None, "--keep", help="Build the cluster here and keep it (for profiling)."),
     http: bool = typer.Option(False, "--http", help="Pay through the merchant HTTP API (tokens included), not SQL."),
+    shards: int = typer.Option(0, "--shards", min=0,
+                               help="Run over a front and this many partitions, each its own cluster (SQL clients, "
+                                    "payments only; docs/scaling.md)."),
 ) -> None:
     """Benchmark the payment path end to end on a throwaway embedded cluster; exits 1 when a money check fails."""
     from carrierpay.benchmarks.payment import BenchOptions, run
@@ -36,7 +39,16 @@ def bench(
         opts = BenchOptions.smoke(**values)
     else:
         opts = BenchOptions(duration=duration, renewals=renewals, **values)
-    report = run(opts)
+    if shards:
+        from carrierpay.benchmarks.sharded import run_sharded
+
+        if shards & (shards - 1):
+            raise typer.BadParameter(f"a cluster has a power-of-two number of partitions, not {shards}")
+        if http or profile or py_spy:
+            raise typer.BadParameter("--shards measures the SQL payment path only (no --http, --profile, --py-spy)")
+        report = run_sharded(opts, shards)
+    else:
+        report = run(opts)
     if not report.ok:
         for failure in report.failures:
             err_console.print(f"[bold red]check failed:[/] {failure}")

@@ -25,22 +25,23 @@ def existing_partitions(home: Path) -> int:
     return len(list(_root(home).glob("partition-*")))
 
 
-def clusters(home: Path, partitions: int) -> tuple[EmbeddedCluster, list[EmbeddedCluster]]:
+def clusters(home: Path, partitions: int, fast: bool = False) -> tuple[EmbeddedCluster, list[EmbeddedCluster]]:
     root = _root(home)
     for name in ["front", *(f"partition-{k}" for k in range(partitions))]:
         (root / name).mkdir(parents=True, exist_ok=True)
-    return (EmbeddedCluster(root / "front", settings=SETTINGS),
-            [EmbeddedCluster(root / f"partition-{k}", settings=SETTINGS) for k in range(partitions)])
+    return (EmbeddedCluster(root / "front", fast=fast, settings=SETTINGS),
+            [EmbeddedCluster(root / f"partition-{k}", fast=fast, settings=SETTINGS) for k in range(partitions)])
 
 
-def up(home: Path, partitions: int, say: Callable[[str], None] = print) -> tuple[str, list[str]]:
+def up(home: Path, partitions: int, say: Callable[[str], None] = print, *,
+       fast: bool = False) -> tuple[str, list[str]]:
     """Create (first time) and start the front and the partitions, and build the front. Returns the URLs."""
     if partitions <= 0 or partitions & (partitions - 1):
         raise ShardError(f"a cluster has a power-of-two number of partitions, not {partitions}")
     already = existing_partitions(home)
     if already and already != partitions:
         raise ShardError(f"{_root(home)} already holds {already} partitions: a cluster keeps its partition count")
-    front, parts = clusters(home, partitions)
+    front, parts = clusters(home, partitions, fast)
     for name, cluster in [("front", front), *((f"partition {k}", c) for k, c in enumerate(parts))]:
         if cluster.init():
             say(f"{name}: created {cluster.describe_location()}")
