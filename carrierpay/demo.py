@@ -13,14 +13,19 @@ What it does, in order:
    reports by callback), webhook dispatcher (to a local receiver that checks every signature, on
    loopback over plain http, both allowed explicitly for the demo); the
    history shipper runs in a child process (its redaction and JSON work get the other core); the
-   scheduler is ticked by the driver once per simulated hour;
-5. signs subscribers up in SQL batches through `api.subscribe`; each reads the PIN off the simulated
-   handset and confirms it (`api.confirm_optin`), except those who never do; some buy once (where the
+   scheduler is ticked by the driver once per simulated hour; and the merchant HTTP API server, with
+   the HTTP merchant's backend and its HTTPS sink (`demo_http.py`);
+5. signs subscribers up: the SQL merchant's in SQL batches through `api.subscribe`, the HTTP
+   merchant's through `POST /carrierpay/v1/subscriptions`; each reads the PIN off the simulated
+   handset and confirms it (`api.confirm_optin` or `/consents/{id}/validate`), except those who
+   never do; some buy once (the HTTP merchant through CAMARA `createPayment`; where the
    carrier's regulation says `optin_one_time`, read from `report.list_carrier_rules()`, as GB's does,
-   after `api.request_optin` + confirmation); a few cancel or get refunds;
+   only the SQL merchant sells, after `api.request_optin` + confirmation); a few cancel or get
+   refunds (CAMARA `createRefund` for the HTTP merchant);
 6. moves the business clock (`admin.advance_clock`) and the simulators' clock together, hour by hour;
 7. prints a report per carrier from `report.carrier_summary` and checks: journals balanced, no
-   procedure stuck, our carrier receivable equals each simulator's own ledger, webhooks delivered,
+   procedure stuck, our carrier receivable equals each simulator's own ledger, webhooks and sink
+   notifications delivered, the HTTP merchant served without a server error,
    history shipped. Exits non-zero when a check fails.
 
 Everything the demo knows about money it reads from the database or from the simulators' own
@@ -52,6 +57,7 @@ from psycopg.types.json import Jsonb
 
 from carrierpay import config, migrate, queries
 from carrierpay.db import redact_url
+from carrierpay.demo_http import major
 from carrierpay.logmask import MaskingFormatter
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
@@ -71,6 +77,8 @@ SETTLE_TIMEOUT_S = 60.0
 # unknown outcome can be reconciled twice this long after the call (in real time).
 DEMO_TIMEOUT_S = 8.0
 PIN_TEXT = re.compile(r" is (\d{4,10})\. Do not share it\.")
+# This merchant integrates over the HTTP API (carrierpay/demo_http.py); the other one over SQL.
+HTTP_MERCHANT = "pixelforge"
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,8 @@ class Stats:
     settle_timeouts: int = 0
     scheduler_errors: Counter = field(default_factory=Counter)  # message -> ticks it failed
     settling_hours: float = 0.0
+    http_payments: int = 0  # created over the HTTP API
+    http_refunds: int = 0
 
 
 def wrong_pin(pin: str) -> str:
@@ -362,6 +372,11 @@ class Demo:
         self._shipper: multiprocessing.process.BaseProcess | None = None
         self.shipper_error: str | None = None
         self.dashboard: tuple[str, str, str] | None = None  # address, login, password
+        self.http: Any = None  # the HTTP merchant's backend (demo_http.HttpMerchant)
+        self.sink: Any = None
+        self.sink_cert: Path | None = None
+        self.exponents: dict[str, int] = {}
+        self.http_refunded: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
 
@@ -435,12 +450,35 @@ class Demo:
                             "merchant": merchant.code, "product": product, "plan": plan, "amount": amount,
                             "currency": market.currency, "variant": variant, "carrier": market.carrier,
                             "country": None})
+        await self.start_http_merchant()
         self.make_people()
         # A few charges whose answer is lost after the carrier applied them (the connection drops):
         # settled by a status query five minutes (business time) later, never sent twice.
         for code in ("oneapi_gb", "parlayx_za"):
             self.sims[code].faults.inject("drop_after_charge", operation="charge", times=2)
         await self.start_daemons()
+
+    async def start_http_merchant(self) -> None:
+        """The API server in this process, an API client for the HTTP merchant, its backend and its sink."""
+        import shutil
+        import tempfile
+
+        from carrierpay.demo_http import HttpMerchant, Sink, make_certificate
+        from carrierpay.http_api.server import ApiServer
+
+        self.exponents = await currency_exponents(self.conn, [market.currency for market in MARKETS])
+        directory = Path(tempfile.mkdtemp(prefix="carrierpay-demo-sink-"))
+        self._stack.callback(shutil.rmtree, directory, True)
+        self.sink_cert, key = make_certificate(directory)
+        self.sink = await Sink(self.sink_cert, key).start()
+        self._stack.push_async_callback(self.sink.stop)
+        api = await ApiServer(self.db.url, port=0).start()
+        self._stack.push_async_callback(api.stop)
+        merchant = next(m for m in MERCHANTS if m.code == HTTP_MERCHANT)
+        client = await self.one(queries.ADD_API_CLIENT, {"merchant": HTTP_MERCHANT, "scopes": None,
+                                                         "default_product": merchant.one_time})
+        self.http = await HttpMerchant(api.base_url, client, self.sink).start()
+        self._stack.push_async_callback(self.http.stop)
 
     def make_people(self) -> None:
         counts = {market.carrier: 0 for market in MARKETS}
@@ -495,8 +533,12 @@ class Demo:
         self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
         # The receiver listens on loopback over http, which the dispatcher refuses unless told: allow exactly it.
         receiver = DestinationPolicy(allow_networks=(ip_network("127.0.0.1/32"),), allow_http=True)
+        # The HTTP merchant's sink is https with a certificate made for this run: trusted here, explicitly.
+        import ssl
+
+        trusted = ssl.create_default_context(cafile=str(self.sink_cert))
         self.tasks.append(asyncio.ensure_future(run_webhooks(self.db.url, policy=receiver, interval=0.2, batch=500,
-                                                             stop=self.stop)))
+                                                             stop=self.stop, ssl_context=trusted)))
         await self.start_dashboard()
         self._shipper = self._processes.Process(
             target=ship_history, name="history-shipper", daemon=True,
@@ -604,38 +646,61 @@ class Demo:
     async def confirm(self, merchants: list[str], optin_ids: list[int], pins: list[str]) -> list[dict]:
         return await self.batched(queries.DEMO_TRY_CONFIRM, [merchants, optin_ids, pins])
 
+    async def confirm_people(self, people: list[Person], optin_ids: list[int], pins: list[str]) -> list[dict]:
+        """Each answers the PIN on their merchant's side: SQL in batches, or POST /consents/{id}/validate."""
+        over_sql = [i for i, p in enumerate(people) if p.merchant.code != HTTP_MERCHANT]
+        over_http = [i for i, p in enumerate(people) if p.merchant.code == HTTP_MERCHANT]
+        documents = await self.confirm([people[i].merchant.code for i in over_sql], [optin_ids[i] for i in over_sql],
+                                       [pins[i] for i in over_sql]) if over_sql else []
+        answers = await self.http.many("POST", [(f"/carrierpay/v1/consents/{optin_ids[i]}/validate",
+                                                 {"code": pins[i]}) for i in over_http])
+        return documents + [document if status == 200 else {"error": document.get("code")}
+                            for status, document in answers]
+
     async def sign_up(self, cohort: int) -> None:
         people = [p for p in self.people if p.cohort == cohort]
         if not people:
             return
+        over_sql = [p for p in people if p.merchant.code != HTTP_MERCHANT]
+        over_http = [p for p in people if p.merchant.code == HTTP_MERCHANT]
         documents = await self.batched(
             queries.DEMO_TRY_SUBSCRIBE,
-            [[p.merchant.code for p in people], [p.msisdn for p in people],
-             [p.merchant.subscription for p in people], [p.merchant.plan for p in people],
-             [self.key("sub") for _ in people]])
-        for person, document in zip(people, documents, strict=True):
+            [[p.merchant.code for p in over_sql], [p.msisdn for p in over_sql],
+             [p.merchant.subscription for p in over_sql], [p.merchant.plan for p in over_sql],
+             [self.key("sub") for _ in over_sql]]) if over_sql else []
+        for person, document in zip(over_sql, documents, strict=True):
             if "error" in document:
                 self.stats.subscribe_errors[document["error"]] += 1
                 continue
             person.subscription_id = document["id"]
             person.optin_id = document.get("optin_id")
+        answers = await self.http.many("POST", [("/carrierpay/v1/subscriptions", {
+            "phoneNumber": p.msisdn, "productId": p.merchant.subscription, "plan": p.merchant.plan,
+            "clientCorrelator": self.key("sub")}) for p in over_http])
+        for person, (status, document) in zip(over_http, answers, strict=True):
+            if status != 201:
+                self.stats.subscribe_errors[f"HTTP {status} {document.get('code')}"] += 1
+                continue
+            person.subscription_id = int(document["subscriptionId"])
+            authorization = (document.get("validationInfo") or {}).get("authorizationId")
+            person.optin_id = int(authorization) if authorization else None
         await self.settle()  # the PIN texts go out through the adapters
         self.read_pins()
         answering = [p for p in people if p.optin_id and p.confirms and p.msisdn in self.pins]
         self.stats.never_confirmed += sum(1 for p in people if p.optin_id and not p.confirms)
         wrong = [p for p in answering if p.wrong_pin_first]
         if wrong:
-            await self.confirm([p.merchant.code for p in wrong], [p.optin_id for p in wrong],
-                               [wrong_pin(self.pins[p.msisdn]) for p in wrong])
+            await self.confirm_people(wrong, [p.optin_id for p in wrong],
+                                      [wrong_pin(self.pins[p.msisdn]) for p in wrong])
             self.stats.wrong_pins += len(wrong)
-        documents = await self.confirm([p.merchant.code for p in answering], [p.optin_id for p in answering],
-                                       [self.pins[p.msisdn] for p in answering])
+        documents = await self.confirm_people(answering, [p.optin_id for p in answering],
+                                              [self.pins[p.msisdn] for p in answering])
         self.stats.confirmed += sum(1 for d in documents if d.get("status") == "confirmed")
 
     async def buy(self, count: int) -> None:
         """One-time purchases by subscribers; where the carrier's regulation wants it (optin_one_time,
         as GB's does) with a PIN first."""
-        candidates = [p for p in self.people if p.subscription_id]
+        candidates = [p for p in self.people if p.subscription_id and p.merchant.code != HTTP_MERCHANT]
         buyers = self.rng.sample(candidates, min(count, len(candidates)))
         needs_optin = [p for p in buyers if p.market.carrier in self.one_time_optin]
         for person in needs_optin:
@@ -658,33 +723,81 @@ class Demo:
         documents = await self.batched(
             queries.DEMO_TRY_CHARGE,
             [[p.merchant.code for p in buyers], [p.msisdn for p in buyers], [p.merchant.one_time for p in buyers],
-             [self.key("buy") for _ in buyers], [Jsonb(metadata.get(p.msisdn, {})) for p in buyers]])
+             [self.key("buy") for _ in buyers], [Jsonb(metadata.get(p.msisdn, {})) for p in buyers]]) if buyers else []
         for document in documents:
             if "error" in document:
                 self.stats.purchase_errors[document["error"]] += 1
             else:
                 self.stats.purchases += 1
+        await self.buy_over_http(count)
+
+    async def buy_over_http(self, count: int) -> None:
+        """The HTTP merchant's purchases: createPayment, its outcome posted to the merchant's sink. Where
+        the regulation wants a PIN per purchase (GB), the merchant sells over HTTP only after the
+        two steps, which it does not do here: those subscribers are not offered one."""
+        candidates = [p for p in self.people if p.subscription_id and p.merchant.code == HTTP_MERCHANT
+                      and p.market.carrier not in self.one_time_optin]
+        buyers = self.rng.sample(candidates, min(count, len(candidates)))
+        requests = []
+        for person in buyers:
+            key = self.key("http-buy")
+            price = person.market.prices[person.merchant.one_time][0]
+            requests.append(("/carrier-billing/v0.5/payments", {
+                "amountTransaction": {
+                    "phoneNumber": person.msisdn, "clientCorrelator": key, "referenceCode": key,
+                    "paymentAmount": {"chargingInformation": {
+                        "amount": Decimal(major(price, self.exponents[person.market.currency])),
+                        "currency": person.market.currency, "description": person.merchant.one_time_name}}},
+                **self.http.sink_fields()}))
+        for status, document in await self.http.many("POST", requests):
+            if status == 201:
+                self.stats.purchases += 1
+                self.stats.http_payments += 1
+            else:
+                self.stats.purchase_errors[f"HTTP {status} {document.get('code')}"] += 1
 
     async def cancel_some(self, count: int) -> None:
         candidates = [p for p in self.people if p.subscription_id]
         chosen = self.rng.sample(candidates, min(count, len(candidates)))
+        over_sql = [p for p in chosen if p.merchant.code != HTTP_MERCHANT]
         documents = await self.batched(
             queries.DEMO_TRY_CANCEL,
-            [[p.merchant.code for p in chosen], [p.subscription_id for p in chosen]])
+            [[p.merchant.code for p in over_sql], [p.subscription_id for p in over_sql]]) if over_sql else []
         self.stats.cancellations += sum(1 for d in documents if "error" not in d)
+        answers = await self.http.many("POST", [(f"/carrierpay/v1/subscriptions/{p.subscription_id}/cancel", {})
+                                                for p in chosen if p.merchant.code == HTTP_MERCHANT])
+        self.stats.cancellations += sum(1 for status, _ in answers if status == 200)
 
     async def refund_some(self, count: int) -> None:
-        """The merchants' support desks refund a few recent payments they were told about by webhook."""
-        recent = self.receiver.paid[-max(count * 20, 1):]
+        """The merchants' support desks refund a few recent payments they were told about: by webhook
+        (the SQL merchant), or at its sink (the HTTP merchant, through createRefund)."""
+        recent = [paid for paid in self.receiver.paid if paid[0] != HTTP_MERCHANT][-max(count * 20, 1):]
         chosen = self.rng.sample(recent, min(count, len(recent)))
         documents = await self.batched(
             queries.DEMO_TRY_REFUND,
-            [[m for m, _, _ in chosen], [p for _, p, _ in chosen], [self.key("refund") for _ in chosen]])
+            [[m for m, _, _ in chosen], [p for _, p, _ in chosen], [self.key("refund") for _ in chosen]]
+        ) if chosen else []
         for document in documents:
             if "error" in document:
                 self.stats.refund_errors[document["error"]] += 1
             else:
                 self.stats.refunds += 1
+        refundable = [p for p in self.sink.paid if p not in self.http_refunded][-max(count * 20, 1):]
+        chosen_ids = self.rng.sample(refundable, min(max(1, count // 2), len(refundable)))
+        requests = []
+        for payment_id in chosen_ids:
+            key = self.key("http-refund")
+            self.http_refunded.add(payment_id)
+            requests.append((f"/carrier-billing-refund/v0.3/payments/{payment_id}/refunds", {
+                "type": "total", "reason": "support desk",
+                "amountTransaction": {"clientCorrelator": key, "referenceCode": key, "refundAmount": {}},
+                **self.http.sink_fields()}))
+        for status, document in await self.http.many("POST", requests):
+            if status == 201:
+                self.stats.refunds += 1
+                self.stats.http_refunds += 1
+            else:
+                self.stats.refund_errors[f"HTTP {status} {document.get('code')}"] += 1
 
     # ------------------------------------------------------------------ the week
 
@@ -789,6 +902,12 @@ class Demo:
             "ok": failed == 0 and pending == 0 and self.receiver.bad_signatures == 0,
             "detail": f"{notifications.get('delivered', 0)} delivered, {pending} pending, {failed} failed; "
                       f"{self.receiver.bad_signatures} bad signature(s), {self.receiver.duplicates} duplicate(s)"}
+        server_errors = sum(n for status, n in self.http.requests.items() if status.startswith("5"))
+        checks["http_merchant_served"] = {
+            "ok": server_errors == 0 and self.sink.unauthorized == 0,
+            "detail": f"{sum(self.http.requests.values())} requests ({server_errors} server errors), "
+                      f"{self.http.tokens} token(s); its sink got {sum(self.sink.kinds.values())} notification(s), "
+                      f"{self.sink.unauthorized} without its credential, {self.sink.duplicates} duplicate(s)"}
         self.stop_shipper()
         lag = await self.one(queries.DEMO_HISTORY_UNSHIPPED)
         checks["history_shipped"] = {
@@ -814,10 +933,19 @@ class Demo:
             "settling_hours": self.stats.settling_hours,
             "sms_delivered": sum(len(sim.texts) for sim in self.sims.values()),
         }
+        http = {
+            "merchant": HTTP_MERCHANT,
+            "requests": dict(self.http.requests),  # HTTP status -> count
+            "tokens": self.http.tokens,
+            "payments_created": self.stats.http_payments,
+            "payments_succeeded": len(self.sink.paid),
+            "refunds_created": self.stats.http_refunds,
+            "sink_notifications": dict(self.sink.kinds),
+        }
         return {"database": DEMO_DATABASE, "url": redact_url(self.db.url),
                 "history_url": redact_url(self.db.history_url),
                 "business_clock": (await self.one(queries.CLOCK_NOW)).isoformat(),
-                "carriers": rows, "checks": checks, "totals": totals,
+                "carriers": rows, "checks": checks, "totals": totals, "http": http,
                 "ok": all(check["ok"] for check in checks.values())}
 
     async def hold(self) -> None:
@@ -838,7 +966,8 @@ class Demo:
         kept = ("PostgreSQL keeps running (carrierpay db down stops it)" if self.db.cluster is not None
                 else "the configured server keeps it")
         self.console.print(f"stopped the carrier simulators, adapters, reconciler, callback server, webhook "
-                           f"dispatcher, dashboard and scheduler; the database {DEMO_DATABASE} stays and {kept}",
+                           f"dispatcher, API server, dashboard and scheduler; the database {DEMO_DATABASE} stays "
+                           f"and {kept}",
                            soft_wrap=True)
 
 
@@ -882,6 +1011,13 @@ def print_report(console: Any, summary: dict[str, Any]) -> None:
     if totals["purchase_refusals"] or totals["refund_refusals"] or totals["subscribe_refusals"]:
         console.print(f"[dim]refused by the rules (SQLSTATE: count): purchases {totals['purchase_refusals']}, "
                       f"refunds {totals['refund_refusals']}, sign-ups {totals['subscribe_refusals']}[/]")
+    http = summary["http"]
+    console.print(
+        f"{http['merchant']} over the HTTP API: {sum(http['requests'].values()):,} requests "
+        f"({', '.join(f'{n:,} × {status}' for status, n in sorted(http['requests'].items()))}), "
+        f"{http['tokens']} token(s); payments created {http['payments_created']:,}, succeeded "
+        f"{http['payments_succeeded']:,}; refunds created {http['refunds_created']:,}; notifications at its sink "
+        f"{sum(http['sink_notifications'].values()):,}", soft_wrap=True)
     console.print("\n[bold]checks[/]")
     for name, check in summary["checks"].items():
         mark = "[green]✓[/]" if check["ok"] else "[bold red]✗[/]"

@@ -297,7 +297,20 @@ HTTP_AUTHENTICATE = """
     select a.merchant, a.default_product, pg_catalog.set_config('role', a.db_role, true)
     from gateway.authenticate(%(token)s, %(scope)s) a
 """
-HTTP_CREATE_PAYMENT = "select api.create_payment(%(merchant)s, %(request)s::jsonb, %(default_product)s)::text"
+# createPayment, the busiest operation, is pipelined: the token's merchant and default product reach
+# the api.* call through transaction-local settings instead of through the client, so the call need
+# not wait for the authentication's answer and BEGIN, both statements and COMMIT go in one round
+# trip. Should the authentication fail, the pipeline aborts the rest of the transaction.
+HTTP_AUTHENTICATE_LOCAL = """
+    select pg_catalog.set_config('role', a.db_role, true),
+           pg_catalog.set_config('carrierpay.http_merchant', a.merchant, true),
+           pg_catalog.set_config('carrierpay.http_default_product', coalesce(a.default_product, ''), true)
+    from gateway.authenticate(%(token)s, %(scope)s) a
+"""
+HTTP_CREATE_PAYMENT_LOCAL = """
+    select api.create_payment(pg_catalog.current_setting('carrierpay.http_merchant'), %(request)s::jsonb,
+                              nullif(pg_catalog.current_setting('carrierpay.http_default_product'), ''))::text
+"""
 HTTP_READ_PAYMENT = "select api.read_payment(%(merchant)s, %(payment_id)s)::text"
 HTTP_LIST_PAYMENTS = """
     select r->>'total', r->>'last_index', (r->'payments')::text

@@ -218,14 +218,15 @@ async def dispatch_once(conn: psycopg.AsyncConnection, client: WebhookClient, *,
 
 
 async def run(url: str, *, policy: DestinationPolicy | None = None, interval: float = 1.0, batch: int = 100,
-              stop: asyncio.Event | None = None) -> None:
-    """Deliver until stopped; `policy` defaults to the environment's (public https destinations only)."""
+              stop: asyncio.Event | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Deliver until stopped; `policy` defaults to the environment's (public https destinations only),
+    `ssl_context` to the system's trusted CAs."""
     stop = stop or asyncio.Event()
     policy = policy or DestinationPolicy.from_settings()
 
     async def body(stop: asyncio.Event) -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn, \
-                WebhookClient(policy) as client:
+                WebhookClient(policy, ssl_context=ssl_context) as client:
             while not stop.is_set():
                 sent = await dispatch_once(conn, client, batch=batch)
                 if sent:

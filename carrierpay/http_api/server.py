@@ -166,7 +166,8 @@ class ApiServer:
         app.router.add_post("/oauth2/token", self.token)
         app.router.add_get("/openapi.yaml", self.openapi)
         app.router.add_get("/health", self.health)
-        app.router.add_post(f"{cb}/payments", self._operation("createPayment", self.create_payment))
+        app.router.add_post(f"{cb}/payments", self._operation("createPayment", None,
+                                                              pipelined=(queries.HTTP_CREATE_PAYMENT_LOCAL, 201)))
         app.router.add_get(f"{cb}/payments", self._operation("retrievePayments", self.retrieve_payments))
         app.router.add_get(f"{cb}/payments/{{paymentId}}", self._operation("retrievePayment", self.retrieve_payment))
         app.router.add_post(f"{cb}/payments/prepare", self._operation("preparePayment", self.prepare_payment))
@@ -249,7 +250,10 @@ class ApiServer:
             self.counts["ok"] += 1
         return response
 
-    def _operation(self, operation_id: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _operation(self, operation_id: str, handler: Handler | None, pipelined: tuple[str, int] | None = None
+                   ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """`pipelined`: the operation's one statement (reading the merchant from the settings
+        HTTP_AUTHENTICATE_LOCAL makes) and its status; sent with the authentication in one round trip."""
         operation = self.document.operations[operation_id]
 
         async def run(request: web.Request) -> web.Response:
@@ -260,11 +264,23 @@ class ApiServer:
             if operation.body_schema is not None:
                 body = await self._body(request, operation.body_schema)
             try:
-                async with self.pool.connection(timeout=5) as conn, conn.transaction():
-                    cur = await conn.execute(queries.HTTP_AUTHENTICATE, {"token": token, "scope": operation.scope})
-                    identity = await cur.fetchone()
-                    response = await handler(request, conn, {"merchant": identity[0], "default_product": identity[1]},
-                                             body)
+                if pipelined is not None:
+                    sql, status = pipelined
+                    async with self.pool.connection(timeout=5) as conn:
+                        # No BEGIN/COMMIT: statements pipelined up to one sync run as one implicit
+                        # transaction, which also ends what the settings above apply to.
+                        async with conn.pipeline():
+                            await conn.execute(queries.HTTP_AUTHENTICATE_LOCAL,
+                                               {"token": token, "scope": operation.scope})
+                            cur = await conn.execute(sql, {"request": body})
+                        response = _json((await cur.fetchone())[0], status)
+                else:
+                    async with self.pool.connection(timeout=5) as conn, conn.transaction():
+                        cur = await conn.execute(queries.HTTP_AUTHENTICATE, {"token": token,
+                                                                             "scope": operation.scope})
+                        identity = await cur.fetchone()
+                        response = await handler(request, conn, {"merchant": identity[0],
+                                                                 "default_product": identity[1]}, body)
             except psycopg.Error as exc:
                 status, code = errors.for_sqlstate(exc.sqlstate)
                 if status >= 500:
@@ -314,11 +330,6 @@ class ApiServer:
         return raw.decode("utf-8")
 
     # ------------------------------------------------------------------ operations
-
-    async def create_payment(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
-                             body: Any) -> web.Response:
-        cur = await conn.execute(queries.HTTP_CREATE_PAYMENT, {**who, "request": body})
-        return _json((await cur.fetchone())[0], 201)
 
     async def retrieve_payment(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                                body: Any) -> web.Response:

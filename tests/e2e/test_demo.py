@@ -41,6 +41,12 @@ def test_demo_runs_its_checks_and_reports_what_the_database_holds(home):
     assert summary["ok"] is True
     assert {name for name, check in summary["checks"].items() if not check["ok"]} == set()
     assert {row["country"] for row in summary["carriers"]} == {"GB", "ZA", "NG", "IN"}
+    # One merchant integrates over the HTTP API: tokens, subscriptions, CAMARA payments with a sink.
+    http = summary["http"]
+    assert http["merchant"] == "pixelforge" and http["tokens"] >= 1
+    assert http["payments_succeeded"] >= 1
+    assert http["sink_notifications"].get("payment-completed", 0) >= 1
+    assert "pixelforge over the HTTP API" in run.stdout
 
     # Without --keep the demo stops the cluster it started; its data stays. Look at it.
     assert carrierpay(home, "db", "up").returncode == 0
@@ -61,6 +67,18 @@ def test_demo_runs_its_checks_and_reports_what_the_database_holds(home):
             assert reported[carrier]["receivable_minor"] == \
                 reported[carrier]["simulator_charged_minor"] - reported[carrier]["simulator_refunded_minor"]
         assert conn.execute("select count(*) from report.unbalanced_journals").fetchone()[0] == 0
+        # What the HTTP merchant was told at its sink is what the database settled and delivered.
+        succeeded_over_http = conn.execute(
+            "select count(*) from cp.procedure p join cp.notification_sink s on s.procedure_id = p.procedure_id "
+            "join cp.merchant m on m.merchant_id = p.merchant_id where m.code = 'pixelforge' and p.kind = 'charge' "
+            "and p.status in ('succeeded', 'partially_refunded', 'refunded')").fetchone()[0]
+        assert succeeded_over_http == http["payments_succeeded"] >= 1
+        delivered_to_sink = conn.execute("select count(*) from cp.merchant_notification where to_sink "
+                                         "and status = 'delivered'").fetchone()[0]
+        assert delivered_to_sink == sum(http["sink_notifications"].values()) >= 1
+        sql_merchant_clients = conn.execute("select count(*) from cp.api_client c join cp.merchant m "
+                                            "using (merchant_id) where m.code = 'tunebox'").fetchone()[0]
+        assert sql_merchant_clients == 0  # the other merchant stays on SQL
         subscriptions = conn.execute("select count(*) from cp.subscription").fetchone()[0]
         assert subscriptions == summary["totals"]["subscriptions"] == 500
         collected = conn.execute("select count(*) from cp.procedure where kind = 'charge' "
