@@ -104,6 +104,33 @@ begin
             renewals = h.renewals + excluded.renewals,
             subscription_calls = h.subscription_calls + excluded.subscription_calls,
             step_downs = h.step_downs + excluded.step_downs
+    ), procedures as (
+        -- A charge or refund counts once, by its final status, when its latest call (SMS aside) is folded.
+        insert into cp.rollup_procedure as r (carrier_id, merchant_id, kind, outcome, currency, procedures,
+                                              subscription_charges, renewals, step_downs, collected_minor,
+                                              amount_minor)
+        select p.carrier_id, coalesce(p.merchant_id, 0), p.kind,
+               case when p.status = 'failed' then 'failed' else 'succeeded' end, p.currency, count(*),
+               count(*) filter (where p.subscription_id is not null),
+               count(*) filter (where p.subscription_id is not null and p.period_index >= 1),
+               count(*) filter (where p.subscription_id is not null
+                                and p.price_point_id is distinct from s.price_point_id),
+               coalesce(sum(p.collected_minor), 0), coalesce(sum(p.amount_minor), 0)
+        from ids
+        join cp.carrier_call c on c.call_id = ids.call_id
+        join cp.procedure p on p.procedure_id = c.procedure_id
+        left join cp.subscription s on s.subscription_id = p.subscription_id
+        where p.kind in ('charge', 'refund') and c.operation <> 'send_sms'
+          and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed')
+          and not exists (select 1 from cp.carrier_call n
+                          where n.procedure_id = c.procedure_id and n.call_id > c.call_id and n.operation <> 'send_sms')
+        group by 1, 2, 3, 4, 5
+        on conflict (carrier_id, merchant_id, kind, outcome, currency) do update
+        set procedures = r.procedures + excluded.procedures,
+            subscription_charges = r.subscription_charges + excluded.subscription_charges,
+            renewals = r.renewals + excluded.renewals, step_downs = r.step_downs + excluded.step_downs,
+            collected_minor = r.collected_minor + excluded.collected_minor,
+            amount_minor = r.amount_minor + excluded.amount_minor
     ), minutes as (
         insert into cp.rollup_minute as m (minute, carrier_id, calls, succeeded, failed, errors, latency_ms_sum)
         select date_trunc('minute', f.finished_at), f.carrier_id, count(*),
