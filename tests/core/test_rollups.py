@@ -93,7 +93,8 @@ _DIRECT = {
         where r.kind = 'refund' group by c.code, m.code, r.currency order by 1, 2""",
     "carrier_summary": """
         select k.code, count(p.*) filter (where p.status <> 'pending' and p.kind = 'charge'),
-               count(p.*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded') and p.kind = 'charge'),
+               count(p.*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')
+                                  and p.kind = 'charge'),
                count(p.*) filter (where p.status = 'failed' and p.kind = 'charge'),
                coalesce(sum(p.collected_minor) filter (where p.kind = 'charge'), 0)::bigint,
                coalesce(sum(p.refunded_minor) filter (where p.kind = 'charge'), 0)::bigint,
