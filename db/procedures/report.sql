@@ -28,10 +28,12 @@ drop view if exists cp.open_payment cascade;
 create view cp.open_payment as
 select p.procedure_id, p.kind, p.status, p.carrier_id, p.merchant_id, p.currency, p.subscription_id,
        p.period_index, p.price_point_id
-from (select c.procedure_id from cp.call_queue q join cp.carrier_call c using (call_id)
+from (select (select c.procedure_id from cp.carrier_call c where c.call_id = q.call_id) as procedure_id
+      from cp.call_queue q
       union
       select c.procedure_id from cp.carrier_call c where c.next_reconcile_at is not null) o
-join cp.procedure p on p.procedure_id = o.procedure_id
+-- one row by key per open procedure (limit 1 keeps it a lookup, never a join over the payments)
+cross join lateral (select * from cp.procedure x where x.procedure_id = o.procedure_id limit 1) p
 where p.kind in ('charge', 'refund') and p.status in ('pending', 'in_flight', 'unknown');
 
 -- Charge outcomes per carrier and country: attempts, successes, success rate, step-downs. Final charges

@@ -7,11 +7,17 @@
 -- cp.rollup_straggler; each is folded once, when it settles. A call counts in the hour (and minute)
 -- it settled.
 
+-- A straggler is re-checked at every fold while it is young (passed since the last full check); the
+-- whole remembered set (mostly unknown calls waiting for their next reconciliation turn, minutes to a
+-- day away) only every p_recheck of business time, so a fold costs the new calls, not the backlog.
+drop function if exists sched.fold_rollups(integer, interval);
+
 -- Fold the calls settled since the last fold into cp.rollup_hour, cp.rollup_carrier_hour and
 -- cp.rollup_minute; returns how
 -- many calls were folded. One statement reads and writes everything, so each call is seen once, in
 -- one snapshot, either as settled (folded) or as a straggler (folded later).
-create or replace function sched.fold_rollups(p_limit integer default 50000, p_patience interval default '2 minutes')
+create or replace function sched.fold_rollups(p_limit integer default 50000, p_patience interval default '2 minutes',
+                                              p_recheck interval default '1 minute')
 returns integer
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -24,8 +30,11 @@ declare
     v_cut bigint;
     v_to bigint;
     v_folded integer;
+    v_checked timestamptz;
+    v_full boolean;
 begin
-    select folded_through into v_from from cp.rollup_state for update;  -- one folder at a time
+    select folded_through, stragglers_checked_at into v_from, v_checked from cp.rollup_state for update;  -- one folder at a time
+    v_full := v_checked is null or v_checked <= v_now - p_recheck;
     select max(s.call_id) into v_max
     from (select c.call_id from cp.carrier_call c where c.call_id > v_from order by c.call_id limit p_limit) s;
     v_to := v_from;
@@ -46,6 +55,7 @@ begin
     ), late as (
         delete from cp.rollup_straggler s using cp.carrier_call c
         where c.call_id = s.call_id and s.call_id <= v_from and c.status in ('done', 'failed')
+          and (v_full or s.since >= v_checked)
         returning s.call_id
     ), ids as (
         select s.id as call_id from span s where s.settled
@@ -146,7 +156,9 @@ begin
     )
     select count(*) into v_folded from facts;
 
-    update cp.rollup_state set folded_through = v_to, folded_at = v_now;
+    update cp.rollup_state
+    set folded_through = v_to, folded_at = v_now,
+        stragglers_checked_at = case when v_full then v_now else stragglers_checked_at end;
     -- The minute rollup serves the last minutes only; ids that never appeared were rolled back.
     delete from cp.rollup_minute where minute < v_now - interval '2 days';
     delete from cp.rollup_straggler s

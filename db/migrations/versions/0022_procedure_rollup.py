@@ -7,6 +7,9 @@ report.refunds and report.carrier_summary add up a few hundred rows instead of s
 their in-flight part reads only the open calls (the call queue and the partial index
 carrier_call_to_reconcile). Existing databases are backfilled here up to the fold's watermark.
 
+`cp.rollup_state.stragglers_checked_at`: the fold re-checks the whole set of remembered unsettled calls
+on a slower cadence than it folds new calls.
+
 Revision ID: 0022
 Revises: 0020
 Create Date: 2026-12-03
@@ -40,6 +43,10 @@ def upgrade() -> None:
         comment on table cp.rollup_procedure is
             'Final charge and refund procedures per carrier, merchant (0: none), kind, outcome and currency; '
             'outcome succeeded includes refunded and partially refunded charges; folded by sched.fold_rollups';
+
+        alter table cp.rollup_state add column stragglers_checked_at timestamptz;
+        comment on column cp.rollup_state.stragglers_checked_at is
+            'When sched.fold_rollups last re-checked every remembered straggler (business time)';
 
         -- the procedures whose latest call the fold has already passed
         insert into cp.rollup_procedure (carrier_id, merchant_id, kind, outcome, currency, procedures,
