@@ -68,17 +68,19 @@ cross join lateral (select %(now)s::timestamptz
 """
 
 CALLS_SQL = """
-insert into cp.carrier_call (procedure_id, carrier_id, operation, pattern, safe_to_repeat, status, correlator,
-                             outcome, reason, created_at, finished_at, sent_at, next_reconcile_at, lease_no)
-select p.procedure_id, p.carrier_id, 'charge', 'sync', false,
+insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat, status,
+                             correlator, outcome, reason, created_at, finished_at, sent_at, next_reconcile_at, lease_no)
+overriding system value
+select p.call_id, p.procedure_id, p.carrier_id, 'charge', 'sync', false,
        (case p.status when 'succeeded' then 'done' when 'failed' then 'failed'
              else case when p.procedure_id %% 2 = 0 then 'unknown' else 'awaiting_result' end end)::cp.call_status,
-       'cp-b' || p.procedure_id,
+       'cp-' || p.call_id,
        case p.status when 'succeeded' then 'succeeded' when 'failed' then 'failed' end,
        case when p.status = 'failed' then 'insufficient_funds' end,
        p.created_at, p.final_at, p.created_at + %(offset)s::interval,
        case when p.status = 'unknown' then p.created_at + interval '5 minutes' end, 1
-from cp.procedure p where p.procedure_id between %(lo)s and %(hi)s;
+from (select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, p.*
+      from cp.procedure p where p.procedure_id between %(lo)s and %(hi)s order by p.procedure_id) p;
 """
 
 REFUNDS_SQL = """
@@ -91,11 +93,12 @@ with r as (
     from cp.procedure p where p.kind = 'charge' and p.status = 'succeeded' and p.procedure_id %% 100 = 7
     returning procedure_id, carrier_id, created_at
 )
-insert into cp.carrier_call (procedure_id, carrier_id, operation, pattern, safe_to_repeat, status, correlator,
-                             outcome, created_at, finished_at, sent_at, lease_no)
-select r.procedure_id, r.carrier_id, 'refund', 'sync', true, 'done', 'cp-r' || r.procedure_id, 'succeeded',
+insert into cp.carrier_call (call_id, procedure_id, carrier_id, operation, pattern, safe_to_repeat, status,
+                             correlator, outcome, created_at, finished_at, sent_at, lease_no)
+overriding system value
+select r.call_id, r.procedure_id, r.carrier_id, 'refund', 'sync', true, 'done', 'cp-' || r.call_id, 'succeeded',
        r.created_at, r.created_at + interval '1 second', r.created_at + %(offset)s::interval, 1
-from r
+from (select nextval(pg_get_serial_sequence('cp.carrier_call', 'call_id')) as call_id, r.* from r) r
 """
 REFUNDED_SQL = """
 update cp.procedure p set refunded_minor = p.collected_minor, status = 'refunded'

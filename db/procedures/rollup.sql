@@ -115,7 +115,7 @@ begin
             subscription_calls = h.subscription_calls + excluded.subscription_calls,
             step_downs = h.step_downs + excluded.step_downs
     ), procedures as (
-        -- A charge or refund counts once, by its final status, when its latest call (SMS aside) is folded.
+        -- A charge or refund counts once, by its final status, when its latest charge (refund) call is folded.
         insert into cp.rollup_procedure as r (carrier_id, merchant_id, kind, outcome, currency, procedures,
                                               subscription_charges, renewals, step_downs, collected_minor,
                                               amount_minor)
@@ -130,10 +130,10 @@ begin
         join cp.carrier_call c on c.call_id = ids.call_id
         join cp.procedure p on p.procedure_id = c.procedure_id
         left join cp.subscription s on s.subscription_id = p.subscription_id
-        where p.kind in ('charge', 'refund') and c.operation <> 'send_sms'
+        where p.kind in ('charge', 'refund') and c.operation = p.kind::text
           and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed')
           and not exists (select 1 from cp.carrier_call n
-                          where n.procedure_id = c.procedure_id and n.call_id > c.call_id and n.operation <> 'send_sms')
+                          where n.procedure_id = c.procedure_id and n.call_id > c.call_id and n.operation = c.operation)
         group by 1, 2, 3, 4, 5
         on conflict (carrier_id, merchant_id, kind, outcome, currency) do update
         set procedures = r.procedures + excluded.procedures,

@@ -1,8 +1,8 @@
 """Payment reports from the rollups: charges and refunds counted once, by final outcome.
 
 `cp.rollup_procedure` counts charge and refund procedures per carrier, merchant, kind, final
-outcome and currency. sched.fold_rollups adds a procedure when it folds the procedure's latest carrier
-call (SMS aside) and finds the procedure final, so report.success_by_carrier, report.retries_per_success,
+outcome and currency. sched.fold_rollups adds a procedure when it folds the procedure's latest charge
+(refund) call and finds the procedure final, so report.success_by_carrier, report.retries_per_success,
 report.refunds and report.carrier_summary add up a few hundred rows instead of scanning the payments;
 their in-flight part reads only the open calls (the call queue and the partial index
 carrier_call_to_reconcile). Existing databases are backfilled here up to the fold's watermark.
@@ -63,7 +63,7 @@ def upgrade() -> None:
           and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed')
           and exists (select 1 from cp.rollup_state r
                       where r.folded_through >= (select max(c.call_id) from cp.carrier_call c
-                                                 where c.procedure_id = p.procedure_id and c.operation <> 'send_sms'))
+                                                 where c.procedure_id = p.procedure_id and c.operation = p.kind::text))
           and not exists (select 1 from cp.rollup_straggler g join cp.carrier_call c using (call_id)
                           where c.procedure_id = p.procedure_id)
         group by 1, 2, 3, 4, 5;
