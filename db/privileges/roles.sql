@@ -81,7 +81,7 @@ grant execute on all functions in schema api to carrierpay_merchant, carrierpay_
 grant execute on all functions in schema admin to carrierpay_admin;
 grant execute on all functions in schema adapter to carrierpay_adapter;
 grant execute on all functions in schema gateway to carrierpay_gateway;
-grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats(), sched.fold_rollups(integer, interval),
+grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats(), sched.fold_rollups(integer, interval, interval),
     sched.run_breakers(integer) to carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
 

@@ -41,7 +41,9 @@ left join recent r using (carrier_id)
 left join cp.carrier_breaker b using (carrier_id);
 
 -- Unknown and awaited calls per carrier, status and age band (since the call was created), and how
--- many of them are past their reconciliation time (the partial index carrier_call_to_reconcile).
+-- many of them are past their reconciliation time. Both statuses always carry a next_reconcile_at
+-- (cleared when the call settles), so the partial index carrier_call_to_reconcile finds them without
+-- reading the settled calls.
 create or replace view report.metrics_unsettled_calls as
 with clock as (
     select coalesce((select coalesce(o.held_at, pg_catalog.now() + o.offset_by) from cp.clock_offset o),
@@ -55,7 +57,7 @@ select k.code as carrier, c.status::text as status,
        count(*) as calls,
        count(*) filter (where c.next_reconcile_at < clock.at - interval '15 minutes') as overdue
 from cp.carrier_call c join cp.carrier k using (carrier_id) cross join clock
-where c.status in ('unknown', 'awaiting_result')
+where c.next_reconcile_at is not null and c.status in ('unknown', 'awaiting_result')
 group by k.code, c.status, 3;
 
 -- Webhook notifications still to deliver: how many, how many are due now, the oldest one's age,

@@ -21,23 +21,45 @@ join cp.merchant m on m.merchant_id = h.merchant_id
 where h.outcome = 'succeeded' and h.operation in ('charge', 'refund')
 group by c.code, c.country, m.code, h.currency;
 
--- Charge outcomes per carrier and country: attempts, successes, success rate, step-downs.
+-- Charges and refunds not final yet, found through their open calls only (the call queue, and the
+-- partial index carrier_call_to_reconcile for calls unknown or awaiting a result), never by scanning the
+-- payments: what the report views add to the final ones counted in cp.rollup_procedure.
+drop view if exists cp.open_payment cascade;
+create view cp.open_payment as
+select p.procedure_id, p.kind, p.status, p.carrier_id, p.merchant_id, p.currency, p.subscription_id,
+       p.period_index, p.price_point_id
+from (select (select c.procedure_id from cp.carrier_call c where c.call_id = q.call_id) as procedure_id
+      from cp.call_queue q
+      union
+      select c.procedure_id from cp.carrier_call c where c.next_reconcile_at is not null) o
+-- one row by key per open procedure (limit 1 keeps it a lookup, never a join over the payments)
+cross join lateral (select * from cp.procedure x where x.procedure_id = o.procedure_id limit 1) p
+where p.kind in ('charge', 'refund') and p.status in ('pending', 'in_flight', 'unknown');
+
+-- Charge outcomes per carrier and country: attempts, successes, success rate, step-downs. Final charges
+-- come from the rollup (as of the last fold), open ones from their open calls.
 create view report.success_by_carrier as
+with final as (
+    select r.carrier_id,
+           sum(r.procedures) filter (where r.outcome = 'succeeded') as succeeded,
+           sum(r.procedures) filter (where r.outcome = 'failed') as failed,
+           sum(r.step_downs) as step_downs
+    from cp.rollup_procedure r where r.kind = 'charge' group by r.carrier_id
+), open as (
+    select o.carrier_id, count(*) filter (where o.status <> 'pending') as open
+    from cp.open_payment o where o.kind = 'charge' group by o.carrier_id
+)
 select c.code as carrier, c.country,
-       count(*) filter (where p.status <> 'pending') as attempts,
-       count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')) as succeeded,
-       count(*) filter (where p.status = 'failed') as failed,
-       count(*) filter (where p.status in ('in_flight', 'unknown')) as open,
-       round(100.0 * count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded'))
-             / nullif(count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed')), 0), 1)
-           as success_pct,
-       count(*) filter (where p.subscription_id is not null
-                        and p.price_point_id is distinct from s.price_point_id) as step_downs
-from cp.procedure p
-join cp.carrier c using (carrier_id)
-left join cp.subscription s on s.subscription_id = p.subscription_id
-where p.kind = 'charge'
-group by c.code, c.country;
+       (coalesce(f.succeeded, 0) + coalesce(f.failed, 0) + coalesce(o.open, 0))::bigint as attempts,
+       coalesce(f.succeeded, 0)::bigint as succeeded,
+       coalesce(f.failed, 0)::bigint as failed,
+       coalesce(o.open, 0)::bigint as open,
+       round(100.0 * f.succeeded / nullif(coalesce(f.succeeded, 0) + coalesce(f.failed, 0), 0), 1) as success_pct,
+       coalesce(f.step_downs, 0)::bigint as step_downs
+from cp.carrier c
+left join final f on f.carrier_id = c.carrier_id
+left join open o on o.carrier_id = c.carrier_id
+where f.carrier_id is not null or o.carrier_id is not null;
 
 -- Success rate per carrier and subscriber-local hour (what best-hour retries learn from).
 create view report.success_by_hour as
@@ -49,16 +71,26 @@ from (select carrier_id, local_hour, attempts, successes from cp.hour_stats
 join cp.carrier c using (carrier_id)
 group by c.code, t.local_hour;
 
--- Renewal charge attempts per successful renewal, per carrier.
+-- Subscription charge attempts per collected one, per carrier (final ones from the rollup, open ones from
+-- their open calls).
 create view report.retries_per_success as
-select c.code as carrier,
-       count(*) as renewal_attempts,
-       count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')) as renewals_collected,
-       round(count(*)::numeric / nullif(count(*) filter (where p.status in ('succeeded', 'partially_refunded',
-                                                                             'refunded')), 0), 2) as attempts_per_success
-from cp.procedure p join cp.carrier c using (carrier_id)
-where p.kind = 'charge' and p.subscription_id is not null
-group by c.code;
+with final as (
+    select r.carrier_id, sum(r.subscription_charges) as attempts,
+           sum(r.subscription_charges) filter (where r.outcome = 'succeeded') as collected
+    from cp.rollup_procedure r where r.kind = 'charge' group by r.carrier_id
+), open as (
+    select o.carrier_id, count(*) as attempts
+    from cp.open_payment o where o.kind = 'charge' and o.subscription_id is not null group by o.carrier_id
+), counts as (
+    select c.code as carrier, (coalesce(f.attempts, 0) + coalesce(o.attempts, 0))::bigint as renewal_attempts,
+           coalesce(f.collected, 0)::bigint as renewals_collected
+    from cp.carrier c
+    left join final f on f.carrier_id = c.carrier_id
+    left join open o on o.carrier_id = c.carrier_id
+)
+select carrier, renewal_attempts, renewals_collected,
+       round(renewal_attempts::numeric / nullif(renewals_collected, 0), 2) as attempts_per_success
+from counts where renewal_attempts > 0;
 
 -- Subscriptions by status per carrier and merchant, with cancellations by reason.
 create view report.churn as
@@ -73,16 +105,23 @@ select c.code as carrier, m.code as merchant,
 from cp.subscription s join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
 group by c.code, m.code;
 
--- Refunds per carrier and merchant.
+-- Refunds per carrier and merchant (final ones from the rollup, open ones from their open calls).
 create view report.refunds as
-select c.code as carrier, m.code as merchant, r.currency,
-       count(*) as refunds,
-       count(*) filter (where r.status = 'succeeded') as succeeded,
-       count(*) filter (where r.status = 'failed') as failed,
-       coalesce(sum(r.amount_minor) filter (where r.status = 'succeeded'), 0)::bigint as refunded_minor
-from cp.procedure r join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
-where r.kind = 'refund'
-group by c.code, m.code, r.currency;
+with counts as (
+    select r.carrier_id, r.merchant_id, r.currency, r.procedures as refunds,
+           case when r.outcome = 'succeeded' then r.procedures else 0 end as succeeded,
+           case when r.outcome = 'failed' then r.procedures else 0 end as failed,
+           case when r.outcome = 'succeeded' then r.amount_minor else 0 end as refunded_minor
+    from cp.rollup_procedure r where r.kind = 'refund'
+    union all
+    select o.carrier_id, coalesce(o.merchant_id, 0), o.currency, 1, 0, 0, 0
+    from cp.open_payment o where o.kind = 'refund'
+)
+select c.code as carrier, m.code as merchant, x.currency,
+       sum(x.refunds)::bigint as refunds, sum(x.succeeded)::bigint as succeeded, sum(x.failed)::bigint as failed,
+       sum(x.refunded_minor)::bigint as refunded_minor
+from counts x join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
+group by c.code, m.code, x.currency;
 
 -- Carrier calls not yet settled: queued, leased, awaiting a callback or report, unknown.
 create view report.open_calls as
@@ -185,36 +224,33 @@ group by x.child, x.reference;
 -- renewals: subscription charges for a period after the first (period_index >= 1); retries per
 -- success: subscription charge attempts beyond the successful ones, per successful one; step-downs:
 -- collected subscription charges at a lower price point than the one subscribed to. Amounts are
--- minor units of the carrier's currency. Used by `carrierpay demo` for its final report.
+-- minor units of the carrier's currency. Final charges and refunds are read from cp.rollup_procedure (as
+-- of the scheduler's last fold), open ones through their open calls (cp.open_payment); subscriptions are
+-- counted live. Used by `carrierpay demo` for its final report.
 drop view if exists report.carrier_summary;
 create view report.carrier_summary as
 with charges as (
-    select p.carrier_id,
-           count(*) filter (where p.status <> 'pending') as charges_attempted,
-           count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')) as charges_collected,
-           count(*) filter (where p.status = 'failed') as charges_failed,
-           coalesce(sum(p.collected_minor), 0)::bigint as collected_minor,
-           coalesce(sum(p.refunded_minor), 0)::bigint as refunded_minor,
-           count(*) filter (where p.subscription_id is not null and p.period_index >= 1
-                            and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed'))
-               as renewal_attempts,
-           count(*) filter (where p.subscription_id is not null and p.period_index >= 1
-                            and p.status in ('succeeded', 'partially_refunded', 'refunded')) as renewals_collected,
-           count(*) filter (where p.subscription_id is not null
-                            and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed'))
-               as subscription_attempts,
-           count(*) filter (where p.subscription_id is not null
-                            and p.status in ('succeeded', 'partially_refunded', 'refunded')) as subscription_collected,
-           count(*) filter (where p.subscription_id is not null
-                            and p.status in ('succeeded', 'partially_refunded', 'refunded')
-                            and p.price_point_id is distinct from s.price_point_id) as step_downs
-    from cp.procedure p
-    left join cp.subscription s on s.subscription_id = p.subscription_id
-    where p.kind = 'charge'
-    group by p.carrier_id
+    select r.carrier_id,
+           sum(r.procedures) filter (where r.outcome = 'succeeded') as charges_collected,
+           sum(r.procedures) filter (where r.outcome = 'failed') as charges_failed,
+           sum(r.collected_minor) as collected_minor,
+           sum(r.renewals) as renewal_attempts,
+           sum(r.renewals) filter (where r.outcome = 'succeeded') as renewals_collected,
+           sum(r.subscription_charges) as subscription_attempts,
+           sum(r.subscription_charges) filter (where r.outcome = 'succeeded') as subscription_collected,
+           sum(r.step_downs) filter (where r.outcome = 'succeeded') as step_downs
+    from cp.rollup_procedure r where r.kind = 'charge'
+    group by r.carrier_id
+), open as (
+    select o.carrier_id, count(*) filter (where o.kind = 'charge' and o.status <> 'pending') as charges,
+           count(*) filter (where o.kind = 'refund') as refunds
+    from cp.open_payment o group by o.carrier_id
 ), refunds as (
-    select carrier_id, count(*) as refunds, count(*) filter (where status = 'succeeded') as refunds_succeeded
-    from cp.procedure where kind = 'refund' group by carrier_id
+    select r.carrier_id, sum(r.procedures) as refunds,
+           sum(r.procedures) filter (where r.outcome = 'succeeded') as refunds_succeeded,
+           sum(r.amount_minor) filter (where r.outcome = 'succeeded') as refunded_minor
+    from cp.rollup_procedure r where r.kind = 'refund'
+    group by r.carrier_id
 ), subs as (
     select carrier_id, count(*) as subscriptions,
            count(*) filter (where status = 'active') as active,
@@ -225,21 +261,23 @@ with charges as (
     from cp.subscription group by carrier_id
 )
 select k.code as carrier, k.country, k.currency,
-       coalesce(c.charges_attempted, 0) as charges_attempted,
-       coalesce(c.charges_collected, 0) as charges_collected,
-       coalesce(c.charges_failed, 0) as charges_failed,
-       round(100.0 * c.charges_collected / nullif(c.charges_collected + c.charges_failed, 0), 1) as success_pct,
-       coalesce(c.collected_minor, 0) as collected_minor,
-       coalesce(c.refunded_minor, 0) as refunded_minor,
-       coalesce(c.collected_minor - c.refunded_minor, 0) as net_minor,
-       coalesce(c.renewal_attempts, 0) as renewal_attempts,
-       coalesce(c.renewals_collected, 0) as renewals_collected,
+       (coalesce(c.charges_collected, 0) + coalesce(c.charges_failed, 0) + coalesce(o.charges, 0))::bigint
+           as charges_attempted,
+       coalesce(c.charges_collected, 0)::bigint as charges_collected,
+       coalesce(c.charges_failed, 0)::bigint as charges_failed,
+       round(100.0 * c.charges_collected / nullif(coalesce(c.charges_collected, 0) + coalesce(c.charges_failed, 0), 0), 1)
+           as success_pct,
+       coalesce(c.collected_minor, 0)::bigint as collected_minor,
+       coalesce(r.refunded_minor, 0)::bigint as refunded_minor,
+       (coalesce(c.collected_minor, 0) - coalesce(r.refunded_minor, 0))::bigint as net_minor,
+       coalesce(c.renewal_attempts, 0)::bigint as renewal_attempts,
+       coalesce(c.renewals_collected, 0)::bigint as renewals_collected,
        round(100.0 * c.renewals_collected / nullif(c.renewal_attempts, 0), 1) as renewal_success_pct,
-       round((c.subscription_attempts - c.subscription_collected)::numeric / nullif(c.subscription_collected, 0), 2)
-           as retries_per_success,
-       coalesce(c.step_downs, 0) as step_downs,
-       coalesce(r.refunds, 0) as refunds,
-       coalesce(r.refunds_succeeded, 0) as refunds_succeeded,
+       round((c.subscription_attempts - coalesce(c.subscription_collected, 0))::numeric
+             / nullif(c.subscription_collected, 0), 2) as retries_per_success,
+       coalesce(c.step_downs, 0)::bigint as step_downs,
+       (coalesce(r.refunds, 0) + coalesce(o.refunds, 0))::bigint as refunds,
+       coalesce(r.refunds_succeeded, 0)::bigint as refunds_succeeded,
        coalesce(s.subscriptions, 0) as subscriptions,
        coalesce(s.active, 0) as active,
        coalesce(s.in_retry_or_grace, 0) as in_retry_or_grace,
@@ -248,6 +286,7 @@ select k.code as carrier, k.country, k.currency,
        coalesce(s.pending_optin, 0) as pending_optin
 from cp.carrier k
 left join charges c on c.carrier_id = k.carrier_id
+left join open o on o.carrier_id = k.carrier_id
 left join refunds r on r.carrier_id = k.carrier_id
 left join subs s on s.carrier_id = k.carrier_id;
 

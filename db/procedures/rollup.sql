@@ -7,11 +7,17 @@
 -- cp.rollup_straggler; each is folded once, when it settles. A call counts in the hour (and minute)
 -- it settled.
 
+-- A straggler is re-checked at every fold while it is young (passed since the last full check); the
+-- whole remembered set (mostly unknown calls waiting for their next reconciliation turn, minutes to a
+-- day away) only every p_recheck of business time, so a fold costs the new calls, not the backlog.
+drop function if exists sched.fold_rollups(integer, interval);
+
 -- Fold the calls settled since the last fold into cp.rollup_hour, cp.rollup_carrier_hour and
 -- cp.rollup_minute; returns how
 -- many calls were folded. One statement reads and writes everything, so each call is seen once, in
 -- one snapshot, either as settled (folded) or as a straggler (folded later).
-create or replace function sched.fold_rollups(p_limit integer default 50000, p_patience interval default '2 minutes')
+create or replace function sched.fold_rollups(p_limit integer default 50000, p_patience interval default '2 minutes',
+                                              p_recheck interval default '1 minute')
 returns integer
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -24,8 +30,11 @@ declare
     v_cut bigint;
     v_to bigint;
     v_folded integer;
+    v_checked timestamptz;
+    v_full boolean;
 begin
-    select folded_through into v_from from cp.rollup_state for update;  -- one folder at a time
+    select folded_through, stragglers_checked_at into v_from, v_checked from cp.rollup_state for update;  -- one folder at a time
+    v_full := v_checked is null or v_checked <= v_now - p_recheck;
     select max(s.call_id) into v_max
     from (select c.call_id from cp.carrier_call c where c.call_id > v_from order by c.call_id limit p_limit) s;
     v_to := v_from;
@@ -46,6 +55,7 @@ begin
     ), late as (
         delete from cp.rollup_straggler s using cp.carrier_call c
         where c.call_id = s.call_id and s.call_id <= v_from and c.status in ('done', 'failed')
+          and (v_full or s.since >= v_checked)
         returning s.call_id
     ), ids as (
         select s.id as call_id from span s where s.settled
@@ -104,6 +114,33 @@ begin
             renewals = h.renewals + excluded.renewals,
             subscription_calls = h.subscription_calls + excluded.subscription_calls,
             step_downs = h.step_downs + excluded.step_downs
+    ), procedures as (
+        -- A charge or refund counts once, by its final status, when its latest charge (refund) call is folded.
+        insert into cp.rollup_procedure as r (carrier_id, merchant_id, kind, outcome, currency, procedures,
+                                              subscription_charges, renewals, step_downs, collected_minor,
+                                              amount_minor)
+        select p.carrier_id, coalesce(p.merchant_id, 0), p.kind,
+               case when p.status = 'failed' then 'failed' else 'succeeded' end, p.currency, count(*),
+               count(*) filter (where p.subscription_id is not null),
+               count(*) filter (where p.subscription_id is not null and p.period_index >= 1),
+               count(*) filter (where p.subscription_id is not null
+                                and p.price_point_id is distinct from s.price_point_id),
+               coalesce(sum(p.collected_minor), 0), coalesce(sum(p.amount_minor), 0)
+        from ids
+        join cp.carrier_call c on c.call_id = ids.call_id
+        join cp.procedure p on p.procedure_id = c.procedure_id
+        left join cp.subscription s on s.subscription_id = p.subscription_id
+        where p.kind in ('charge', 'refund') and c.operation = p.kind::text
+          and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed')
+          and not exists (select 1 from cp.carrier_call n
+                          where n.procedure_id = c.procedure_id and n.call_id > c.call_id and n.operation = c.operation)
+        group by 1, 2, 3, 4, 5
+        on conflict (carrier_id, merchant_id, kind, outcome, currency) do update
+        set procedures = r.procedures + excluded.procedures,
+            subscription_charges = r.subscription_charges + excluded.subscription_charges,
+            renewals = r.renewals + excluded.renewals, step_downs = r.step_downs + excluded.step_downs,
+            collected_minor = r.collected_minor + excluded.collected_minor,
+            amount_minor = r.amount_minor + excluded.amount_minor
     ), minutes as (
         insert into cp.rollup_minute as m (minute, carrier_id, calls, succeeded, failed, errors, latency_ms_sum)
         select date_trunc('minute', f.finished_at), f.carrier_id, count(*),
@@ -119,7 +156,9 @@ begin
     )
     select count(*) into v_folded from facts;
 
-    update cp.rollup_state set folded_through = v_to, folded_at = v_now;
+    update cp.rollup_state
+    set folded_through = v_to, folded_at = v_now,
+        stragglers_checked_at = case when v_full then v_now else stragglers_checked_at end;
     -- The minute rollup serves the last minutes only; ids that never appeared were rolled back.
     delete from cp.rollup_minute where minute < v_now - interval '2 days';
     delete from cp.rollup_straggler s

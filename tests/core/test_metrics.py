@@ -106,3 +106,11 @@ def test_a_daemon_serves_its_metrics_over_http():
     assert 'carrierpay_daemon_up{daemon="adapters"} 1.0' in body
     assert 'carrierpay_carrier_calls_sent_total{carrier="test_gb",operation="charge"}' in body
     assert 'carrierpay_carrier_call_duration_seconds_bucket{carrier="test_gb",le="0.25",operation="charge"}' in body
+
+
+def test_unsettled_calls_by_age_are_read_through_the_partial_index_of_unsettled_calls(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+        conn.execute("set enable_seqscan = off")  # else a whole index of every call would do as well
+        plan = conn.execute("explain (format json) select * from report.metrics_unsettled_calls").fetchone()[0]
+        assert "carrier_call_to_reconcile" in str(plan)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import psycopg
 
 from tests.core.conftest import load_world
+from tests.core.test_scheduling import field, last_charge, run_due, subscribe
 
 
 def _charge(conn, n: int, merchant: str = "acme", product: str = "gems") -> int:
@@ -70,3 +71,141 @@ def test_every_settled_call_is_folded_once_and_revenue_equals_the_payments(db_ur
         hourly = conn.execute("select sum(attempts), sum(succeeded) from report.hourly_success "
                               "where carrier = 'test_ng'").fetchone()
         assert hourly == (7, 6)
+
+
+# Direct counts over the payment tables: what the report views meant when they scanned them.
+_DIRECT = {
+    "success_by_carrier": """
+        select c.code, c.country, count(*) filter (where p.status <> 'pending'),
+               count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')),
+               count(*) filter (where p.status = 'failed'), count(*) filter (where p.status in ('in_flight', 'unknown'))
+        from cp.procedure p join cp.carrier c using (carrier_id) where p.kind = 'charge'
+        group by c.code, c.country order by 1""",
+    "retries_per_success": """
+        select c.code, count(*), count(*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded'))
+        from cp.procedure p join cp.carrier c using (carrier_id)
+        where p.kind = 'charge' and p.subscription_id is not null group by c.code order by 1""",
+    "refunds": """
+        select c.code, m.code, r.currency, count(*), count(*) filter (where r.status = 'succeeded'),
+               count(*) filter (where r.status = 'failed'),
+               coalesce(sum(r.amount_minor) filter (where r.status = 'succeeded'), 0)::bigint
+        from cp.procedure r join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
+        where r.kind = 'refund' group by c.code, m.code, r.currency order by 1, 2""",
+    "carrier_summary": """
+        select k.code, count(p.*) filter (where p.status <> 'pending' and p.kind = 'charge'),
+               count(p.*) filter (where p.status in ('succeeded', 'partially_refunded', 'refunded')
+                                  and p.kind = 'charge'),
+               count(p.*) filter (where p.status = 'failed' and p.kind = 'charge'),
+               coalesce(sum(p.collected_minor) filter (where p.kind = 'charge'), 0)::bigint,
+               coalesce(sum(p.refunded_minor) filter (where p.kind = 'charge'), 0)::bigint,
+               count(p.*) filter (where p.kind = 'refund'),
+               count(p.*) filter (where p.kind = 'refund' and p.status = 'succeeded'),
+               count(p.*) filter (where p.kind = 'charge' and p.period_index >= 1 and p.subscription_id is not null
+                                  and p.status in ('succeeded', 'partially_refunded', 'refunded', 'failed')),
+               count(p.*) filter (where p.kind = 'charge' and p.period_index >= 1 and p.subscription_id is not null
+                                  and p.status in ('succeeded', 'partially_refunded', 'refunded'))
+        from cp.carrier k left join cp.procedure p on p.carrier_id = k.carrier_id group by k.code order by 1""",
+}
+
+_FROM_VIEWS = {
+    "success_by_carrier": "select carrier, country, attempts, succeeded, failed, open "
+                          "from report.success_by_carrier order by 1",
+    "retries_per_success": "select carrier, renewal_attempts, renewals_collected "
+                           "from report.retries_per_success order by 1",
+    "refunds": "select carrier, merchant, currency, refunds, succeeded, failed, refunded_minor "
+               "from report.refunds order by 1, 2",
+    "carrier_summary": "select carrier, charges_attempted, charges_collected, charges_failed, collected_minor, "
+                       "refunded_minor, refunds, refunds_succeeded, renewal_attempts, renewals_collected "
+                       "from report.carrier_summary order by 1",
+}
+
+
+def test_payment_reports_read_from_the_rollup_equal_direct_counts(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+        renewed = [subscribe(conn, "+2348029990001", key="s-a"), subscribe(conn, "+2348029990002", key="s-b")]
+        conn.execute("select admin.set_clock(%s)", [max(field(conn, s, "next_charge_at") for s in renewed)])
+        conn.execute("select admin.advance_clock('1 minute')")
+        assert run_due(conn) == 2
+        _claim_and_settle(conn, {last_charge(conn, renewed[0])["procedure_id"]: "succeeded",
+                                 last_charge(conn, renewed[1])["procedure_id"]: "failed"})
+        outcomes = ["succeeded", "failed", "unknown", "succeeded", "succeeded", "failed"]
+        charges = {_charge(conn, n): outcome for n, outcome in enumerate(outcomes)}
+        charges[_charge(conn, 10, "other", "coins")] = "succeeded"
+        _claim_and_settle(conn, charges)
+        paid = [p for p, outcome in charges.items() if outcome == "succeeded"]
+        refunds = [conn.execute("select (api.refund('acme', %s, %s)->>'id')::bigint", [p, f"rf-{p}"]).fetchone()[0]
+                   for p in paid[:3]]
+        _claim_and_settle(conn, {refunds[0]: "succeeded", refunds[1]: "failed"})  # the third stays open
+        _charge(conn, 30)  # queued, not sent: pending
+        conn.execute("select admin.advance_clock('3 minutes')")
+        conn.execute("select sched.fold_rollups()")
+        in_flight = _charge(conn, 31)
+        conn.execute("select adapter.claim_calls('test_ng', 1000, interval '1 hour', 'rollup-test')")
+        assert conn.execute("select status from cp.procedure where procedure_id = %s",
+                            [in_flight]).fetchone()[0] == "in_flight"
+        conn.execute("select sched.fold_rollups()")
+
+        for view, direct in _DIRECT.items():
+            assert conn.execute(_FROM_VIEWS[view]).fetchall() == conn.execute(direct).fetchall(), view
+        summary = conn.execute(_FROM_VIEWS["carrier_summary"]).fetchall()
+        assert any(row[6] == 3 and row[7] == 1 and row[8] == 2 and row[9] == 1 for row in summary)
+
+        # Final payments are read from the rollup: one settled after the last fold shows at the next.
+        before = conn.execute("select succeeded from report.success_by_carrier where carrier = 'test_ng'").fetchone()
+        _claim_and_settle(conn, {in_flight: "succeeded"})
+        assert conn.execute("select succeeded from report.success_by_carrier "
+                            "where carrier = 'test_ng'").fetchone() == before
+        conn.execute("select sched.fold_rollups()")
+        assert conn.execute("select succeeded from report.success_by_carrier "
+                            "where carrier = 'test_ng'").fetchone() == (before[0] + 1,)
+
+        # Settling the unknown charge later (reconciled) moves it from open to collected once.
+        unknown = next(p for p, outcome in charges.items() if outcome == "unknown")
+        conn.execute("select pg_temp.settle(%s, 'succeeded')", [unknown])
+        for _ in range(2):
+            conn.execute("select sched.fold_rollups()")
+        for view, direct in _DIRECT.items():
+            assert conn.execute(_FROM_VIEWS[view]).fetchall() == conn.execute(direct).fetchall(), view
+
+
+def _scans(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _scans(child)
+
+
+def test_payment_reports_read_no_payment_table_whole(db_url):
+    """Forced off sequential scans, a view that must count every payment still walks a whole index;
+    these views look up the payment tables only by key or through the partial index of open calls."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+        conn.execute("set enable_seqscan = off")
+        for view in _FROM_VIEWS:
+            plan = conn.execute(f"explain (format json) select * from report.{view}").fetchone()[0][0]["Plan"]
+            for node in _scans(plan):
+                if node.get("Relation Name") in ("procedure", "carrier_call"):
+                    keyed = "Index Cond" in node or "Recheck Cond" in node  # a bitmap scan checks its own
+                    assert keyed or node.get("Index Name") == "carrier_call_to_reconcile", (view, node)
+
+
+def test_old_stragglers_are_rechecked_on_a_slower_cadence_than_new_calls(db_url):
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+        unknown = _charge(conn, 1)
+        _claim_and_settle(conn, {unknown: "unknown"})
+        conn.execute("select admin.advance_clock('3 minutes')")
+        conn.execute("select sched.fold_rollups()")  # passes the unknown call: a straggler
+        conn.execute("select admin.advance_clock('2 minutes')")
+        conn.execute("select sched.fold_rollups()")  # the full re-check: still unknown
+        conn.execute("select pg_temp.settle(%s, 'succeeded')", [unknown])  # reconciled
+        fresh = _charge(conn, 2)
+        _claim_and_settle(conn, {fresh: "succeeded"})
+        conn.execute("select sched.fold_rollups(50000, interval '0 seconds')")
+        # New calls are folded at once; the old straggler waits for the next full re-check.
+        assert _folded_calls(conn) == 1
+        assert conn.execute("select stragglers from report.rollup_progress").fetchone()[0] == 1
+        conn.execute("select admin.advance_clock('1 minute')")
+        conn.execute("select sched.fold_rollups()")
+        assert _folded_calls(conn) == _settled_calls(conn) == 2
+        assert conn.execute("select stragglers from report.rollup_progress").fetchone()[0] == 0
