@@ -35,6 +35,10 @@ declare
 begin
     select folded_through, stragglers_checked_at into v_from, v_checked from cp.rollup_state for update;  -- one folder at a time
     v_full := v_checked is null or v_checked <= v_now - p_recheck;
+    -- The fold walks call ids one by one: start where this database's ids start (a partition of a
+    -- sharded deployment draws them from its own block, carrierpay/migrate.py), not at 1.
+    v_from := greatest(v_from, (select q.seqmin - 1 from pg_catalog.pg_sequence q
+                                where q.seqrelid = pg_catalog.pg_get_serial_sequence('cp.carrier_call', 'call_id')::regclass));
     select max(s.call_id) into v_max
     from (select c.call_id from cp.carrier_call c where c.call_id > v_from order by c.call_id limit p_limit) s;
     v_to := v_from;
