@@ -1014,13 +1014,14 @@ def print_report(console: Any, summary: dict[str, Any]) -> None:
     if totals["purchase_refusals"] or totals["refund_refusals"] or totals["subscribe_refusals"]:
         console.print(f"[dim]refused by the rules (SQLSTATE: count): purchases {totals['purchase_refusals']}, "
                       f"refunds {totals['refund_refusals']}, sign-ups {totals['subscribe_refusals']}[/]")
-    http = summary["http"]
-    console.print(
-        f"{http['merchant']} over the HTTP API: {sum(http['requests'].values()):,} requests "
-        f"({', '.join(f'{n:,} × {status}' for status, n in sorted(http['requests'].items()))}), "
-        f"{http['tokens']} token(s); payments created {http['payments_created']:,}, succeeded "
-        f"{http['payments_succeeded']:,}; refunds created {http['refunds_created']:,}; notifications at its sink "
-        f"{sum(http['sink_notifications'].values()):,}", soft_wrap=True)
+    http = summary.get("http")  # absent from a summary of a run without the HTTP merchant
+    if http:
+        console.print(
+            f"{http['merchant']} over the HTTP API: {sum(http['requests'].values()):,} requests "
+            f"({', '.join(f'{n:,} × {status}' for status, n in sorted(http['requests'].items()))}), "
+            f"{http['tokens']} token(s); payments created {http['payments_created']:,}, succeeded "
+            f"{http['payments_succeeded']:,}; refunds created {http['refunds_created']:,}; notifications at its sink "
+            f"{sum(http['sink_notifications'].values()):,}", soft_wrap=True)
     console.print("\n[bold]checks[/]")
     for name, check in summary["checks"].items():
         mark = "[green]✓[/]" if check["ok"] else "[bold red]✗[/]"
