@@ -352,6 +352,39 @@ begin
 end
 $$;
 
+-- One page of CAMARA documents (payments, or refunds when p_refunds) of the matching procedures,
+-- newest or oldest first, and how many match in all: {total, items, last_index}. A page below 1,
+-- perPage outside 1 to 100 or an order other than asc/desc is CP120.
+create or replace function cp.camara_page(p_procs cp.procedure[], p_refunds boolean, p_order text, p_page integer,
+                                          p_per_page integer)
+returns jsonb
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_order text := coalesce(p_order, 'desc');
+    v_page bigint := coalesce(p_page, 1);  -- bigint: a huge page number must not overflow the offset
+    v_per_page bigint := coalesce(p_per_page, 10);
+    v_items jsonb;
+begin
+    if v_page < 1 or v_per_page not between 1 and 100 or v_order not in ('asc', 'desc') then
+        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
+    end if;
+    select coalesce(jsonb_agg(case when p_refunds then cp.camara_refund(x.p) else cp.camara_payment(x.p) end
+                              order by x.ordinal), '[]'::jsonb)
+    into v_items
+    from (select m::cp.procedure as p, row_number() over (
+                     order by case when v_order = 'asc' then m.created_at end,
+                              case when v_order = 'desc' then m.created_at end desc,
+                              case when v_order = 'asc' then m.procedure_id end,
+                              m.procedure_id desc) as ordinal
+          from unnest(p_procs) m) x
+    where x.ordinal > (v_page - 1) * v_per_page and x.ordinal <= v_page * v_per_page;
+    return jsonb_build_object('total', coalesce(cardinality(p_procs), 0), 'items', v_items,
+                              'last_index', (v_page - 1) * v_per_page + jsonb_array_length(v_items));
+end
+$$;
+
 -- CAMARA retrievePayments: the merchant's charges created in a period (to: now when only from is
 -- given), with the given CAMARA statuses, one page of them and how many match in all.
 create or replace function api.list_payments(p_merchant text, p_from timestamptz default null,
@@ -365,37 +398,17 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
-    v_total bigint;
-    v_items jsonb;
+    v_page jsonb;
 begin
     if p_from > v_to then
         perform cp.fail('CP119', format('paymentCreationDate.gte %s is after paymentCreationDate.lte %s', p_from, v_to));
     end if;
-    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100
-       or coalesce(p_order, 'desc') not in ('asc', 'desc') then
-        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
-    end if;
-    with matching as (
+    v_page := cp.camara_page(array(
         select p from cp.procedure p
         where p.merchant_id = v_merchant.merchant_id and p.kind = 'charge'
           and (p_from is null or p.created_at >= p_from) and (v_to is null or p.created_at <= v_to)
-          and (p_statuses is null or cp.camara_payment_status(p) = any (p_statuses))
-    ), page as (
-        select m.p, row_number() over (
-                   order by case when coalesce(p_order, 'desc') = 'asc' then (m.p).created_at end,
-                            case when coalesce(p_order, 'desc') = 'desc' then (m.p).created_at end desc,
-                            case when coalesce(p_order, 'desc') = 'asc' then (m.p).procedure_id end,
-                            (m.p).procedure_id desc) as ordinal
-        from matching m
-    )
-    select (select count(*) from matching),
-           coalesce((select jsonb_agg(cp.camara_payment(page.p) order by page.ordinal) from page
-                     where page.ordinal > (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
-                       and page.ordinal <= coalesce(p_page, 1) * coalesce(p_per_page, 10)), '[]'::jsonb)
-    into v_total, v_items;
-    return jsonb_build_object('total', v_total, 'payments', v_items,
-                              'last_index', (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
-                                            + jsonb_array_length(v_items));
+          and (p_statuses is null or cp.camara_payment_status(p) = any (p_statuses))), false, p_order, p_page, p_per_page);
+    return jsonb_build_object('total', v_page->'total', 'payments', v_page->'items', 'last_index', v_page->'last_index');
 end
 $$;
 
@@ -512,37 +525,16 @@ declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
     v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
-    v_total bigint;
-    v_items jsonb;
 begin
     if p_from > v_to then
         perform cp.fail('CP121', format('refundCreationDate.gte %s is after refundCreationDate.lte %s', p_from, v_to));
     end if;
-    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100
-       or coalesce(p_order, 'desc') not in ('asc', 'desc') then
-        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
-    end if;
-    with matching as (
+    return cp.camara_page(array(
         select r from cp.procedure r
         where r.parent_id = v_charge.procedure_id and r.kind = 'refund'
           and (p_from is null or r.created_at >= p_from) and (v_to is null or r.created_at <= v_to)
-          and (p_statuses is null or cp.camara_refund_status(r.status) = any (p_statuses))
-    ), page as (
-        select m.r, row_number() over (
-                   order by case when coalesce(p_order, 'desc') = 'asc' then (m.r).created_at end,
-                            case when coalesce(p_order, 'desc') = 'desc' then (m.r).created_at end desc,
-                            case when coalesce(p_order, 'desc') = 'asc' then (m.r).procedure_id end,
-                            (m.r).procedure_id desc) as ordinal
-        from matching m
-    )
-    select (select count(*) from matching),
-           coalesce((select jsonb_agg(cp.camara_refund(page.r) order by page.ordinal) from page
-                     where page.ordinal > (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
-                       and page.ordinal <= coalesce(p_page, 1) * coalesce(p_per_page, 10)), '[]'::jsonb)
-    into v_total, v_items;
-    return jsonb_build_object('total', v_total, 'items', v_items,
-                              'last_index', (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
-                                            + jsonb_array_length(v_items));
+          and (p_statuses is null or cp.camara_refund_status(r.status) = any (p_statuses))), true, p_order, p_page,
+        p_per_page);
 end
 $$;
 
