@@ -7,6 +7,7 @@ CLAIM_CALLS = "select adapter.claim_calls(%(carrier)s, %(limit)s, %(lease)s, %(w
 COMPLETE_CALLS = "select adapter.complete_calls(%(results)s)"
 RECORD_CALLBACK = "select adapter.record_callback(%(carrier)s, %(payload)s)"
 EXPIRE_LEASES = "select adapter.expire_leases(%(limit)s)"
+EXPIRE_RESERVATIONS = "select adapter.expire_reservations(%(limit)s)"
 CLAIM_RECONCILIATIONS = "select adapter.claim_reconciliations(%(carrier)s, %(limit)s)"
 ENABLED_CARRIERS = "select code, spec from cp.carrier where enabled order by code"
 ALL_CARRIERS = "select code, spec from cp.carrier order by code"

@@ -195,34 +195,26 @@ class HttpConnector:
             result["request"], result["response"] = requests[0], responses[0]
         else:
             result["request"], result["response"] = {"steps": requests}, {"steps": responses}
-        await self._release_reservation(operation, call, context, result)
+        self._report_reservation(operation, context, result)
         return self._finish(result, started)
 
-    async def _release_reservation(self, operation: Mapping[str, Any], call: Mapping[str, Any],
-                                   context: Mapping[str, Any], result: dict[str, Any]) -> None:
-        """A two-step operation whose reservation succeeded and whose confirmation failed for good: cancel the
-        reservation with the carrier's cancel operation, so it does not hold the subscriber's money until it
-        expires. Not after an unknown confirmation (it may have been captured), nor after a failure that sends
-        the same call again (throttled, transient, unreachable): the repeat reuses the reservation, and one
-        never repeated is released by the carrier at its declared expiry."""
+    @staticmethod
+    def _report_reservation(operation: Mapping[str, Any], context: Mapping[str, Any],
+                            result: dict[str, Any]) -> None:
+        """A two-step operation whose reservation step succeeded: name the reservation in the result, whatever
+        the confirmation did. The database keeps it and, when the call can no longer confirm it (failed for
+        good, given up, cancelled), queues the carrier's cancel operation once (db/procedures/reservations.sql);
+        the connector never cancels by itself, so a daemon that dies here leaves nothing half done."""
         two_step = operation.get("two_step")
-        if not two_step or result["outcome"] != "failed" or result["reason"] in NOT_FINAL_FAILURES:
+        if not two_step:
             return
         names = [step["name"] for step in steps_of(operation)]
         executed = len((result["request"] or {}).get("steps") or [])
         if executed <= names.index(two_step["reserve"]) + 1:
-            return  # the reservation itself was refused: nothing is held
-        reservation = context["steps"][two_step["reserve"]]
-        cancel = dict(call, operation=two_step["cancel"], original={
-            "correlator": call.get("correlator"), "carrier_ref": reservation.get("carrier_ref"),
-            "amount_minor": call.get("amount_minor")})
-        released = await self.execute(cancel)
-        note = "reservation released" if released["outcome"] == "succeeded" else (
-            f"reservation NOT released ({released['outcome']}/{released['reason']}); the carrier releases it after "
-            f"{two_step.get('expiry_s', 'its')} s")
-        result["carrier_message"] = f"{result['carrier_message'] or ''} [{note}]".strip()
-        result["request"]["steps"].append(released["request"])
-        result["response"]["steps"].append(released["response"])
+            return  # the reservation itself was refused (or not answered): nothing is known to be held
+        reference = context["steps"][two_step["reserve"]].get("carrier_ref")
+        if reference not in (None, ""):
+            result["reservation"] = {"carrier_ref": str(reference)}
 
     def _finish(self, result: dict[str, Any], started: float) -> dict[str, Any]:
         result["latency_ms"] = int((time.monotonic() - started) * 1000)
@@ -479,9 +471,6 @@ def _error_text(exc: BaseException) -> str:
 
 def _text_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-NOT_FINAL_FAILURES = {"throttled", "transient", "unreachable", "unknown"}  # the same call is sent again, or may be
 
 
 def _first_value(steps: Mapping[str, Mapping[str, Any]], name: str) -> Any:

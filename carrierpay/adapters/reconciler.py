@@ -5,6 +5,9 @@ Each tick:
 1. `adapter.expire_leases`: calls held by a dead or stalled adapter. A call that may be sent again
    (`cp.may_send_again`: its carrier deduplicates our correlator, or it changes nothing) goes back
    to the queue; any other may have reached the carrier and becomes `unknown`.
+   `adapter.expire_reservations`: a two-step charge still queued when its confirmation window closes
+   is given up and its reservation released (one call of the carrier's cancel operation); a release
+   still queued after the carrier's own expiry is not sent.
 2. per carrier, `adapter.claim_reconciliations` hands out the unsettled calls that are due (the
    database pushes each one's next attempt out on the back-off: 5 minutes, 1 hour, then daily),
    each with its `route`, decided by `cp.settlement_route` in db/procedures/adapter.sql. This
@@ -49,6 +52,7 @@ NOT_DEFINITE = vocabulary.reasons(definite=False)
 @dataclass
 class TickReport:
     leases: dict = field(default_factory=dict)
+    reservations: dict = field(default_factory=dict)
     claimed: int = 0
     settled: int = 0
     by_route: dict[str, int] = field(default_factory=dict)
@@ -119,6 +123,8 @@ class Reconciler:
         report = TickReport()
         cur = await conn.execute(queries.EXPIRE_LEASES, {"limit": 10000})
         report.leases = (await cur.fetchone())[0]
+        cur = await conn.execute(queries.EXPIRE_RESERVATIONS, {"limit": 10000})
+        report.reservations = (await cur.fetchone())[0]
         cur = await conn.execute(queries.ALL_CARRIERS)
         for code, spec in await cur.fetchall():
             if self.only and code not in self.only:
@@ -142,8 +148,9 @@ class Reconciler:
                 metrics.RECONCILED.inc(settled)
                 if len(calls) < self.batch:
                     break
-        if report.claimed or any(report.leases.values()):
-            log.info("reconcile: leases %s; claimed %d, settled %d (%s)", report.leases, report.claimed,
+        if report.claimed or any(report.leases.values()) or any(report.reservations.values()):
+            log.info("reconcile: leases %s; reservations %s; claimed %d, settled %d (%s)", report.leases,
+                     report.reservations, report.claimed,
                      report.settled, " ".join(f"{k}={v}" for k, v in sorted(report.by_route.items())))
         return report
 

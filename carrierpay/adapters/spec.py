@@ -113,6 +113,9 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
                        "later steps confirm")
             if two_step["cancel"] not in data["operations"]:
                 yield f"{base}.two_step.cancel: the carrier's {two_step['cancel']!r} operation must be declared"
+            if two_step.get("confirm_within_s", 0) >= two_step["expiry_s"]:
+                yield (f"{base}.two_step.confirm_within_s: our window to confirm must end before the carrier's "
+                       "expiry_s, or a release could reach a reservation the carrier has let lapse")
         yield from _results_errors(f"{base}.results", operation.get("results") or [])
         if data["transport"] != "http":
             continue

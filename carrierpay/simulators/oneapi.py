@@ -351,6 +351,7 @@ class OneApiSimulator(Simulator):
         if refusal := refusal_code(fault):
             return self.error(refusal)
         result = self.billing.release(str(body["clientCorrelator"]), request.match_info["txid"])
+        await self.after_apply(fault, request, "release")
         if not result.ok:
             return self.error(result.code)
         return self.answer(200, self.transaction_document(result, "Released", body))

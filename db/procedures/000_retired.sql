@@ -28,3 +28,5 @@ drop function if exists cp.tg_ledger_entry__balanced() cascade;
 drop function if exists cp.tg_carrier_call__rematch_callbacks() cascade;
 -- A claim takes budget for what it picked, so none is given back (cp.take_budget's slots).
 drop function if exists cp.return_budget(integer, integer);
+-- Cancel may act on a confirmed two-step charge whose confirmation has not reached its carrier.
+drop function if exists cp.check_prepared_step(cp.procedure, jsonb);

@@ -115,7 +115,7 @@ $$;
 -- batch again: a result naming the lease it answers (`lease`, from adapter.claim_calls) is recorded
 -- once per call and lease, and a repeat changes nothing, not even the log.
 -- p_results: [{"call_id", "lease", "outcome", "reason", "carrier_code", "carrier_message", "carrier_ref",
---              "amount_minor", "balance_minor", "latency_ms", "request", "response"}, ...]
+--              "amount_minor", "balance_minor", "reservation", "latency_ms", "request", "response"}, ...]
 create or replace function adapter.complete_calls(p_results jsonb) returns jsonb
 language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -174,6 +174,8 @@ begin
     if v_repeats > 0 then
         v_summary := jsonb_build_object('duplicate', v_repeats);
     end if;
+    -- Reservations two-step calls made are kept before their calls settle (cp.settle_reservations).
+    perform cp.note_reservations(v_results);
     v_settled := cp.settle_charges(v_results);
     if cardinality(v_settled) > 0 then
         v_summary := v_summary || jsonb_build_object('applied', cardinality(v_settled));

@@ -627,6 +627,10 @@ begin
         next_reconcile_at = null
     where call_id = v_call.call_id
     returning * into v_call;
+    if v_call.operation = 'release' then  -- a reservation's release: its charge has been settled already
+        perform cp.release_answered(v_call);
+        return 'applied';
+    end if;
 
     select * into v_proc from cp.procedure where procedure_id = v_call.procedure_id for update;
     if v_proc.status = 'pending' then

@@ -1,7 +1,8 @@
 -- Triggers on cp.carrier_call, in firing order (row triggers by name before each row, statement
 -- triggers by name after the statement): the state machine (_100), the receipt wait (_110), the
 -- scrubbing of a sensitive SMS (_120), the message ids a callback may name (_130), the outbox events
--- (_900), then receipts that arrived before their call (_950), so the history shows the call waiting before it is settled.
+-- (_900), then receipts that arrived before their call (_950), so the history shows the call waiting before it is settled,
+-- then the reservations of two-step calls that settled (_960).
 
 -- Enforce the carrier call state machine.
 create or replace function cp.tg_carrier_call__transition() returns trigger
@@ -115,6 +116,26 @@ begin
 end
 $$;
 
+-- Two-step calls that have just settled: their reservations are captured or released
+-- (cp.settle_reservations). Most calls hold none: one probe of cp.reservation's key per settled call.
+create or replace function cp.tg_carrier_call__settle_reservations() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_calls bigint[];
+begin
+    select array_agg(n.call_id order by n.call_id) into v_calls
+    from new_rows n join old_rows o using (call_id)
+    where n.status in ('done', 'failed') and o.status not in ('done', 'failed')
+      and exists (select 1 from cp.reservation r where r.call_id = n.call_id and r.status in ('held', 'lapsed'));
+    if v_calls is not null then
+        perform cp.settle_reservations(v_calls);
+    end if;
+    return null;
+end
+$$;
+
 create or replace trigger _100_transition before update of status on cp.carrier_call
     for each row execute function cp.tg_carrier_call__transition();
 create or replace trigger _110_awaiting_since before update of status on cp.carrier_call
@@ -139,6 +160,10 @@ create or replace trigger _900_event_changed after update on cp.carrier_call
 create or replace trigger _950_rematch_callbacks after update on cp.carrier_call
     referencing old table as old_rows new table as new_rows
     for each statement execute function cp.tg_carrier_call__rematch();
+
+create or replace trigger _960_settle_reservations after update on cp.carrier_call
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_carrier_call__settle_reservations();
 
 -- Payment rows refer to this table without foreign keys: its rows are never deleted (cp.tg_parent__never_deleted).
 create or replace trigger _050_never_deleted before delete on cp.carrier_call
