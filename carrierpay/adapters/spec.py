@@ -103,6 +103,8 @@ def _semantic_errors(data: Mapping[str, Any]) -> Iterable[str]:
             yield f"{base}.pattern: 'report' needs a top-level 'reports' section"
         if "ttl_s" in operation and op_name != "lookup":
             yield f"{base}.ttl_s: only the lookup operation's answers are kept for a time"
+        if "before_charge" in operation and op_name != "lookup":
+            yield f"{base}.before_charge: only the lookup operation is asked before a charge"
         if "covers" in operation and op_name != "status":
             yield f"{base}.covers: only the status operation says which operations it reports on"
         two_step = operation.get("two_step")

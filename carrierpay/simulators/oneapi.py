@@ -370,6 +370,7 @@ class OneApiSimulator(Simulator):
             return self.error(refusal)
         msisdn = self.msisdn_of(request)
         mcc, mnc = self.ported.get(msisdn, self.network)
+        await self.after_apply(fault, request, "lookup")  # `faults.hold("lookup")`: an HLR that does not answer
         return self.answer(200, {"numberLookup": {"endUserId": f"tel:{msisdn}", "mcc": mcc, "mnc": mnc,
                                                   "ported": msisdn in self.ported}})
 

@@ -575,6 +575,10 @@ begin
         return 'applied';
     end if;
 
+    if v_call.operation = 'lookup' then  -- a number lookup, maybe holding a charge (db/procedures/routing.sql)
+        return cp.lookup_answered(v_call, p_result);
+    end if;
+
     -- The carrier could not be reached: nothing left our machine, so the same call (same correlator)
     -- is held on the queue and tried again on a growing back-off, without using up an attempt; a
     -- carrier down for minutes costs no payment. Held for an hour, it fails like any failure below.

@@ -139,7 +139,7 @@ begin
         where optin_id = (v_proc.metadata->'camara'->>'optin_id')::bigint and status = 'confirmed';
     end if;
     perform cp.set_camara_step(v_proc.procedure_id, 'confirmed');
-    perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_proc.amount_minor));
+    perform cp.queue_purchase(v_proc, v_proc.amount_minor);
     return cp.camara_payment(p) from cp.procedure p where p.procedure_id = v_proc.procedure_id;
 end
 $$;
