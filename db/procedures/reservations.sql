@@ -326,14 +326,29 @@ end
 $$;
 
 -- A release call was answered for good (from cp.apply_call_result): the reservation is released, or
--- the carrier would not release it (it had lapsed or was captured there; nothing more can be done).
+-- the carrier would not release it (it had lapsed or was captured there; nothing more can be done). A
+-- temporary fault (`transient`) released nothing: while the carrier still holds the reservation, the
+-- release gets a new attempt (a new call, so a new correlator), at most three in all, 30 s × attempt
+-- later, as a transient SMS does; it replaces the failed one as the reservation's one release.
 create or replace function cp.release_answered(p_call cp.carrier_call) returns void
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_res cp.reservation;
+    v_again bigint;
 begin
+    if p_call.status = 'failed' and p_call.reason = 'transient' and p_call.attempt < 3 then
+        select * into v_res from cp.reservation
+        where release_call_id = p_call.call_id and status = 'releasing' and carrier_expires_at > cp.clock_now()
+        for update;
+        if found then
+            v_again := cp.queue_call(v_res.procedure_id, p_call.operation, p_call.params,
+                                     cp.clock_now() + make_interval(secs => 30 * p_call.attempt), p_call.attempt + 1);
+            update cp.reservation set release_call_id = v_again where reservation_id = v_res.reservation_id;
+            return;
+        end if;
+    end if;
     update cp.reservation
     set status = case when p_call.status = 'done' then 'released' else 'not_released' end,
         settled_at = cp.clock_now(),

@@ -4,7 +4,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(28);
+select plan(31);
 
 select admin.onboard_carrier('{"code": "two_ng", "name": "Two-step NG", "country": "NG", "mcc": "621", "mnc": "40",
   "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234807"], "throughput": {"tps": 1000},
@@ -122,7 +122,26 @@ select is((pg_temp.reservation('R6')).status, 'releasing', 'and releases the res
 select is((select reason from cp.procedure where procedure_id = (select (d->>'paymentId')::bigint from prepared)),
           'cancelled', 'reason cancelled');
 
--- 7. A carrier that is not two-step: a reservation in its answer is ignored.
+-- 7. A release the carrier turned away with a temporary fault gets a new attempt; a refused one is final.
+insert into p select 'k8', (api.charge('acme', '+2348070000008', 'gems', 'k8')->>'id')::bigint;
+select count(*) from pg_temp.claim('two_ng') d where d->>'operation' = 'charge';
+select pg_temp.answer((select id from p where k = 'k8'), 'failed', 'rejected', 'R8');
+select count(*) from pg_temp.claim('two_ng') d where d->>'operation' = 'release';
+select adapter.complete_calls(jsonb_build_array(jsonb_build_object(
+    'call_id', (pg_temp.reservation('R8')).release_call_id, 'lease', 1, 'outcome', 'failed', 'reason', 'transient')));
+select is((select string_agg(status::text || ':' || attempt, ',' order by call_id) from cp.carrier_call
+           where procedure_id = (select id from p where k = 'k8') and operation = 'release'), 'failed:1,queued:2',
+          'a transient fault: a new attempt of the release');
+select is((select attempt from cp.carrier_call where call_id = (pg_temp.reservation('R8')).release_call_id), 2,
+          'which is now the reservation''s release');
+select admin.advance_clock(interval '1 minute');
+select count(*) from pg_temp.claim('two_ng') d where d->>'operation' = 'release';
+select adapter.complete_calls(jsonb_build_array(jsonb_build_object(
+    'call_id', (pg_temp.reservation('R8')).release_call_id, 'lease', 1, 'outcome', 'failed', 'reason', 'rejected')));
+select is((pg_temp.reservation('R8')).status || '/' || (pg_temp.reservation('R8')).release_reason, 'not_released/rejected',
+          'a refused release is final');
+
+-- 8. A carrier that is not two-step: a reservation in its answer is ignored.
 select pg_temp.settle((api.charge('acme', '+2348020000077', 'gems', 'k7')->>'id')::bigint, 'failed', 'rejected',
                       '{"reservation": {"carrier_ref": "R7"}}');
 select is((select count(*)::int from cp.reservation where carrier_ref = 'R7'), 0,
