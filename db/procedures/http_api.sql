@@ -189,6 +189,22 @@ begin
 end
 $$;
 
+-- An amount as a CAMARA request carries it ({amount, currency}, amount a decimal in major units) in
+-- minor units of the currency the payment is billed in: any other currency is CP008, before the
+-- amount is read.
+create or replace function cp.camara_amount(p_money jsonb, p_currency text) returns bigint
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if (p_money->>'currency') is distinct from p_currency then
+        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this is billed in %s',
+                                        left(p_money->>'currency', 8), p_currency));
+    end if;
+    return cp.minor_units(p_money->'amount', p_currency);
+end
+$$;
+
 -- Minor units as the decimal number a CAMARA document carries: 300 GBP minor is 3.00.
 -- (PL/pgSQL, bound when first called: cp.currency_exponent lives in notices.sql, applied after this file.)
 create or replace function cp.major_units(p_amount_minor bigint, p_currency text) returns numeric
@@ -263,18 +279,19 @@ begin
 end
 $$;
 
--- What a CAMARA payment request charges: the subscriber's number and carrier, the amount in minor
--- units of the carrier's currency and the product (chargingMetaData.productId, else serviceId, else
--- the API client's default product).
-create or replace function cp.camara_charge_terms(p_transaction jsonb, p_default_product text,
-                                                  out o_msisdn text, out o_product text, out o_amount_minor bigint)
+-- What a CAMARA payment request (createPayment or preparePayment) charges: the subscriber's number
+-- and carrier, the amount in minor units of the carrier's currency, the product
+-- (chargingMetaData.productId, else serviceId, else the API client's default product) and the
+-- request's idempotency key (cp.camara_request_key).
+create or replace function cp.camara_charge_terms(p_merchant_id integer, p_transaction jsonb, p_default_product text,
+                                                  out o_msisdn text, out o_product text, out o_amount_minor bigint,
+                                                  out o_key text)
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_info jsonb := p_transaction->'paymentAmount'->'chargingInformation';
     v_meta jsonb := p_transaction->'paymentAmount'->'chargingMetaData';
-    v_carrier cp.carrier;
 begin
     if jsonb_typeof(p_transaction) is distinct from 'object' or jsonb_typeof(v_info) is distinct from 'object'
        or p_transaction->>'referenceCode' is null then
@@ -284,16 +301,12 @@ begin
         perform cp.fail('CP118', 'phoneNumber is required: the access token does not identify a subscriber');
     end if;
     o_msisdn := cp.normalize_msisdn(p_transaction->>'phoneNumber');
-    v_carrier := cp.carrier_for_msisdn(o_msisdn);
-    if (v_info->>'currency') is distinct from v_carrier.currency then
-        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this number is billed in %s',
-                                        left(v_info->>'currency', 8), v_carrier.currency));
-    end if;
-    o_amount_minor := cp.minor_units(v_info->'amount', v_carrier.currency);
+    o_amount_minor := cp.camara_amount(v_info, (cp.carrier_for_msisdn(o_msisdn)).currency);
     o_product := coalesce(v_meta->>'productId', v_meta->>'serviceId', p_default_product);
     if o_product is null then
         perform cp.fail('CP115', 'no product: set chargingMetaData.productId or give the API client a default product');
     end if;
+    o_key := cp.camara_request_key(p_merchant_id, p_transaction);
 end
 $$;
 
@@ -306,13 +319,10 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_tx jsonb := p_request->'amountTransaction';
-    v_terms record;
-    v_key text;
+    v_terms record := cp.camara_charge_terms(v_merchant.merchant_id, v_tx, p_default_product);
     v_charge jsonb;
 begin
-    v_terms := cp.camara_charge_terms(v_tx, p_default_product);
-    v_key := cp.camara_request_key(v_merchant.merchant_id, v_tx);
-    v_charge := api.charge(p_merchant, v_terms.o_msisdn, v_terms.o_product, v_key, v_terms.o_amount_minor,
+    v_charge := api.charge(p_merchant, v_terms.o_msisdn, v_terms.o_product, v_terms.o_key, v_terms.o_amount_minor,
                            jsonb_build_object('camara', jsonb_strip_nulls(jsonb_build_object(
                                'amountTransaction', v_tx, 'sink', p_request->>'sink'))));
     perform cp.register_sink((v_charge->>'id')::bigint, p_request);
@@ -467,11 +477,7 @@ begin
         if jsonb_typeof(v_info) is distinct from 'object' then
             perform cp.fail('CP080', 'a partial refund needs refundAmount.chargingInformation');
         end if;
-        if (v_info->>'currency') is distinct from v_charge.currency then
-            perform cp.fail('CP008', format('currency %L is not the payment''s (%s)', left(v_info->>'currency', 8),
-                                            v_charge.currency));
-        end if;
-        v_amount := cp.minor_units(v_info->'amount', v_charge.currency);
+        v_amount := cp.camara_amount(v_info, v_charge.currency);
     end if;
     v_key := case when v_tx ? 'clientCorrelator' then 'camara:refund:cc:' || (v_tx->>'clientCorrelator')
                   else 'camara:refund:ref:' || (v_tx->>'referenceCode') end;
@@ -779,12 +785,8 @@ declare
     v_carrier cp.carrier := cp.carrier_for_msisdn(cp.normalize_msisdn(p_request->>'phoneNumber'));
     v_doc jsonb;
 begin
-    if (p_request->'amount'->>'currency') is distinct from v_carrier.currency then
-        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this number is billed in %s',
-                                        left(p_request->'amount'->>'currency', 8), v_carrier.currency));
-    end if;
     v_doc := api.check_balance(p_merchant, p_request->>'phoneNumber',
-                               cp.minor_units(p_request->'amount'->'amount', v_carrier.currency),
+                               cp.camara_amount(p_request->'amount', v_carrier.currency),
                                'ext:balance:' || (p_request->>'clientCorrelator'));
     return cp.balance_check_resource(p) from cp.procedure p where p.procedure_id = (v_doc->>'id')::bigint;
 end

@@ -43,8 +43,8 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_tx jsonb := p_request->'amountTransaction';
-    v_terms record;
-    v_key text;
+    v_terms record := cp.camara_charge_terms(v_merchant.merchant_id, v_tx, p_default_product);
+    v_key text := v_terms.o_key;
     v_earlier jsonb;
     v_carrier cp.carrier;
     v_product cp.product;
@@ -55,8 +55,6 @@ declare
     v_proc cp.procedure;
     v_metadata jsonb;
 begin
-    v_terms := cp.camara_charge_terms(v_tx, p_default_product);
-    v_key := cp.camara_request_key(v_merchant.merchant_id, v_tx);
     v_earlier := cp.idempotency_begin(v_merchant.merchant_id, v_key, 'prepare_payment', p_request);
     if v_earlier is not null then
         return v_earlier;
