@@ -28,3 +28,9 @@ drop function if exists cp.tg_ledger_entry__balanced() cascade;
 drop function if exists cp.tg_carrier_call__rematch_callbacks() cascade;
 -- A claim takes budget for what it picked, so none is given back (cp.take_budget's slots).
 drop function if exists cp.return_budget(integer, integer);
+-- The single and batch forms of a charge's outcome, now one set-based implementation
+-- (cp.collect_charges, cp.fail_charges) that a single call goes through as a batch of one.
+drop function if exists cp.charge_succeeded(cp.procedure, cp.carrier_call, bigint);
+drop function if exists cp.charge_failed(cp.procedure, cp.carrier_call, text);
+drop function if exists cp.charges_succeeded(cp.procedure[]);
+drop function if exists cp.charges_failed(cp.procedure[]);
