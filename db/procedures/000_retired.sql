@@ -13,6 +13,8 @@ drop function if exists api.subscribe(text, text, text, text, text);
 drop function if exists cp.assert_journal_balanced(bigint);
 drop function if exists cp.check_charge_rules(bigint, integer, bigint, text);
 drop function if exists cp.post_charge_journal(bigint, bigint);
+drop function if exists cp.mo_buy(cp.carrier, cp.subscriber, text, text, bigint, text);
+drop function if exists cp.mo_subscribe(cp.carrier, cp.subscriber, text, text, bigint, text);
 drop function if exists cp.queue_sms(bigint, text, text, integer, boolean);
 drop function if exists cp.record_hour_stat(cp.procedure, boolean);
 drop function if exists cp.retry_policy(cp.subscription);
