@@ -434,10 +434,7 @@ declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
 begin
     perform cp.check_length('p_reason', p_reason, 500);
-    if not exists (select 1 from cp.subscription
-                   where subscription_id = p_subscription_id and merchant_id = v_merchant.merchant_id) then
-        perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
-    end if;
+    perform cp.merchant_subscription(v_merchant.merchant_id, p_subscription_id::text);
     return cp.cancel_subscription(p_subscription_id, coalesce(p_reason, 'merchant'));
 end
 $$;
@@ -579,10 +576,7 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
 begin
-    if not exists (select 1 from cp.subscription where subscription_id = p_subscription_id
-                   and merchant_id = v_merchant.merchant_id) then
-        perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
-    end if;
+    perform cp.merchant_subscription(v_merchant.merchant_id, p_subscription_id::text);
     return cp.subscription_document(p_subscription_id) || jsonb_build_object(
         'charges', coalesce((select jsonb_agg(jsonb_build_object('id', p.procedure_id, 'status', p.status,
                                                                  'amount_minor', p.amount_minor, 'period', p.period_index)

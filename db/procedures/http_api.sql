@@ -644,7 +644,8 @@ as $$
     where s.subscription_id = p_subscription_id
 $$;
 
--- The merchant's subscription with this id (text, as the path carries it), or CP050.
+-- The merchant's subscription with this id (text, as a path carries it; the SQL API's bigint as text),
+-- or CP050: another merchant's subscription is simply not found.
 create or replace function cp.merchant_subscription(p_merchant_id integer, p_subscription_id text) returns bigint
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
