@@ -39,10 +39,7 @@ declare
     v_client_id text := 'cpc_' || pg_catalog.encode(public.gen_random_bytes(9), 'hex');
     v_secret text := cp.random_credential('cps_');
 begin
-    select * into v_merchant from cp.merchant where code = p_merchant;
-    if not found then
-        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
-    end if;
+    v_merchant := cp.named_merchant(p_merchant);
     select s into v_unknown from unnest(v_scopes) s where s is null or not (s = any (cp.api_scopes())) limit 1;
     if found or cardinality(v_scopes) = 0 then
         perform cp.fail('CP117', format('unknown scope %L: one or more of %s', left(v_unknown, 64),

@@ -406,10 +406,7 @@ declare
     v_result jsonb;
     v_received timestamptz;
 begin
-    select * into v_carrier from cp.carrier where code = p_carrier;
-    if not found then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    v_carrier := cp.named_carrier(p_carrier);
     v_msg_id := coalesce(nullif(p_mo->>'carrier_msg_id', ''),
                          'h:' || md5(concat_ws('|', p_mo->>'msisdn', v_short_code, v_text, p_mo->>'received_at')));
     begin
@@ -492,10 +489,7 @@ declare
     v_codes jsonb;
     v_row cp.sms_keyword;
 begin
-    select * into v_carrier from cp.carrier where code = p_carrier;
-    if not found then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    v_carrier := cp.named_carrier(p_carrier);
     select p.* into v_product from cp.product p join cp.merchant m using (merchant_id)
     where m.code = p_merchant and p.code = p_product;
     if not found then
