@@ -89,73 +89,46 @@ def _option(args: list[str], flag: str, value: Any) -> None:
         args += [flag, str(value)]
 
 
+# What runs each daemon: its `carrierpay` command and the options its settings map to (flag, setting),
+# in that order; the few settings that are lists or switches are added by daemon_args.
+_SERVER = (("--host", "host"), ("--port", "port"), ("--cert", "cert"), ("--key", "key"))
+_CONNECTIONS = (("--max-connections", "max_connections"), ("--header-timeout", "header_timeout_s"),
+                ("--body-timeout", "body_timeout_s"), ("--idle-timeout", "idle_timeout_s"))
+_LOOP = (("--interval", "interval_s"), ("--batch", "batch"))
+_COMMANDS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
+    "adapters": (("adapters", "run"), (("--batch", "batch"), ("--lease", "lease_s"), ("--poll", "poll_s"))),
+    "reconciler": (("reconcile", "run"), _LOOP),
+    "callbacks": (("callbacks", "serve"), _SERVER + (("--client-ca", "client_ca"),) + _CONNECTIONS),
+    "scheduler": (("scheduler", "run"), _LOOP),
+    "webhooks": (("webhooks", "run"), _LOOP),
+    "history": (("history", "ship"), (("--interval", "interval_s"), ("--batch-size", "batch"))),
+    "api": (("api", "serve"), _SERVER + _CONNECTIONS + (("--database-url", "database_url"),)),
+    "metrics": (("metrics", "serve"), (("--ledger-check", "ledger_check_s"),)),
+    "dashboard": (("dashboard",), (("--host", "host"), ("--port", "port"), ("--refresh", "refresh_s"))),
+}
+
+
 def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | None) -> list[str]:
     """The `carrierpay ...` arguments that run one daemon with its settings."""
-    s = settings
+    if name not in _COMMANDS:
+        raise ConfigError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
+    command, options = _COMMANDS[name]
+    args = list(command)
+    for flag, key in options:
+        _option(args, flag, settings.get(key))
     if name == "adapters":
-        args = ["adapters", "run"]
-        _option(args, "--batch", s.get("batch"))
-        _option(args, "--lease", s.get("lease_s"))
-        _option(args, "--poll", s.get("poll_s"))
-        for carrier in s.get("carriers") or []:
+        for carrier in settings.get("carriers") or []:
             args += ["--carrier", str(carrier)]
+    if name in ("adapters", "reconciler"):
         _option(args, "--callback-base-url", callback_base_url)
-    elif name == "reconciler":
-        args = ["reconcile", "run"]
-        _option(args, "--interval", s.get("interval_s"))
-        _option(args, "--batch", s.get("batch"))
-        _option(args, "--callback-base-url", callback_base_url)
-    elif name == "callbacks":
-        args = ["callbacks", "serve"]
-        _option(args, "--host", s.get("host"))
-        _option(args, "--port", s.get("port"))
-        _option(args, "--cert", s.get("cert"))
-        _option(args, "--key", s.get("key"))
-        _option(args, "--client-ca", s.get("client_ca"))
-        _option(args, "--max-connections", s.get("max_connections"))
-        _option(args, "--header-timeout", s.get("header_timeout_s"))
-        _option(args, "--body-timeout", s.get("body_timeout_s"))
-        _option(args, "--idle-timeout", s.get("idle_timeout_s"))
-    elif name == "scheduler":
-        args = ["scheduler", "run"]
-        _option(args, "--interval", s.get("interval_s"))
-        _option(args, "--batch", s.get("batch"))
-    elif name == "webhooks":
-        args = ["webhooks", "run"]
-        _option(args, "--interval", s.get("interval_s"))
-        _option(args, "--batch", s.get("batch"))
-        networks = s.get("allow_networks") or []
+    if name == "webhooks":
+        networks = settings.get("allow_networks") or []
         if isinstance(networks, str):  # a ${VAR} holding a list
             networks = networks.replace(",", " ").split()
         for network in networks:
             args += ["--allow-network", str(network)]
-        if s.get("allow_http") in (True, "true", "yes", "1", "on"):
+        if settings.get("allow_http") in (True, "true", "yes", "1", "on"):
             args.append("--allow-http")
-    elif name == "api":
-        args = ["api", "serve"]
-        _option(args, "--host", s.get("host"))
-        _option(args, "--port", s.get("port"))
-        _option(args, "--cert", s.get("cert"))
-        _option(args, "--key", s.get("key"))
-        _option(args, "--max-connections", s.get("max_connections"))
-        _option(args, "--header-timeout", s.get("header_timeout_s"))
-        _option(args, "--body-timeout", s.get("body_timeout_s"))
-        _option(args, "--idle-timeout", s.get("idle_timeout_s"))
-        _option(args, "--database-url", s.get("database_url"))
-    elif name == "history":
-        args = ["history", "ship"]
-        _option(args, "--interval", s.get("interval_s"))
-        _option(args, "--batch-size", s.get("batch"))
-    elif name == "metrics":
-        args = ["metrics", "serve"]
-        _option(args, "--ledger-check", s.get("ledger_check_s"))
-    elif name == "dashboard":
-        args = ["dashboard"]
-        _option(args, "--host", s.get("host"))
-        _option(args, "--port", s.get("port"))
-        _option(args, "--refresh", s.get("refresh_s"))
-    else:
-        raise ConfigError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
     return args
 
 

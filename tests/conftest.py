@@ -140,6 +140,24 @@ def empty_db_url(pg_cluster):
 
 
 @pytest.fixture
+def world_url(db_url):
+    """A fresh migrated database with the test world (db/tests/fixtures/world.sql) committed in it,
+    usable from many connections."""
+    from tests.core.world import load_world
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+    return db_url
+
+
+@pytest.fixture
+def owner(world_url):
+    """The owner's autocommit connection to the world."""
+    with psycopg.connect(world_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
 def conn(db_url):
     """An autocommit connection to the test's own database."""
     with psycopg.connect(db_url, autocommit=True) as connection:

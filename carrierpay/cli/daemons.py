@@ -23,6 +23,16 @@ CarrierOption = typer.Option(None, "--carrier", "-c",
 CallbackBaseOption = typer.Option(
     None, "--callback-base-url", envvar="CARRIERPAY_CALLBACK_BASE_URL", show_envvar=True,
     help="Public address of the callback server, e.g. https://cb.example.com (carriers that call back need it).")
+# What both HTTP servers (`callbacks serve`, `api serve`) take: where to listen, TLS, and how much a
+# client may hold of them.
+HostOption = typer.Option("127.0.0.1", "--host", help="Address to bind.")
+CertOption = typer.Option(None, "--cert", help="TLS certificate chain (PEM): serve HTTPS.")
+TlsKeyOption = typer.Option(None, "--key", help="TLS private key (PEM).")
+MaxConnectionsOption = typer.Option(256, "--max-connections", min=1, help="Open connections at most.")
+HeaderTimeoutOption = typer.Option(
+    10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request's headers (and TLS handshake).")
+BodyTimeoutOption = typer.Option(10.0, "--body-timeout", min=0.1, help="Seconds a client has to send a body.")
+IdleTimeoutOption = typer.Option(30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle.")
 
 adapters_app = typer.Typer(help="Adapter daemons: claim carrier calls, call the carriers, complete.",
                            no_args_is_help=True)
@@ -31,6 +41,22 @@ callbacks_app = typer.Typer(help="Callback server: receive carrier callbacks.", 
 scheduler_app = typer.Typer(help="Scheduler: renewals, retries, reminders, lease expiry.", no_args_is_help=True)
 api_app = typer.Typer(help="Merchant HTTP API: CAMARA Carrier Billing over HTTPS with OAuth2 tokens.",
                       no_args_is_help=True)
+
+
+def _check_tls(cert: str | None, key: str | None, client_ca: str | None = None) -> None:
+    """Refuse TLS files an HTTP server could not use now: an unusable file is one line, not a traceback later."""
+    from carrierpay.adapters.auth import TlsConfigError
+    from carrierpay.adapters.callback_server import server_ssl_context
+
+    if bool(cert) != bool(key):
+        raise typer.BadParameter("--cert and --key go together")
+    if client_ca and not cert:
+        raise typer.BadParameter("--client-ca needs --cert and --key: client certificates come with HTTPS")
+    if cert and key:
+        try:
+            server_ssl_context(cert, key, client_ca)
+        except TlsConfigError as exc:
+            fail(str(exc))
 
 
 def _logging(verbose: bool) -> None:
@@ -131,39 +157,26 @@ def reconcile_resolve(
 @callbacks_app.command("serve")
 @user_errors
 def callbacks_serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    host: str = HostOption,
     port: int = typer.Option(8080, "--port", help="Port to bind (0: any free port)."),
-    cert: str | None = typer.Option(None, "--cert", help="TLS certificate chain (PEM): serve HTTPS."),
-    key: str | None = typer.Option(None, "--key", help="TLS private key (PEM)."),
+    cert: str | None = CertOption,
+    key: str | None = TlsKeyOption,
     client_ca: str | None = typer.Option(
         None, "--client-ca", help="CA bundle (PEM) for carriers' client certificates (callbacks.auth mutual_tls)."),
-    max_connections: int = typer.Option(256, "--max-connections", min=1, help="Open connections at most."),
-    header_timeout: float = typer.Option(
-        10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request's headers (and TLS handshake)."
-    ),
-    body_timeout: float = typer.Option(10.0, "--body-timeout", min=0.1, help="Seconds a client has to send a body."),
-    idle_timeout: float = typer.Option(
-        30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
-    ),
+    max_connections: int = MaxConnectionsOption,
+    header_timeout: float = HeaderTimeoutOption,
+    body_timeout: float = BodyTimeoutOption,
+    idle_timeout: float = IdleTimeoutOption,
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Serve /callbacks/{carrier} until SIGTERM."""
-    from carrierpay.adapters.auth import TlsConfigError
-    from carrierpay.adapters.callback_server import serve, server_ssl_context
+    from carrierpay.adapters.callback_server import serve
     from carrierpay.guarded_http import HttpLimits
 
-    if bool(cert) != bool(key):
-        raise typer.BadParameter("--cert and --key go together")
-    if client_ca and not cert:
-        raise typer.BadParameter("--client-ca needs --cert and --key: client certificates come with HTTPS")
-    if cert and key:
-        try:
-            server_ssl_context(cert, key, client_ca)  # an unusable file is one line now, not a traceback later
-        except TlsConfigError as exc:
-            fail(str(exc))
+    _check_tls(cert, key, client_ca)
     limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                         idle_timeout_s=idle_timeout)
     _logging(verbose)
@@ -196,18 +209,14 @@ def scheduler_run(
 @api_app.command("serve")
 @user_errors
 def api_serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    host: str = HostOption,
     port: int = typer.Option(8443, "--port", help="Port to bind (0: any free port)."),
-    cert: str | None = typer.Option(None, "--cert", help="TLS certificate chain (PEM): serve HTTPS."),
-    key: str | None = typer.Option(None, "--key", help="TLS private key (PEM)."),
-    max_connections: int = typer.Option(256, "--max-connections", min=1, help="Open connections at most."),
-    header_timeout: float = typer.Option(
-        10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request's headers (and TLS handshake)."
-    ),
-    body_timeout: float = typer.Option(10.0, "--body-timeout", min=0.1, help="Seconds a client has to send a body."),
-    idle_timeout: float = typer.Option(
-        30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
-    ),
+    cert: str | None = CertOption,
+    key: str | None = TlsKeyOption,
+    max_connections: int = MaxConnectionsOption,
+    header_timeout: float = HeaderTimeoutOption,
+    body_timeout: float = BodyTimeoutOption,
+    idle_timeout: float = IdleTimeoutOption,
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
@@ -215,18 +224,10 @@ def api_serve(
 ) -> None:
     """Serve the merchant HTTP API (and its document at /openapi.yaml) until SIGTERM. The database login
     must be a member of carrierpay_gateway: it acts for a merchant only by SET ROLE to the merchant's role."""
-    from carrierpay.adapters.auth import TlsConfigError
-    from carrierpay.adapters.callback_server import server_ssl_context
     from carrierpay.guarded_http import HttpLimits
     from carrierpay.http_api.server import MAX_BODY_BYTES, serve
 
-    if bool(cert) != bool(key):
-        raise typer.BadParameter("--cert and --key go together")
-    if cert and key:
-        try:
-            server_ssl_context(cert, key)
-        except TlsConfigError as exc:
-            fail(str(exc))
+    _check_tls(cert, key)
     limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                         idle_timeout_s=idle_timeout, max_body_bytes=MAX_BODY_BYTES)
     _logging(verbose)
@@ -242,7 +243,7 @@ metrics_app = typer.Typer(help="Prometheus metrics of the database: queues, unse
 @user_errors
 def metrics_serve(
     port: int = typer.Option(9460, "--port", min=0, help="Port of /metrics (0: any free port)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    host: str = HostOption,
     ledger_check: float = typer.Option(300.0, "--ledger-check", min=1, metavar="SECS",
                                        help="Seconds between full checks of unbalanced journals (reads the ledger)."),
     database_url: str | None = DatabaseUrlOption,

@@ -9,6 +9,7 @@ reused the connector's helpers would agree with the connector's bugs.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import ssl
 import time
@@ -23,6 +24,21 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ExactNumber(Decimal):
+    """An amount a simulator writes as a JSON number, digit for digit (as CAMARA's schema has amounts)."""
+
+
+def exact_json(document: Any) -> str:
+    """json.dumps with ExactNumber written as a number: exact, unlike a float."""
+    if isinstance(document, ExactNumber):
+        return format(document, "f")
+    if isinstance(document, dict):
+        return "{" + ", ".join(f"{json.dumps(str(key))}: {exact_json(value)}" for key, value in document.items()) + "}"
+    if isinstance(document, list):
+        return "[" + ", ".join(exact_json(value) for value in document) + "]"
+    return json.dumps(document)
 
 
 def refusal_code(fault: str | None) -> str | None:

@@ -71,19 +71,28 @@ class BatchSimulator(Simulator):
     def reply(http_status: int, **document: Any) -> web.Response:
         return web.json_response(document, status=http_status)
 
-    async def _accept(self, request: web.Request, kind: str) -> web.StreamResponse:
+    async def _admit(self, request: web.Request,
+                     kind: str) -> tuple[web.Response | None, str | None, dict[str, Any]]:
+        """What every POST to this operator meets before it is read: the credentials, the latency, a fault
+        that refuses it before anything happens, a JSON body. Returns (the refusal or None, the fault, the body)."""
         if not self.authorised(request):
-            return self.reply(401, status="REJECTED", code="E401", message="authentication required")
+            return self.reply(401, status="REJECTED", code="E401", message="authentication required"), None, {}
         await self.latency()
         fault = self.pre_fault(kind)
         if fault == "throttle":
-            return self.reply(429, status="REJECTED", code="E429", message="TPS exceeded")
+            return self.reply(429, status="REJECTED", code="E429", message="TPS exceeded"), fault, {}
         if fault == "transient":
-            return self.reply(503, status="REJECTED", code="E503", message="system busy, not accepted")
+            return self.reply(503, status="REJECTED", code="E503", message="system busy, not accepted"), fault, {}
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return self.reply(400, status="REJECTED", code="E400", message="body is not JSON")
+            return self.reply(400, status="REJECTED", code="E400", message="body is not JSON"), fault, {}
+        return None, fault, body
+
+    async def _accept(self, request: web.Request, kind: str) -> web.StreamResponse:
+        refusal, fault, body = await self._admit(request, kind)
+        if refusal is not None:
+            return refusal
         amount = self.minor(body.get("amount"))
         txn_id, msisdn = str(body.get("txn_id") or ""), str(body.get("msisdn") or "")
         if amount is None or not txn_id or not msisdn or body.get("currency") != self.currency:
@@ -117,18 +126,9 @@ class BatchSimulator(Simulator):
 
     async def send_sms(self, request: web.Request) -> web.Response:
         """SMS is immediate on this operator: JSON {txn_id, msisdn, text}; txn_id deduplicates."""
-        if not self.authorised(request):
-            return self.reply(401, status="REJECTED", code="E401", message="authentication required")
-        await self.latency()
-        fault = self.pre_fault("send_sms")
-        if fault == "throttle":
-            return self.reply(429, status="REJECTED", code="E429", message="TPS exceeded")
-        if fault == "transient":
-            return self.reply(503, status="REJECTED", code="E503", message="system busy, not accepted")
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return self.reply(400, status="REJECTED", code="E400", message="body is not JSON")
+        refusal, _, body = await self._admit(request, "send_sms")
+        if refusal is not None:
+            return refusal
         msisdn, text = str(body.get("msisdn") or ""), str(body.get("text") or "")
         if not msisdn or not text:
             return self.reply(400, status="REJECTED", code="E400", message="msisdn and text are required")

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from carrierpay.simulators.base import Result, Simulator, refusal_code
+from carrierpay.simulators.base import ExactNumber, Result, Simulator, exact_json, refusal_code
 
 STATUS_BY_CODE = {"ok": "succeeded"}
 DENIAL_REASONS = {
@@ -29,20 +29,6 @@ DENIAL_REASONS = {
     "unknown_subscriber": "UNKNOWN_SUBSCRIBER",
     "limit_exceeded": "LIMIT_EXCEEDED",
 }
-
-
-class _Number(Decimal):
-    """An amount written as a JSON number, digit for digit."""
-
-
-def dumps(document: Any) -> str:
-    if isinstance(document, _Number):
-        return format(document, "f")
-    if isinstance(document, dict):
-        return "{" + ", ".join(f"{json.dumps(str(key))}: {dumps(value)}" for key, value in document.items()) + "}"
-    if isinstance(document, list):
-        return "[" + ", ".join(dumps(value) for value in document) + "]"
-    return json.dumps(document)
 
 
 class CamaraSimulator(Simulator):
@@ -108,7 +94,7 @@ class CamaraSimulator(Simulator):
             "paymentId": transaction.txid,
             "clientCorrelator": transaction.correlator,
             "paymentStatus": STATUS_BY_CODE.get(result.code, "denied"),
-            "amountTransaction": {"amount": _Number(self.major(transaction.amount_minor)),
+            "amountTransaction": {"amount": ExactNumber(self.major(transaction.amount_minor)),
                                   "currency": transaction.currency},
         }
         if result.code != "ok":
@@ -152,7 +138,7 @@ class CamaraSimulator(Simulator):
         await self.after_apply(fault, request, "charge")
         document = {**self.payment_document(result), "paymentStatus": "processing"}
         document.pop("statusReasonCode", None)
-        return web.Response(status=201, text=dumps(document), content_type="application/json")
+        return web.Response(status=201, text=exact_json(document), content_type="application/json")
 
     async def payment_status(self, request: web.Request) -> web.Response:
         if not self.authorised(request):
@@ -163,7 +149,7 @@ class CamaraSimulator(Simulator):
             return self.problem(404, "NOT_FOUND", "no such payment")
         result = self.billing.lookup(found[0].correlator)
         assert result is not None
-        return web.Response(text=dumps(self.payment_document(result)), content_type="application/json")
+        return web.Response(text=exact_json(self.payment_document(result)), content_type="application/json")
 
     def cloud_event(self, result: Result) -> dict[str, Any]:
         assert result.transaction is not None
@@ -194,7 +180,7 @@ class CamaraSimulator(Simulator):
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/cloudevents+json"}
         try:
-            async with self._client.post(sink, data=dumps(event).encode(), headers=headers) as response:
+            async with self._client.post(sink, data=exact_json(event).encode(), headers=headers) as response:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError):
             status = 0

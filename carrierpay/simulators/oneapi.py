@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape
 import aiohttp
 from aiohttp import web
 
-from carrierpay.simulators.base import Result, Simulator, refusal_code
+from carrierpay.simulators.base import ExactNumber, Result, Simulator, exact_json, refusal_code
 
 ONEAPI_CODES = {
     "insufficient_funds": ("POL1000", "The subscriber's balance is insufficient"),
@@ -48,21 +48,6 @@ class OneApiFlavor:
     # How amounts travel: "string" ("1.99", OneAPI's own) or "number" (1.99, as CAMARA's schema has it);
     # a "number" operator refuses an amount sent as a string, and answers with numbers.
     amount_json: str = "string"
-
-
-class _Number(Decimal):
-    """An amount this simulator writes as a JSON number, digit for digit."""
-
-
-def _dumps(document: Any) -> str:
-    """json.dumps with _Number written as a number: exact, unlike a float."""
-    if isinstance(document, _Number):
-        return format(document, "f")
-    if isinstance(document, dict):
-        return "{" + ", ".join(f"{json.dumps(str(key))}: {_dumps(value)}" for key, value in document.items()) + "}"
-    if isinstance(document, list):
-        return "[" + ", ".join(_dumps(value) for value in document) + "]"
-    return json.dumps(document)
 
 
 def _xml(name: str, value: Any) -> str:
@@ -160,7 +145,7 @@ class OneApiSimulator(Simulator):
             ((name, value),) = document.items()
             body = '<?xml version="1.0" encoding="UTF-8"?>' + _xml(name, value)
             return web.Response(status=status, text=body, content_type="application/xml")
-        return web.Response(status=status, text=_dumps(document), content_type="application/json")
+        return web.Response(status=status, text=exact_json(document), content_type="application/json")
 
     def error(self, code: str, status: int | None = None, variables: list[str] | None = None) -> web.Response:
         message_id, text = self.flavor.codes[code]
@@ -188,9 +173,9 @@ class OneApiSimulator(Simulator):
         end_user = request.match_info["end_user"]
         return end_user[4:] if end_user.startswith("tel:") else end_user
 
-    def wire_amount(self, amount_minor: int) -> str | _Number:
+    def wire_amount(self, amount_minor: int) -> str | ExactNumber:
         major = self.major(amount_minor)
-        return _Number(major) if self.flavor.amount_json == "number" else major
+        return ExactNumber(major) if self.flavor.amount_json == "number" else major
 
     def amount_from_wire(self, value: Any) -> int | None:
         """Minor units of a request's amount; None when malformed, or a string where a number is due."""

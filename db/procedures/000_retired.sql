@@ -13,6 +13,8 @@ drop function if exists api.subscribe(text, text, text, text, text);
 drop function if exists cp.assert_journal_balanced(bigint);
 drop function if exists cp.check_charge_rules(bigint, integer, bigint, text);
 drop function if exists cp.post_charge_journal(bigint, bigint);
+drop function if exists cp.mo_buy(cp.carrier, cp.subscriber, text, text, bigint, text);
+drop function if exists cp.mo_subscribe(cp.carrier, cp.subscriber, text, text, bigint, text);
 drop function if exists cp.queue_sms(bigint, text, text, integer, boolean);
 drop function if exists cp.record_hour_stat(cp.procedure, boolean);
 drop function if exists cp.retry_policy(cp.subscription);
@@ -30,3 +32,9 @@ drop function if exists cp.tg_carrier_call__rematch_callbacks() cascade;
 drop function if exists cp.return_budget(integer, integer);
 -- Cancel may act on a confirmed two-step charge whose confirmation has not reached its carrier.
 drop function if exists cp.check_prepared_step(cp.procedure, jsonb);
+-- The single and batch forms of a charge's outcome, now one set-based implementation
+-- (cp.collect_charges, cp.fail_charges) that a single call goes through as a batch of one.
+drop function if exists cp.charge_succeeded(cp.procedure, cp.carrier_call, bigint);
+drop function if exists cp.charge_failed(cp.procedure, cp.carrier_call, text);
+drop function if exists cp.charges_succeeded(cp.procedure[]);
+drop function if exists cp.charges_failed(cp.procedure[]);

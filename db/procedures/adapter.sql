@@ -26,10 +26,7 @@ declare
     v_held bigint[];
     v_gate record;
 begin
-    select carrier_id, timezone into v_carrier_id, v_timezone from cp.carrier where code = p_carrier;
-    if v_carrier_id is null then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    select carrier_id, timezone into v_carrier_id, v_timezone from cp.named_carrier(p_carrier);
     -- A paused carrier, merchant or product, or a tripped breaker, holds calls (db/procedures/breaker.sql).
     select * into v_gate from cp.claim_gate(v_carrier_id);
     if not v_gate.allowed then
@@ -273,10 +270,7 @@ declare
     v_key text;
     v_applied text;
 begin
-    select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
-    if v_carrier_id is null then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    v_carrier_id := (cp.named_carrier(p_carrier)).carrier_id;
     perform cp.check_callback_payload(p_payload);
     v_key := coalesce(p_payload->>'dedupe_key', md5(p_payload::text));
     insert into cp.callback_inbox (carrier_id, dedupe_key, payload) values (v_carrier_id, v_key, p_payload)

@@ -205,12 +205,8 @@ language plpgsql security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_merchant cp.merchant;
+    v_merchant cp.merchant := cp.named_merchant(p_merchant);
 begin
-    select * into v_merchant from cp.merchant where code = p_merchant;
-    if not found then
-        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
-    end if;
     return jsonb_build_object('id', v_merchant.merchant_id, 'code', p_merchant, 'status', 'rotated',
                               'db_role', v_merchant.db_role, 'db_password', cp.set_merchant_password(v_merchant.db_role));
 end
@@ -265,10 +261,7 @@ declare
     v_merchant_id integer;
     v_id integer;
 begin
-    select merchant_id into v_merchant_id from cp.merchant where code = p_merchant;
-    if v_merchant_id is null then
-        perform cp.fail('CP001', format('unknown merchant %L', p_merchant));
-    end if;
+    v_merchant_id := (cp.named_merchant(p_merchant)).merchant_id;
     if p_retry_policy not in ('step_down', 'accumulate', 'defer') or p_retry_timing not in ('fixed', 'best_hour', 'subscriber') then
         perform cp.fail('CP080', 'retry policy must be step_down, accumulate or defer; timing fixed, best_hour or subscriber');
     end if;
@@ -311,10 +304,7 @@ begin
         perform cp.fail('CP006', 'a price point amount must be a positive number of minor units');
     end if;
     if p_carrier is not null then
-        select * into v_carrier from cp.carrier where code = p_carrier;
-        if not found then
-            perform cp.fail('CP070', format('unknown carrier %L', p_carrier));
-        end if;
+        v_carrier := cp.named_carrier(p_carrier);
         if v_carrier.currency <> upper(p_currency) then
             perform cp.fail('CP008', format('carrier %s bills in %s, not %s', p_carrier, v_carrier.currency, p_currency));
         end if;

@@ -2,6 +2,36 @@
 -- the calling role may act for it, and returns a jsonb document with at least id and status.
 -- Calls with an effect carry an idempotency key: a repeat returns the first result unchanged.
 
+-- What a one-time purchase of a merchant's product by a number costs and who pays, checked in the
+-- order every purchase checks it (number, carrier, product, amount, price point, currency), with the
+-- subscriber locked and the carrier's rules. Shared by api.charge and api.prepare_payment, which
+-- differ only in what they do with it.
+create or replace function cp.one_time_purchase(p_merchant_id integer, p_msisdn text, p_product text,
+                                                p_amount_minor bigint,
+                                                out o_carrier cp.carrier, out o_product cp.product,
+                                                out o_pp cp.price_point, out o_subscriber cp.subscriber,
+                                                out o_rules jsonb)
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_msisdn text := cp.normalize_msisdn(p_msisdn);
+begin
+    o_carrier := cp.carrier_for_msisdn(v_msisdn);
+    o_product := cp.merchant_product(p_merchant_id, p_product);
+    if p_amount_minor is not null and p_amount_minor <= 0 then
+        perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
+    end if;
+    o_pp := cp.price_point_for(o_product.product_id, o_carrier.carrier_id, 'one_time', p_amount_minor);
+    if o_pp.currency <> o_carrier.currency then
+        perform cp.fail('CP008', format('price point in %s but carrier %s bills in %s',
+                                        o_pp.currency, o_carrier.code, o_carrier.currency));
+    end if;
+    o_subscriber := cp.lock_subscriber(v_msisdn, o_carrier.carrier_id);
+    o_rules := cp.effective_rules(o_carrier.carrier_id);
+end
+$$;
+
 -- One-time purchase: validate, apply the regulation, queue the carrier charge.
 create or replace function api.charge(p_merchant text, p_msisdn text, p_product text, p_idempotency_key text,
                                       p_amount_minor bigint default null, p_metadata jsonb default '{}')
@@ -11,7 +41,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
-    v_msisdn text;
+    v_purchase record;
     v_carrier cp.carrier;
     v_subscriber cp.subscriber;
     v_product cp.product;
@@ -28,19 +58,12 @@ begin
     if v_earlier is not null then
         return v_earlier;
     end if;
-    v_msisdn := cp.normalize_msisdn(p_msisdn);
-    v_carrier := cp.carrier_for_msisdn(v_msisdn);
-    v_product := cp.merchant_product(v_merchant.merchant_id, p_product);
-    if p_amount_minor is not null and p_amount_minor <= 0 then
-        perform cp.fail('CP006', format('amount %s must be a positive number of minor units', p_amount_minor));
-    end if;
-    v_pp := cp.price_point_for(v_product.product_id, v_carrier.carrier_id, 'one_time', p_amount_minor);
-    if v_pp.currency <> v_carrier.currency then
-        perform cp.fail('CP008', format('price point in %s but carrier %s bills in %s',
-                                        v_pp.currency, v_carrier.code, v_carrier.currency));
-    end if;
-    v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
-    v_rules := cp.effective_rules(v_carrier.carrier_id);
+    v_purchase := cp.one_time_purchase(v_merchant.merchant_id, p_msisdn, p_product, p_amount_minor);
+    v_carrier := v_purchase.o_carrier;
+    v_product := v_purchase.o_product;
+    v_pp := v_purchase.o_pp;
+    v_subscriber := v_purchase.o_subscriber;
+    v_rules := v_purchase.o_rules;
     if coalesce((v_rules->>'optin_one_time')::boolean, false) then
         -- The regulation wants a confirmed opt-in (api.request_optin + api.confirm_optin) per purchase.
         select * into v_optin from cp.optin
@@ -411,10 +434,7 @@ declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
 begin
     perform cp.check_length('p_reason', p_reason, 500);
-    if not exists (select 1 from cp.subscription
-                   where subscription_id = p_subscription_id and merchant_id = v_merchant.merchant_id) then
-        perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
-    end if;
+    perform cp.merchant_subscription(v_merchant.merchant_id, p_subscription_id::text);
     return cp.cancel_subscription(p_subscription_id, coalesce(p_reason, 'merchant'));
 end
 $$;
@@ -556,10 +576,7 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
 begin
-    if not exists (select 1 from cp.subscription where subscription_id = p_subscription_id
-                   and merchant_id = v_merchant.merchant_id) then
-        perform cp.fail('CP050', format('no subscription %s for merchant %L', p_subscription_id, p_merchant));
-    end if;
+    perform cp.merchant_subscription(v_merchant.merchant_id, p_subscription_id::text);
     return cp.subscription_document(p_subscription_id) || jsonb_build_object(
         'charges', coalesce((select jsonb_agg(jsonb_build_object('id', p.procedure_id, 'status', p.status,
                                                                  'amount_minor', p.amount_minor, 'period', p.period_index)

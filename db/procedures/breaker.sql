@@ -158,10 +158,7 @@ declare
     v_key text;
     v_result jsonb;
 begin
-    select carrier_id into v_carrier_id from cp.carrier where code = p_carrier;
-    if v_carrier_id is null then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    v_carrier_id := (cp.named_carrier(p_carrier)).carrier_id;
     if jsonb_typeof(p_settings) is distinct from 'object' then
         perform cp.fail('CP131', 'breaker settings must be a JSON object');
     end if;

@@ -24,6 +24,39 @@ as $$
                 else pg_catalog.current_setting('role')::name end
 $$;
 
+-- The merchant a code names, or CP001: how every operator and gateway function given a merchant's
+-- code finds it (cp.authorize_merchant, for the merchants' own calls, also checks who is asking).
+create or replace function cp.named_merchant(p_code text) returns cp.merchant
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_merchant cp.merchant;
+begin
+    select * into v_merchant from cp.merchant where code = p_code;
+    if not found then
+        perform cp.fail('CP001', format('unknown merchant %L', left(p_code, 64)));
+    end if;
+    return v_merchant;
+end
+$$;
+
+-- The carrier a code names, or CP070: how every function given a carrier's code finds it.
+create or replace function cp.named_carrier(p_code text) returns cp.carrier
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_carrier cp.carrier;
+begin
+    select * into v_carrier from cp.carrier where code = p_code;
+    if not found then
+        perform cp.fail('CP070', format('unknown carrier %L', left(p_code, 64)));
+    end if;
+    return v_carrier;
+end
+$$;
+
 -- The merchant whose code is given, after checking that the calling role may act for it.
 create or replace function cp.authorize_merchant(p_merchant text) returns cp.merchant
 language plpgsql stable

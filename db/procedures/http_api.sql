@@ -39,10 +39,7 @@ declare
     v_client_id text := 'cpc_' || pg_catalog.encode(public.gen_random_bytes(9), 'hex');
     v_secret text := cp.random_credential('cps_');
 begin
-    select * into v_merchant from cp.merchant where code = p_merchant;
-    if not found then
-        perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
-    end if;
+    v_merchant := cp.named_merchant(p_merchant);
     select s into v_unknown from unnest(v_scopes) s where s is null or not (s = any (cp.api_scopes())) limit 1;
     if found or cardinality(v_scopes) = 0 then
         perform cp.fail('CP117', format('unknown scope %L: one or more of %s', left(v_unknown, 64),
@@ -189,6 +186,22 @@ begin
 end
 $$;
 
+-- An amount as a CAMARA request carries it ({amount, currency}, amount a decimal in major units) in
+-- minor units of the currency the payment is billed in: any other currency is CP008, before the
+-- amount is read.
+create or replace function cp.camara_amount(p_money jsonb, p_currency text) returns bigint
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    if (p_money->>'currency') is distinct from p_currency then
+        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this is billed in %s',
+                                        left(p_money->>'currency', 8), p_currency));
+    end if;
+    return cp.minor_units(p_money->'amount', p_currency);
+end
+$$;
+
 -- Minor units as the decimal number a CAMARA document carries: 300 GBP minor is 3.00.
 -- (PL/pgSQL, bound when first called: cp.currency_exponent lives in notices.sql, applied after this file.)
 create or replace function cp.major_units(p_amount_minor bigint, p_currency text) returns numeric
@@ -263,18 +276,19 @@ begin
 end
 $$;
 
--- What a CAMARA payment request charges: the subscriber's number and carrier, the amount in minor
--- units of the carrier's currency and the product (chargingMetaData.productId, else serviceId, else
--- the API client's default product).
-create or replace function cp.camara_charge_terms(p_transaction jsonb, p_default_product text,
-                                                  out o_msisdn text, out o_product text, out o_amount_minor bigint)
+-- What a CAMARA payment request (createPayment or preparePayment) charges: the subscriber's number
+-- and carrier, the amount in minor units of the carrier's currency, the product
+-- (chargingMetaData.productId, else serviceId, else the API client's default product) and the
+-- request's idempotency key (cp.camara_request_key).
+create or replace function cp.camara_charge_terms(p_merchant_id integer, p_transaction jsonb, p_default_product text,
+                                                  out o_msisdn text, out o_product text, out o_amount_minor bigint,
+                                                  out o_key text)
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_info jsonb := p_transaction->'paymentAmount'->'chargingInformation';
     v_meta jsonb := p_transaction->'paymentAmount'->'chargingMetaData';
-    v_carrier cp.carrier;
 begin
     if jsonb_typeof(p_transaction) is distinct from 'object' or jsonb_typeof(v_info) is distinct from 'object'
        or p_transaction->>'referenceCode' is null then
@@ -284,16 +298,12 @@ begin
         perform cp.fail('CP118', 'phoneNumber is required: the access token does not identify a subscriber');
     end if;
     o_msisdn := cp.normalize_msisdn(p_transaction->>'phoneNumber');
-    v_carrier := cp.carrier_for_msisdn(o_msisdn);
-    if (v_info->>'currency') is distinct from v_carrier.currency then
-        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this number is billed in %s',
-                                        left(v_info->>'currency', 8), v_carrier.currency));
-    end if;
-    o_amount_minor := cp.minor_units(v_info->'amount', v_carrier.currency);
+    o_amount_minor := cp.camara_amount(v_info, (cp.carrier_for_msisdn(o_msisdn)).currency);
     o_product := coalesce(v_meta->>'productId', v_meta->>'serviceId', p_default_product);
     if o_product is null then
         perform cp.fail('CP115', 'no product: set chargingMetaData.productId or give the API client a default product');
     end if;
+    o_key := cp.camara_request_key(p_merchant_id, p_transaction);
 end
 $$;
 
@@ -306,18 +316,24 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_tx jsonb := p_request->'amountTransaction';
-    v_terms record;
-    v_key text;
+    v_terms record := cp.camara_charge_terms(v_merchant.merchant_id, v_tx, p_default_product);
     v_charge jsonb;
 begin
-    v_terms := cp.camara_charge_terms(v_tx, p_default_product);
-    v_key := cp.camara_request_key(v_merchant.merchant_id, v_tx);
-    v_charge := api.charge(p_merchant, v_terms.o_msisdn, v_terms.o_product, v_key, v_terms.o_amount_minor,
+    v_charge := api.charge(p_merchant, v_terms.o_msisdn, v_terms.o_product, v_terms.o_key, v_terms.o_amount_minor,
                            jsonb_build_object('camara', jsonb_strip_nulls(jsonb_build_object(
                                'amountTransaction', v_tx, 'sink', p_request->>'sink'))));
     perform cp.register_sink((v_charge->>'id')::bigint, p_request);
     return cp.camara_payment(p) from cp.procedure p where p.procedure_id = (v_charge->>'id')::bigint;
 end
+$$;
+
+-- An id as the text a path carries: a number of up to 18 digits, else null, so that an id that is not
+-- a number is simply not found (never an error of its own, never a cast that fails).
+create or replace function cp.path_id(p_id text) returns bigint
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when p_id ~ '^[0-9]{1,18}$' then p_id::bigint end
 $$;
 
 -- The merchant's charge with this id (as the text CAMARA's path carries), or CP040: an id that is not
@@ -329,11 +345,9 @@ as $$
 declare
     v_proc cp.procedure;
 begin
-    if p_payment_id ~ '^[0-9]{1,18}$' then
-        select * into v_proc from cp.procedure
-        where procedure_id = p_payment_id::bigint and merchant_id = p_merchant_id and kind = 'charge';
-    end if;
-    if v_proc.procedure_id is null then
+    select * into v_proc from cp.procedure
+    where procedure_id = cp.path_id(p_payment_id) and merchant_id = p_merchant_id and kind = 'charge';
+    if not found then
         perform cp.fail('CP040', format('no payment %L', left(p_payment_id, 64)));
     end if;
     return v_proc;
@@ -352,9 +366,26 @@ begin
 end
 $$;
 
+-- Which rows a page of a list holds (the ordinals after o_skip, up to o_last) for every paged list of
+-- the HTTP API: page from 1 (default 1), perPage 1 to 100 (default 10), order asc or desc (default
+-- desc, returned in o_order); anything else is CP120. bigint: a huge page number must not overflow.
+create or replace function cp.page_window(p_order text, p_page integer, p_per_page integer,
+                                          out o_order text, out o_skip bigint, out o_last bigint)
+language plpgsql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    o_order := coalesce(p_order, 'desc');
+    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100 or o_order not in ('asc', 'desc') then
+        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
+    end if;
+    o_skip := (coalesce(p_page, 1)::bigint - 1) * coalesce(p_per_page, 10);
+    o_last := o_skip + coalesce(p_per_page, 10);
+end
+$$;
+
 -- One page of CAMARA documents (payments, or refunds when p_refunds) of the matching procedures,
--- newest or oldest first, and how many match in all: {total, items, last_index}. A page below 1,
--- perPage outside 1 to 100 or an order other than asc/desc is CP120.
+-- newest or oldest first (cp.page_window), and how many match in all: {total, items, last_index}.
 create or replace function cp.camara_page(p_procs cp.procedure[], p_refunds boolean, p_order text, p_page integer,
                                           p_per_page integer)
 returns jsonb
@@ -362,26 +393,21 @@ language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_order text := coalesce(p_order, 'desc');
-    v_page bigint := coalesce(p_page, 1);  -- bigint: a huge page number must not overflow the offset
-    v_per_page bigint := coalesce(p_per_page, 10);
+    v_window record := cp.page_window(p_order, p_page, p_per_page);
     v_items jsonb;
 begin
-    if v_page < 1 or v_per_page not between 1 and 100 or v_order not in ('asc', 'desc') then
-        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
-    end if;
     select coalesce(jsonb_agg(case when p_refunds then cp.camara_refund(x.p) else cp.camara_payment(x.p) end
                               order by x.ordinal), '[]'::jsonb)
     into v_items
     from (select m::cp.procedure as p, row_number() over (
-                     order by case when v_order = 'asc' then m.created_at end,
-                              case when v_order = 'desc' then m.created_at end desc,
-                              case when v_order = 'asc' then m.procedure_id end,
+                     order by case when v_window.o_order = 'asc' then m.created_at end,
+                              case when v_window.o_order = 'desc' then m.created_at end desc,
+                              case when v_window.o_order = 'asc' then m.procedure_id end,
                               m.procedure_id desc) as ordinal
           from unnest(p_procs) m) x
-    where x.ordinal > (v_page - 1) * v_per_page and x.ordinal <= v_page * v_per_page;
+    where x.ordinal > v_window.o_skip and x.ordinal <= v_window.o_last;
     return jsonb_build_object('total', coalesce(cardinality(p_procs), 0), 'items', v_items,
-                              'last_index', (v_page - 1) * v_per_page + jsonb_array_length(v_items));
+                              'last_index', v_window.o_skip + jsonb_array_length(v_items));
 end
 $$;
 
@@ -467,11 +493,7 @@ begin
         if jsonb_typeof(v_info) is distinct from 'object' then
             perform cp.fail('CP080', 'a partial refund needs refundAmount.chargingInformation');
         end if;
-        if (v_info->>'currency') is distinct from v_charge.currency then
-            perform cp.fail('CP008', format('currency %L is not the payment''s (%s)', left(v_info->>'currency', 8),
-                                            v_charge.currency));
-        end if;
-        v_amount := cp.minor_units(v_info->'amount', v_charge.currency);
+        v_amount := cp.camara_amount(v_info, v_charge.currency);
     end if;
     v_key := case when v_tx ? 'clientCorrelator' then 'camara:refund:cc:' || (v_tx->>'clientCorrelator')
                   else 'camara:refund:ref:' || (v_tx->>'referenceCode') end;
@@ -500,11 +522,9 @@ declare
     v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
     v_refund cp.procedure;
 begin
-    if p_refund_id ~ '^[0-9]{1,18}$' then
-        select * into v_refund from cp.procedure
-        where procedure_id = p_refund_id::bigint and parent_id = v_charge.procedure_id and kind = 'refund';
-    end if;
-    if v_refund.procedure_id is null then
+    select * into v_refund from cp.procedure
+    where procedure_id = cp.path_id(p_refund_id) and parent_id = v_charge.procedure_id and kind = 'refund';
+    if not found then
         perform cp.fail('CP040', format('no refund %L of payment %s', left(p_refund_id, 64), v_charge.procedure_id));
     end if;
     return cp.camara_refund(v_refund);
@@ -621,7 +641,8 @@ as $$
     where s.subscription_id = p_subscription_id
 $$;
 
--- The merchant's subscription with this id (text, as the path carries it), or CP050.
+-- The merchant's subscription with this id (text, as a path carries it; the SQL API's bigint as text),
+-- or CP050: another merchant's subscription is simply not found.
 create or replace function cp.merchant_subscription(p_merchant_id integer, p_subscription_id text) returns bigint
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
@@ -629,11 +650,9 @@ as $$
 declare
     v_id bigint;
 begin
-    if p_subscription_id ~ '^[0-9]{1,18}$' then
-        select subscription_id into v_id from cp.subscription
-        where subscription_id = p_subscription_id::bigint and merchant_id = p_merchant_id;
-    end if;
-    if v_id is null then
+    select subscription_id into v_id from cp.subscription
+    where subscription_id = cp.path_id(p_subscription_id) and merchant_id = p_merchant_id;
+    if not found then
         perform cp.fail('CP050', format('no subscription %L', left(p_subscription_id, 64)));
     end if;
     return v_id;
@@ -681,24 +700,19 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
+    v_window record := cp.page_window('desc', p_page, p_per_page);
     v_total bigint;
     v_items jsonb;
 begin
-    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100 then
-        perform cp.fail('CP120', 'page must be at least 1 and perPage between 1 and 100');
-    end if;
-    select count(*) into v_total from cp.subscription s
-    where s.merchant_id = v_merchant.merchant_id and (p_statuses is null or s.status::text = any (p_statuses));
-    select coalesce(jsonb_agg(cp.subscription_resource(x.subscription_id) order by x.created_at desc,
-                              x.subscription_id desc), '[]'::jsonb)
-    into v_items
-    from (select s.subscription_id, s.created_at from cp.subscription s
-          where s.merchant_id = v_merchant.merchant_id and (p_statuses is null or s.status::text = any (p_statuses))
-          order by s.created_at desc, s.subscription_id desc
-          offset (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10) limit coalesce(p_per_page, 10)) x;
+    select count(*),
+           coalesce(jsonb_agg(cp.subscription_resource(x.subscription_id) order by x.ordinal)
+                        filter (where x.ordinal > v_window.o_skip and x.ordinal <= v_window.o_last), '[]'::jsonb)
+    into v_total, v_items
+    from (select s.subscription_id, row_number() over (order by s.created_at desc, s.subscription_id desc) as ordinal
+          from cp.subscription s
+          where s.merchant_id = v_merchant.merchant_id and (p_statuses is null or s.status::text = any (p_statuses))) x;
     return jsonb_build_object('total', v_total, 'items', v_items,
-                              'last_index', (coalesce(p_page, 1) - 1) * coalesce(p_per_page, 10)
-                                            + jsonb_array_length(v_items));
+                              'last_index', v_window.o_skip + jsonb_array_length(v_items));
 end
 $$;
 
@@ -742,10 +756,10 @@ declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_doc jsonb;
 begin
-    if p_consent_id !~ '^[0-9]{1,18}$' then
+    if cp.path_id(p_consent_id) is null then
         perform cp.fail('CP030', format('no consent %L', left(p_consent_id, 64)));
     end if;
-    v_doc := api.confirm_optin(p_merchant, p_consent_id::bigint, p_request->>'code');
+    v_doc := api.confirm_optin(p_merchant, cp.path_id(p_consent_id), p_request->>'code');
     if v_doc->>'status' <> 'confirmed' then
         perform cp.fail(coalesce(v_doc->'error'->>'code', 'CP031'),
                         format('invalid code (%s attempts left)', coalesce(v_doc->>'attempts_left', '0')));
@@ -779,12 +793,8 @@ declare
     v_carrier cp.carrier := cp.carrier_for_msisdn(cp.normalize_msisdn(p_request->>'phoneNumber'));
     v_doc jsonb;
 begin
-    if (p_request->'amount'->>'currency') is distinct from v_carrier.currency then
-        perform cp.fail('CP008', format('currency %L is unknown or not authorized: this number is billed in %s',
-                                        left(p_request->'amount'->>'currency', 8), v_carrier.currency));
-    end if;
     v_doc := api.check_balance(p_merchant, p_request->>'phoneNumber',
-                               cp.minor_units(p_request->'amount'->'amount', v_carrier.currency),
+                               cp.camara_amount(p_request->'amount', v_carrier.currency),
                                'ext:balance:' || (p_request->>'clientCorrelator'));
     return cp.balance_check_resource(p) from cp.procedure p where p.procedure_id = (v_doc->>'id')::bigint;
 end
@@ -799,11 +809,9 @@ declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_proc cp.procedure;
 begin
-    if p_check_id ~ '^[0-9]{1,18}$' then
-        select * into v_proc from cp.procedure
-        where procedure_id = p_check_id::bigint and merchant_id = v_merchant.merchant_id and kind = 'balance_check';
-    end if;
-    if v_proc.procedure_id is null then
+    select * into v_proc from cp.procedure
+    where procedure_id = cp.path_id(p_check_id) and merchant_id = v_merchant.merchant_id and kind = 'balance_check';
+    if not found then
         perform cp.fail('CP040', format('no balance check %L', left(p_check_id, 64)));
     end if;
     return cp.balance_check_resource(v_proc);

@@ -6,30 +6,18 @@
 -- where the regulation wants a confirmed opt-in per one-time purchase, an SMS alone is not enough and the
 -- subscriber is told so. Never raises for a rule: the refusal is the reply.
 create or replace function cp.mo_buy(p_carrier cp.carrier, p_subscriber cp.subscriber, p_short_code text,
-                                     p_keyword text, p_mo_id bigint, p_text text)
+                                     p_keyword cp.sms_keyword, p_mo_id bigint, p_text text)
 returns jsonb
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_keyword cp.sms_keyword;
     v_product cp.product;
     v_pp cp.price_point;
     v_rules jsonb := cp.effective_rules(p_carrier.carrier_id);
     v_proc cp.procedure;
-    v_reply bigint;
 begin
-    select * into v_keyword from cp.sms_keyword
-    where carrier_id = p_carrier.carrier_id and short_code = p_short_code and keyword = p_keyword and active;
-    if not found then
-        v_reply := cp.queue_reply(p_subscriber.subscriber_id,
-            cp.sms_text('sms_unknown_keyword', p_subscriber.subscriber_id, jsonb_build_object(
-                'keyword', p_keyword, 'short_code', p_short_code,
-                'help', cp.sms_help_text(p_carrier.carrier_id, p_subscriber.subscriber_id, p_short_code))),
-            null, p_short_code);
-        return jsonb_build_object('status', 'unknown_keyword', 'reply_id', v_reply);
-    end if;
-    select * into v_product from cp.product where product_id = v_keyword.product_id;
+    select * into v_product from cp.product where product_id = p_keyword.product_id;
     begin
         if coalesce((v_rules->>'optin_one_time')::boolean, false) then
             perform cp.fail('CP140', format('a purchase on %s needs a confirmed opt-in; buy on the merchant''s page',
@@ -39,24 +27,19 @@ begin
         perform cp.check_charge_rules(p_subscriber.subscriber_id, p_carrier.carrier_id, v_pp.amount_minor,
                                       v_pp.currency, v_rules);
         insert into cp.consent (subscriber_id, merchant_id, product_id, method, evidence, given_at)
-        values (p_subscriber.subscriber_id, v_keyword.merchant_id, v_product.product_id, 'mo',
+        values (p_subscriber.subscriber_id, p_keyword.merchant_id, v_product.product_id, 'mo',
                 jsonb_build_object('mo_id', p_mo_id, 'text', p_text, 'short_code', p_short_code,
                                    'purchase', v_pp.variant), cp.clock_now());
-        v_proc := cp.new_procedure('charge', p_subscriber, v_keyword.merchant_id, v_pp.amount_minor, v_pp.currency,
+        v_proc := cp.new_procedure('charge', p_subscriber, p_keyword.merchant_id, v_pp.amount_minor, v_pp.currency,
                                    v_product.product_id, v_pp.price_point_id, v_pp.variant,
                                    p_metadata => jsonb_build_object('channel', 'sms', 'mo_id', p_mo_id,
-                                                                    'keyword', v_keyword.keyword));
+                                                                    'keyword', p_keyword.keyword));
         perform cp.queue_call(v_proc.procedure_id, 'charge', cp.charge_params(v_proc, v_pp.amount_minor));
     exception when others then
         if left(sqlstate, 2) <> 'CP' then
             raise;
         end if;
-        v_reply := cp.queue_reply(p_subscriber.subscriber_id,
-            cp.sms_text('sms_buy_refused', p_subscriber.subscriber_id,
-                        cp.keyword_vars(v_keyword, p_subscriber.subscriber_id) || jsonb_build_object('reason', sqlerrm)),
-            v_keyword.merchant_id, p_short_code);
-        return jsonb_build_object('status', 'refused', 'error', jsonb_build_object('code', sqlstate, 'message', sqlerrm),
-                                  'reply_id', v_reply);
+        return cp.refuse_mo('sms_buy_refused', p_keyword, p_subscriber.subscriber_id, p_short_code, sqlstate, sqlerrm);
     end;
     return jsonb_build_object('status', 'purchase_queued', 'payment_id', v_proc.procedure_id);
 end

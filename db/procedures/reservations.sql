@@ -43,9 +43,10 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_tx jsonb := p_request->'amountTransaction';
-    v_terms record;
-    v_key text;
+    v_terms record := cp.camara_charge_terms(v_merchant.merchant_id, v_tx, p_default_product);
+    v_key text := v_terms.o_key;
     v_earlier jsonb;
+    v_purchase record;
     v_carrier cp.carrier;
     v_product cp.product;
     v_pp cp.price_point;
@@ -55,21 +56,16 @@ declare
     v_proc cp.procedure;
     v_metadata jsonb;
 begin
-    v_terms := cp.camara_charge_terms(v_tx, p_default_product);
-    v_key := cp.camara_request_key(v_merchant.merchant_id, v_tx);
     v_earlier := cp.idempotency_begin(v_merchant.merchant_id, v_key, 'prepare_payment', p_request);
     if v_earlier is not null then
         return v_earlier;
     end if;
-    v_carrier := cp.carrier_for_msisdn(v_terms.o_msisdn);
-    v_product := cp.merchant_product(v_merchant.merchant_id, v_terms.o_product);
-    v_pp := cp.price_point_for(v_product.product_id, v_carrier.carrier_id, 'one_time', v_terms.o_amount_minor);
-    if v_pp.currency <> v_carrier.currency then
-        perform cp.fail('CP008', format('price point in %s but carrier %s bills in %s',
-                                        v_pp.currency, v_carrier.code, v_carrier.currency));
-    end if;
-    v_subscriber := cp.lock_subscriber(v_terms.o_msisdn, v_carrier.carrier_id);
-    v_rules := cp.effective_rules(v_carrier.carrier_id);
+    v_purchase := cp.one_time_purchase(v_merchant.merchant_id, v_terms.o_msisdn, v_terms.o_product, v_terms.o_amount_minor);
+    v_carrier := v_purchase.o_carrier;
+    v_product := v_purchase.o_product;
+    v_pp := v_purchase.o_pp;
+    v_subscriber := v_purchase.o_subscriber;
+    v_rules := v_purchase.o_rules;
     perform cp.check_charge_rules(v_subscriber.subscriber_id, v_carrier.carrier_id, v_pp.amount_minor, v_pp.currency,
                                   v_rules);
     if coalesce((v_rules->>'optin_one_time')::boolean, false) then

@@ -124,6 +124,24 @@ begin
 end
 $$;
 
+-- A keyword's SUB or BUY that a rule refused (a CPnnn error: a cap, no price, an opt-in it needs): the
+-- subscriber is told why by a reply (p_template), and the MO's result says so. Never raises: what a
+-- subscriber texts gets an answer, not an error.
+create or replace function cp.refuse_mo(p_template text, p_keyword cp.sms_keyword, p_subscriber_id bigint,
+                                        p_short_code text, p_code text, p_message text)
+returns jsonb
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    return jsonb_build_object('status', 'refused', 'error', jsonb_build_object('code', p_code, 'message', p_message),
+                              'reply_id', cp.queue_reply(p_subscriber_id,
+                                  cp.sms_text(p_template, p_subscriber_id, cp.keyword_vars(p_keyword, p_subscriber_id)
+                                                                           || jsonb_build_object('reason', p_message)),
+                                  p_keyword.merchant_id, p_short_code));
+end
+$$;
+
 -- The HELP text: the services on this short code and how to stop.
 create or replace function cp.sms_help_text(p_carrier_id integer, p_subscriber_id bigint, p_short_code text)
 returns text
@@ -148,13 +166,12 @@ $$;
 -- SUB <KEYWORD>: a subscription in pending_optin and a confirmation request (double opt-in), or,
 -- where the regulation asks for no second step, the MO itself is the consent.
 create or replace function cp.mo_subscribe(p_carrier cp.carrier, p_subscriber cp.subscriber, p_short_code text,
-                                           p_keyword text, p_mo_id bigint, p_text text)
+                                           p_keyword cp.sms_keyword, p_mo_id bigint, p_text text)
 returns jsonb
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_keyword cp.sms_keyword;
     v_merchant cp.merchant;
     v_product cp.product;
     v_sub cp.subscription;
@@ -163,25 +180,15 @@ declare
     v_minutes integer;
     v_reply bigint;
 begin
-    select * into v_keyword from cp.sms_keyword
-    where carrier_id = p_carrier.carrier_id and short_code = p_short_code and keyword = p_keyword and active;
-    if not found then
-        v_reply := cp.queue_reply(p_subscriber.subscriber_id,
-            cp.sms_text('sms_unknown_keyword', p_subscriber.subscriber_id, jsonb_build_object(
-                'keyword', p_keyword, 'short_code', p_short_code,
-                'help', cp.sms_help_text(p_carrier.carrier_id, p_subscriber.subscriber_id, p_short_code))),
-            null, p_short_code);
-        return jsonb_build_object('status', 'unknown_keyword', 'reply_id', v_reply);
-    end if;
-    select * into v_merchant from cp.merchant where merchant_id = v_keyword.merchant_id;
-    select * into v_product from cp.product where product_id = v_keyword.product_id;
+    select * into v_merchant from cp.merchant where merchant_id = p_keyword.merchant_id;
+    select * into v_product from cp.product where product_id = p_keyword.product_id;
 
     -- Already subscribed, or already asked: answer with the subscription there is (as api.subscribe
     -- does), never a second one. cp.live_subscription has cancelled one nobody can confirm any more.
     v_sub := cp.live_subscription(p_subscriber.subscriber_id, v_product.product_id);
     if v_sub.subscription_id is not null and v_sub.status <> 'pending_optin' then
         v_reply := cp.queue_reply(p_subscriber.subscriber_id,
-            cp.sms_text('sms_already', p_subscriber.subscriber_id, cp.keyword_vars(v_keyword, p_subscriber.subscriber_id)),
+            cp.sms_text('sms_already', p_subscriber.subscriber_id, cp.keyword_vars(p_keyword, p_subscriber.subscriber_id)),
             v_merchant.merchant_id, p_short_code);
         return jsonb_build_object('status', 'already_subscribed', 'subscription_id', v_sub.subscription_id,
                                   'existing', true, 'reply_id', v_reply);
@@ -191,7 +198,7 @@ begin
         if found and v_conf.status = 'pending' and v_conf.expires_at > cp.clock_now() then
             v_reply := cp.queue_reply(p_subscriber.subscriber_id,
                 cp.sms_text('sms_confirm', p_subscriber.subscriber_id,
-                            cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
+                            cp.keyword_vars(p_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
                 v_merchant.merchant_id, p_short_code);
             return jsonb_build_object('status', 'confirmation_resent', 'subscription_id', v_sub.subscription_id,
                                       'existing', true, 'confirmation_id', v_conf.confirmation_id, 'reply_id', v_reply);
@@ -200,7 +207,7 @@ begin
         -- subscription with YES instead (whichever comes first activates it; the other changes nothing).
         v_minutes := coalesce((v_rules->>'sms_confirm_minutes')::int, (v_rules->>'pin_ttl_minutes')::int);
         insert into cp.sms_confirmation (subscription_id, subscriber_id, keyword_id, short_code, expires_at, created_at)
-        values (v_sub.subscription_id, p_subscriber.subscriber_id, v_keyword.keyword_id, p_short_code,
+        values (v_sub.subscription_id, p_subscriber.subscriber_id, p_keyword.keyword_id, p_short_code,
                 cp.clock_now() + make_interval(mins => v_minutes), cp.clock_now())
         on conflict (subscription_id) do update
             set status = 'pending', keyword_id = excluded.keyword_id, short_code = excluded.short_code,
@@ -208,7 +215,7 @@ begin
         returning * into v_conf;
         v_reply := cp.queue_reply(p_subscriber.subscriber_id,
             cp.sms_text('sms_confirm', p_subscriber.subscriber_id,
-                        cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
+                        cp.keyword_vars(p_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
             v_merchant.merchant_id, p_short_code);
         return jsonb_build_object('status', 'confirmation_sent', 'subscription_id', v_sub.subscription_id,
                                   'existing', true, 'confirmation_id', v_conf.confirmation_id,
@@ -216,29 +223,24 @@ begin
     end if;
 
     begin
-        v_sub := cp.new_subscription(v_merchant.merchant_id, p_subscriber, p_carrier, v_product, v_keyword.plan::text);
+        v_sub := cp.new_subscription(v_merchant.merchant_id, p_subscriber, p_carrier, v_product, p_keyword.plan::text);
     exception when others then
         if left(sqlstate, 2) <> 'CP' then
             raise;
         end if;
         -- A rule refused it (spend cap, no price): tell the subscriber, and keep the MO's record.
-        v_reply := cp.queue_reply(p_subscriber.subscriber_id,
-            cp.sms_text('sms_refused', p_subscriber.subscriber_id,
-                        cp.keyword_vars(v_keyword, p_subscriber.subscriber_id) || jsonb_build_object('reason', sqlerrm)),
-            v_merchant.merchant_id, p_short_code);
-        return jsonb_build_object('status', 'refused', 'error', jsonb_build_object('code', sqlstate, 'message', sqlerrm),
-                                  'reply_id', v_reply);
+        return cp.refuse_mo('sms_refused', p_keyword, p_subscriber.subscriber_id, p_short_code, sqlstate, sqlerrm);
     end;
 
     if coalesce((v_rules->>'optin_subscription')::boolean, false) then
         v_minutes := coalesce((v_rules->>'sms_confirm_minutes')::int, (v_rules->>'pin_ttl_minutes')::int);
         insert into cp.sms_confirmation (subscription_id, subscriber_id, keyword_id, short_code, expires_at, created_at)
-        values (v_sub.subscription_id, p_subscriber.subscriber_id, v_keyword.keyword_id, p_short_code,
+        values (v_sub.subscription_id, p_subscriber.subscriber_id, p_keyword.keyword_id, p_short_code,
                 cp.clock_now() + make_interval(mins => v_minutes), cp.clock_now())
         returning * into v_conf;
         v_reply := cp.queue_reply(p_subscriber.subscriber_id,
             cp.sms_text('sms_confirm', p_subscriber.subscriber_id,
-                        cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
+                        cp.keyword_vars(p_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
             v_merchant.merchant_id, p_short_code);
         return jsonb_build_object('status', 'confirmation_sent', 'subscription_id', v_sub.subscription_id,
                                   'confirmation_id', v_conf.confirmation_id, 'expires_at', v_conf.expires_at,
@@ -251,7 +253,7 @@ begin
     perform cp.activate_subscription(v_sub.subscription_id);
     v_reply := cp.queue_reply(p_subscriber.subscriber_id,
         cp.sms_text('sms_welcome', p_subscriber.subscriber_id,
-                    cp.keyword_vars(v_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
+                    cp.keyword_vars(p_keyword, p_subscriber.subscriber_id, v_sub.price_point_id)),
         v_merchant.merchant_id, p_short_code);
     return jsonb_build_object('status', 'subscribed', 'subscription_id', v_sub.subscription_id, 'reply_id', v_reply);
 end
@@ -400,13 +402,11 @@ declare
     v_short_code text := nullif(p_mo->>'short_code', '');
     v_msg_id text;
     v_mo_id bigint;
+    v_keyword cp.sms_keyword;
     v_result jsonb;
     v_received timestamptz;
 begin
-    select * into v_carrier from cp.carrier where code = p_carrier;
-    if not found then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    v_carrier := cp.named_carrier(p_carrier);
     v_msg_id := coalesce(nullif(p_mo->>'carrier_msg_id', ''),
                          'h:' || md5(concat_ws('|', p_mo->>'msisdn', v_short_code, v_text, p_mo->>'received_at')));
     begin
@@ -420,11 +420,15 @@ begin
     exception when others then
         v_received := cp.clock_now();
     end;
+    -- The keyword a SUB, a BUY or a bare word names, looked up here once for all of them.
+    if v_command in ('keyword', 'sub', 'buy') then
+        select * into v_keyword from cp.sms_keyword
+        where carrier_id = v_carrier.carrier_id and short_code = v_short_code and keyword = v_parsed->>'keyword'
+          and active;
+    end if;
     if v_command = 'keyword' then
         -- A bare word is SUB <word> when it is a keyword here, otherwise not understood.
-        v_command := case when exists (select 1 from cp.sms_keyword where carrier_id = v_carrier.carrier_id
-                                       and short_code = v_short_code and keyword = v_parsed->>'keyword' and active)
-                          then 'sub' else 'unknown' end;
+        v_command := case when v_keyword.keyword_id is not null then 'sub' else 'unknown' end;
     end if;
     insert into cp.mo_inbox (carrier_id, carrier_msg_id, msisdn, short_code, text, normalized, command, received_at)
     values (v_carrier.carrier_id, v_msg_id, coalesce(v_msisdn, coalesce(p_mo->>'msisdn', '')), v_short_code, v_text,
@@ -441,13 +445,19 @@ begin
         return jsonb_build_object('id', v_mo_id, 'status', 'ignored', 'command', v_command);
     end if;
     v_subscriber := cp.lock_subscriber(v_msisdn, v_carrier.carrier_id);
-    v_result := case v_command
-        when 'sub' then cp.mo_subscribe(v_carrier, v_subscriber, v_short_code, v_parsed->>'keyword', v_mo_id, v_text)
-        when 'buy' then cp.mo_buy(v_carrier, v_subscriber, v_short_code, v_parsed->>'keyword', v_mo_id, v_text)
-        when 'yes' then cp.mo_confirm(v_carrier, v_subscriber, v_short_code, v_mo_id, v_text)
-        when 'stop' then cp.mo_stop(v_carrier, v_subscriber, v_short_code, 'one', v_parsed->>'keyword')
-        when 'stop_all' then cp.mo_stop(v_carrier, v_subscriber, v_short_code, 'all', null)
-        when 'help' then jsonb_build_object('status', 'help', 'reply_id', cp.queue_reply(v_subscriber.subscriber_id,
+    v_result := case
+        when v_command in ('sub', 'buy') and v_keyword.keyword_id is null then jsonb_build_object(
+            'status', 'unknown_keyword', 'reply_id', cp.queue_reply(v_subscriber.subscriber_id,
+                cp.sms_text('sms_unknown_keyword', v_subscriber.subscriber_id, jsonb_build_object(
+                    'keyword', v_parsed->>'keyword', 'short_code', v_short_code,
+                    'help', cp.sms_help_text(v_carrier.carrier_id, v_subscriber.subscriber_id, v_short_code))),
+                null, v_short_code))
+        when v_command = 'sub' then cp.mo_subscribe(v_carrier, v_subscriber, v_short_code, v_keyword, v_mo_id, v_text)
+        when v_command = 'buy' then cp.mo_buy(v_carrier, v_subscriber, v_short_code, v_keyword, v_mo_id, v_text)
+        when v_command = 'yes' then cp.mo_confirm(v_carrier, v_subscriber, v_short_code, v_mo_id, v_text)
+        when v_command = 'stop' then cp.mo_stop(v_carrier, v_subscriber, v_short_code, 'one', v_parsed->>'keyword')
+        when v_command = 'stop_all' then cp.mo_stop(v_carrier, v_subscriber, v_short_code, 'all', null)
+        when v_command = 'help' then jsonb_build_object('status', 'help', 'reply_id', cp.queue_reply(v_subscriber.subscriber_id,
                              cp.sms_help_text(v_carrier.carrier_id, v_subscriber.subscriber_id, v_short_code),
                              null, v_short_code))
         else jsonb_build_object('status', 'not_understood', 'reply_id', cp.queue_reply(v_subscriber.subscriber_id,
@@ -479,10 +489,7 @@ declare
     v_codes jsonb;
     v_row cp.sms_keyword;
 begin
-    select * into v_carrier from cp.carrier where code = p_carrier;
-    if not found then
-        perform cp.fail('CP070', format('unknown carrier %L', left(p_carrier, 64)));
-    end if;
+    v_carrier := cp.named_carrier(p_carrier);
     select p.* into v_product from cp.product p join cp.merchant m using (merchant_id)
     where m.code = p_merchant and p.code = p_product;
     if not found then

@@ -13,7 +13,8 @@ from carrier_kit import CallbackSink, assert_no_secrets, make_call
 from carrierpay.adapters.callbacks import CallbackRejected, verify_and_parse_callback
 from carrierpay.adapters.http import HttpConnector
 from carrierpay.adapters.spec import load_spec, validate_spec
-from carrierpay.simulators.camara import CamaraSimulator, dumps
+from carrierpay.simulators.base import exact_json
+from carrierpay.simulators.camara import CamaraSimulator
 
 SPEC = Path(__file__).with_name("camara_es.yaml")
 MSISDN = "+34600990001"
@@ -49,7 +50,7 @@ async def test_a_notification_without_the_credential_we_handed_out_is_refused():
         sim.add_subscriber(MSISDN, 1000)
         spec = load_spec(SPEC, base_url=sim.url)
         result = sim.billing.charge("cp-forged", MSISDN, 199)
-        raw = dumps(sim.cloud_event(result)).encode()
+        raw = exact_json(sim.cloud_event(result)).encode()
     for headers in ({}, {"Authorization": "Bearer guessed-token-000"}, {"Authorization": "Basic eDp5"}):
         with pytest.raises(CallbackRejected):
             verify_and_parse_callback(spec, "POST", headers, {}, raw, "127.0.0.1", secrets=SECRETS)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.core.conftest import load_world
+from tests.core.world import load_world
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from .conftest import load_world
+from .world import load_world
 
 
 def test_an_unbalanced_journal_fails_at_commit(db_url):

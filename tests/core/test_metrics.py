@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from carrierpay import metrics, scheduler
-from tests.core.conftest import load_world
+from tests.core.world import load_world
 
 
 def _samples(registry) -> dict[tuple[str, tuple], float]:

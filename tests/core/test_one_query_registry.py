@@ -121,7 +121,7 @@ def test_demo_report_prints_major_units_per_currency(capsys):
 
 def test_demo_reads_which_carriers_want_an_optin_per_purchase(conn):
     """The demo asks the regulation (cp.effective_rules) which carriers need a PIN before a purchase."""
-    from tests.core.conftest import load_world
+    from tests.core.world import load_world
 
     load_world(conn)
 

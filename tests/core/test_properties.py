@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from .conftest import load_world
+from .world import load_world
 
 VAT_BP = {"NG": 750}
 CARRIER_SHARE_BP = {"test_ng": 4000}

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.core.conftest import load_world
 from tests.core.test_scheduling import field, last_charge, run_due, subscribe
+from tests.core.world import load_world
 
 
 def _charge(conn, n: int, merchant: str = "acme", product: str = "gems") -> int:

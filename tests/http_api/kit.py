@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -113,3 +114,15 @@ def settle(world_url: str, procedure_id: int | str, outcome: str = "succeeded", 
                      "(select max(call_id) from cp.carrier_call where procedure_id = %s), 'outcome', %s::text, "
                      "'reason', case when %s::text = 'failed' then 'insufficient_funds' end)))",
                      [int(procedure_id), outcome, outcome])
+
+
+def handset_pin(world_url: str, msisdn: str) -> str:
+    """The PIN SMS to a number, sent as an adapter sends it, and read as the subscriber reads it."""
+    with psycopg.connect(world_url, autocommit=True) as conn:
+        text = conn.execute("select params->>'text' from cp.carrier_call where operation = 'send_sms' "
+                            "and params->>'msisdn' = %s and status = 'queued' order by call_id desc limit 1",
+                            [msisdn]).fetchone()[0]
+        for (call,) in conn.execute("select adapter.claim_calls('test_gb', 100, interval '1 minute', 'handset')"):
+            conn.execute("select adapter.complete_calls(jsonb_build_array(jsonb_build_object('call_id', %s::bigint, "
+                         "'outcome', 'succeeded')))", [call["call_id"]])
+    return re.search(r"is ([0-9]+)", text).group(1)

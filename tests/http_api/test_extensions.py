@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 
-import psycopg
-
-from tests.http_api.kit import NG_NUMBER, add_client, api_server, conforms, error_conforms
+from tests.http_api.kit import NG_NUMBER, add_client, api_server, conforms, error_conforms, handset_pin
 
 EXT = "/carrierpay/v1"
 GB_NUMBER = "+447700900002"
@@ -16,17 +13,6 @@ GB_NUMBER = "+447700900002"
 
 def _body(**fields) -> bytes:
     return json.dumps(fields).encode()
-
-
-def _send_pin(world_url: str, msisdn: str) -> str:
-    with psycopg.connect(world_url, autocommit=True) as conn:
-        text = conn.execute("select params->>'text' from cp.carrier_call where operation = 'send_sms' "
-                            "and params->>'msisdn' = %s and status = 'queued' order by call_id desc limit 1",
-                            [msisdn]).fetchone()[0]
-        for (call,) in conn.execute("select adapter.claim_calls('test_gb', 100, interval '1 minute', 'handset')"):
-            conn.execute("select adapter.complete_calls(jsonb_build_array(jsonb_build_object('call_id', %s::bigint, "
-                         "'outcome', 'succeeded')))", [call["call_id"]])
-    return re.search(r"is ([0-9]+)", text).group(1)
 
 
 async def test_subscription_lifecycle(world_url):
@@ -69,7 +55,7 @@ async def test_subscription_with_pin_consent(world_url):
             phoneNumber=GB_NUMBER, productId="club", plan="monthly", clientCorrelator="sub-gb"))
         assert status == 201 and created["status"] == "pending_optin", created
         consent = created["validationInfo"]["authorizationId"]
-        pin = _send_pin(world_url, GB_NUMBER)
+        pin = handset_pin(world_url, GB_NUMBER)
         wrong = str((int(pin) + 1) % 10 ** len(pin)).zfill(len(pin))
         status, _, answer = await api.call("POST", f"{EXT}/consents/{consent}/validate", _body(code=wrong))
         error_conforms(answer, 400, "CARRIER_BILLING.INVALID_CODE")

@@ -4,11 +4,18 @@ following their code/Test_definitions: a held charge whose carrier call is queue
 from __future__ import annotations
 
 import json
-import re
 
 import psycopg
 
-from tests.http_api.kit import NG_NUMBER, add_client, api_server, conforms, error_conforms, payment_body
+from tests.http_api.kit import (
+    NG_NUMBER,
+    add_client,
+    api_server,
+    conforms,
+    error_conforms,
+    handset_pin,
+    payment_body,
+)
 
 PAYMENTS = "/carrier-billing/v0.5/payments"
 GB_NUMBER = "+447700900001"
@@ -22,18 +29,6 @@ def _calls(world_url: str, payment_id: str) -> list[tuple]:
 
 def _phone(number: str) -> bytes:
     return json.dumps({"phoneNumber": number}).encode()
-
-
-def _handset_pin(world_url: str, msisdn: str) -> str:
-    """The PIN SMS to a number, sent as an adapter sends it, and read as the subscriber reads it."""
-    with psycopg.connect(world_url, autocommit=True) as conn:
-        text = conn.execute("select params->>'text' from cp.carrier_call where operation = 'send_sms' "
-                            "and params->>'msisdn' = %s and status = 'queued' order by call_id desc limit 1",
-                            [msisdn]).fetchone()[0]
-        for (call,) in conn.execute("select adapter.claim_calls('test_gb', 100, interval '1 minute', 'handset')"):
-            conn.execute("select adapter.complete_calls(jsonb_build_array(jsonb_build_object('call_id', %s::bigint, "
-                         "'outcome', 'succeeded')))", [call["call_id"]])
-    return re.search(r"is ([0-9]+)", text).group(1)
 
 
 async def test_prepare_confirm_queues_the_charge_only_then(world_url):
@@ -99,7 +94,7 @@ async def test_validation_by_pin_where_the_regulation_wants_consent(world_url):
         pid = prepared["paymentId"]
         status, _, answer = await api.call("POST", f"{PAYMENTS}/{pid}/confirm", _phone(GB_NUMBER))
         error_conforms(answer, 403, "CARRIER_BILLING.PAYMENT_DENIED")
-        pin = _handset_pin(world_url, GB_NUMBER)
+        pin = handset_pin(world_url, GB_NUMBER)
         wrong = str((int(pin) + 1) % 10 ** len(pin)).zfill(len(pin))
         for body, code in ((json.dumps({"authorizationId": "nope", "code": pin}),
                             "CARRIER_BILLING.INVALID_AUTHORIZATION_ID"),

@@ -9,29 +9,12 @@ import psycopg
 import psycopg.sql
 import pytest
 
-from tests.core.world import load_world
-
 
 def url_as(url: str, role: str, password: str) -> str:
     """The same database, logged in as another role with its password."""
     parts = urlsplit(url)
     netloc = f"{quote(role, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-@pytest.fixture
-def world_url(db_url):
-    """A fresh database holding the test world, committed (usable from many connections)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        load_world(conn)
-    return db_url
-
-
-@pytest.fixture
-def owner(world_url):
-    """The owner's autocommit connection to the world."""
-    with psycopg.connect(world_url, autocommit=True) as conn:
-        yield conn
 
 
 @pytest.fixture
