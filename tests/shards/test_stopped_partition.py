@@ -1,14 +1,24 @@
 """A partition that is down: calls for its subscribers fail at once, nothing is written elsewhere, the
-other partition carries on, and the partition takes calls again when it returns."""
+other partition carries on, and the partition takes calls again when it returns, its own daemons
+settling what it held in flight."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
 
+from carrierpay.adapters.daemon import AdapterDaemon
+from carrierpay.adapters.registry import connector_factory
+from carrierpay.migrate import PARTITION_ID_BITS
+from carrierpay.simulators import SimClock
+from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 from tests.shards.conftest import login_url, merchant, msisdn_on
+
+CARRIER = "oneapi_gb"
 
 
 def test_calls_for_a_stopped_partition_fail_fast_and_the_others_carry_on(sharded):
@@ -36,3 +46,71 @@ def test_calls_for_a_stopped_partition_fail_fast_and_the_others_carry_on(sharded
     with psycopg.connect(login_url(sharded, document), autocommit=True) as api:
         back = api.execute("select api.charge('outage_shop', %s, 'gems', 'down-1')", [down_number]).fetchone()[0]
         assert back["status"] == "pending"
+
+
+def _status(url: str, procedure_id: int) -> str:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select status::text from cp.procedure where procedure_id = %s",
+                            [procedure_id]).fetchone()[0]
+
+
+async def test_a_returned_partition_settles_what_was_in_flight_with_its_own_daemons(sharded):
+    clock = SimClock()
+    sim = make_simulators(clock, codes=[CARRIER])[CARRIER]
+    async with sim:
+        def configure() -> dict:
+            sharded.admin("set_clock", p_at=clock.now())
+            sharded.admin("onboard_carrier", p_spec=spec_for(CARRIER, sim.url, tps=100,
+                                                             rules={"optin_one_time": False}))
+            document = merchant(sharded, "return_shop")
+            sharded.admin("add_price_point", p_merchant="return_shop", p_product="gems", p_plan="one_time",
+                          p_amount_minor=300, p_currency="GBP", p_variant="gems_100", p_carrier=CARRIER)
+            return document
+
+        document = await asyncio.to_thread(configure)
+        away, staying = msisdn_on(sharded, 1, 700, prefix="+4477009"), msisdn_on(sharded, 0, 700, prefix="+4477009")
+        for number in (away, staying):
+            sim.add_subscriber(number, 10_000)
+        url = login_url(sharded, document)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as api:
+            cur = await api.execute("select api.charge('return_shop', %s, 'gems', 'in-flight-1')", [away])
+            in_flight = (await cur.fetchone())[0]
+        assert in_flight["status"] == "pending" and in_flight["id"] >> PARTITION_ID_BITS == 1
+
+        # Partition 1 goes down with its charge accepted and not yet sent; its daemons are down with it.
+        port = psycopg.conninfo.conninfo_to_dict(sharded.shard_urls[1])["port"]
+        partition_1 = next(cluster for cluster in sharded.clusters if str(cluster.port) == str(port))
+        await asyncio.to_thread(partition_1.stop)
+        stop = asyncio.Event()
+        factory = connector_factory(secrets=SECRETS)
+        tasks = [asyncio.ensure_future(AdapterDaemon(sharded.shard_urls[0], factory, poll_interval=0.1,
+                                                     lease=timedelta(seconds=30)).run(stop))]
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as api:
+                cur = await api.execute("select api.charge('return_shop', %s, 'gems', 'carries-on-1')", [staying])
+                other = (await cur.fetchone())[0]
+            # The other partition's own daemon settles its charge while partition 1 is away.
+            await _until(lambda: _status(sharded.shard_urls[0], other["id"]) == "succeeded")
+            assert sim.ledger.charged_total() == 300
+        finally:
+            await asyncio.to_thread(partition_1.start)
+
+        # Back: partition 1's own daemon sends what was in flight, once.
+        tasks.append(asyncio.ensure_future(AdapterDaemon(sharded.shard_urls[1], factory, poll_interval=0.1,
+                                                         lease=timedelta(seconds=30)).run(stop)))
+        try:
+            await _until(lambda: _status(sharded.shard_urls[1], in_flight["id"]) == "succeeded")
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        assert sim.ledger.charged_total() == 600
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as api:
+            cur = await api.execute("select api.payment('return_shop', %s)", [in_flight["id"]])
+            assert (await cur.fetchone())[0]["status"] == "succeeded"
+
+
+async def _until(condition, seconds: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await asyncio.to_thread(condition):
+        assert asyncio.get_running_loop().time() < deadline, "not settled in time"
+        await asyncio.sleep(0.1)
