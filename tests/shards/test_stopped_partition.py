@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from carrierpay.adapters.daemon import AdapterDaemon
+from carrierpay.adapters.reconciler import Reconciler
 from carrierpay.adapters.registry import connector_factory
 from carrierpay.migrate import PARTITION_ID_BITS
 from carrierpay.simulators import SimClock
@@ -72,45 +73,77 @@ async def test_a_returned_partition_settles_what_was_in_flight_with_its_own_daem
         for number in (away, staying):
             sim.add_subscriber(number, 10_000)
         url = login_url(sharded, document)
+        factory = connector_factory(secrets=SECRETS)
+        stop = asyncio.Event()
+
+        def adapter(partition: int, until: asyncio.Event) -> asyncio.Future:
+            return asyncio.ensure_future(AdapterDaemon(sharded.shard_urls[partition], factory, poll_interval=0.1,
+                                                       lease=timedelta(seconds=30)).run(until))
+
+        # In flight at the carrier: partition 1's adapter sends a charge, the carrier applies it and
+        # the answer is lost (the outcome is unknown until someone asks the carrier).
+        sim.faults.inject("drop_after_charge", operation="charge", times=1)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as api:
             cur = await api.execute("select api.charge('return_shop', %s, 'gems', 'in-flight-1')", [away])
-            in_flight = (await cur.fetchone())[0]
-        assert in_flight["status"] == "pending" and in_flight["id"] >> PARTITION_ID_BITS == 1
+            unknown = (await cur.fetchone())[0]
+            first = asyncio.Event()
+            sending = adapter(1, first)
+            try:
+                await _until(lambda: _call_status(sharded.shard_urls[1], unknown["id"]) == "unknown",
+                             "the lost answer's call unknown")
+            finally:
+                first.set()
+                await sending
+            # Accepted and not yet sent when the partition stops.
+            cur = await api.execute("select api.charge('return_shop', %s, 'gems', 'in-flight-2')", [away])
+            queued = (await cur.fetchone())[0]
+        assert queued["status"] == "pending" and {unknown["id"] >> PARTITION_ID_BITS,
+                                                  queued["id"] >> PARTITION_ID_BITS} == {1}
 
-        # Partition 1 goes down with its charge accepted and not yet sent; its daemons are down with it.
+        # Partition 1 goes down (its daemons with it); partition 0's own daemon carries on.
         port = psycopg.conninfo.conninfo_to_dict(sharded.shard_urls[1])["port"]
         partition_1 = next(cluster for cluster in sharded.clusters if str(cluster.port) == str(port))
         await asyncio.to_thread(partition_1.stop)
-        stop = asyncio.Event()
-        factory = connector_factory(secrets=SECRETS)
-        tasks = [asyncio.ensure_future(AdapterDaemon(sharded.shard_urls[0], factory, poll_interval=0.1,
-                                                     lease=timedelta(seconds=30)).run(stop))]
+        tasks = [adapter(0, stop)]
         try:
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as api:
                 cur = await api.execute("select api.charge('return_shop', %s, 'gems', 'carries-on-1')", [staying])
                 other = (await cur.fetchone())[0]
-            # The other partition's own daemon settles its charge while partition 1 is away.
-            await _until(lambda: _status(sharded.shard_urls[0], other["id"]) == "succeeded")
-            assert sim.ledger.charged_total() == 300
+            await _until(lambda: _status(sharded.shard_urls[0], other["id"]) == "succeeded",
+                         "partition 0's charge settled")
+            assert sim.ledger.charged_total() == 600  # the lost answer's charge, and partition 0's
         finally:
             await asyncio.to_thread(partition_1.start)
 
-        # Back: partition 1's own daemon sends what was in flight, once.
-        tasks.append(asyncio.ensure_future(AdapterDaemon(sharded.shard_urls[1], factory, poll_interval=0.1,
-                                                         lease=timedelta(seconds=30)).run(stop)))
+        # Back: partition 1's own adapter sends what was queued, and its reconciler asks the carrier
+        # about the lost answer (once the carrier has had its minutes to settle it); nothing is
+        # charged twice.
+        await asyncio.to_thread(sharded.admin, "advance_clock", p_by=timedelta(minutes=10))
+        tasks.append(adapter(1, stop))
+        tasks.append(asyncio.ensure_future(Reconciler(sharded.shard_urls[1], factory, interval=0.2).run(stop)))
         try:
-            await _until(lambda: _status(sharded.shard_urls[1], in_flight["id"]) == "succeeded")
+            for payment in (unknown, queued):
+                await _until(lambda payment=payment: _status(sharded.shard_urls[1], payment["id"]) == "succeeded",
+                             f"partition 1's {payment['id']} settled")
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-        assert sim.ledger.charged_total() == 600
+        assert sim.ledger.charged_total() == 900
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as api:
-            cur = await api.execute("select api.payment('return_shop', %s)", [in_flight["id"]])
-            assert (await cur.fetchone())[0]["status"] == "succeeded"
+            for payment in (unknown, queued):
+                cur = await api.execute("select api.payment('return_shop', %s)", [payment["id"]])
+                assert (await cur.fetchone())[0]["status"] == "succeeded"
 
 
-async def _until(condition, seconds: float = 30) -> None:
+def _call_status(url: str, procedure_id: int) -> str | None:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select status::text from cp.carrier_call where procedure_id = %s and operation = 'charge' "
+                           "order by call_id desc limit 1", [procedure_id]).fetchone()
+        return row[0] if row else None
+
+
+async def _until(condition, what: str, seconds: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not await asyncio.to_thread(condition):
-        assert asyncio.get_running_loop().time() < deadline, "not settled in time"
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not in time"
         await asyncio.sleep(0.1)
