@@ -151,6 +151,7 @@ class FrontWorld:
     api_front: ApiFront
     shard_urls: list[str]
     home: int = 0
+    partition_of_number: dict[str, int] = field(default_factory=dict)
 
     def register_merchants(self) -> None:
         """Every merchant of the partitions gets its login on the front, as `shards admin add_merchant` does."""
@@ -165,9 +166,11 @@ class FrontWorld:
         values = list(params.values()) if isinstance(params, dict) else list(params or [])
         numbers = [v for v in values if isinstance(v, str) and NUMBER.match(v)] + NUMBER_IN_SQL.findall(sql)
         if numbers:
-            with psycopg.connect(self.api_front.front_url, autocommit=True) as conn:
-                return conn.execute("select front.msisdn_hash(%s) & (front.partition_count() - 1)",
-                                    [numbers[0]]).fetchone()[0]
+            if numbers[0] not in self.partition_of_number:
+                with psycopg.connect(self.api_front.front_url, autocommit=True) as conn:
+                    self.partition_of_number[numbers[0]] = conn.execute(
+                        "select front.msisdn_hash(%s) & (front.partition_count() - 1)", [numbers[0]]).fetchone()[0]
+            return self.partition_of_number[numbers[0]]
         ids = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >> PARTITION_ID_BITS]
         return ids[0] >> PARTITION_ID_BITS if ids else None
 
