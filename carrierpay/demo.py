@@ -29,7 +29,8 @@ What it does, in order:
    history shipped. Exits non-zero when a check fails.
 
 Everything the demo knows about money it reads from the database or from the simulators' own
-ledgers; none of the business rules are repeated here.
+ledgers; none of the business rules are repeated here. `carrierpay demo --shards N` runs the same
+phases and checks over a front and N partitions (carrierpay/demo_shards.py).
 """
 
 from __future__ import annotations
