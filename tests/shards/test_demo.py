@@ -70,3 +70,21 @@ def test_the_demo_over_two_partitions_checks_each_and_the_total():
     finally:
         local.down(home / "demo-shards")
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_sharded_demo_refuses_what_it_cannot_do(tmp_path):
+    import typer
+    from click.testing import CliRunner
+
+    from carrierpay.cli.main import app
+
+    def run(*args: str):
+        return CliRunner().invoke(typer.main.get_command(app), ["demo", *args], prog_name="carrierpay",
+                                  env={"CARRIERPAY_HOME": str(tmp_path), "COLUMNS": "250",
+                                       "CARRIERPAY_DATABASE_URL": ""})
+
+    three = run("--shards", "3")
+    assert three.exit_code == 1 and "power of two" in three.output
+    kept = run("--shards", "2", "--keep")
+    assert kept.exit_code == 1 and "without --keep" in kept.output
+    assert not (tmp_path / "demo-shards").exists()  # refused before anything was started
