@@ -29,7 +29,8 @@ What it does, in order:
    history shipped. Exits non-zero when a check fails.
 
 Everything the demo knows about money it reads from the database or from the simulators' own
-ledgers; none of the business rules are repeated here.
+ledgers; none of the business rules are repeated here. `carrierpay demo --shards N` runs the same
+phases and checks over a front and N partitions (carrierpay/demo_shards.py).
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ class DemoOptions:
     summary: Path | None = None
     database_url: str | None = None
     dashboard_port: int = 8700
+    shards: int = 0  # 0: one database; N: a front and N partitions (carrierpay/demo_shards.py)
 
 
 @dataclass
@@ -613,7 +615,7 @@ class Demo:
 
     async def _settle(self, deadline: float, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        while await self.one(queries.DEMO_WORK_DUE, {"callback_carriers": self.callback_carriers}):
+        while await self.work_due():
             if loop.time() > deadline:
                 self.stats.settle_timeouts += 1
                 log.warning("work still open after %.0fs at %s; moving on", timeout, self.clock.now())
@@ -821,7 +823,7 @@ class Demo:
             if of_day == 5:
                 await self.refund_some(max(1, per_day // 3))
             await self.settle()
-            collected, attempted = (await self.q(queries.DEMO_CHARGES_COLLECTED))[0]
+            collected, attempted = await self.charges_collected()
             log.info("hour %d (%s) took %.2fs; charges collected %d of %d", hour, self.clock.now(),
                      time.monotonic() - began, collected, attempted)
             progress(hour + 1, collected, attempted)
@@ -835,7 +837,7 @@ class Demo:
         deadline = loop.time() + SETTLE_TIMEOUT_S * 2
         while loop.time() < deadline:
             await self.settle()
-            if not await self.one(queries.DEMO_OPEN_CALLS):
+            if not await self.open_calls():
                 break
             if self.stats.settling_hours < 6:
                 await self.advance(timedelta(minutes=30))
@@ -846,31 +848,72 @@ class Demo:
         # The merchants' webhooks: wait until none is left to deliver now.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        while loop.time() < deadline and await self.one(queries.DEMO_NOTIFICATIONS_DUE):
+        while loop.time() < deadline and await self.notifications_due():
             await asyncio.sleep(0.1)
+
+    async def work_due(self) -> int:
+        return await self.one(queries.DEMO_WORK_DUE, {"callback_carriers": self.callback_carriers})
+
+    async def charges_collected(self) -> tuple[int, int]:
+        return (await self.q(queries.DEMO_CHARGES_COLLECTED))[0]
+
+    async def open_calls(self) -> int:
+        return await self.one(queries.DEMO_OPEN_CALLS)
+
+    async def notifications_due(self) -> int:
+        return await self.one(queries.DEMO_NOTIFICATIONS_DUE)
 
     # ------------------------------------------------------------------ report and checks
 
     async def report(self) -> dict[str, Any]:
+        rows, receivable = await self.carrier_rows(self.conn)
+        checks: dict[str, dict[str, Any]] = {"scheduler_ticks_clean": self.scheduler_check()}
+        checks.update(await self.database_checks(self.conn))
+        checks["carrier_ledgers_agree"] = self.ledgers_check(
+            rows, receivable, lambda carrier: (self.sims[carrier].ledger.charged_total(),
+                                               self.sims[carrier].ledger.refunded_total()))
+        checks["webhooks_delivered"] = await self.webhooks_check(self.conn)
+        checks["http_merchant_served"] = self.http_check()
+        self.stop_shipper()
+        checks["history_shipped"] = self.history_check(await self._one(self.conn, queries.DEMO_HISTORY_UNSHIPPED))
+        return {"database": DEMO_DATABASE, "url": redact_url(self.db.url),
+                "history_url": redact_url(self.db.history_url),
+                "business_clock": (await self.one(queries.CLOCK_NOW)).isoformat(),
+                "carriers": rows, "checks": checks, "totals": self.totals(rows), "http": self.http_summary(),
+                "ok": all(check["ok"] for check in checks.values())}
+
+    @staticmethod
+    async def _one(conn: psycopg.AsyncConnection, sql: str, params: Any = None) -> Any:
+        row = await (await conn.execute(sql, params)).fetchone()
+        return row[0] if row else None
+
+    async def carrier_rows(self, conn: psycopg.AsyncConnection) -> tuple[list[dict], dict[str, int]]:
+        """One database's report.carrier_summary (each row with its currency's exponent) and its carrier
+        receivable per carrier."""
         # report.carrier_summary counts final payments from the rollup: fold what settled since the last tick.
-        while await self.one(queries.FOLD_ROLLUPS_ALL):
+        while await self._one(conn, queries.FOLD_ROLLUPS_ALL):
             pass
-        cur = await self.conn.execute(queries.DEMO_CARRIER_SUMMARY)
+        cur = await conn.execute(queries.DEMO_CARRIER_SUMMARY)
         columns = [c.name for c in cur.description]
         rows = [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
-        exponents = await currency_exponents(self.conn, [row["currency"] for row in rows])
+        exponents = await currency_exponents(conn, [row["currency"] for row in rows])
         for row in rows:
             row["currency_exponent"] = exponents[row["currency"]]
-        receivable = dict(await self.q(queries.DEMO_RECEIVABLES))
-        checks: dict[str, dict[str, Any]] = {}
+        receivable = dict(await (await conn.execute(queries.DEMO_RECEIVABLES)).fetchall())
+        return rows, receivable
+
+    def scheduler_check(self) -> dict[str, Any]:
         errors = self.stats.scheduler_errors
-        checks["scheduler_ticks_clean"] = {
-            "ok": not errors,
-            "detail": "every hourly tick ran" if not errors else
-            "; ".join(f"{count} tick(s) failed: {message}" for message, count in errors.items())}
-        unbalanced = await self.one(queries.DEMO_UNBALANCED_JOURNALS)
+        return {"ok": not errors,
+                "detail": "every hourly tick ran" if not errors else
+                "; ".join(f"{count} tick(s) failed: {message}" for message, count in errors.items())}
+
+    async def database_checks(self, conn: psycopg.AsyncConnection) -> dict[str, dict[str, Any]]:
+        """The checks one database answers by itself: balanced journals, nothing stuck."""
+        checks: dict[str, dict[str, Any]] = {}
+        unbalanced = await self._one(conn, queries.DEMO_UNBALANCED_JOURNALS)
         checks["journals_balanced"] = {"ok": unbalanced == 0, "detail": f"{unbalanced} unbalanced journal(s)"}
-        open_rows = await self.q(queries.DEMO_OPEN_PROCEDURES)
+        open_rows = await (await conn.execute(queries.DEMO_OPEN_PROCEDURES)).fetchall()
         stuck = Counter()
         deferred = Counter()
         for kind, status, is_deferred, count in open_rows:
@@ -879,18 +922,23 @@ class Demo:
             "ok": not stuck,
             "detail": (f"{sum(deferred.values())} open but legitimately deferred ({dict(deferred)})" if deferred
                        else "every procedure is final") + (f"; STUCK: {dict(stuck)}" if stuck else "")}
+        return checks
+
+    @staticmethod
+    def ledgers_check(rows: list[dict], receivable: dict[str, int],
+                      ledger: Callable[[str], tuple[int, int]]) -> dict[str, Any]:
+        """Our receivable, collected and refunded money per carrier against the carrier's own ledger
+        (`ledger(carrier)`: what it charged and refunded); each row gets the carrier's figures."""
         ledgers_ok = True
         for row in rows:
-            sim = self.sims[row["carrier"]]
-            row["simulator_charged_minor"] = sim.ledger.charged_total()
-            row["simulator_refunded_minor"] = sim.ledger.refunded_total()
+            row["simulator_charged_minor"], row["simulator_refunded_minor"] = ledger(row["carrier"])
             row["receivable_minor"] = int(receivable.get(row["carrier"], 0))
             row["ledger_agrees"] = (
                 row["receivable_minor"] == row["simulator_charged_minor"] - row["simulator_refunded_minor"]
                 and row["collected_minor"] == row["simulator_charged_minor"]
                 and row["refunded_minor"] == row["simulator_refunded_minor"])
             ledgers_ok = ledgers_ok and row["ledger_agrees"]
-        checks["carrier_ledgers_agree"] = {
+        return {
             "ok": ledgers_ok,
             "detail": "; ".join(
                 "{}: ours {}, carrier's {}".format(
@@ -898,26 +946,31 @@ class Demo:
                     money(r["simulator_charged_minor"] - r["simulator_refunded_minor"], r["currency"],
                           r["currency_exponent"]))
                 for r in rows)}
-        notifications = dict(await self.q(queries.DEMO_NOTIFICATIONS))
+
+    async def webhooks_check(self, conn: psycopg.AsyncConnection) -> dict[str, Any]:
+        notifications = dict(await (await conn.execute(queries.DEMO_NOTIFICATIONS)).fetchall())
         pending = notifications.get("pending", 0)
         failed = notifications.get("failed", 0)
-        checks["webhooks_delivered"] = {
+        return {
             "ok": failed == 0 and pending == 0 and self.receiver.bad_signatures == 0,
             "detail": f"{notifications.get('delivered', 0)} delivered, {pending} pending, {failed} failed; "
                       f"{self.receiver.bad_signatures} bad signature(s), {self.receiver.duplicates} duplicate(s)"}
+
+    def http_check(self) -> dict[str, Any]:
         server_errors = sum(n for status, n in self.http.requests.items() if status.startswith("5"))
-        checks["http_merchant_served"] = {
+        return {
             "ok": server_errors == 0 and self.sink.unauthorized == 0,
             "detail": f"{sum(self.http.requests.values())} requests ({server_errors} server errors), "
                       f"{self.http.tokens} token(s); its sink got {sum(self.sink.kinds.values())} notification(s), "
                       f"{self.sink.unauthorized} without its credential, {self.sink.duplicates} duplicate(s)"}
-        self.stop_shipper()
-        lag = await self.one(queries.DEMO_HISTORY_UNSHIPPED)
-        checks["history_shipped"] = {
-            "ok": lag == 0 and self.shipper_error is None,
-            "detail": f"{lag} row(s) not shipped" + (f"; shipper error: {self.shipper_error}"
-                                                     if self.shipper_error else "")}
-        totals = {
+
+    def history_check(self, lag: int) -> dict[str, Any]:
+        return {"ok": lag == 0 and self.shipper_error is None,
+                "detail": f"{lag} row(s) not shipped" + (f"; shipper error: {self.shipper_error}"
+                                                         if self.shipper_error else "")}
+
+    def totals(self, rows: list[dict]) -> dict[str, Any]:
+        return {
             "subscribers": self.options.subscribers,
             "subscriptions": sum(r["subscriptions"] for r in rows),
             "confirmed_optins": self.stats.confirmed,
@@ -936,7 +989,9 @@ class Demo:
             "settling_hours": self.stats.settling_hours,
             "sms_delivered": sum(len(sim.texts) for sim in self.sims.values()),
         }
-        http = {
+
+    def http_summary(self) -> dict[str, Any]:
+        return {
             "merchant": HTTP_MERCHANT,
             "requests": dict(self.http.requests),  # HTTP status -> count
             "tokens": self.http.tokens,
@@ -945,11 +1000,13 @@ class Demo:
             "refunds_created": self.stats.http_refunds,
             "sink_notifications": dict(self.sink.kinds),
         }
-        return {"database": DEMO_DATABASE, "url": redact_url(self.db.url),
-                "history_url": redact_url(self.db.history_url),
-                "business_clock": (await self.one(queries.CLOCK_NOW)).isoformat(),
-                "carriers": rows, "checks": checks, "totals": totals, "http": http,
-                "ok": all(check["ok"] for check in checks.values())}
+
+    def data_location(self) -> str:
+        where = (f"data: database {DEMO_DATABASE} ({redact_url(self.db.url)}); "
+                 f"history store {DEMO_HISTORY_DATABASE}")
+        if self.db.cluster is not None:
+            where += f"; cluster {self.db.cluster.datadir}"
+        return where
 
     async def hold(self) -> None:
         """--keep: the simulators and daemons keep running (the scheduler on a real-time tick) until
@@ -1064,6 +1121,10 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
     say = console.print
+    if options.shards:
+        from carrierpay.demo_shards import run_sharded_demo
+
+        return await run_sharded_demo(options, console, logfile, handler, began)
     database = await asyncio.to_thread(prepare_database, options.database_url, say)
     try:
         return await _run_prepared_demo(options, database, console, logfile, handler, began)
@@ -1076,12 +1137,12 @@ async def run_demo(options: DemoOptions, console: Any) -> dict[str, Any]:
 
 
 async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, console: Any, logfile: Path,
-                             handler: logging.Handler, began: float) -> dict[str, Any]:
+                             handler: logging.Handler, began: float, demo: Demo | None = None) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     say = console.print
     root = logging.getLogger()
-    demo = Demo(options, database, console, logfile)
+    demo = demo or Demo(options, database, console, logfile)
     summary: dict[str, Any] = {}
     try:
         await demo.start()
@@ -1122,10 +1183,7 @@ async def _run_prepared_demo(options: DemoOptions, database: DemoDatabase, conso
             options.summary.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         say(f"\nfinished in {summary['elapsed_s']}s; "
             + ("[green]all checks passed[/]" if summary["ok"] else "[bold red]some checks FAILED[/]"))
-        where = (f"data: database {DEMO_DATABASE} ({redact_url(database.url)}); history store {DEMO_HISTORY_DATABASE}; "
-                 f"daemon log {logfile}")
-        if database.cluster is not None:
-            where += f"; cluster {database.cluster.datadir}"
+        where = demo.data_location() + f"; daemon log {logfile}"
         if options.summary:
             where += f"; summary {options.summary}"
         say(where)

@@ -292,6 +292,17 @@ DEMO_TRY_REFUND = (
 
 # --- sharded deployments (the front database; carrierpay/shards owns the front's schema) ---
 SHARD_MAP = "select partition, connstr from front.list_partitions()"
+# `carrierpay demo --shards N` (carrierpay/demo_shards.py). Each partition's demo database, as the
+# single-node demo's: commits need not wait for the WAL flush, and the demo's local webhook receiver
+# is plain http (allowed here for every session, since the front's admin calls set no session setting).
+DEMO_SHARD_SETTINGS = (
+    "alter database {} set synchronous_commit = off",
+    "alter database {} set carrierpay.webhook_allow_http = on",
+)
+# The partition the front routes each number to (as the front's api.* twins route them), on the front.
+DEMO_PARTITION_OF_NUMBERS = (
+    "select n, front.msisdn_hash(n) & (front.partition_count() - 1) from unnest(%s::text[]) n"
+)
 # Merchant HTTP API (`carrierpay api serve`, a carrierpay_gateway login; db/procedures/http_api.sql).
 # HTTP_AUTHENTICATE runs first in each operation's transaction: it sets the token's merchant role for
 # the rest of the transaction, so the api.* call after it acts as that merchant and nobody else.

@@ -139,6 +139,20 @@ def empty_db_url(pg_cluster):
             conn.execute(f'drop database if exists "{name}" with (force)')
 
 
+# Modules marked sql_api run the tests that take these fixtures (and no single-node one) a second time
+# through a front over two partitions (tests/front_kit.py).
+THROUGH_THE_FRONT = {"owner", "merchant", "attacker", "conn"}
+SINGLE_NODE = {"db_url", "world_url", "pg_cluster", "empty_db_url", "world", "world_conn", "template_db"}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("sql_api") is None:
+        return
+    wanted = set(inspect.signature(metafunc.function).parameters)
+    if wanted & THROUGH_THE_FRONT and not wanted & SINGLE_NODE:
+        metafunc.parametrize("api_target", ["node", "front"], indirect=True)
+
+
 @pytest.fixture
 def world_url(db_url):
     """A fresh migrated database with the test world (db/tests/fixtures/world.sql) committed in it,
@@ -151,16 +165,69 @@ def world_url(db_url):
 
 
 @pytest.fixture
-def owner(world_url):
-    """The owner's autocommit connection to the world."""
-    with psycopg.connect(world_url, autocommit=True) as conn:
+def owner(request, api_target):
+    """The owner's autocommit connection to the world (through the front: tests/front_kit.py)."""
+    if api_target == "front":
+        from tests.front_kit import OwnerThroughFront
+
+        with OwnerThroughFront.connect(request.getfixturevalue("front_world")) as conn:
+            yield conn
+        return
+    with psycopg.connect(request.getfixturevalue("world_url"), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def conn(db_url):
-    """An autocommit connection to the test's own database."""
-    with psycopg.connect(db_url, autocommit=True) as connection:
+def api_target(request) -> str:
+    """Where the test's SQL-API calls go: a single node, or a front over partitions."""
+    return getattr(request, "param", "node")
+
+
+@pytest.fixture(scope="session")
+def api_front():
+    """A front over two partitions (each its own cluster), for the whole run."""
+    from tests.front_kit import ApiFront
+
+    started = ApiFront.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def front_partitions(api_front):
+    """Fresh, empty partition databases behind the front, for one test."""
+    from tests.front_kit import FrontWorld
+
+    urls = api_front.fresh_partitions()
+    try:
+        yield FrontWorld(api_front, urls)
+    finally:
+        api_front.drop(urls)
+
+
+@pytest.fixture
+def front_world(front_partitions):
+    """The test world on fresh partitions behind the front."""
+    from tests.front_kit import load_world_everywhere
+
+    load_world_everywhere(front_partitions.shard_urls)
+    front_partitions.register_merchants()
+    return front_partitions
+
+
+@pytest.fixture
+def conn(request, api_target):
+    """An autocommit connection to the test's own database (through the front: the owner's, tests/front_kit.py)."""
+    if api_target == "front":
+        from tests.front_kit import OwnerThroughFront
+
+        world = request.getfixturevalue("front_partitions")
+        with OwnerThroughFront.connect(world) as connection:
+            yield connection
+        return
+    with psycopg.connect(request.getfixturevalue("db_url"), autocommit=True) as connection:
         yield connection
 
 

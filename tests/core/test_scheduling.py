@@ -12,6 +12,8 @@ import pytest
 
 from tests.core.world import claim, load_world, pin_sent_to, settle
 
+pytestmark = pytest.mark.sql_api
+
 NG = "+2348020000042"
 GB = "+447700900042"
 LIVE = "('pending', 'in_flight', 'unknown', 'succeeded', 'partially_refunded', 'refunded')"

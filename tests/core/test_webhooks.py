@@ -7,10 +7,13 @@ import json
 from ipaddress import ip_network
 
 import psycopg
+import pytest
 from aiohttp import web
 
 from carrierpay import webhooks
 from tests.core.world import claim, load_world, settle
+
+pytestmark = pytest.mark.sql_api
 
 
 async def _receiver(statuses: list[int]):

@@ -18,30 +18,49 @@ def url_as(url: str, role: str, password: str) -> str:
 
 
 @pytest.fixture
-def merchant(world_url):
+def merchant(request, api_target):
     """A connection logged in as the world's merchant acme, with its own role."""
+    if api_target == "front":
+        from tests.front_kit import ThroughFront
+
+        world = request.getfixturevalue("front_world")
+        with ThroughFront(psycopg.connect(world.api_front.login_url("acme"), autocommit=True), world) as conn:
+            yield conn
+        return
+    world_url = request.getfixturevalue("world_url")
     with psycopg.connect(role_url(world_url, "cp_merchant_acme"), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def attacker(world_url, owner):
+def attacker(request, api_target, owner):
     """A merchant of its own (unique code: roles are cluster-wide), with a product priced on test_ng,
-    and a factory of connections logged in as its role with the password add_merchant showed once."""
+    and a factory of connections logged in as its role with the password add_merchant showed once
+    (through the front: its login there)."""
     code = f"m{uuid.uuid4().hex[:10]}"
     added = owner.execute("select admin.add_merchant(%s, 'Attacker Ltd')", [code]).fetchone()[0]
     owner.execute("select admin.add_product(%s, 'gems', 'Gems')", [code])
     owner.execute("select admin.add_price_point(%s, 'gems', 'one_time', 20000, 'NGN', 'gems', "
                   "p_carrier => 'test_ng')", [code])
+    if api_target == "front":
+        from tests.front_kit import ThroughFront
+
+        world = request.getfixturevalue("front_world")
+        url = world.api_front.login_url(code)
+        password = world.api_front.passwords[code]
+    else:
+        world_url = request.getfixturevalue("world_url")
+        url, password = url_as(world_url, added["db_role"], added["db_password"]), added["db_password"]
 
     class Merchant:
         def __init__(self):
             self.code = code
             self.role = added["db_role"]
-            self.password = added["db_password"]
+            self.password = password
 
         def connect(self, **kwargs) -> psycopg.Connection:
-            return psycopg.connect(url_as(world_url, self.role, self.password), autocommit=True, **kwargs)
+            conn = psycopg.connect(url, autocommit=True, **kwargs)
+            return ThroughFront(conn, world) if api_target == "front" else conn
 
     return Merchant()
 

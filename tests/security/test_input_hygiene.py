@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+pytestmark = pytest.mark.sql_api
 ROOT = Path(__file__).resolve().parents[2]
 NG = "+2348020000070"
 GB = "+447700900070"

@@ -10,6 +10,8 @@ from psycopg import errors
 
 from tests.security.conftest import raises_sqlstate, url_as
 
+pytestmark = pytest.mark.sql_api
+
 
 def charge(conn: psycopg.Connection, merchant: str, key: str) -> dict:
     return conn.execute("select api.charge(%s, '+2348020000007', %s, %s)",
