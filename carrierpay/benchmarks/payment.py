@@ -37,6 +37,8 @@ from typing import Any
 
 import psycopg
 
+from carrierpay import queries
+
 CARRIER = "bench_ng"
 MERCHANT = "bench"
 CURRENCY = "NGN"
@@ -414,6 +416,9 @@ async def http_charge_clients(url: str, opts: BenchOptions, run_id: str, latenci
 
     with psycopg.connect(url, autocommit=True) as conn:
         client = conn.execute("select admin.add_api_client(%s, null, 'gems')", [MERCHANT]).fetchone()[0]
+        # The benchmark measures the server, not the client's request limit.
+        conn.execute(queries.SET_API_CLIENT_RATE_LIMIT, {"client_id": client["client_id"],
+                                                          "requests_per_second": 100000})
         amount = conn.execute("select cp.major_units(%s, %s)::text", [ONE_TIME_PRICE, CURRENCY]).fetchone()[0]
     done = 0
 

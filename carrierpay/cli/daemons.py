@@ -208,6 +208,9 @@ def api_serve(
     idle_timeout: float = typer.Option(
         30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
     ),
+    rate_limit: int = typer.Option(
+        100, "--rate-limit", min=1,
+        help="Requests per second of an API client whose own limit is not set (merchant client limit)."),
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
@@ -231,7 +234,8 @@ def api_serve(
                         idle_timeout_s=idle_timeout, max_body_bytes=MAX_BODY_BYTES)
     _logging(verbose)
     metrics.expose(metrics_port, metrics_host, daemon="api")
-    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, limits=limits))
+    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, limits=limits,
+                      rate_limit=rate_limit))
 
 
 metrics_app = typer.Typer(help="Prometheus metrics of the database: queues, unsettled calls, breakers, backlogs.",

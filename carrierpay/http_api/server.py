@@ -50,6 +50,7 @@ from carrierpay import queries
 from carrierpay.daemon import install_stop_handlers
 from carrierpay.guarded_http import GuardedListener, HttpLimits
 from carrierpay.http_api import errors
+from carrierpay.http_api.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, retry_after
 
 log = logging.getLogger("carrierpay.api")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -61,9 +62,9 @@ TOKEN_TTL_SECONDS = 900
 class ApiError(Exception):
     """An answer in CAMARA's error shape."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def _strip_multiple_of(node: Any) -> Any:
@@ -144,7 +145,8 @@ class ApiServer:
     """An aiohttp application bound to the database; `start()` listens, `stop()` closes."""
 
     def __init__(self, url: str, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None,
-                 pool_size: int = 8, limits: HttpLimits | None = None, document: Document | None = None) -> None:
+                 pool_size: int = 8, limits: HttpLimits | None = None, document: Document | None = None,
+                 rate_limit: float = DEFAULT_REQUESTS_PER_SECOND, processes: int = 1) -> None:
         self.url = url
         self.host = host
         self.port = port
@@ -153,6 +155,9 @@ class ApiServer:
                                         kwargs={"autocommit": True})
         self.listener = GuardedListener(limits or HttpLimits(max_body_bytes=MAX_BODY_BYTES))
         self.document = document or Document()
+        # `processes`: how many servers share this one's port; each counts its share of every limit.
+        self.limiter = RateLimiter(rate_limit, processes)
+        self._first_use: dict[str, asyncio.Future] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.counts = {"ok": 0, "client_error": 0, "server_error": 0}
@@ -223,9 +228,11 @@ class ApiServer:
         value = request.headers.get("x-correlator")
         return value if value is not None and X_CORRELATOR.match(value) else None
 
-    def _error(self, request: web.Request, status: int, code: str, message: str) -> web.Response:
+    def _error(self, request: web.Request, status: int, code: str, message: str,
+               headers: dict[str, str] | None = None) -> web.Response:
         self.counts["server_error" if status >= 500 else "client_error"] += 1
-        response = web.json_response({"status": status, "code": code, "message": message}, status=status)
+        response = web.json_response({"status": status, "code": code, "message": message}, status=status,
+                                     headers=headers)
         correlator = self._correlator(request)
         if correlator is not None:
             response.headers["x-correlator"] = correlator
@@ -238,7 +245,7 @@ class ApiServer:
         try:
             response = await handler(request)
         except ApiError as exc:
-            return self._error(request, exc.status, exc.code, exc.message)
+            return self._error(request, exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -260,46 +267,95 @@ class ApiServer:
             if "x-correlator" in request.headers and self._correlator(request) is None:
                 raise ApiError(400, "INVALID_ARGUMENT", "x-correlator does not match its schema")
             token = _bearer(request)
-            body = None
-            if operation.body_schema is not None:
-                body = await self._body(request, operation.body_schema)
+            known = self.limiter.client_of(token)
+            first = None
+            if known is None:
+                # A token not seen yet: its first request finds out whose it is, the others wait for that
+                # so that a burst on a fresh token is counted like any other.
+                waiting = self._first_use.get(token)
+                if waiting is not None:
+                    await asyncio.shield(waiting)
+                    known = self.limiter.client_of(token)
+                elif len(self._first_use) < 10_000:
+                    first = self._first_use[token] = asyncio.get_running_loop().create_future()
+            if known is not None:
+                self._count(*known)
             try:
-                if pipelined is not None:
-                    sql, status = pipelined
-                    async with self.pool.connection(timeout=5) as conn:
-                        # No BEGIN/COMMIT: statements pipelined up to one sync run as one implicit
-                        # transaction, which also ends what the settings above apply to.
-                        async with conn.pipeline():
-                            await conn.execute(queries.HTTP_AUTHENTICATE_LOCAL,
-                                               {"token": token, "scope": operation.scope})
-                            cur = await conn.execute(sql, {"request": body})
-                        response = _json((await cur.fetchone())[0], status)
-                else:
-                    async with self.pool.connection(timeout=5) as conn, conn.transaction():
-                        cur = await conn.execute(queries.HTTP_AUTHENTICATE, {"token": token,
-                                                                             "scope": operation.scope})
-                        identity = await cur.fetchone()
-                        response = await handler(request, conn, {"merchant": identity[0],
-                                                                 "default_product": identity[1]}, body)
-            except psycopg.Error as exc:
-                status, code = errors.for_sqlstate(exc.sqlstate)
-                if status >= 500:
-                    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-                        status, code = errors.UNAVAILABLE
-                    log.error("%s failed: %s", operation_id, str(exc).splitlines()[0][:200] if str(exc) else exc)
-                    raise ApiError(status, code, errors.MESSAGES[status]) from None
-                message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else code
-                if status == 401:
-                    message = errors.MESSAGES[401]
-                raise ApiError(status, code, message) from None
-            except TimeoutError:
-                raise ApiError(*errors.UNAVAILABLE, errors.MESSAGES[503]) from None
-            correlator = self._correlator(request)
-            if correlator is not None:
-                response.headers["x-correlator"] = correlator
-            return response
+                return await self._run(request, operation, handler, pipelined, token, known)
+            finally:
+                if first is not None:
+                    del self._first_use[token]
+                    first.set_result(None)
 
         return run
+
+    async def _run(self, request: web.Request, operation: Operation, handler: Handler | None,
+                   pipelined: tuple[str, int] | None, token: str, known: tuple[str, int | None] | None
+                   ) -> web.Response:
+        operation_id = operation.operation_id
+        body = None
+        if operation.body_schema is not None:
+            body = await self._body(request, operation.body_schema)
+        try:
+            if pipelined is not None:
+                sql, status = pipelined
+                async with self.pool.connection(timeout=5) as conn:
+                    # No BEGIN/COMMIT: statements pipelined up to one sync run as one implicit
+                    # transaction, which also ends what the settings above apply to.
+                    async with conn.pipeline():
+                        auth = await conn.execute(queries.HTTP_AUTHENTICATE_LOCAL,
+                                                  {"token": token, "scope": operation.scope})
+                        cur = await conn.execute(sql, {"request": body})
+                    identity = await auth.fetchone()
+                    response = _json((await cur.fetchone())[0], status)
+                if known is None:
+                    # The payment is made by now: this request is counted, and the next ones wait their turn.
+                    self._learn(token, identity[3], identity[4], refuse=False)
+                elif known[1] != identity[4]:
+                    self.limiter.learn(token, identity[3], identity[4])
+            else:
+                async with self.pool.connection(timeout=5) as conn, conn.transaction():
+                    cur = await conn.execute(queries.HTTP_AUTHENTICATE, {"token": token,
+                                                                         "scope": operation.scope})
+                    identity = await cur.fetchone()
+                    if known is None:
+                        self._learn(token, identity[3], identity[4])
+                    elif known[1] != identity[4]:
+                        self.limiter.learn(token, identity[3], identity[4])
+                    response = await handler(request, conn, {"merchant": identity[0],
+                                                             "default_product": identity[1]}, body)
+        except psycopg.Error as exc:
+            status, code = errors.for_sqlstate(exc.sqlstate)
+            if status >= 500:
+                if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                    status, code = errors.UNAVAILABLE
+                log.error("%s failed: %s", operation_id, str(exc).splitlines()[0][:200] if str(exc) else exc)
+                raise ApiError(status, code, errors.MESSAGES[status]) from None
+            message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else code
+            if status == 401:
+                message = errors.MESSAGES[401]
+            raise ApiError(status, code, message) from None
+        except TimeoutError:
+            raise ApiError(*errors.UNAVAILABLE, errors.MESSAGES[503]) from None
+        correlator = self._correlator(request)
+        if correlator is not None:
+            response.headers["x-correlator"] = correlator
+        return response
+
+    def _count(self, client_id: str, per_second: int | None) -> None:
+        """One request of the client against its limit; over it, 429 as CAMARA's Generic429 says."""
+        wait = self.limiter.take(client_id, per_second)
+        if wait is not None:
+            self.counts["rate_limited"] = self.counts.get("rate_limited", 0) + 1
+            raise ApiError(429, "TOO_MANY_REQUESTS", "Rate limit reached.", {"Retry-After": retry_after(wait)})
+
+    def _learn(self, token: str, client_id: str, per_second: int | None, *, refuse: bool = True) -> None:
+        """A token seen for the first time: its request counts now, and the ones after it before they run."""
+        self.limiter.learn(token, client_id, per_second)
+        if refuse:
+            self._count(client_id, per_second)
+        else:
+            self.limiter.take(client_id, per_second)
 
     async def _body(self, request: web.Request, schema_ref: str) -> Any:
         raw = await request.read()
@@ -395,6 +451,13 @@ class ApiServer:
             client_id, secret = form.get("client_id"), form.get("client_secret")
         if not isinstance(client_id, str) or not isinstance(secret, str):
             return _oauth_error(401, "invalid_client", "client authentication is required")
+        # Counted before the secret is checked: guessing secrets is held to the client's limit too.
+        wait = self.limiter.take(client_id[:128], self.limiter.limit_of(client_id))
+        if wait is not None:
+            self.counts["rate_limited"] = self.counts.get("rate_limited", 0) + 1
+            response = _oauth_error(429, "temporarily_unavailable", "Rate limit reached.")
+            response.headers["Retry-After"] = retry_after(wait)
+            return response
         scope = form.get("scope")
         try:
             async with self.pool.connection(timeout=5) as conn:
@@ -412,6 +475,9 @@ class ApiServer:
             return _oauth_error(503, "temporarily_unavailable", "try again later")
         except TimeoutError:
             return _oauth_error(503, "temporarily_unavailable", "try again later")
+        # Once the client's limit is known here, its new token's first request is counted before it runs too.
+        if self.limiter.knows(client_id):
+            self.limiter.learn(json.loads(answer)["access_token"], client_id, self.limiter.limit_of(client_id))
         return web.Response(text=answer, status=200, content_type="application/json",
                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
@@ -507,14 +573,16 @@ def _basic_credentials(request: web.Request) -> tuple[str | None, str | None]:
 
 
 async def serve(url: str, *, host: str = "127.0.0.1", port: int = 8443, cert: str | None = None,
-                key: str | None = None, limits: HttpLimits | None = None, stop: asyncio.Event | None = None) -> None:
+                key: str | None = None, limits: HttpLimits | None = None, stop: asyncio.Event | None = None,
+                rate_limit: float = DEFAULT_REQUESTS_PER_SECOND) -> None:
     """Serve until stopped (SIGTERM/SIGINT), logging counts every minute."""
     from carrierpay.adapters.callback_server import server_ssl_context
 
     stop = stop or asyncio.Event()
     install_stop_handlers(stop)
     context = server_ssl_context(cert, key) if cert and key else None
-    async with ApiServer(url, host=host, port=port, ssl_context=context, limits=limits) as server:
+    async with ApiServer(url, host=host, port=port, ssl_context=context, limits=limits,
+                         rate_limit=rate_limit) as server:
         log.info("merchant API listening on %s (document at %s/openapi.yaml)", server.base_url, server.base_url)
         while not stop.is_set():
             try:
