@@ -142,6 +142,7 @@ def daemon_args(name: str, settings: dict[str, Any], callback_base_url: str | No
         _option(args, "--body-timeout", s.get("body_timeout_s"))
         _option(args, "--idle-timeout", s.get("idle_timeout_s"))
         _option(args, "--rate-limit", s.get("rate_limit"))
+        _option(args, "--processes", s.get("processes"))
         _option(args, "--database-url", s.get("database_url"))
     elif name == "history":
         args = ["history", "ship"]

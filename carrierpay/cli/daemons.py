@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import timedelta
 
 import typer
@@ -208,6 +209,9 @@ def api_serve(
     idle_timeout: float = typer.Option(
         30.0, "--idle-timeout", min=0.1, help="Seconds a kept-alive connection may stay idle."
     ),
+    processes: int = typer.Option(
+        1, "--processes", min=0,
+        help="Server processes sharing the port (SO_REUSEPORT; 0: one per core). A fixed --port is needed."),
     rate_limit: int = typer.Option(
         100, "--rate-limit", min=1,
         help="Requests per second of an API client whose own limit is not set (merchant client limit)."),
@@ -221,7 +225,7 @@ def api_serve(
     from carrierpay.adapters.auth import TlsConfigError
     from carrierpay.adapters.callback_server import server_ssl_context
     from carrierpay.guarded_http import HttpLimits
-    from carrierpay.http_api.server import MAX_BODY_BYTES, serve
+    from carrierpay.http_api.server import MAX_BODY_BYTES, serve_processes
 
     if bool(cert) != bool(key):
         raise typer.BadParameter("--cert and --key go together")
@@ -234,8 +238,11 @@ def api_serve(
                         idle_timeout_s=idle_timeout, max_body_bytes=MAX_BODY_BYTES)
     _logging(verbose)
     metrics.expose(metrics_port, metrics_host, daemon="api")
-    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, limits=limits,
-                      rate_limit=rate_limit))
+    processes = processes or os.cpu_count() or 1
+    if processes > 1 and port == 0:
+        raise typer.BadParameter("--processes above 1 needs a fixed --port")
+    serve_processes(db.running_url(database_url), processes=processes, host=host, port=port, cert=cert, key=key,
+                    limits=limits, rate_limit=rate_limit)
 
 
 metrics_app = typer.Typer(help="Prometheus metrics of the database: queues, unsettled calls, breakers, backlogs.",
