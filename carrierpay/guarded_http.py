@@ -173,13 +173,13 @@ class GuardedListener:
         }
 
     async def start(self, runner: web.BaseRunner, host: str, port: int,
-                    ssl_context: ssl.SSLContext | None = None) -> tuple[str, int]:
-        """Listen; returns the bound (host, port)."""
+                    ssl_context: ssl.SSLContext | None = None, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Listen; returns the bound (host, port). `reuse_port`: several processes listen on the port."""
         if runner.server is None:
             raise RuntimeError("set the runner up before starting the listener")
         self.handler_factory = runner.server
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Connection(self), host, port, ssl=ssl_context, backlog=128,
+            lambda: _Connection(self), host, port, ssl=ssl_context, backlog=128, reuse_port=reuse_port or None,
             ssl_handshake_timeout=self.limits.header_timeout_s if ssl_context else None,
         )
         address = self._server.sockets[0].getsockname()

@@ -308,8 +308,9 @@ DEMO_PARTITION_OF_NUMBERS = (
 # the rest of the transaction, so the api.* call after it acts as that merchant and nobody else.
 HTTP_ISSUE_TOKEN = "select gateway.issue_token(%(client_id)s, %(secret)s, %(scope)s, %(ttl)s)::text"
 HTTP_AUTHENTICATE = """
-    select a.merchant, a.default_product, pg_catalog.set_config('role', a.db_role, true)
-    from gateway.authenticate(%(token)s, %(scope)s) a
+    select a.merchant, a.default_product, pg_catalog.set_config('role', a.db_role, true), a.client_id,
+           a.requests_per_second
+    from gateway.authenticate_client(%(token)s, %(scope)s) a
 """
 # createPayment, the busiest operation, is pipelined: the token's merchant and default product reach
 # the api.* call through transaction-local settings instead of through the client, so the call need
@@ -318,8 +319,9 @@ HTTP_AUTHENTICATE = """
 HTTP_AUTHENTICATE_LOCAL = """
     select pg_catalog.set_config('role', a.db_role, true),
            pg_catalog.set_config('carrierpay.http_merchant', a.merchant, true),
-           pg_catalog.set_config('carrierpay.http_default_product', coalesce(a.default_product, ''), true)
-    from gateway.authenticate(%(token)s, %(scope)s) a
+           pg_catalog.set_config('carrierpay.http_default_product', coalesce(a.default_product, ''), true),
+           a.client_id, a.requests_per_second
+    from gateway.authenticate_client(%(token)s, %(scope)s) a
 """
 HTTP_CREATE_PAYMENT_LOCAL = """
     select api.create_payment(pg_catalog.current_setting('carrierpay.http_merchant'), %(request)s::jsonb,
@@ -358,6 +360,7 @@ HTTP_READ_BALANCE_CHECK = "select api.read_balance_check(%(merchant)s, %(balance
 
 # Operators: API clients of the merchant HTTP API.
 ADD_API_CLIENT = "select admin.add_api_client(%(merchant)s, %(scopes)s, %(default_product)s)"
+SET_API_CLIENT_RATE_LIMIT = "select admin.set_api_client_rate_limit(%(client_id)s, %(requests_per_second)s)"
 LIST_API_CLIENTS = "select * from admin.list_api_clients(%(merchant)s)"
 REVOKE_API_CLIENT = "select admin.revoke_api_client(%(client_id)s)"
 # Number lookup (carrierpay/adapters/lookup.py): a network's answer about a number, kept for its lifetime.

@@ -102,7 +102,8 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
     "scheduler": (("scheduler", "run"), _LOOP),
     "webhooks": (("webhooks", "run"), _LOOP),
     "history": (("history", "ship"), (("--interval", "interval_s"), ("--batch-size", "batch"))),
-    "api": (("api", "serve"), _SERVER + _CONNECTIONS + (("--database-url", "database_url"),)),
+    "api": (("api", "serve"), _SERVER + _CONNECTIONS + (("--rate-limit", "rate_limit"), ("--processes", "processes"),
+                                                       ("--database-url", "database_url"))),
     "metrics": (("metrics", "serve"), (("--ledger-check", "ledger_check_s"),)),
     "dashboard": (("dashboard",), (("--host", "host"), ("--port", "port"), ("--refresh", "refresh_s"))),
 }

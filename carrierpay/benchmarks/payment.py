@@ -18,26 +18,32 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from carrierpay import queries
+
 CARRIER = "bench_ng"
+HTTP_TARGET = 0.70  # bench --http: payments/s through the HTTP API, at least this share of the SQL path's
 MERCHANT = "bench"
 CURRENCY = "NGN"
 ONE_TIME_PRICE = 20000
@@ -68,7 +74,8 @@ class BenchOptions:
     keep: bool = False
     profile: bool = False  # pg_stat_statements.track = all, track_functions = pl: slower, but shows where
     py_spy: bool = False  # sample the adapter daemons with py-spy during the payment window
-    http: bool = False  # the clients pay through the merchant HTTP API (createPayment) instead of api.charge
+    http: bool = False  # also pay through the merchant HTTP API (createPayment), and compare with api.charge
+    api_processes: int = 0  # API server processes for --http (0: one per core)
     home: Path | None = None
     out: Callable[[str], None] = print
 
@@ -410,10 +417,11 @@ async def http_charge_clients(url: str, opts: BenchOptions, run_id: str, latenci
     bearer token per client (fetched again before it expires), one createPayment per payment."""
     import aiohttp
 
-    from carrierpay.http_api.server import ApiServer
-
     with psycopg.connect(url, autocommit=True) as conn:
         client = conn.execute("select admin.add_api_client(%s, null, 'gems')", [MERCHANT]).fetchone()[0]
+        # The benchmark measures the server, not the client's request limit.
+        conn.execute(queries.SET_API_CLIENT_RATE_LIMIT, {"client_id": client["client_id"],
+                                                          "requests_per_second": 100000})
         amount = conn.execute("select cp.major_units(%s, %s)::text", [ONE_TIME_PRICE, CURRENCY]).fetchone()[0]
     done = 0
 
@@ -455,9 +463,46 @@ async def http_charge_clients(url: str, opts: BenchOptions, run_id: str, latenci
                 latencies.append((ended, ended - started))
                 done += 1
 
-    async with ApiServer(url, pool_size=opts.clients) as server:
-        await asyncio.gather(*(one(i, server.base_url) for i in range(opts.clients)))
+    with api_servers(url, opts) as base:
+        await asyncio.gather(*(one(i, base) for i in range(opts.clients)))
     return done
+
+
+@contextlib.contextmanager
+def api_servers(url: str, opts: BenchOptions) -> Iterator[str]:
+    """`carrierpay api serve` as it runs in production: its own processes (one per core, sharing the port),
+    not the load generator's; yields its base URL once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    processes = opts.api_processes or os.cpu_count() or 1
+    log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty server never blocks on a full pipe
+    server = subprocess.Popen(
+        [sys.executable, "-m", "carrierpay", "api", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--processes", str(processes), "--max-connections", "4096", "--database-url", url],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"the API server did not start: {log.read().decode()[-2000:]}") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        log.close()
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 async def backlog_gate(url: str, limit: int, gate: asyncio.Event, stop: asyncio.Event) -> None:
@@ -489,9 +534,17 @@ async def wait_settled(url: str, where: str, timeout: float) -> int:
             await asyncio.sleep(0.2)
 
 
-def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report, pgbench_tps: float | None) -> None:
-    out = opts.out
-    run_id = f"b{os.getpid()}"
+def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report, pgbench_tps: float | None,
+                  *, http: bool = False) -> None:
+    """The payment load for opts.duration, through api.charge, or with `http` through createPayment; its
+    figures go to report.figures (prefixed `http_` for the HTTP path)."""
+    base_out = opts.out
+    path = "HTTP createPayment" if http else "SQL api.charge"
+
+    def out(line: str) -> None:
+        base_out(f"[{path}] {line}")
+
+    run_id = f"b{os.getpid()}{'h' if http else ''}"
     latencies: list[tuple[float, float]] = []
     errors: Counter[str] = Counter()
     sampler = WaitSampler()
@@ -501,7 +554,7 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
         stop, sampler_stop, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
         gate.set()
         gate_task = asyncio.create_task(backlog_gate(url, opts.backlog, gate, stop))
-        load = http_charge_clients if opts.http else charge_clients
+        load = http_charge_clients if http else charge_clients
         clients = asyncio.create_task(load(url, opts, run_id, latencies, stop, gate, errors))
         await asyncio.sleep(opts.warmup)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -595,7 +648,10 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
     if errors:
         out(f"api.charge errors: {dict(errors)}")
         report.failures.append(f"api.charge raised {sum(errors.values())} errors: {dict(errors)}")
-    report.figures.update(payments_per_s=rate, accepted_per_s=accepted, charges=done, final=final,
+    figures = report.figures
+    if http:
+        figures = {}
+    figures.update(payments_per_s=rate, accepted_per_s=accepted, charges=done, final=final,
                           charge_p50_ms=lp[50] * 1000, charge_p95_ms=lp[95] * 1000, charge_p99_ms=lp[99] * 1000,
                           final_p50_ms=p50, final_p95_ms=p95, final_p99_ms=p99,
                           commits_per_payment=(c1 - c0) / final if final else None,
@@ -603,8 +659,10 @@ def payment_phase(url: str, opts: BenchOptions, daemons: Daemons, report: Report
                           wal_per_payment_by_relation={name: size / final for name, size, _ in wal_tables},
                           hot_row_waits=sampler.hot_row_waits(), waits=dict(sampler.events),
                           top_statements=[list(map(str, row)) for row in top])
+    if http:
+        report.figures.update({f"http_{name}": value for name, value in figures.items()})
     if final == 0:
-        report.failures.append("no payment reached a final state")
+        report.failures.append(f"no payment reached a final state ({path})")
 
 
 def _ms_list(conn: psycopg.Connection, s0: float, s1: float) -> list[float]:
@@ -773,6 +831,14 @@ def run(opts: BenchOptions) -> Report:
         daemons = Daemons(url, opts.adapters, opts.batch, home)
         daemons.start()
         payment_phase(url, opts, daemons, report, tps)
+        if opts.http:
+            # The same load through the HTTP API, in the same run: the ratio is what the API costs.
+            payment_phase(url, opts, daemons, report, tps, http=True)
+            sql_rate, http_rate = report.figures["payments_per_s"], report.figures["http_payments_per_s"]
+            ratio = http_rate / sql_rate if sql_rate else 0.0
+            report.figures["http_to_sql"] = ratio
+            out(f"HTTP ÷ SQL payments/s: {ratio:.2f} (target at least {HTTP_TARGET:.2f}; HTTP {http_rate:.1f}/s, "
+                f"SQL {sql_rate:.1f}/s, {opts.api_processes or os.cpu_count()} API server processes; {load()})")
         daemons.stop()
         if opts.renewals:
             renewal_phase(url, opts, daemons, report)

@@ -22,7 +22,10 @@ def bench(
     profile: bool = typer.Option(False, "--profile", help="Track nested statements and PL/pgSQL function times."),
     py_spy: bool = typer.Option(False, "--py-spy", help="Sample the adapter daemons with py-spy (pip install py-spy)."),
     keep: Path | None = typer.Option(None, "--keep", help="Build the cluster here and keep it (for profiling)."),
-    http: bool = typer.Option(False, "--http", help="Pay through the merchant HTTP API (tokens included), not SQL."),
+    http: bool = typer.Option(False, "--http", help="Also pay through the merchant HTTP API (tokens included) after "
+                                                    "the SQL path, and print HTTP ÷ SQL payments/s."),
+    api_processes: int = typer.Option(0, "--api-processes", min=0,
+                                      help="API server processes for --http (0: one per core)."),
     shards: int = typer.Option(0, "--shards", min=0,
                                help="Run over a front and this many partitions, each its own cluster (SQL clients, "
                                     "payments only; docs/scaling.md)."),
@@ -31,7 +34,7 @@ def bench(
     from carrierpay.benchmarks.payment import BenchOptions, run
 
     values = dict(clients=clients, adapters=adapters, batch=batch, pgbench=pgbench, fast=fast, profile=profile,
-                  py_spy=py_spy, http=http,
+                  py_spy=py_spy, http=http, api_processes=api_processes,
                   out=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     if keep is not None:
         values |= {"home": keep, "keep": True}

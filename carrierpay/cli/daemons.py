@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import timedelta
 
 import typer
@@ -217,6 +218,12 @@ def api_serve(
     header_timeout: float = HeaderTimeoutOption,
     body_timeout: float = BodyTimeoutOption,
     idle_timeout: float = IdleTimeoutOption,
+    processes: int = typer.Option(
+        1, "--processes", min=0,
+        help="Server processes sharing the port (SO_REUSEPORT; 0: one per core). A fixed --port is needed."),
+    rate_limit: int = typer.Option(
+        100, "--rate-limit", min=1,
+        help="Requests per second of an API client whose own limit is not set (merchant client limit)."),
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
@@ -225,14 +232,18 @@ def api_serve(
     """Serve the merchant HTTP API (and its document at /openapi.yaml) until SIGTERM. The database login
     must be a member of carrierpay_gateway: it acts for a merchant only by SET ROLE to the merchant's role."""
     from carrierpay.guarded_http import HttpLimits
-    from carrierpay.http_api.server import MAX_BODY_BYTES, serve
+    from carrierpay.http_api.server import MAX_BODY_BYTES, serve_processes
 
     _check_tls(cert, key)
     limits = HttpLimits(max_connections=max_connections, header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                         idle_timeout_s=idle_timeout, max_body_bytes=MAX_BODY_BYTES)
     _logging(verbose)
     metrics.expose(metrics_port, metrics_host, daemon="api")
-    asyncio.run(serve(db.running_url(database_url), host=host, port=port, cert=cert, key=key, limits=limits))
+    processes = processes or os.cpu_count() or 1
+    if processes > 1 and port == 0:
+        raise typer.BadParameter("--processes above 1 needs a fixed --port")
+    serve_processes(db.running_url(database_url), processes=processes, host=host, port=port, cert=cert, key=key,
+                    limits=limits, rate_limit=rate_limit)
 
 
 metrics_app = typer.Typer(help="Prometheus metrics of the database: queues, unsettled calls, breakers, backlogs.",

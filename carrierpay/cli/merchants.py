@@ -68,6 +68,7 @@ client_app = typer.Typer(
         "  carrierpay merchant client add acme --scope carrier-billing:payments:create "
         "--scope carrier-billing:payments:read --default-product gems\n\n"
         "  carrierpay merchant client list --merchant acme\n\n"
+        "  carrierpay merchant client limit cpc_0123456789abcdef01 50\n\n"
         "  carrierpay merchant client revoke cpc_0123456789abcdef01"
     ),
     no_args_is_help=True,
@@ -89,6 +90,19 @@ def client_add(
     rows = call_sql(database_url, queries.ADD_API_CLIENT,
                     {"merchant": merchant, "scopes": scope or None, "default_product": default_product})
     print_document(rows[0][0])
+
+
+@client_app.command("limit")
+@user_errors
+def client_limit(
+    client_id: str = typer.Argument(..., help="API client id (cpc_…)"),
+    requests_per_second: int | None = typer.Argument(
+        None, help="Requests per second the client may make (1-100000); omitted: the server's default"),
+    database_url: str | None = DatabaseUrlOption,
+) -> None:
+    """Set an API client's request limit; over it the HTTP API answers 429 with Retry-After."""
+    print_document(call_sql(database_url, queries.SET_API_CLIENT_RATE_LIMIT,
+                            {"client_id": client_id, "requests_per_second": requests_per_second})[0][0])
 
 
 @client_app.command("list")

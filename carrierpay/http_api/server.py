@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import logging
+import os
 import re
+import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,6 +53,7 @@ from carrierpay import queries
 from carrierpay.daemon import install_stop_handlers
 from carrierpay.guarded_http import GuardedListener, HttpLimits
 from carrierpay.http_api import errors
+from carrierpay.http_api.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, retry_after
 
 log = logging.getLogger("carrierpay.api")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
@@ -61,9 +65,9 @@ TOKEN_TTL_SECONDS = 900
 class ApiError(Exception):
     """An answer in CAMARA's error shape."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 def _strip_multiple_of(node: Any) -> Any:
@@ -144,7 +148,9 @@ class ApiServer:
     """An aiohttp application bound to the database; `start()` listens, `stop()` closes."""
 
     def __init__(self, url: str, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None,
-                 pool_size: int = 8, limits: HttpLimits | None = None, document: Document | None = None) -> None:
+                 pool_size: int = 8, limits: HttpLimits | None = None, document: Document | None = None,
+                 rate_limit: float = DEFAULT_REQUESTS_PER_SECOND, processes: int = 1,
+                 reuse_port: bool = False) -> None:
         self.url = url
         self.host = host
         self.port = port
@@ -153,6 +159,10 @@ class ApiServer:
                                         kwargs={"autocommit": True})
         self.listener = GuardedListener(limits or HttpLimits(max_body_bytes=MAX_BODY_BYTES))
         self.document = document or Document()
+        # `processes`: how many servers share this one's port; each counts its share of every limit.
+        self.limiter = RateLimiter(rate_limit, processes)
+        self._first_use: dict[str, asyncio.Future] = {}
+        self.reuse_port = reuse_port
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.counts = {"ok": 0, "client_error": 0, "server_error": 0}
@@ -201,7 +211,8 @@ class ApiServer:
         await self.pool.open(wait=False)
         self._runner = web.AppRunner(self.app(), shutdown_timeout=1.0, **self.listener.runner_options())
         await self._runner.setup()
-        host, port = await self.listener.start(self._runner, self.host, self.port, self.ssl_context)
+        host, port = await self.listener.start(self._runner, self.host, self.port, self.ssl_context,
+                                               reuse_port=self.reuse_port)
         self.base_url = f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
         return self
 
@@ -223,9 +234,11 @@ class ApiServer:
         value = request.headers.get("x-correlator")
         return value if value is not None and X_CORRELATOR.match(value) else None
 
-    def _error(self, request: web.Request, status: int, code: str, message: str) -> web.Response:
+    def _error(self, request: web.Request, status: int, code: str, message: str,
+               headers: dict[str, str] | None = None) -> web.Response:
         self.counts["server_error" if status >= 500 else "client_error"] += 1
-        response = web.json_response({"status": status, "code": code, "message": message}, status=status)
+        response = web.json_response({"status": status, "code": code, "message": message}, status=status,
+                                     headers=headers)
         correlator = self._correlator(request)
         if correlator is not None:
             response.headers["x-correlator"] = correlator
@@ -238,7 +251,7 @@ class ApiServer:
         try:
             response = await handler(request)
         except ApiError as exc:
-            return self._error(request, exc.status, exc.code, exc.message)
+            return self._error(request, exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -260,46 +273,95 @@ class ApiServer:
             if "x-correlator" in request.headers and self._correlator(request) is None:
                 raise ApiError(400, "INVALID_ARGUMENT", "x-correlator does not match its schema")
             token = _bearer(request)
-            body = None
-            if operation.body_schema is not None:
-                body = await self._body(request, operation.body_schema)
+            known = self.limiter.client_of(token)
+            first = None
+            if known is None:
+                # A token not seen yet: its first request finds out whose it is, the others wait for that
+                # so that a burst on a fresh token is counted like any other.
+                waiting = self._first_use.get(token)
+                if waiting is not None:
+                    await asyncio.shield(waiting)
+                    known = self.limiter.client_of(token)
+                elif len(self._first_use) < 10_000:
+                    first = self._first_use[token] = asyncio.get_running_loop().create_future()
+            if known is not None:
+                self._count(*known)
             try:
-                if pipelined is not None:
-                    sql, status = pipelined
-                    async with self.pool.connection(timeout=5) as conn:
-                        # No BEGIN/COMMIT: statements pipelined up to one sync run as one implicit
-                        # transaction, which also ends what the settings above apply to.
-                        async with conn.pipeline():
-                            await conn.execute(queries.HTTP_AUTHENTICATE_LOCAL,
-                                               {"token": token, "scope": operation.scope})
-                            cur = await conn.execute(sql, {"request": body})
-                        response = _json((await cur.fetchone())[0], status)
-                else:
-                    async with self.pool.connection(timeout=5) as conn, conn.transaction():
-                        cur = await conn.execute(queries.HTTP_AUTHENTICATE, {"token": token,
-                                                                             "scope": operation.scope})
-                        identity = await cur.fetchone()
-                        response = await handler(request, conn, {"merchant": identity[0],
-                                                                 "default_product": identity[1]}, body)
-            except psycopg.Error as exc:
-                status, code = errors.for_sqlstate(exc.sqlstate)
-                if status >= 500:
-                    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-                        status, code = errors.UNAVAILABLE
-                    log.error("%s failed: %s", operation_id, str(exc).splitlines()[0][:200] if str(exc) else exc)
-                    raise ApiError(status, code, errors.MESSAGES[status]) from None
-                message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else code
-                if status == 401:
-                    message = errors.MESSAGES[401]
-                raise ApiError(status, code, message) from None
-            except TimeoutError:
-                raise ApiError(*errors.UNAVAILABLE, errors.MESSAGES[503]) from None
-            correlator = self._correlator(request)
-            if correlator is not None:
-                response.headers["x-correlator"] = correlator
-            return response
+                return await self._run(request, operation, handler, pipelined, token, known)
+            finally:
+                if first is not None:
+                    del self._first_use[token]
+                    first.set_result(None)
 
         return run
+
+    async def _run(self, request: web.Request, operation: Operation, handler: Handler | None,
+                   pipelined: tuple[str, int] | None, token: str, known: tuple[str, int | None] | None
+                   ) -> web.Response:
+        operation_id = operation.operation_id
+        body = None
+        if operation.body_schema is not None:
+            body = await self._body(request, operation.body_schema)
+        try:
+            if pipelined is not None:
+                sql, status = pipelined
+                async with self.pool.connection(timeout=5) as conn:
+                    # No BEGIN/COMMIT: statements pipelined up to one sync run as one implicit
+                    # transaction, which also ends what the settings above apply to.
+                    async with conn.pipeline():
+                        auth = await conn.execute(queries.HTTP_AUTHENTICATE_LOCAL,
+                                                  {"token": token, "scope": operation.scope})
+                        cur = await conn.execute(sql, {"request": body})
+                    identity = await auth.fetchone()
+                    response = _json((await cur.fetchone())[0], status)
+                if known is None:
+                    # The payment is made by now: this request is counted, and the next ones wait their turn.
+                    self._learn(token, identity[3], identity[4], refuse=False)
+                elif known[1] != identity[4]:
+                    self.limiter.learn(token, identity[3], identity[4])
+            else:
+                async with self.pool.connection(timeout=5) as conn, conn.transaction():
+                    cur = await conn.execute(queries.HTTP_AUTHENTICATE, {"token": token,
+                                                                         "scope": operation.scope})
+                    identity = await cur.fetchone()
+                    if known is None:
+                        self._learn(token, identity[3], identity[4])
+                    elif known[1] != identity[4]:
+                        self.limiter.learn(token, identity[3], identity[4])
+                    response = await handler(request, conn, {"merchant": identity[0],
+                                                             "default_product": identity[1]}, body)
+        except psycopg.Error as exc:
+            status, code = errors.for_sqlstate(exc.sqlstate)
+            if status >= 500:
+                if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+                    status, code = errors.UNAVAILABLE
+                log.error("%s failed: %s", operation_id, str(exc).splitlines()[0][:200] if str(exc) else exc)
+                raise ApiError(status, code, errors.MESSAGES[status]) from None
+            message = exc.diag.message_primary if exc.diag and exc.diag.message_primary else code
+            if status == 401:
+                message = errors.MESSAGES[401]
+            raise ApiError(status, code, message) from None
+        except TimeoutError:
+            raise ApiError(*errors.UNAVAILABLE, errors.MESSAGES[503]) from None
+        correlator = self._correlator(request)
+        if correlator is not None:
+            response.headers["x-correlator"] = correlator
+        return response
+
+    def _count(self, client_id: str, per_second: int | None) -> None:
+        """One request of the client against its limit; over it, 429 as CAMARA's Generic429 says."""
+        wait = self.limiter.take(client_id, per_second)
+        if wait is not None:
+            self.counts["rate_limited"] = self.counts.get("rate_limited", 0) + 1
+            raise ApiError(429, "TOO_MANY_REQUESTS", "Rate limit reached.", {"Retry-After": retry_after(wait)})
+
+    def _learn(self, token: str, client_id: str, per_second: int | None, *, refuse: bool = True) -> None:
+        """A token seen for the first time: its request counts now, and the ones after it before they run."""
+        self.limiter.learn(token, client_id, per_second)
+        if refuse:
+            self._count(client_id, per_second)
+        else:
+            self.limiter.take(client_id, per_second)
 
     async def _body(self, request: web.Request, schema_ref: str) -> Any:
         raw = await request.read()
@@ -322,7 +384,12 @@ class ApiServer:
             if isinstance(variant, str):
                 refs.append(variant)
         for ref in refs:
-            error = next(iter(self.document.validator(ref).iter_errors(body)), None)
+            validator = self.document.validator(ref)
+            # is_valid is about twice as fast as looking for the first error; errors are looked for only
+            # in a body already known to have one.
+            if validator.is_valid(body):
+                continue
+            error = next(iter(validator.iter_errors(body)), None)
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "body"
                 raise ApiError(400, "INVALID_ARGUMENT", f"{where[:80]}: {str(error.message)[:120]}")
@@ -351,7 +418,8 @@ class ApiServer:
 
         async def run(request: web.Request, conn: psycopg.AsyncConnection, who: dict, body: Any) -> web.Response:
             await conn.execute(sql, {**who, "payment_id": request.match_info["paymentId"], "request": body})
-            return web.Response(status=status)
+            # No body, but the media type CAMARA's test definitions expect of every answer.
+            return web.Response(status=status, content_type="application/json")
 
         return run
 
@@ -395,6 +463,13 @@ class ApiServer:
             client_id, secret = form.get("client_id"), form.get("client_secret")
         if not isinstance(client_id, str) or not isinstance(secret, str):
             return _oauth_error(401, "invalid_client", "client authentication is required")
+        # Counted before the secret is checked: guessing secrets is held to the client's limit too.
+        wait = self.limiter.take(client_id[:128], self.limiter.limit_of(client_id))
+        if wait is not None:
+            self.counts["rate_limited"] = self.counts.get("rate_limited", 0) + 1
+            response = _oauth_error(429, "temporarily_unavailable", "Rate limit reached.")
+            response.headers["Retry-After"] = retry_after(wait)
+            return response
         scope = form.get("scope")
         try:
             async with self.pool.connection(timeout=5) as conn:
@@ -412,6 +487,9 @@ class ApiServer:
             return _oauth_error(503, "temporarily_unavailable", "try again later")
         except TimeoutError:
             return _oauth_error(503, "temporarily_unavailable", "try again later")
+        # Once the client's limit is known here, its new token's first request is counted before it runs too.
+        if self.limiter.knows(client_id):
+            self.limiter.learn(json.loads(answer)["access_token"], client_id, self.limiter.limit_of(client_id))
         return web.Response(text=answer, status=200, content_type="application/json",
                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
@@ -507,14 +585,17 @@ def _basic_credentials(request: web.Request) -> tuple[str | None, str | None]:
 
 
 async def serve(url: str, *, host: str = "127.0.0.1", port: int = 8443, cert: str | None = None,
-                key: str | None = None, limits: HttpLimits | None = None, stop: asyncio.Event | None = None) -> None:
-    """Serve until stopped (SIGTERM/SIGINT), logging counts every minute."""
+                key: str | None = None, limits: HttpLimits | None = None, stop: asyncio.Event | None = None,
+                rate_limit: float = DEFAULT_REQUESTS_PER_SECOND, processes: int = 1) -> None:
+    """Serve until stopped (SIGTERM/SIGINT), logging counts every minute. `processes`: how many servers share
+    the port (see serve_processes)."""
     from carrierpay.adapters.callback_server import server_ssl_context
 
     stop = stop or asyncio.Event()
     install_stop_handlers(stop)
     context = server_ssl_context(cert, key) if cert and key else None
-    async with ApiServer(url, host=host, port=port, ssl_context=context, limits=limits) as server:
+    async with ApiServer(url, host=host, port=port, ssl_context=context, limits=limits, rate_limit=rate_limit,
+                         processes=processes, reuse_port=processes > 1) as server:
         log.info("merchant API listening on %s (document at %s/openapi.yaml)", server.base_url, server.base_url)
         while not stop.is_set():
             try:
@@ -522,3 +603,46 @@ async def serve(url: str, *, host: str = "127.0.0.1", port: int = 8443, cert: st
             except TimeoutError:
                 counts = {**server.counts, **server.listener.counts}
                 log.info("api: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def serve_processes(url: str, *, processes: int, **options: Any) -> None:
+    """`processes` servers on one port (SO_REUSEPORT: the kernel spreads new connections among them), so the
+    API uses as many cores as it is given; each counts its share of every client's request limit. Forked
+    before any event loop exists; SIGTERM to this process stops them all."""
+    if processes <= 1:
+        _run(serve(url, processes=1, **options))
+        return
+    if not options.get("port"):
+        raise ValueError("several processes share a port only when it is given (not 0)")
+    children = []
+    for _ in range(processes - 1):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve until SIGTERM, then leave without running the parent's cleanup
+            code = 0
+            try:
+                _run(serve(url, processes=processes, **options))
+            except BaseException:  # noqa: BLE001 - a worker's end is its exit code
+                log.exception("API worker %s failed", os.getpid())
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    try:
+        _run(serve(url, processes=processes, **options))
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _run(main: Awaitable[None]) -> None:
+    """The server's event loop: uvloop where it is installed (less CPU per request than asyncio's own loop,
+    which matters where the API shares its cores), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

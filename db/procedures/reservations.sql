@@ -130,6 +130,10 @@ begin
     if v_step = 'pending_validation' then
         perform cp.fail('CP126', format('payment %s awaits its validation code', v_proc.procedure_id));
     end if;
+    -- The money is asked for only now: a carrier disabled since the payment was prepared takes it no more.
+    if not (select k.enabled from cp.carrier k where k.carrier_id = v_proc.carrier_id) then
+        perform cp.fail('CP070', format('carrier of payment %s is disabled', v_proc.procedure_id));
+    end if;
     if v_proc.metadata->'camara' ? 'optin_id' then
         update cp.optin set status = 'used'
         where optin_id = (v_proc.metadata->'camara'->>'optin_id')::bigint and status = 'confirmed';
@@ -194,10 +198,12 @@ begin
         perform cp.fail('CP125', format('payment %s has been cancelled', p_proc.procedure_id));
     end if;
     if p_request->>'phoneNumber' is null then
-        perform cp.fail('CP080', 'phoneNumber is required');
+        perform cp.fail('CP118', 'phoneNumber is required: the access token does not identify a subscriber');
     end if;
     if cp.normalize_msisdn(p_request->>'phoneNumber')
        <> (select msisdn from cp.subscriber where subscriber_id = p_proc.subscriber_id) then
+        -- A number no carrier serves names no subscriber at all (CP004), rather than another one's payment.
+        perform cp.carrier_for_msisdn(cp.normalize_msisdn(p_request->>'phoneNumber'));
         perform cp.fail('CP040', format('no payment %s for this phoneNumber', p_proc.procedure_id));
     end if;
 end

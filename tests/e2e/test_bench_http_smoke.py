@@ -1,5 +1,6 @@
-"""`carrierpay bench --smoke --http` drives the payment load through the merchant HTTP API (tokens included)
-and passes the same money checks. Timings are printed, never asserted."""
+"""`carrierpay bench --smoke --http` drives the payment load through api.charge, then the same load through the
+merchant HTTP API (tokens included, its own server processes), prints the ratio of the two and passes the same
+money checks. Timings are printed, never asserted."""
 
 from __future__ import annotations
 
@@ -18,3 +19,6 @@ def test_bench_http_smoke():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "payments/s (sustained):" in result.stdout and "money checks: ok" in result.stdout, result.stdout
     assert "api.charge errors" not in result.stdout, result.stdout
+    assert "[HTTP createPayment] payments/s (sustained):" in result.stdout, result.stdout
+    assert "[SQL api.charge] payments/s (sustained):" in result.stdout, result.stdout
+    assert "HTTP ÷ SQL payments/s:" in result.stdout, result.stdout

@@ -59,13 +59,15 @@ async def test_prepare_confirm_queues_the_charge_only_then(world_url):
 
 
 async def test_prepare_cancel_sends_nothing(world_url):
-    """cancel_payment_01 and its 409s; 400 without a body or phoneNumber, 404 for another number or payment."""
+    """cancel_payment_01 and its 409s; 400 without a body, 422 MISSING_IDENTIFIER without phoneNumber (C02.04),
+    404 for another number or payment, IDENTIFIER_NOT_FOUND for a number no carrier serves (C02.02)."""
     async with api_server(world_url) as api:
         await api.get_token(add_client(world_url))
         status, _, prepared = await api.call("POST", f"{PAYMENTS}/prepare", payment_body())
         pid = prepared["paymentId"]
-        for body, code, want in ((None, 400, "INVALID_ARGUMENT"), (b"{}", 400, "INVALID_ARGUMENT"),
-                                 (_phone("+2348020000099"), 404, "NOT_FOUND")):
+        for body, code, want in ((None, 400, "INVALID_ARGUMENT"), (b"{}", 422, "MISSING_IDENTIFIER"),
+                                 (_phone("+2348020000099"), 404, "NOT_FOUND"),
+                                 (_phone("+9991234567"), 404, "IDENTIFIER_NOT_FOUND")):
             status, _, answer = await api.call("POST", f"{PAYMENTS}/{pid}/cancel", body)
             error_conforms(answer, code, want)
         status, _, answer = await api.call("POST", f"{PAYMENTS}/123456/cancel", _phone(NG_NUMBER))
