@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg.types.json import Jsonb
 
-from carrierpay import queries
+from carrierpay import migrate, queries
 from carrierpay.benchmarks.sched import Server
 
 NOW = datetime(2030, 4, 3, 12, tzinfo=UTC)
@@ -456,6 +456,14 @@ def query_times(url: str, out, runs: int = 10) -> list[tuple[str, float]]:
     return results
 
 
+def _summary(out, results: list[tuple[str, float, float]]) -> None:
+    over = [r for r in results if r[1] >= 0.05]
+    slowest = max(results, key=lambda r: r[1])
+    out(f"slowest measured query: {slowest[0]} p50 {slowest[1] * 1000:.1f} ms, p95 {slowest[2] * 1000:.1f} ms")
+    out(f"{len(results) - len(over)} of {len(results)} queries with p50 under 50 ms"
+        + (f"; over: {', '.join(r[0] for r in over)}" if over else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procedures", type=int, default=1_000_000)
@@ -464,8 +472,19 @@ def main() -> None:
                         help="charges still open (queued, leased, awaiting, unknown), as a share of --procedures")
     parser.add_argument("--runs", type=int, default=10, help="timed runs of each query (after one warm-up)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running; print its address, wait")
+    parser.add_argument("--existing", metavar="URL",
+                        help="time the queries on a database this benchmark built and kept (migrated since, "
+                             "e.g. to compare a change at full size) instead of building one")
     args = parser.parse_args()
     out = print
+    if args.existing:
+        migrate.migrate(args.existing)
+        with psycopg.connect(args.existing, autocommit=True) as conn:
+            conn.execute(FOLD_EVERYTHING)
+            conn.execute("vacuum analyze")
+        out(f"queries on the database kept by an earlier run, migrated to this code ({_load()}):")
+        _summary(out, query_times(args.existing, out, args.runs))
+        return
     with Server(os.environ.get("CARRIERPAY_DATABASE_URL")) as server:
         out(f"server: {server.settings()}")
         url = server.fresh_db("bench_reports")
@@ -490,12 +509,7 @@ def main() -> None:
         out(f"  cp.rollup_hour: {rows:,} rows")
         steady_fold(url, out)
         out("queries:")
-        results = query_times(url, out, args.runs)
-        over = [r for r in results if r[1] >= 0.05]
-        slowest = max(results, key=lambda r: r[1])
-        out(f"slowest measured query: {slowest[0]} p50 {slowest[1] * 1000:.1f} ms, p95 {slowest[2] * 1000:.1f} ms")
-        out(f"{len(results) - len(over)} of {len(results)} queries with p50 under 50 ms"
-            + (f"; over: {', '.join(r[0] for r in over)}" if over else ""))
+        _summary(out, query_times(url, out, args.runs))
         if args.keep:
             out(f"kept: {url} (SIGTERM or Ctrl-C stops the cluster)")
             signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -93,7 +93,8 @@ select carrier, renewal_attempts, renewals_collected,
 from counts where renewal_attempts > 0;
 
 -- Subscriptions by status per carrier and merchant, with cancellations by reason: the counts as of the
--- last fold plus what changed since (cp.tg_subscription__counts), never a scan of the subscriptions.
+-- last fold plus what changed since (cp.tg_subscription__counts_created and _changed), never a scan of
+-- the subscriptions.
 create view report.churn as
 select c.code as carrier, m.code as merchant,
        sum(s.subscriptions)::bigint as subscriptions,

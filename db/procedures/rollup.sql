@@ -164,8 +164,8 @@ begin
     update cp.rollup_state
     set folded_through = v_to, folded_at = v_now,
         stragglers_checked_at = case when v_full then v_now else stragglers_checked_at end;
-    -- What subscription statements changed since the last fold (cp.tg_subscription__counts), into the
-    -- counts; rows of transactions still open stay for the next fold.
+    -- What subscription statements changed since the last fold (cp.tg_subscription__counts_created and
+    -- _changed), into the counts; rows of transactions still open stay for the next fold.
     with moved as (delete from cp.subscription_count_delta returning *)
     insert into cp.subscription_count as c (carrier_id, merchant_id, status, unpaid, subscriptions)
     select m.carrier_id, m.merchant_id, m.status, m.unpaid, sum(m.subscriptions)
