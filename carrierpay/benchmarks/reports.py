@@ -5,12 +5,18 @@ how fast sched.fold_rollups folds them.
 
 Builds the population set-based (generate_series; triggers and foreign-key checks off for the load
 only, `session_replication_role = replica`): 4 carriers, 3 merchants with 2 products each, one
-subscriber per 20 payments, N charge procedures spread over 30 days (80% succeeded, 19.7% failed,
-0.3% unsettled: half unknown, half awaiting a callback) each with its carrier call, and refunds of 1% of the collected
-ones. Then folds everything (`sched.fold_rollups` in batches, timed), measures one steady-state
-fold of fresh calls, and times each query the reports and the dashboard run (best of 5, after one
-warm-up). Runs on CARRIERPAY_DATABASE_URL (a server we may create databases on) or on a throwaway
-embedded cluster. Prints figures; asserts nothing.
+subscriber per 20 payments, each with a subscription (created with the triggers on, so its events and
+counts are there; most active, a fifth cancelled), N settled charge procedures spread over 30 days
+(80% succeeded, 20% failed) each with its carrier call, their ledger (a journal of the split per
+collected charge), refunds of 1% of the collected ones with their reversing journals, and the work
+still open (--open-share of N, 0.1% by default): charges of the last day, most of them minutes old,
+queued, leased, awaiting a callback or unknown before their next reconciliation turn, and one in ten
+older and past its third turn (the operator's queue). Then folds everything (`sched.fold_rollups` in
+batches, timed), measures one steady-state fold of fresh calls, and times what the dashboard's
+endpoints and the metrics collector run and every view of schema report, as their readers do (JIT
+off): p50 and p95 of --runs runs after one warm-up, with the load average before and after. Runs on
+CARRIERPAY_DATABASE_URL (a server we may create databases on) or on a throwaway embedded cluster.
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
