@@ -437,9 +437,11 @@ def query_times(url: str, out, runs: int = 10) -> list[tuple[str, float]]:
                 out(f"  {label:<46} once {(time.perf_counter() - started) * 1000:9.2f} ms  ({len(rows)} rows; "
                     f"an audit, not a dashboard query)")
                 continue
+            started = time.perf_counter()
             conn.execute(sql, params).fetchall()  # warm-up
+            slow = time.perf_counter() - started > 1  # a whole-table read: three runs tell enough
             times = []
-            for _ in range(runs):
+            for _ in range(3 if slow else runs):
                 started = time.perf_counter()
                 rows = conn.execute(sql, params).fetchall()
                 times.append(time.perf_counter() - started)
