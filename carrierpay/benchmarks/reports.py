@@ -263,8 +263,11 @@ insert into cp.ledger_entry (journal_id, account_id, amount_minor)
 select j.journal_id, e.account_id, -e.amount_minor
 from refund r
 join journal j on j.procedure_id = r.procedure_id
-join cp.journal c on c.procedure_id = r.parent_id and c.kind = 'charge'
-join cp.ledger_entry e on e.journal_id = c.journal_id
+-- the charge's journal and its entries by key (limit 1 keeps it a lookup, never a join over the ledger)
+cross join lateral (select c.journal_id from cp.journal c where c.procedure_id = r.parent_id and c.kind = 'charge'
+                    limit 1) c
+cross join lateral (select e.account_id, e.amount_minor from cp.ledger_entry e where e.journal_id = c.journal_id
+                    limit 10) e
 """
 POPULATION_SQL = """
 select (select count(*) from cp.journal), (select count(*) from cp.ledger_entry),
@@ -330,6 +333,7 @@ def populate(url: str, procedures: int, out, open_share: float, chunk: int = 1_0
         for lo in range(first, first + procedures, chunk):
             _timed(out, f"charge journals {lo - first + 1:,}-{min(procedures, lo - first + chunk):,}",
                    lambda lo=lo: conn.execute(CHARGE_JOURNALS_SQL, {"lo": lo, "hi": lo + chunk - 1, "now": NOW}))
+        _timed(out, "analyze", lambda: conn.execute("analyze cp.procedure, cp.journal, cp.ledger_entry"))
         _timed(out, "refund journals", lambda: conn.execute(REFUND_JOURNALS_SQL, {"now": NOW}))
         _timed(out, "refunded charges", lambda: conn.execute(REFUNDED_SQL))
         opened = round(procedures * open_share)
