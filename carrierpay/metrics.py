@@ -94,6 +94,7 @@ class DatabaseCollector(Collector):
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.url, autocommit=True, application_name="carrierpay metrics",
                                          connect_timeout=5)
+            self._conn.execute(queries.READ_WITHOUT_JIT)
         return self._conn
 
     def collect(self):

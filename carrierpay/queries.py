@@ -49,6 +49,11 @@ METRICS_WEBHOOKS = "select pending, due, retrying, oldest_pending_s from report.
 METRICS_HISTORY = "select outbox, unshipped, extract(epoch from oldest_age)::float8 from report.history_lag"
 METRICS_UNBALANCED_JOURNALS = "select count(*) from report.unbalanced_journals"
 
+# Every reader of the report views (dashboard, metrics collector, `carrierpay report`) first: their
+# queries are short, and the planner's cost for the views that look up each open payment by key
+# passes jit_above_cost, where compiling the plan took longer than running it (benchmarks/RESULTS.md).
+READ_WITHOUT_JIT = "set jit = off"
+
 # `carrierpay dashboard` (role carrierpay_reporter): each chart and table, for a time range [from, to).
 DASHBOARD_SUCCESS = """
     select hour, carrier, attempts, succeeded, success_pct, renewals, retries, step_downs

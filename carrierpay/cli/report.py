@@ -44,6 +44,7 @@ def run_report(view: str, fmt: str, database_url: str | None) -> None:
         fail("csv holds one report at a time", hint="name the report, or use --format json for all of them")
     every = {}
     with psycopg.connect(db.running_url(database_url), autocommit=True) as conn:
+        conn.execute(queries.READ_WITHOUT_JIT)
         for n, name in enumerate(names):
             cur = conn.execute(queries.report_view(name))
             columns, rows = [c.name for c in cur.description], cur.fetchall()

@@ -96,6 +96,7 @@ class Dashboard:
             await conn.set_read_only(True)
             if reporter:
                 await conn.execute(queries.DASHBOARD_AS_REPORTER)
+            await conn.execute(queries.READ_WITHOUT_JIT)
             return conn
         except BaseException:
             await conn.close()

@@ -92,18 +92,24 @@ select carrier, renewal_attempts, renewals_collected,
        round(renewal_attempts::numeric / nullif(renewals_collected, 0), 2) as attempts_per_success
 from counts where renewal_attempts > 0;
 
--- Subscriptions by status per carrier and merchant, with cancellations by reason.
+-- Subscriptions by status per carrier and merchant, with cancellations by reason: the counts as of the
+-- last fold plus what changed since (cp.tg_subscription__counts_created and _changed), never a scan of
+-- the subscriptions.
 create view report.churn as
 select c.code as carrier, m.code as merchant,
-       count(*) as subscriptions,
-       count(*) filter (where s.status = 'active') as active,
-       count(*) filter (where s.status in ('retrying', 'grace')) as in_retry_or_grace,
-       count(*) filter (where s.status = 'suspended') as suspended,
-       count(*) filter (where s.status = 'cancelled') as cancelled,
-       count(*) filter (where s.cancel_reason = 'unpaid') as cancelled_unpaid,
-       count(*) filter (where s.status = 'pending_optin') as pending_optin
-from cp.subscription s join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
-group by c.code, m.code;
+       sum(s.subscriptions)::bigint as subscriptions,
+       coalesce(sum(s.subscriptions) filter (where s.status = 'active'), 0)::bigint as active,
+       coalesce(sum(s.subscriptions) filter (where s.status in ('retrying', 'grace')), 0)::bigint as in_retry_or_grace,
+       coalesce(sum(s.subscriptions) filter (where s.status = 'suspended'), 0)::bigint as suspended,
+       coalesce(sum(s.subscriptions) filter (where s.status = 'cancelled'), 0)::bigint as cancelled,
+       coalesce(sum(s.subscriptions) filter (where s.unpaid), 0)::bigint as cancelled_unpaid,
+       coalesce(sum(s.subscriptions) filter (where s.status = 'pending_optin'), 0)::bigint as pending_optin
+from (select carrier_id, merchant_id, status, unpaid, subscriptions from cp.subscription_count
+      union all
+      select carrier_id, merchant_id, status, unpaid, subscriptions from cp.subscription_count_delta) s
+join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
+group by c.code, m.code
+having sum(s.subscriptions) <> 0;
 
 -- Refunds per carrier and merchant (final ones from the rollup, open ones from their open calls).
 create view report.refunds as
@@ -123,12 +129,22 @@ select c.code as carrier, m.code as merchant, x.currency,
 from counts x join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
 group by c.code, m.code, x.currency;
 
--- Carrier calls not yet settled: queued, leased, awaiting a callback or report, unknown.
+-- Carrier calls not yet settled: queued, leased, awaiting a callback or report, unknown. Found through
+-- the queue (queued and leased calls) and the partial index carrier_call_to_reconcile (calls unknown or
+-- awaiting a result always carry a next_reconcile_at), never by scanning the calls.
 create view report.open_calls as
 select c.code as carrier, k.operation, k.status, count(*) as calls,
        min(k.created_at) as oldest, max(k.reconcile_attempts) as max_reconcile_attempts
-from cp.carrier_call k join cp.carrier c using (carrier_id)
-where k.status in ('queued', 'leased', 'awaiting_result', 'unknown')
+from (select x.carrier_id, x.operation, x.status, x.created_at, x.reconcile_attempts
+      from cp.call_queue q
+      -- by key per queued call (limit 1 keeps it a lookup, never a join over the calls)
+      cross join lateral (select * from cp.carrier_call c where c.call_id = q.call_id limit 1) x
+      where x.status in ('queued', 'leased')
+      union all
+      select x.carrier_id, x.operation, x.status, x.created_at, x.reconcile_attempts
+      from cp.carrier_call x
+      where x.next_reconcile_at is not null and x.status in ('awaiting_result', 'unknown')) k
+join cp.carrier c using (carrier_id)
 group by c.code, k.operation, k.status;
 
 -- Carrier calls still unsettled after their third reconciliation turn (5 minutes, 1 hour and a day
@@ -146,7 +162,8 @@ from cp.carrier_call c
 join cp.carrier k using (carrier_id)
 join cp.procedure p using (procedure_id)
 left join cp.merchant m on m.merchant_id = p.merchant_id
-where c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= cp.operator_after_turns(k.spec);
+where c.next_reconcile_at is not null  -- the partial index carrier_call_to_reconcile: unsettled calls only
+  and c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= cp.operator_after_turns(k.spec);
 
 -- Balance of every ledger account (debit positive).
 create view report.ledger_balances as
@@ -225,8 +242,8 @@ group by x.child, x.reference;
 -- success: subscription charge attempts beyond the successful ones, per successful one; step-downs:
 -- collected subscription charges at a lower price point than the one subscribed to. Amounts are
 -- minor units of the carrier's currency. Final charges and refunds are read from cp.rollup_procedure (as
--- of the scheduler's last fold), open ones through their open calls (cp.open_payment); subscriptions are
--- counted live. Used by `carrierpay demo` for its final report.
+-- of the scheduler's last fold), open ones through their open calls (cp.open_payment); subscriptions
+-- from their counts (cp.subscription_count and the deltas not folded yet), exact at any time. Used by `carrierpay demo` for its final report.
 drop view if exists report.carrier_summary;
 create view report.carrier_summary as
 with charges as (
@@ -252,13 +269,16 @@ with charges as (
     from cp.rollup_procedure r where r.kind = 'refund'
     group by r.carrier_id
 ), subs as (
-    select carrier_id, count(*) as subscriptions,
-           count(*) filter (where status = 'active') as active,
-           count(*) filter (where status in ('retrying', 'grace')) as in_retry_or_grace,
-           count(*) filter (where status = 'suspended') as suspended,
-           count(*) filter (where status = 'cancelled') as cancelled,
-           count(*) filter (where status = 'pending_optin') as pending_optin
-    from cp.subscription group by carrier_id
+    select carrier_id, sum(subscriptions)::bigint as subscriptions,
+           sum(subscriptions) filter (where status = 'active')::bigint as active,
+           sum(subscriptions) filter (where status in ('retrying', 'grace'))::bigint as in_retry_or_grace,
+           sum(subscriptions) filter (where status = 'suspended')::bigint as suspended,
+           sum(subscriptions) filter (where status = 'cancelled')::bigint as cancelled,
+           sum(subscriptions) filter (where status = 'pending_optin')::bigint as pending_optin
+    from (select carrier_id, status, subscriptions from cp.subscription_count
+          union all
+          select carrier_id, status, subscriptions from cp.subscription_count_delta) s
+    group by carrier_id
 )
 select k.code as carrier, k.country, k.currency,
        (coalesce(c.charges_collected, 0) + coalesce(c.charges_failed, 0) + coalesce(o.charges, 0))::bigint

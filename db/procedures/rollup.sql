@@ -12,8 +12,9 @@
 -- day away) only every p_recheck of business time, so a fold costs the new calls, not the backlog.
 drop function if exists sched.fold_rollups(integer, interval);
 
--- Fold the calls settled since the last fold into cp.rollup_hour, cp.rollup_carrier_hour and
--- cp.rollup_minute; returns how
+-- Fold the calls settled since the last fold into cp.rollup_hour, cp.rollup_carrier_hour,
+-- cp.rollup_procedure and cp.rollup_minute, and the subscription count deltas into
+-- cp.subscription_count; returns how
 -- many calls were folded. One statement reads and writes everything, so each call is seen once, in
 -- one snapshot, either as settled (folded) or as a straggler (folded later).
 create or replace function sched.fold_rollups(p_limit integer default 50000, p_patience interval default '2 minutes',
@@ -163,6 +164,14 @@ begin
     update cp.rollup_state
     set folded_through = v_to, folded_at = v_now,
         stragglers_checked_at = case when v_full then v_now else stragglers_checked_at end;
+    -- What subscription statements changed since the last fold (cp.tg_subscription__counts_created and
+    -- _changed), into the counts; rows of transactions still open stay for the next fold.
+    with moved as (delete from cp.subscription_count_delta returning *)
+    insert into cp.subscription_count as c (carrier_id, merchant_id, status, unpaid, subscriptions)
+    select m.carrier_id, m.merchant_id, m.status, m.unpaid, sum(m.subscriptions)
+    from moved m group by 1, 2, 3, 4
+    on conflict (carrier_id, merchant_id, status, unpaid) do update
+    set subscriptions = c.subscriptions + excluded.subscriptions;
     -- The minute rollup serves the last minutes only; ids that never appeared were rolled back.
     delete from cp.rollup_minute where minute < v_now - interval '2 days';
     delete from cp.rollup_straggler s

@@ -1,6 +1,6 @@
 -- Triggers on cp.subscription, in firing order: an illegal transition raises (_100), every creation
--- and change writes an outbox event (_900), one insert per statement, and the merchant's webhooks of
--- what changed (_910).
+-- and change writes an outbox event (_900), one insert per statement, the merchant's webhooks of
+-- what changed (_910), and what the statement changed in the subscription counts (_920).
 
 -- Enforce the subscription state machine.
 create or replace function cp.tg_subscription__transition() returns trigger
@@ -102,6 +102,42 @@ begin
 end
 $$;
 
+-- The reports count subscriptions from cp.subscription_count; each statement appends its net change per
+-- carrier, merchant, status and unpaid, and sched.fold_rollups moves it into the counts: no counter row
+-- that concurrent renewals would queue on. The subscriptions a statement created:
+create or replace function cp.tg_subscription__counts_created() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    insert into cp.subscription_count_delta (carrier_id, merchant_id, status, unpaid, subscriptions)
+    select n.carrier_id, n.merchant_id, n.status, coalesce(n.cancel_reason = 'unpaid', false), count(*)
+    from new_rows n
+    group by 1, 2, 3, 4;
+    return null;
+end
+$$;
+
+-- The counts a statement moved between statuses (nothing when only other columns changed, as at a renewal).
+create or replace function cp.tg_subscription__counts_changed() returns trigger
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    insert into cp.subscription_count_delta (carrier_id, merchant_id, status, unpaid, subscriptions)
+    select x.carrier_id, x.merchant_id, x.status, x.unpaid, sum(x.n)
+    from (select n.carrier_id, n.merchant_id, n.status, coalesce(n.cancel_reason = 'unpaid', false) as unpaid,
+                 1 as n
+          from new_rows n
+          union all
+          select o.carrier_id, o.merchant_id, o.status, coalesce(o.cancel_reason = 'unpaid', false), -1
+          from old_rows o) x
+    group by 1, 2, 3, 4
+    having sum(x.n) <> 0;
+    return null;
+end
+$$;
+
 create or replace trigger _100_transition before update of status on cp.subscription
     for each row execute function cp.tg_subscription__transition();
 create or replace trigger _900_event_created after insert on cp.subscription
@@ -119,3 +155,9 @@ create or replace trigger _051_never_truncated before truncate on cp.subscriptio
 create or replace trigger _910_merchant_events after update on cp.subscription
     referencing old table as old_rows new table as new_rows
     for each statement execute function cp.tg_subscription__merchant_events();
+create or replace trigger _920_counts_created after insert on cp.subscription
+    referencing new table as new_rows
+    for each statement execute function cp.tg_subscription__counts_created();
+create or replace trigger _920_counts_changed after update on cp.subscription
+    referencing old table as old_rows new table as new_rows
+    for each statement execute function cp.tg_subscription__counts_changed();

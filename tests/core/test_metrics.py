@@ -71,6 +71,15 @@ def test_the_database_collector_reports_what_the_tables_hold(db_url):
                    for _, labels in samples for label, _ in labels)
 
 
+def test_the_collector_reads_the_views_without_jit(db_url):
+    """Its views that look up each open payment are costed above jit_above_cost; compiling took longer
+    than running them."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        load_world(conn)
+    collector = metrics.DatabaseCollector(_reporter(db_url))
+    assert collector._connection().execute("show jit").fetchone()[0] == "off"
+
+
 def test_an_unreachable_database_is_a_metric_not_a_crash():
     registry = CollectorRegistry()
     registry.register(metrics.DatabaseCollector("postgresql://nobody@127.0.0.1:9/none?connect_timeout=1"))

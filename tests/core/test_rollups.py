@@ -105,6 +105,24 @@ _DIRECT = {
                count(p.*) filter (where p.kind = 'charge' and p.period_index >= 1 and p.subscription_id is not null
                                   and p.status in ('succeeded', 'partially_refunded', 'refunded'))
         from cp.carrier k left join cp.procedure p on p.carrier_id = k.carrier_id group by k.code order by 1""",
+    "churn": """
+        select c.code, m.code, count(*), count(*) filter (where s.status = 'active'),
+               count(*) filter (where s.status in ('retrying', 'grace')),
+               count(*) filter (where s.status = 'suspended'),
+               count(*) filter (where s.status = 'cancelled'), count(*) filter (where s.cancel_reason = 'unpaid'),
+               count(*) filter (where s.status = 'pending_optin')
+        from cp.subscription s join cp.carrier c using (carrier_id) join cp.merchant m using (merchant_id)
+        group by c.code, m.code order by 1, 2""",
+    "open_calls": """
+        select c.code, k.operation, k.status::text, count(*), min(k.created_at), max(k.reconcile_attempts)
+        from cp.carrier_call k join cp.carrier c using (carrier_id)
+        where k.status in ('queued', 'leased', 'awaiting_result', 'unknown')
+        group by c.code, k.operation, k.status order by 1, 2, 3""",
+    "calls_needing_operator": """
+        select c.call_id, c.status::text, c.reconcile_attempts
+        from cp.carrier_call c join cp.carrier k using (carrier_id)
+        where c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= cp.operator_after_turns(k.spec)
+        order by 1""",
 }
 
 _FROM_VIEWS = {
@@ -117,6 +135,12 @@ _FROM_VIEWS = {
     "carrier_summary": "select carrier, charges_attempted, charges_collected, charges_failed, collected_minor, "
                        "refunded_minor, refunds, refunds_succeeded, renewal_attempts, renewals_collected "
                        "from report.carrier_summary order by 1",
+    "churn": "select carrier, merchant, subscriptions, active, in_retry_or_grace, suspended, cancelled, "
+             "cancelled_unpaid, pending_optin from report.churn order by 1, 2",
+    "open_calls": "select carrier, operation, status::text, calls, oldest, max_reconcile_attempts "
+                  "from report.open_calls order by 1, 2, 3",
+    "calls_needing_operator": "select call_id, status::text, reconcile_attempts "
+                              "from report.calls_needing_operator order by 1",
 }
 
 
@@ -124,6 +148,12 @@ def test_payment_reports_read_from_the_rollup_equal_direct_counts(db_url):
     with psycopg.connect(db_url, autocommit=True) as conn:
         load_world(conn)
         renewed = [subscribe(conn, "+2348029990001", key="s-a"), subscribe(conn, "+2348029990002", key="s-b")]
+        cancelled = subscribe(conn, "+2348029990003", key="s-c")
+        conn.execute("select api.cancel_subscription('acme', %s)", [cancelled])
+        conn.execute("select api.subscribe('acme', '+2348029990004', 'club', 'daily', 's-d')")  # awaits its opt-in
+        # Subscriptions are counted at once, before a fold moves what changed into the counts.
+        assert conn.execute(_FROM_VIEWS["churn"]).fetchall() == conn.execute(_DIRECT["churn"]).fetchall()
+        assert conn.execute("select count(*) from cp.subscription_count_delta").fetchone()[0] > 0
         conn.execute("select admin.set_clock(%s)", [max(field(conn, s, "next_charge_at") for s in renewed)])
         conn.execute("select admin.advance_clock('1 minute')")
         assert run_due(conn) == 2
@@ -138,6 +168,19 @@ def test_payment_reports_read_from_the_rollup_equal_direct_counts(db_url):
                    for p in paid[:3]]
         _claim_and_settle(conn, {refunds[0]: "succeeded", refunds[1]: "failed"})  # the third stays open
         _charge(conn, 30)  # queued, not sent: pending
+        awaiting = _charge(conn, 32)
+        _claim_and_settle(conn, {awaiting: "pending"})  # sent, its result to come by callback
+        stuck = _charge(conn, 33)
+        _claim_and_settle(conn, {stuck: "unknown"})
+        # Quiet for longer than the carrier's timeout, then three reconciliation turns with no answer:
+        # the operator's.
+        conn.execute("update cp.carrier_call set sent_at = clock_timestamp() - interval '1 hour' "
+                     "where procedure_id = %s", [stuck])
+        for _ in range(3):
+            conn.execute("update cp.carrier_call set next_reconcile_at = cp.clock_now() where procedure_id = %s",
+                         [stuck])
+            conn.execute("select count(*) from adapter.claim_reconciliations('test_ng', 10)")
+        assert conn.execute("select count(*) from report.calls_needing_operator").fetchone()[0] == 1
         conn.execute("select admin.advance_clock('3 minutes')")
         conn.execute("select sched.fold_rollups()")
         in_flight = _charge(conn, 31)
@@ -184,7 +227,7 @@ def test_payment_reports_read_no_payment_table_whole(db_url):
         for view in _FROM_VIEWS:
             plan = conn.execute(f"explain (format json) select * from report.{view}").fetchone()[0][0]["Plan"]
             for node in _scans(plan):
-                if node.get("Relation Name") in ("procedure", "carrier_call"):
+                if node.get("Relation Name") in ("procedure", "carrier_call", "subscription"):
                     keyed = "Index Cond" in node or "Recheck Cond" in node  # a bitmap scan checks its own
                     assert keyed or node.get("Index Name") == "carrier_call_to_reconcile", (view, node)
 
