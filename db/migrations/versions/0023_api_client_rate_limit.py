@@ -5,14 +5,14 @@ one second's worth); null means the server's default (`carrierpay api serve --ra
 counts requests in process, so no row is written per request.
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
 revision = "0023"
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -8,14 +8,14 @@ sched.fold_rollups moves the deltas into the counts. report.churn and report.car
 two, so they are exact at any time and read a few hundred rows. Existing databases are counted here.
 
 Revision ID: 0024
-Revises: 0021
+Revises: 0023
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
 revision = "0024"
-down_revision = "0021"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
