@@ -242,10 +242,8 @@ begin
     if v_refusal is not null then
         perform cp.emit_event('procedure', p_procedure_id, 'reroute_refused',
                               jsonb_build_object('carrier', v_carrier.code, 'why', v_refusal));
-        update cp.procedure
-        set status = 'failed', reason = case when v_refusal = 'subscriber_invalid' then v_refusal else 'rejected' end
-        where procedure_id = p_procedure_id returning * into v_proc;
-        perform cp.charges_failed(array[v_proc]);
+        perform cp.fail_charges(array[p_procedure_id],
+                                array[case when v_refusal = 'subscriber_invalid' then v_refusal else 'rejected' end]);
         return;
     end if;
     if v_carrier.carrier_id <> v_proc.carrier_id then
