@@ -336,7 +336,7 @@ HTTP_READ_PAYMENT = "select api.read_payment(%(merchant)s, %(payment_id)s)::text
 HTTP_LIST_PAYMENTS = """
     select r->>'total', r->>'last_index', (r->'payments')::text
     from api.list_payments(%(merchant)s, %(from)s::timestamptz, %(to)s::timestamptz, %(statuses)s::text[],
-                           %(order)s, %(page)s::integer, %(per_page)s::integer) r
+                           %(order)s, %(page)s::integer, %(per_page)s::integer, %(merchant_identifier)s) r
 """
 HTTP_PREPARE_PAYMENT = "select api.prepare_payment(%(merchant)s, %(request)s::jsonb, %(default_product)s)::text"
 HTTP_VALIDATE_PAYMENT = "select api.validate_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
@@ -348,7 +348,8 @@ HTTP_READ_REMAINING_AMOUNT = "select api.read_remaining_amount(%(merchant)s, %(p
 HTTP_LIST_REFUNDS = """
     select r->>'total', r->>'last_index', (r->'items')::text
     from api.list_refunds(%(merchant)s, %(payment_id)s, %(from)s::timestamptz, %(to)s::timestamptz,
-                          %(statuses)s::text[], %(order)s, %(page)s::integer, %(per_page)s::integer) r
+                          %(statuses)s::text[], %(order)s, %(page)s::integer, %(per_page)s::integer,
+                          %(merchant_identifier)s) r
 """
 # carrierpay's extensions: subscriptions, consents, balance checks.
 HTTP_CREATE_SUBSCRIPTION = "select api.create_subscription(%(merchant)s, %(request)s::jsonb)::text"

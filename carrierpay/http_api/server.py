@@ -529,7 +529,8 @@ async def _page(conn: psycopg.AsyncConnection, sql: str, request: web.Request, n
         raise ApiError(400, "INVALID_ARGUMENT", "page and perPage must be integers") from None
     if dates:
         params = {**params, "from": _date_time(q, f"{noun}CreationDate.gte"),
-                  "to": _date_time(q, f"{noun}CreationDate.lte"), "order": q.get("order", "desc")}
+                  "to": _date_time(q, f"{noun}CreationDate.lte"), "order": q.get("order", "desc"),
+                  "merchant_identifier": q.get("merchantIdentifier")}
     cur = await conn.execute(sql, {**params, "statuses": statuses, "page": page, "per_page": per_page})
     total, last_index, items = await cur.fetchone()
     response = _json(items, 200)

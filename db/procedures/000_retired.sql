@@ -38,3 +38,6 @@ drop function if exists cp.charge_succeeded(cp.procedure, cp.carrier_call, bigin
 drop function if exists cp.charge_failed(cp.procedure, cp.carrier_call, text);
 drop function if exists cp.charges_succeeded(cp.procedure[]);
 drop function if exists cp.charges_failed(cp.procedure[]);
+-- The CAMARA lists take the merchantIdentifier filter.
+drop function if exists api.list_payments(text, timestamptz, timestamptz, text[], text, integer, integer);
+drop function if exists api.list_refunds(text, text, timestamptz, timestamptz, text[], text, integer, integer);

@@ -384,6 +384,15 @@ begin
 end
 $$;
 
+-- The sub-merchant a CAMARA request named (chargingMetaData.merchantIdentifier of its paymentAmount or
+-- refundAmount), as kept with the payment or refund: what retrievePayments and retrieveRefunds filter by.
+create or replace function cp.camara_merchant_identifier(p_proc cp.procedure, p_amount_field text) returns text
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select p_proc.metadata->'camara'->'amountTransaction'->p_amount_field->'chargingMetaData'->>'merchantIdentifier'
+$$;
+
 -- One page of CAMARA documents (payments, or refunds when p_refunds) of the matching procedures,
 -- newest or oldest first (cp.page_window), and how many match in all: {total, items, last_index}.
 create or replace function cp.camara_page(p_procs cp.procedure[], p_refunds boolean, p_order text, p_page integer,
@@ -416,7 +425,7 @@ $$;
 create or replace function api.list_payments(p_merchant text, p_from timestamptz default null,
                                              p_to timestamptz default null, p_statuses text[] default null,
                                              p_order text default 'desc', p_page integer default 1,
-                                             p_per_page integer default 10)
+                                             p_per_page integer default 10, p_merchant_identifier text default null)
 returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -433,7 +442,10 @@ begin
         select p from cp.procedure p
         where p.merchant_id = v_merchant.merchant_id and p.kind = 'charge'
           and (p_from is null or p.created_at >= p_from) and (v_to is null or p.created_at <= v_to)
-          and (p_statuses is null or cp.camara_payment_status(p) = any (p_statuses))), false, p_order, p_page, p_per_page);
+          and (p_statuses is null or cp.camara_payment_status(p) = any (p_statuses))
+          and (p_merchant_identifier is null
+               or cp.camara_merchant_identifier(p, 'paymentAmount') = p_merchant_identifier)), false, p_order, p_page,
+        p_per_page);
     return jsonb_build_object('total', v_page->'total', 'payments', v_page->'items', 'last_index', v_page->'last_index');
 end
 $$;
@@ -536,7 +548,7 @@ $$;
 create or replace function api.list_refunds(p_merchant text, p_payment_id text, p_from timestamptz default null,
                                             p_to timestamptz default null, p_statuses text[] default null,
                                             p_order text default 'desc', p_page integer default 1,
-                                            p_per_page integer default 10)
+                                            p_per_page integer default 10, p_merchant_identifier text default null)
 returns jsonb
 language plpgsql stable security definer
 set search_path = pg_catalog, cp, pg_temp
@@ -553,7 +565,9 @@ begin
         select r from cp.procedure r
         where r.parent_id = v_charge.procedure_id and r.kind = 'refund'
           and (p_from is null or r.created_at >= p_from) and (v_to is null or r.created_at <= v_to)
-          and (p_statuses is null or cp.camara_refund_status(r.status) = any (p_statuses))), true, p_order, p_page,
+          and (p_statuses is null or cp.camara_refund_status(r.status) = any (p_statuses))
+          and (p_merchant_identifier is null
+               or cp.camara_merchant_identifier(r, 'refundAmount') = p_merchant_identifier)), true, p_order, p_page,
         p_per_page);
 end
 $$;

@@ -27,9 +27,8 @@ from pytest_postgresql.janitor import DatabaseJanitor
 from carrierpay import migrate
 from tests.conftest import SUPERUSER
 from tests.core.world import load_world
-from tests.http_api.kit import DOCUMENT, add_client, gateway_url, settle
+from tests.http_api.kit import DOCUMENT, add_client, gateway_url, handset_pin, settle
 from tests.http_api.test_fuzz import ServerThread
-from tests.http_api.test_two_step import _handset_pin
 
 FEATURES = Path(__file__).with_name("camara_features")
 
@@ -103,10 +102,7 @@ SKIPPED = {
 
 
 # What the test definitions found that carrierpay does not do yet: expected to fail until it does.
-NOT_YET = {
-    "retrieve_payments_10_merchantIdentifier": "the merchantIdentifier filter of retrievePayments is not applied yet",
-    "retrieve_refunds_10_merchantIdentifier": "the merchantIdentifier filter of retrieveRefunds is not applied yet",
-}
+NOT_YET: dict[str, str] = {}
 
 scenarios(str(FEATURES))
 
@@ -271,7 +267,7 @@ class Scenario:
             prepared = self.prepare_payment(self.phone)
             assert prepared["paymentStatus"] == "pending_validation", prepared
             self.authorization_id = prepared["validationInfo"]["authorizationId"]
-            self.pin = _handset_pin(self.url, self.phone)
+            self.pin = handset_pin(self.url, self.phone)
             self.payment = prepared
         elif op in ("confirmPayment", "cancelPayment"):
             self.payment = self.prepare_payment()
