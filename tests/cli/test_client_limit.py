@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.core.conftest import load_world
+from tests.core.world import load_world
 
 
 def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
