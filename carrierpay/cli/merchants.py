@@ -95,9 +95,9 @@ def client_add(
 @client_app.command("limit")
 @user_errors
 def client_limit(
-    client_id: str = typer.Argument(..., help="API client id (cpc_…)"),
+    client_id: str = typer.Argument(..., help="API client id, as merchant client add printed it"),
     requests_per_second: int | None = typer.Argument(
-        None, help="Requests per second the client may make (1-100000); omitted: the server's default"),
+        None, help="Requests a second (1-100000); none: the server default"),
     database_url: str | None = DatabaseUrlOption,
 ) -> None:
     """Set an API client's request limit; over it the HTTP API answers 429 with Retry-After."""
