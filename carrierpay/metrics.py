@@ -78,7 +78,7 @@ def expose(port: int | None, host: str = "127.0.0.1", *, daemon: str) -> int | N
 
 
 class DatabaseCollector(Collector):
-    """Reads the report views made for it (db/procedures/metrics.sql) on each scrape. The full check
+    """Reads the report views made for it (db/procedures/300_metrics.sql) on each scrape. The full check
     of unbalanced journals reads the whole ledger, so it runs at most every `ledger_check_s` seconds
     and its last answer is served in between."""
 

@@ -60,7 +60,7 @@ class MigrationPlan:
 
 @dataclass
 class RepeatableFile:
-    name: str  # e.g. "procedures/api.sql"
+    name: str  # e.g. "procedures/220_api.sql"
     path: Path
 
     @property

@@ -26,19 +26,19 @@ CALL_LOCAL_DATES = """
     from cp.carrier_call c join cp.carrier k using (carrier_id)
     where c.call_id = any(%(call_ids)s)
 """
-# SMS journeys over SMPP (db/procedures/sms.sql): MO messages, late receipts, receipts that never came.
+# SMS journeys over SMPP (db/procedures/170_sms.sql): MO messages, late receipts, receipts that never came.
 RECORD_MO = "select adapter.record_mo(%(carrier)s, %(mo)s)"
 REMATCH_CALLBACKS = "select adapter.rematch_callbacks(%(carrier)s, %(limit)s)"
 EXPIRE_AWAITING = "select adapter.expire_awaiting(%(carrier)s, p_limit => %(limit)s)"
 
-# History shipper (role carrierpay_adapter; db/procedures/history.sql): claim, confirm, report itself.
+# History shipper (role carrierpay_adapter; db/procedures/270_history.sql): claim, confirm, report itself.
 HISTORY_CLAIM_EVENTS = "select * from adapter.claim_history_events(%s)"
 HISTORY_CLAIM_LOGS = "select * from adapter.claim_carrier_logs(%s)"
 HISTORY_COMPLETE_BATCH = "select adapter.complete_history_batch(%s, %s, %s)"
 HISTORY_REPORT_SHIPPER = "select adapter.report_history_shipper(%s, %s, %s, %s)"
 HISTORY_LAG = "select * from report.history_lag order by outbox"
 
-# The database collector of `carrierpay metrics serve` (role carrierpay_reporter; db/procedures/metrics.sql).
+# The database collector of `carrierpay metrics serve` (role carrierpay_reporter; db/procedures/300_metrics.sql).
 METRICS_CARRIERS = """
     select carrier, queue_ready, queue_later, leased, oldest_ready_s, calls_5m, succeeded_5m, failed_5m, errors_5m,
            success_ratio_5m, mean_latency_5m_s, breaker_state, breaker_trips, paused
@@ -94,7 +94,7 @@ RUN_BREAKERS = "select carrier, state, reason from sched.run_breakers()"
 
 # Operators (role carrierpay_admin).
 ONBOARD_CARRIER = "select admin.onboard_carrier(%(spec)s)"
-# Reaction (db/procedures/breaker.sql): operator pauses and breaker thresholds.
+# Reaction (db/procedures/130_breaker.sql): operator pauses and breaker thresholds.
 PAUSE_SENDING = "select admin.pause_sending(%(scope)s, %(code)s, %(reason)s)"
 RESUME_SENDING = "select admin.resume_sending(%(scope)s, %(code)s)"
 SET_BREAKER = "select admin.set_breaker(%(carrier)s, %(settings)s)"
@@ -308,7 +308,7 @@ DEMO_SHARD_SETTINGS = (
 DEMO_PARTITION_OF_NUMBERS = (
     "select n, front.msisdn_hash(n) & (front.partition_count() - 1) from unnest(%s::text[]) n"
 )
-# Merchant HTTP API (`carrierpay api serve`, a carrierpay_gateway login; db/procedures/http_api.sql).
+# Merchant HTTP API (`carrierpay api serve`, a carrierpay_gateway login; db/procedures/230_http_api.sql).
 # HTTP_AUTHENTICATE runs first in each operation's transaction: it sets the token's merchant role for
 # the rest of the transaction, so the api.* call after it acts as that merchant and nobody else.
 HTTP_ISSUE_TOKEN = "select gateway.issue_token(%(client_id)s, %(secret)s, %(scope)s, %(ttl)s)::text"

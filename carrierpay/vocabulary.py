@@ -1,6 +1,6 @@
 """The regulation rule keys and the failure reasons, as `cp.rule_key` and `cp.failure_reason` hold them.
 
-Both tables are filled from the JSON in `db/procedures/vocabulary.sql`; this module reads that same
+Both tables are filled from the JSON in `db/procedures/030_vocabulary.sql`; this module reads that same
 text, so the carrier spec schemas, the spec validator (which runs without a database) and the
 reconciler agree with the SQL by construction: a reason or key is added in that one file.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from carrierpay.paths import sql_root
 
-SOURCE = "procedures/vocabulary.sql"
+SOURCE = "procedures/030_vocabulary.sql"
 
 # The JSON shape each rule type takes, for the carrier spec schema's `rules` section; the SQL side
 # (cp.rule_value_fits) checks the same shapes and a little more.

@@ -62,7 +62,7 @@ def test_second_run_changes_nothing(empty_db_url):
 def test_plan_lists_pending_work(empty_db_url):
     todo = migrate.plan(empty_db_url)
     assert "0001" in todo.pending_revisions
-    assert "procedures/clock.sql" in todo.changed_files
+    assert "procedures/010_clock.sql" in todo.changed_files
 
 
 def test_concurrent_migrators_queue_on_the_lock(empty_db_url):

@@ -203,7 +203,7 @@ class HttpConnector:
                             result: dict[str, Any]) -> None:
         """A two-step operation whose reservation step succeeded: name the reservation in the result, whatever
         the confirmation did. The database keeps it and, when the call can no longer confirm it (failed for
-        good, given up, cancelled), queues the carrier's cancel operation once (db/procedures/reservations.sql);
+        good, given up, cancelled), queues the carrier's cancel operation once (db/procedures/210_reservations.sql);
         the connector never cancels by itself, so a daemon that dies here leaves nothing half done."""
         two_step = operation.get("two_step")
         if not two_step:

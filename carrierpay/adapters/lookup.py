@@ -3,7 +3,7 @@
 A ported number keeps its original prefix, so its range names the wrong carrier. A carrier spec's
 `lookup` operation asks the operator's HLR/MNP database; `adapter.record_number_lookup` keeps the
 answer (MCC/MNC, mapped to the carrier with that network) for the operation's `ttl_s`, and routing
-(`cp.route_msisdn`, db/procedures/routing.sql) bills the number there until the answer expires.
+(`cp.route_msisdn`, db/procedures/070_routing.sql) bills the number there until the answer expires.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Each tick:
    still queued after the carrier's own expiry is not sent.
 2. per carrier, `adapter.claim_reconciliations` hands out the unsettled calls that are due (the
    database pushes each one's next attempt out on the back-off: 5 minutes, 1 hour, then daily),
-   each with its `route`, decided by `cp.settlement_route` in db/procedures/adapter.sql. This
+   each with its `route`, decided by `cp.settlement_route` in db/procedures/250_adapter.sql. This
    module only carries the route out:
 
    - `status_query`: ask the carrier about the original (its correlator and carrier reference);

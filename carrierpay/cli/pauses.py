@@ -1,7 +1,7 @@
 """Operator pauses and circuit breakers: `carrier|merchant|product pause|resume`, `carrier breaker`.
 
 A pause holds the queued calls of a carrier, a merchant or a product (payments are still taken and
-wait in the queue); resuming sends them. The rules live in db/procedures/breaker.sql.
+wait in the queue); resuming sends them. The rules live in db/procedures/130_breaker.sql.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ begin
 end
 $$;
 
--- The partition of an HTTP API request (db/procedures/http_api.sql takes the request as received):
+-- The partition of an HTTP API request (db/procedures/230_http_api.sql takes the request as received):
 -- its subscriber's number, in a CAMARA amountTransaction or at the top of our extensions' requests.
 -- A request without one goes to partition 0, whose function refuses it as a single node would.
 create or replace function front.route_request(p_merchant text, p_request jsonb) returns integer

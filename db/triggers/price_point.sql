@@ -1,5 +1,5 @@
 -- Triggers on cp.price_point: payment rows refer to it without foreign keys, so its rows are never deleted
--- (cp.tg_parent__never_deleted, db/procedures/common.sql).
+-- (cp.tg_parent__never_deleted, db/procedures/020_common.sql).
 
 create or replace trigger _050_never_deleted before delete on cp.price_point
     for each row execute function cp.tg_parent__never_deleted();

@@ -59,7 +59,7 @@ $$;
 -- every notification): activated (the opt-in confirmed), renewed (a later period paid) and, when that
 -- period was paid at a lower price point than the plan's, stepped_down too; suspended; resumed (paid
 -- again after a suspension). Cancellation is notified where it is decided (cp.cancel_subscription,
--- sched.sql), with its reason.
+-- 150_renewals.sql), with its reason.
 create or replace function cp.tg_subscription__merchant_events() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp

@@ -40,6 +40,6 @@ def test_a_migrate_keeps_the_vat_an_operator_set(db_url, conn):
 
     conn.execute("update cp.country set vat_bp = 2100 where country = 'ES'")
     conn.execute("update carrierpay_meta.repeatable_sql set checksum = 'stale' "
-                 "where file_name = 'procedures/countries.sql'")
+                 "where file_name = 'procedures/050_countries.sql'")
     migrate.migrate(db_url)
     assert conn.execute("select vat_bp from cp.country where country = 'ES'").fetchone()[0] == 2100

@@ -1,7 +1,8 @@
 -- SMS texts per country and language (cp.sms_template). Every text a subscriber receives is
 -- picked here: the subscriber's language (else their country's), their carrier's country, then
 -- the '*' (any country) row, then English. Placeholders are written {name}.
--- This file sorts before payments.sql on purpose: SQL-language functions there call cp.sms_text.
+-- Loaded before 100_procedures.sql and the files after it: SQL-language functions there call
+-- cp.sms_text, and a SQL function's body is checked when it is created.
 
 -- A subscriber's language: their own, else their carrier's country's.
 create or replace function cp.subscriber_language(p_subscriber_id bigint) returns text

@@ -81,7 +81,7 @@ begin
                                   v_rules);
     v_proc := cp.new_procedure('charge', v_subscriber, v_merchant.merchant_id, v_pp.amount_minor, v_pp.currency,
                                v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => v_metadata);
-    perform cp.queue_purchase(v_proc, v_pp.amount_minor);  -- the charge, or a number lookup first (routing.sql)
+    perform cp.queue_purchase(v_proc, v_pp.amount_minor);  -- the charge, or a number lookup first (070_routing.sql)
     return cp.idempotency_finish(v_merchant.merchant_id, p_idempotency_key, cp.procedure_document(v_proc));
 end
 $$;

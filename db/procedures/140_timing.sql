@@ -169,3 +169,155 @@ as $$
          (select case when is_called then last_value else 0 end as choices from cp.timing_choices) c,
          (select case when is_called then last_value else 0 end as explorations from cp.timing_explorations) e
 $$;
+
+-- Count charge attempts and their successes in the carrier × local hour statistics: append-only rows,
+-- one per carrier × hour of the batch (sched.fold_hour_stats folds them, so no shared counter row is
+-- updated on the payment path).
+create or replace function cp.record_hour_stats(p_procs cp.procedure[], p_success boolean) returns void
+language sql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    insert into cp.hour_stats_delta (carrier_id, local_hour, attempts, successes)
+    select p.carrier_id,
+           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint,
+           count(*), case when p_success then count(*) else 0 end
+    from unnest(p_procs) p
+    group by 1, 2;
+    -- and per subscriber, for renewals (folded into cp.subscriber_timing, db/procedures/140_timing.sql)
+    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success)
+    select p.subscriber_id,
+           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint, p_success
+    from unnest(p_procs) p
+    where p.subscription_id is not null
+$$;
+
+-- When to try each subscription's charge next: the product's fixed hours, or the soonest of the
+-- carrier's best local hours by observed success rate (its top max_attempts_per_day hours; 10% of
+-- retries explore a random slot of the coming day instead), inside the charging window, at least an
+-- hour away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
+-- hours plus the window's opening moments, so a window shorter than an hour is still reached. The
+-- candidates and their ranks depend only on the carrier and the earliest local moment, so they are
+-- worked out once per such pair in the batch, then each subscription picks among them.
+create or replace function cp.next_retry_times(p_subscription_ids bigint[])
+returns table (subscription_id bigint, retry_at timestamptz)
+language plpgsql volatile
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    -- PL/pgSQL, not SQL, so the plan of this query is kept between calls rather than made on each one.
+    return query
+    with sub as (
+        select s.subscription_id, s.subscriber_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz,
+               p.retry_timing,
+               p.fixed_retry_hours, s.attempts_day, s.attempts_today,
+               random() < cp.timing_exploration_share() as explore  -- one decision per retry, not per slot
+        from cp.subscription s
+        join cp.subscriber b on b.subscriber_id = s.subscriber_id
+        join cp.carrier k on k.carrier_id = b.carrier_id
+        join cp.product p on p.product_id = s.product_id
+        where s.subscription_id = any (p_subscription_ids)
+    ), carrier_rules as materialized (  -- once per carrier, not once per subscription
+        select c.carrier_id, coalesce(r.rules->>'charging_hours', '') as hours,
+               (r.rules->>'max_attempts_per_day')::int as max_attempts
+        from (select distinct carrier_id from sub) c
+        cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
+    ), zone as materialized (
+        select t.tz, cp.clock_now() at time zone t.tz as local_now from (select distinct tz from sub) t
+    ), prepared as (
+        select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz, sub.retry_timing,
+               sub.fixed_retry_hours, sub.explore,
+               r.hours, greatest(r.max_attempts, 1) as best_hours,
+               case when sub.attempts_day = z.local_now::date and sub.attempts_today >= r.max_attempts
+                    then greatest(z.local_now + interval '1 hour', z.local_now::date + 1)
+                    else z.local_now + interval '1 hour' end as earliest
+        from sub
+        join carrier_rules r using (carrier_id)
+        join zone z using (tz)
+    ), start as (
+        select distinct carrier_id, hours, best_hours, earliest from prepared
+    ), candidate as (
+        -- each allowed slot with its hour's smoothed success rate, ranked (equal rates share a rank)
+        select st.carrier_id, st.hours, st.best_hours, st.earliest, x.slot,
+               dense_rank() over (partition by st.carrier_id, st.hours, st.earliest
+                                  order by (coalesce(hs.successes, 0) + 1)::float / (coalesce(hs.attempts, 0) + 2) desc)
+                   as hour_rank
+        from start st
+        cross join lateral (
+            select date_trunc('hour', st.earliest) + make_interval(hours => h) as slot
+            from generate_series(1, 48) h
+            union
+            -- the window's opening moment, which need not fall on the hour (e.g. 08:15-08:45)
+            select st.earliest::date + make_interval(days => d) + split_part(st.hours, '-', 1)::time
+            from generate_series(0, 2) d
+            where st.hours <> ''
+        ) x
+        left join cp.hour_stats hs on hs.carrier_id = st.carrier_id and hs.local_hour = extract(hour from x.slot)
+        where x.slot >= st.earliest and cp.in_window(x.slot::time, nullif(st.hours, ''))
+    ), choice as (
+        -- per start: the soonest slot, the soonest of the day's best hours (as many of them as attempts a
+        -- day allow, so retries use the day's allowance at good hours instead of waiting for the single
+        -- best), and the coming day's slots for exploring
+        select carrier_id, hours, earliest, min(slot) as first_slot,
+               min(slot) filter (where hour_rank <= best_hours) as best_slot,
+               array_agg(slot order by slot) filter (where slot < earliest + interval '1 day') as day_slots
+        from candidate group by carrier_id, hours, earliest
+    ), fixed_choice as (
+        -- per start and product: the soonest of the product's fixed hours
+        select c.carrier_id, c.hours, c.earliest, f.fixed_retry_hours,
+               min(c.slot) filter (where extract(hour from c.slot)::int = any (f.fixed_retry_hours)) as fixed_slot
+        from (select distinct carrier_id, hours, earliest, fixed_retry_hours from prepared
+              where retry_timing = 'fixed') f
+        join candidate c using (carrier_id, hours, earliest)
+        group by 1, 2, 3, 4
+    )
+    select p.subscription_id,
+           (coalesce(case when p.retry_timing = 'fixed'
+                         -- fixed hours first; if none falls inside the window, the window's first hour
+                         then fc.fixed_slot
+                         -- the soonest of the subscriber's own best hours (db/procedures/140_timing.sql)
+                         when p.retry_timing = 'subscriber' then ps.slot
+                         -- explore: any allowed slot of the coming day may win
+                         when p.explore then c.day_slots[1 + floor(random() * cardinality(c.day_slots))::int]
+                         else c.best_slot end,
+                    c.first_slot, p.earliest) at time zone p.tz)::timestamptz
+    from prepared p
+    left join choice c using (carrier_id, hours, earliest)
+    left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours)
+    left join lateral (select cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
+                                                 least(p.best_hours, cp.timing_retry_hours())) as slot
+                       where p.retry_timing = 'subscriber') ps on true;
+end
+$$;
+
+-- The same for one subscription.
+drop function if exists cp.next_retry_time(bigint);
+
+create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
+language sql volatile
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select retry_at from cp.next_retry_times(array[p_subscription_id])
+$$;
+
+-- Fold the append-only hour statistics into their per-carrier × hour totals.
+create or replace function sched.fold_hour_stats() returns integer
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_rows integer;
+begin
+    with folded as (
+        delete from cp.hour_stats_delta returning carrier_id, local_hour, attempts, successes
+    ), sums as (
+        select carrier_id, local_hour, sum(attempts) a, sum(successes) s from folded group by 1, 2
+    )
+    insert into cp.hour_stats as h (carrier_id, local_hour, attempts, successes)
+    select carrier_id, local_hour, a, s from sums
+    on conflict (carrier_id, local_hour) do update
+        set attempts = h.attempts + excluded.attempts, successes = h.successes + excluded.successes;
+    get diagnostics v_rows = row_count;
+    perform cp.fold_subscriber_hours();
+    return v_rows;
+end
+$$;

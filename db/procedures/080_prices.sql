@@ -1,6 +1,6 @@
 -- What a purchase costs: the one place that picks a product's price point on a carrier, for
 -- one-time charges (api.charge), subscriptions (api.subscribe, SUB keywords by SMS) and renewals
--- with their step-down ladder (sched.sql). The order, documented in docs/sql-api.md ("Price
+-- with their step-down ladder (150_renewals.sql). The order, documented in docs/sql-api.md ("Price
 -- points"): the carrier's own active points for the plan when it has any, else its country's (never
 -- a mix of both), highest amount first; an inactive point is never chosen.
 

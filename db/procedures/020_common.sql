@@ -184,7 +184,7 @@ end
 $$;
 
 -- The carrier that bills a new purchase by this MSISDN: a fresh number lookup, else the routes of its
--- range (cp.route_msisdn, db/procedures/routing.sql).
+-- range (cp.route_msisdn, db/procedures/070_routing.sql).
 create or replace function cp.carrier_for_msisdn(p_msisdn text) returns cp.carrier
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp

@@ -3,7 +3,7 @@
 -- number's range in priority order, skipping carriers that are disabled or down. A range whose carrier
 -- says so is looked up before a purchase is charged: the charge is held until the answer routes it.
 
--- Whether a carrier is down now: its circuit breaker is open (db/procedures/breaker.sql), or a call of
+-- Whether a carrier is down now: its circuit breaker is open (db/procedures/130_breaker.sql), or a call of
 -- it has been held as unreachable (nothing reached the carrier) for over a minute. New purchases are
 -- then routed to the next route.
 create or replace function cp.carrier_down(p_carrier_id integer) returns boolean

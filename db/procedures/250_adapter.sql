@@ -27,7 +27,7 @@ declare
     v_gate record;
 begin
     select carrier_id, timezone into v_carrier_id, v_timezone from cp.named_carrier(p_carrier);
-    -- A paused carrier, merchant or product, or a tripped breaker, holds calls (db/procedures/breaker.sql).
+    -- A paused carrier, merchant or product, or a tripped breaker, holds calls (db/procedures/130_breaker.sql).
     select * into v_gate from cp.claim_gate(v_carrier_id);
     if not v_gate.allowed then
         return;
@@ -446,3 +446,64 @@ begin
 end
 $$;
 
+-- What is left of a carrier's budget for this second, over all its slots (cp.take_budget); read
+-- without locks, so an adapter with nothing to take leaves the queue alone.
+create or replace function cp.budget_left(p_carrier_id integer) returns integer
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select greatest(0, c.tps - coalesce((select sum(b.used) from cp.carrier_budget b
+                                         where b.carrier_id = c.carrier_id
+                                           and b.window_start >= date_trunc('second', clock_timestamp())), 0))::integer
+    from cp.carrier c where c.carrier_id = p_carrier_id
+$$;
+
+-- Take up to p_wanted calls from a carrier's per-second throughput budget (real time, not the
+-- business clock: carriers count real requests). Returns how many were granted. The budget is split
+-- in slots (one per 20 calls a second, at most 8), each with its share of the second: a claim takes
+-- from the slots no other transaction holds and stops once it has what it wants, so
+-- concurrent adapters draw from different rows instead of queueing on one until each commits.
+create or replace function cp.take_budget(p_carrier_id integer, p_wanted integer) returns integer
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_now timestamptz := date_trunc('second', clock_timestamp());
+    v_tps integer;
+    v_slots integer;
+    v_slot record;
+    v_i integer;
+    v_share integer;
+    v_used integer;
+    v_take integer;
+    v_granted integer := 0;
+begin
+    select tps into v_tps from cp.carrier where carrier_id = p_carrier_id;
+    v_slots := least(8, greatest(1, v_tps / 20));
+    -- Slots are created once (an insert that meets a slot another claim has just updated would wait
+    -- for that claim to commit).
+    if (select count(*) from cp.carrier_budget where carrier_id = p_carrier_id) < v_slots then
+        insert into cp.carrier_budget (carrier_id, slot, window_start, used)
+        select p_carrier_id, s, v_now, 0 from generate_series(0, v_slots - 1) s
+        on conflict (carrier_id, slot) do nothing;
+    end if;
+    -- One slot at a time (a FOR loop over the query would fetch, and so lock, several at once), from
+    -- one that depends on the backend, so two adapters start on different rows.
+    for v_i in 0 .. v_slots - 1 loop
+        select b.slot, b.window_start, b.used into v_slot from cp.carrier_budget b
+        where b.carrier_id = p_carrier_id and b.slot = (pg_catalog.pg_backend_pid() + v_i) % v_slots
+        for update skip locked;
+        continue when not found;
+        v_share := v_tps / v_slots + case when v_slot.slot < v_tps % v_slots then 1 else 0 end;
+        v_used := case when v_slot.window_start < v_now then 0 else v_slot.used end;
+        v_take := greatest(0, least(p_wanted - v_granted, v_share - v_used));
+        if v_take > 0 then
+            update cp.carrier_budget set window_start = v_now, used = v_used + v_take
+            where carrier_id = p_carrier_id and slot = v_slot.slot;
+        end if;
+        v_granted := v_granted + v_take;
+        exit when v_granted >= p_wanted;
+    end loop;
+    return v_granted;
+end
+$$;

@@ -203,7 +203,7 @@ end
 $$;
 
 -- Minor units as the decimal number a CAMARA document carries: 300 GBP minor is 3.00.
--- (PL/pgSQL, bound when first called: cp.currency_exponent lives in notices.sql, applied after this file.)
+-- (cp.currency_exponent lives in 095_notices.sql.)
 create or replace function cp.major_units(p_amount_minor bigint, p_currency text) returns numeric
 language plpgsql immutable
 set search_path = pg_catalog, cp, pg_temp

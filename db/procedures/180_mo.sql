@@ -1,5 +1,5 @@
 -- Purchases by SMS (docs/smpp.md, "SMS journeys"): BUY <KEYWORD> texted to a carrier short code, over
--- SMPP or forwarded by an HTTP carrier (the spec's `mo` section); adapter.record_mo (sms.sql) routes it here.
+-- SMPP or forwarded by an HTTP carrier (the spec's `mo` section); adapter.record_mo (170_sms.sql) routes it here.
 
 -- BUY <KEYWORD>: a one-time purchase of the keyword's product at its one-time price, charged like
 -- api.charge (same caps and charging hours). The MO is the subscriber's own request, kept as consent;

@@ -7,7 +7,7 @@ drop view if exists report.revenue, report.success_by_carrier, report.success_by
     report.unbalanced_journals cascade;
 
 -- Collected, refunded and net revenue per carrier, country, merchant and currency, from the hourly
--- rollup (db/procedures/rollup.sql): as of the scheduler's last fold, whatever the number of payments.
+-- rollup (db/procedures/280_rollup.sql): as of the scheduler's last fold, whatever the number of payments.
 create view report.revenue as
 select c.code as carrier, c.country, m.code as merchant, h.currency,
        coalesce(sum(h.calls) filter (where h.operation = 'charge'), 0)::bigint as payments,

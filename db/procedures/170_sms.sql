@@ -8,7 +8,7 @@
 -- Replies go out through cp.queue_sms with purpose 'reply' (not held by quiet hours: the
 -- subscriber just wrote to us), from the short code the MO was sent to.
 
--- Country languages for SMS texts (cp.country rows come from regulation.sql, which runs first).
+-- Country languages for SMS texts (cp.country rows come from 060_regulation.sql, which runs first).
 update cp.country set language = v.language
 from (values ('DE', 'de'), ('FR', 'fr'), ('BR', 'pt')) v (country, language)
 where cp.country.country = v.country and cp.country.language = 'en';
@@ -627,3 +627,54 @@ begin
 end
 $$;
 
+-- Queue an SMS to a subscriber, held until the regulation's quiet hours are over. A sensitive text
+-- (a PIN) is kept only until the carrier has it: the call's text is then replaced by p_redacted_text
+-- (the same message with the secret masked; cp.tg_carrier_call__scrub_sensitive).
+create or replace function cp.queue_sms(p_subscriber_id bigint, p_text text, p_purpose text,
+                                        p_merchant_id integer default null, p_sensitive boolean default false,
+                                        p_redacted_text text default null)
+returns bigint
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_subscriber cp.subscriber;
+    v_carrier cp.carrier;
+    v_proc cp.procedure;
+    v_at timestamptz;
+begin
+    select * into v_subscriber from cp.subscriber where subscriber_id = p_subscriber_id;
+    select * into v_carrier from cp.carrier where carrier_id = v_subscriber.carrier_id;
+    -- A PIN or a reply to the subscriber's own SMS is awaited, not marketing: it goes now; notices
+    -- respect quiet hours.
+    v_at := case when p_purpose in ('pin', 'reply') then cp.clock_now()
+                 else cp.next_sms_time(cp.effective_rules(v_carrier.carrier_id),
+                                       cp.subscriber_timezone(p_subscriber_id), cp.clock_now()) end;
+    v_proc := cp.new_procedure('sms', v_subscriber, p_merchant_id, 0, v_carrier.currency,
+                               p_metadata => jsonb_build_object('purpose', p_purpose));
+    perform cp.queue_call(v_proc.procedure_id, 'send_sms',
+                          jsonb_build_object('msisdn', v_subscriber.msisdn, 'text', p_text, 'purpose', p_purpose,
+                                             'sensitive', p_sensitive)
+                          || case when p_sensitive then jsonb_build_object('redacted_text',
+                                                                           coalesce(p_redacted_text, '[redacted]'))
+                                  else '{}'::jsonb end,
+                          v_at);
+    return v_proc.procedure_id;
+end
+$$;
+
+-- The receipt SMS some regulations require after every charge (e.g. the UK's).
+create or replace function cp.queue_charge_receipt(p_proc cp.procedure) returns void
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    perform cp.queue_sms(p_proc.subscriber_id,
+                         cp.sms_text('receipt', p_proc.subscriber_id, jsonb_build_object(
+                             'amount', cp.format_major(p_proc.collected_minor, p_proc.currency),
+                             'currency', p_proc.currency,
+                             'merchant', (select name from cp.merchant where merchant_id = p_proc.merchant_id),
+                             'product', (select name from cp.product where product_id = p_proc.product_id))),
+                         'receipt', p_proc.merchant_id);
+end
+$$;

@@ -96,3 +96,32 @@ begin
     end if;
 end
 $$;
+
+-- Add a signed-webhook notification for the merchant (sent by the webhook dispatcher), when it has a URL.
+create or replace function cp.notify_merchant(p_merchant_id integer, p_kind text, p_payload jsonb,
+                                              p_procedure_id bigint default null, p_subscription_id bigint default null)
+returns void
+language sql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
+                                          next_attempt_at, created_at)
+    select p_merchant_id, p_kind, p_procedure_id, p_subscription_id, p_payload, cp.clock_now(), cp.clock_now()
+    from cp.merchant m
+    where m.merchant_id = p_merchant_id and m.webhook_url is not null
+$$;
+
+-- The signed-webhook notifications of a batch of payments (p_kind 'payment.succeeded' or
+-- 'payment.failed'), for the merchants that have a URL.
+create or replace function cp.notify_merchant_payments(p_procs cp.procedure[], p_kind text) returns void
+language sql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
+                                          next_attempt_at, created_at)
+    select p.merchant_id, p_kind, p.procedure_id, p.subscription_id, cp.procedure_document(p),
+           cp.clock_now(), cp.clock_now()
+    from unnest(p_procs) p
+    join cp.merchant m on m.merchant_id = p.merchant_id and m.webhook_url is not null
+    order by p.procedure_id
+$$;
