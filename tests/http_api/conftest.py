@@ -9,12 +9,10 @@ import pytest
 def pytest_bdd_apply_tag(tag, function):
     """CAMARA's scenario tags name scenarios, they are not markers: a tag in the skip table of
     test_camara_features.py skips its scenario with the reason given there, any other is ignored."""
-    from tests.http_api.test_camara_features import NOT_YET, SKIPPED
+    from tests.http_api.test_camara_features import SKIPPED
 
     if tag in SKIPPED:
         pytest.mark.skip(reason=SKIPPED[tag])(function)
-    elif tag in NOT_YET:
-        pytest.mark.xfail(reason=NOT_YET[tag], strict=True)(function)
     return True
 
 

@@ -101,9 +101,6 @@ SKIPPED = {
 }
 
 
-# What the test definitions found that carrierpay does not do yet: expected to fail until it does.
-NOT_YET: dict[str, str] = {}
-
 scenarios(str(FEATURES))
 
 MISSING = object()
