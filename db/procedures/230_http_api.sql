@@ -132,16 +132,20 @@ end
 $$;
 
 -- Who a bearer token acts for: the merchant's code and role (to SET ROLE to) when the token is known,
--- unexpired, of a live client and holds the scope the operation needs.
-create or replace function gateway.authenticate(p_token text, p_scope text)
-returns table (merchant text, db_role text, default_product text)
+-- unexpired, of a live client and holds the scope the operation needs; and which API client's request
+-- limit (db/procedures/240_http_limits.sql) the request counts against. One lookup of the token.
+-- PL/pgSQL so that the checks run first, always: a join the planner could start from elsewhere would
+-- answer an unknown token with no row and no error.
+create or replace function gateway.authenticate_client(p_token text, p_scope text)
+returns table (merchant text, db_role text, default_product text, client_id text, requests_per_second integer)
 language plpgsql stable security definer
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_scopes text[];
 begin
-    select m.code, m.db_role, c.default_product, t.scopes into merchant, db_role, default_product, v_scopes
+    select m.code, m.db_role, c.default_product, c.client_id, c.requests_per_second, t.scopes
+    into merchant, db_role, default_product, client_id, requests_per_second, v_scopes
     from cp.api_token t
     join cp.api_client c on c.client_id = t.client_id and c.revoked_at is null
     join cp.merchant m on m.merchant_id = c.merchant_id
@@ -154,6 +158,18 @@ begin
         perform cp.fail('CP112', format('the access token lacks scope %s', left(p_scope, 64)));
     end if;
     return next;
+end
+$$;
+
+-- gateway.authenticate_client without the client: who a bearer token acts for.
+create or replace function gateway.authenticate(p_token text, p_scope text)
+returns table (merchant text, db_role text, default_product text)
+language plpgsql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+begin
+    return query select a.merchant, a.db_role, a.default_product
+                 from gateway.authenticate_client(p_token, p_scope) a;
 end
 $$;
 

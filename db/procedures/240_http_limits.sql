@@ -1,23 +1,6 @@
 -- Request limits of the merchant HTTP API (docs/http-api.md#rate-limits): each API client's rate is data
--- here; the server counts requests in its own memory against it, so no row is written per request.
-
--- Who a bearer token acts for (gateway.authenticate's checks and answer) and which client's request
--- limit the request counts against. PL/pgSQL so that the checks run first, always: a join the planner
--- could start from the token's row would skip them for an unknown token and answer no row, no error.
-create or replace function gateway.authenticate_client(p_token text, p_scope text)
-returns table (merchant text, db_role text, default_product text, client_id text, requests_per_second integer)
-language plpgsql stable security definer
-set search_path = pg_catalog, cp, pg_temp
-as $$
-begin
-    select a.merchant, a.db_role, a.default_product into merchant, db_role, default_product
-    from gateway.authenticate(p_token, p_scope) a;
-    select t.client_id, c.requests_per_second into client_id, requests_per_second
-    from cp.api_token t join cp.api_client c on c.client_id = t.client_id
-    where t.token_sha256 = pg_catalog.sha256(pg_catalog.convert_to(coalesce(p_token, ''), 'UTF8'));
-    return next;
-end
-$$;
+-- here; gateway.authenticate_client hands it to the server with every authentication, and the server
+-- counts requests in its own memory against it, so no row is written per request.
 
 -- An operator's setting of a client's request limit (null: the server's default); servers apply it to
 -- tokens they authenticate from then on.
