@@ -60,6 +60,7 @@ from carrierpay import config, migrate, queries
 from carrierpay.db import redact_url
 from carrierpay.demo_http import major
 from carrierpay.logmask import MaskingFormatter
+from carrierpay.loopback_http import LoopbackServer
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 
@@ -267,7 +268,7 @@ def _recreate_demo_databases(admin_url: str, cluster: Any | None, started: bool,
 # --------------------------------------------------------------------------- the merchants' side
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """The merchants' webhook endpoint: verifies every signature, counts deliveries, remembers
     collected payments (the merchants refund some of them later, as a support desk would)."""
 
@@ -278,23 +279,9 @@ class WebhookReceiver:
         self.duplicates = 0
         self.bad_signatures = 0
         self.paid: list[tuple[str, int, str]] = []  # (merchant, payment id, created_at)
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def start(self) -> WebhookReceiver:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/hooks/{merchant}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def handle(self, request: web.Request) -> web.Response:
         from carrierpay.webhooks import verify
@@ -413,7 +400,9 @@ class Demo:
 
     # ------------------------------------------------------------------ setup
 
-    async def start(self) -> None:
+    async def open_world(self) -> None:
+        """The carriers' simulators, the merchants' receiver and the driver's connections to the
+        database (the front, when there are partitions: its api.* calls are routed there)."""
         for sim in self.sims.values():
             await self._stack.enter_async_context(sim)
         await self.receiver.start()
@@ -425,6 +414,9 @@ class Demo:
             self._stack.push_async_callback(conn.close)
             await conn.execute(queries.DEMO_TRY_FUNCTIONS)
             self.batch_conns.append(conn)
+
+    async def start(self) -> None:
+        await self.open_world()
         await self.q(queries.SET_CLOCK, {"at": self.clock.now()})
         for market in MARKETS:
             self.specs[market.carrier] = spec_for(market.carrier, self.sims[market.carrier].url, tps=DEMO_TPS,

@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from carrierpay.loopback_http import LoopbackServer
+
 CONCURRENCY = 16  # requests in flight at once from the merchant's backend
 SINK_TOKEN = "demo-sink-token"  # what the merchant's sink expects as the bearer of every notification
 
@@ -69,33 +71,22 @@ def dumps(body: Any) -> str:
     return re.sub(r'"\\u0000(\d+)\\u0000"', lambda found: numbers[int(found.group(1))], text)
 
 
-class Sink:
+class Sink(LoopbackServer):
     """The HTTP merchant's notification endpoint: CloudEvents over HTTPS, each with the sink's bearer."""
 
+    path = "/camara"
+
     def __init__(self, cert: Path, key: Path) -> None:
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
+        self.ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ssl_context.load_cert_chain(cert, key)
         self.kinds: Counter = Counter()
         self.seen: set[str] = set()
         self.duplicates = 0
         self.unauthorized = 0
         self.paid: list[str] = []  # payment ids the sink was told were completed
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def start(self) -> Sink:
-        app = web.Application()
-        app.router.add_post("/camara", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.context).start()
-        self.url = f"https://127.0.0.1:{self._runner.addresses[0][1]}/camara"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(self.path, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {SINK_TOKEN}":

@@ -170,18 +170,7 @@ class ShardedDemo(Demo):
     # ------------------------------------------------------------------ setup
 
     async def start(self) -> None:
-        for sim in self.sims.values():
-            await self._stack.enter_async_context(sim)
-        await self.receiver.start()
-        self._stack.push_async_callback(self.receiver.stop)
-        # The driver is the database owner on the front: its api.* calls are routed there.
-        self.conn = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
-        self._stack.push_async_callback(self.conn.close)
-        for _ in range(2):
-            conn = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
-            self._stack.push_async_callback(conn.close)
-            await conn.execute(queries.DEMO_TRY_FUNCTIONS)
-            self.batch_conns.append(conn)
+        await self.open_world()
         for url in self.db.shard_urls:
             conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             self._stack.push_async_callback(conn.close)

@@ -25,10 +25,11 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger("carrierpay.http")
 
@@ -228,3 +229,45 @@ class GuardedListener:
 
 def _no_runner() -> asyncio.Protocol:
     raise RuntimeError("GuardedListener.start was not called")
+
+
+class GuardedServer:
+    """A database-backed aiohttp server behind a `GuardedListener`: a connection pool opened on
+    `start()`, the application from `app()` (a subclass's routes) and the same close order on
+    `stop()` for every server the project puts on the internet. Used as `async with`."""
+
+    def __init__(self, url: str, *, host: str, port: int, ssl_context: ssl.SSLContext | None,
+                 pool_size: int, limits: HttpLimits | None, reuse_port: bool = False) -> None:
+        self.url = url
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.reuse_port = reuse_port
+        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
+                                        kwargs={"autocommit": True})
+        self.listener = GuardedListener(limits)
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        await self.pool.open(wait=False)
+        self._runner = web.AppRunner(self.app(), shutdown_timeout=1.0, **self.listener.runner_options())
+        await self._runner.setup()
+        host, port = await self.listener.start(self._runner, self.host, self.port, self.ssl_context,
+                                               reuse_port=self.reuse_port)
+        self.base_url = f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        await self.listener.stop(self._runner)
+        self._runner = None
+        await self.pool.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.stop()

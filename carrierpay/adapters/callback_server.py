@@ -29,7 +29,6 @@ from typing import Any
 import psycopg
 from aiohttp import web
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from carrierpay import metrics, queries
 from carrierpay.adapters.auth import TlsConfigError
@@ -43,7 +42,7 @@ from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
 from carrierpay.daemon import install_stop_handlers
 from carrierpay.errors import BadCallback, InvalidArgument, translate
-from carrierpay.guarded_http import GuardedListener, HttpLimits
+from carrierpay.guarded_http import GuardedServer, HttpLimits
 
 log = logging.getLogger("carrierpay.callbacks")
 SPEC_CACHE_SECONDS = 30.0
@@ -51,7 +50,7 @@ SPEC_CACHE_SIZE = 1024  # carrier codes remembered, unknown ones included: a cli
 CARRIER_CODE = re.compile(r"^[a-z0-9_]{1,63}$")
 
 
-class CallbackServer:
+class CallbackServer(GuardedServer):
     """An aiohttp application bound to the database; `start()` listens, `stop()` closes."""
 
     def __init__(
@@ -65,20 +64,12 @@ class CallbackServer:
         pool_size: int = 4,
         limits: HttpLimits | None = None,
     ) -> None:
-        self.url = url
+        super().__init__(url, host=host, port=port, ssl_context=ssl_context, pool_size=pool_size, limits=limits)
         self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
-        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                        kwargs={"autocommit": True})
-        self.listener = GuardedListener(limits)
         self._specs: dict[str, tuple[float, CarrierSpec | None]] = {}
         self._parsed: dict[str, tuple[Any, CarrierSpec]] = {}
-        self._runner: web.AppRunner | None = None
         self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0,
                        "conflict": 0, "not_sent": 0, "mo": 0}
-        self.base_url = ""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -89,26 +80,6 @@ class CallbackServer:
         app.router.add_route("*", "/mo/{carrier}", self.handle_mo)
         app.router.add_get("/health", self.health)
         return app
-
-    async def start(self) -> CallbackServer:
-        await self.pool.open(wait=False)
-        self._runner = web.AppRunner(self.app(), shutdown_timeout=1.0, **self.listener.runner_options())
-        await self._runner.setup()
-        host, port = await self.listener.start(self._runner, self.host, self.port, self.ssl_context)
-        scheme = "https" if self.ssl_context else "http"
-        self.base_url = f"{scheme}://{host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        await self.listener.stop(self._runner)
-        self._runner = None
-        await self.pool.close()
-
-    async def __aenter__(self) -> CallbackServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.stop()
 
     def callback_url(self, carrier: str) -> str:
         return f"{self.base_url}/callbacks/{carrier}"

@@ -47,11 +47,10 @@ import psycopg
 import yaml
 from aiohttp import web
 from openapi_schema_validator import OAS30Validator
-from psycopg_pool import AsyncConnectionPool
 
 from carrierpay import queries
 from carrierpay.daemon import install_stop_handlers
-from carrierpay.guarded_http import GuardedListener, HttpLimits
+from carrierpay.guarded_http import GuardedServer, HttpLimits
 from carrierpay.http_api import errors
 from carrierpay.http_api.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, retry_after
 
@@ -144,27 +143,19 @@ def _check_sink(body: dict) -> None:
 Handler = Callable[[web.Request, psycopg.AsyncConnection, dict, Any], Awaitable[web.Response]]
 
 
-class ApiServer:
+class ApiServer(GuardedServer):
     """An aiohttp application bound to the database; `start()` listens, `stop()` closes."""
 
     def __init__(self, url: str, *, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None,
                  pool_size: int = 8, limits: HttpLimits | None = None, document: Document | None = None,
                  rate_limit: float = DEFAULT_REQUESTS_PER_SECOND, processes: int = 1,
                  reuse_port: bool = False) -> None:
-        self.url = url
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
-        self.pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False,
-                                        kwargs={"autocommit": True})
-        self.listener = GuardedListener(limits or HttpLimits(max_body_bytes=MAX_BODY_BYTES))
+        super().__init__(url, host=host, port=port, ssl_context=ssl_context, pool_size=pool_size,
+                         limits=limits or HttpLimits(max_body_bytes=MAX_BODY_BYTES), reuse_port=reuse_port)
         self.document = document or Document()
         # `processes`: how many servers share this one's port; each counts its share of every limit.
         self.limiter = RateLimiter(rate_limit, processes)
         self._first_use: dict[str, asyncio.Future] = {}
-        self.reuse_port = reuse_port
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
         self.counts = {"ok": 0, "client_error": 0, "server_error": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,26 +197,6 @@ class ApiServer:
         app.router.add_get(f"{ext}/subscriptions",
                            self._operation("retrieveSubscriptions", self.retrieve_subscriptions))
         return app
-
-    async def start(self) -> ApiServer:
-        await self.pool.open(wait=False)
-        self._runner = web.AppRunner(self.app(), shutdown_timeout=1.0, **self.listener.runner_options())
-        await self._runner.setup()
-        host, port = await self.listener.start(self._runner, self.host, self.port, self.ssl_context,
-                                               reuse_port=self.reuse_port)
-        self.base_url = f"{'https' if self.ssl_context else 'http'}://{host}:{port}"
-        return self
-
-    async def stop(self) -> None:
-        await self.listener.stop(self._runner)
-        self._runner = None
-        await self.pool.close()
-
-    async def __aenter__(self) -> ApiServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ plumbing
 
