@@ -15,7 +15,7 @@ from tests.core.world import claim, load_world, pin_sent_to, settle
 
 pytestmark = pytest.mark.sql_api
 
-MSISDN = "+2348020000042"
+MSISDN = "+2348020000043"  # a partition-1 number through the front: not the default partition
 
 
 def scheduler_tick(urls: list[str]) -> scheduler.TickReport:
