@@ -143,6 +143,22 @@ def test_every_api_function_has_a_front_twin_with_its_signature(sharded):
     assert proxies == (len(routed), len(routed))
 
 
+def test_the_map_keeps_its_partition_count(sharded):
+    number = msisdn_on(sharded, 1, start=300)
+    with psycopg.connect(sharded.front_url) as conn:
+        places = [connstr for _, connstr in conn.execute("select * from front.list_partitions()")]
+        # Four partitions would mask the hash with 3: this subscriber's calls would go where its rows are not.
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select front.set_cluster(%s)", [places + places])
+        assert refused.value.sqlstate == "CP161"
+    with psycopg.connect(sharded.front_url) as conn:
+        assert [connstr for _, connstr in conn.execute("select * from front.list_partitions()")] == places
+        assert conn.execute("select front.msisdn_hash(%s) & (front.partition_count() - 1)",
+                            [number]).fetchone()[0] == 1
+        # The same count pointing at the same (or a moved) place is how a partition moves.
+        assert conn.execute("select front.set_cluster(%s)", [places]).fetchone()[0] == 2
+
+
 def test_a_function_the_front_cannot_route_stops_the_generation():
     assert route_for("charge", ["p_merchant", "p_msisdn", "p_product"]) == "front.route_msisdn(p_merchant, p_msisdn)"
     assert route_for("capture", ["p_merchant", "p_reservation_id"]) == "front.route_id(p_merchant, p_reservation_id)"
