@@ -188,6 +188,17 @@ def test_every_api_function_has_a_front_twin_with_its_signature(sharded):
     assert proxies == (routed, routed)
 
 
+def test_each_call_through_the_front_commits_on_its_partition_whatever_the_merchants_transaction(sharded, api):
+    number = msisdn_on(sharded, 1, start=400)
+    # On a single node a merchant's rollback takes its charge back; through the front the partition
+    # committed the call when it answered (docs/scaling.md, "What the front does not do").
+    with api.transaction(force_rollback=True):
+        first = api.execute("select api.charge('routing_shop', %s, 'gems', 'rolled-back')", [number]).fetchone()[0]
+    assert shard_holds(sharded, 1, "procedure", "procedure_id", first["id"])
+    again = api.execute("select api.charge('routing_shop', %s, 'gems', 'rolled-back')", [number]).fetchone()[0]
+    assert again == first
+
+
 def test_the_map_keeps_its_partition_count(sharded):
     number = msisdn_on(sharded, 1, start=300)
     with psycopg.connect(sharded.front_url) as conn:
