@@ -13,7 +13,7 @@ out as a sharded deployment is:
   dispatcher, history shipper into a history database on that partition's cluster; the scheduler is
   ticked on each partition), all against the same four carrier simulators;
 * the HTTP merchant's API is served per partition (its sessions and tokens live in a partition's
-  database; the paged lists span partitions and are not routed by the front): one API server per
+  database, so its paged lists hold that partition's rows): one API server per
   partition, with its own API client, and the merchant's backend sends each request to the server of
   the partition that owns it (the number's hash, or the id's partition bits), as a load balancer in
   front of them would.

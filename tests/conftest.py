@@ -141,7 +141,7 @@ def empty_db_url(pg_cluster):
 
 # Modules marked sql_api run the tests that take these fixtures (and no single-node one) a second time
 # through a front over two partitions (tests/front_kit.py).
-THROUGH_THE_FRONT = {"owner", "merchant", "attacker", "conn"}
+THROUGH_THE_FRONT = {"owner", "merchant", "attacker", "conn", "api_target"}
 SINGLE_NODE = {"db_url", "world_url", "pg_cluster", "empty_db_url", "world", "world_conn", "template_db"}
 
 
@@ -229,6 +229,30 @@ def conn(request, api_target):
         return
     with psycopg.connect(request.getfixturevalue("db_url"), autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def node_urls(request, api_target) -> list[str]:
+    """The test's databases, as its daemons reach them: the node (`db_url`), or every partition behind the
+    front (`front_partitions`: daemons and the scheduler run per partition, docs/sharding.md)."""
+    if api_target == "front":
+        return request.getfixturevalue("front_partitions").shard_urls
+    return [request.getfixturevalue("db_url")]
+
+
+@pytest.fixture
+def api_connect(request, api_target):
+    """A factory of autocommit connections that make the test's api calls from connections of their own
+    (racing ones): the owner's to the node, or the merchant acme's login on the front (noting where
+    each call goes, tests/front_kit.py)."""
+    if api_target == "front":
+        from tests.front_kit import ThroughFront
+
+        world = request.getfixturevalue("front_world")
+        url = world.api_front.login_url("acme")
+        return lambda: ThroughFront(psycopg.connect(url, autocommit=True), world)
+    url = request.getfixturevalue("world_url")
+    return lambda: psycopg.connect(url, autocommit=True)
 
 
 @pytest.fixture(scope="session")

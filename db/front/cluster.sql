@@ -21,7 +21,8 @@ set search_path = pg_catalog, cp, pg_temp
 as $$ select count(*)::integer from front.list_partitions() $$;
 
 -- Replace the cluster map. Partition k of the list is shard k; a partition keeps its number for
--- good (its ids carry it), so a map may point a partition at a new place but never renumber.
+-- good (its ids carry it), so a map may point a partition at a new place but never renumber, nor
+-- change the count.
 create or replace function front.set_cluster(p_connstrs text[]) returns integer
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -36,8 +37,11 @@ begin
     if exists (select 1 from unnest(p_connstrs) c where c is null or c ~* '(^|\s)(user|password)\s*=') then
         perform cp.fail('CP161', 'a partition is a connection string without user or password (the user mapping has them)');
     end if;
-    if front.partition_count() > v_count then
-        perform cp.fail('CP161', format('the cluster has %s partitions: partitions are never removed', front.partition_count()));
+    -- A subscriber's partition is its number's hash masked by the count: another count would send
+    -- existing subscribers (and their idempotency keys) to a partition that does not hold them.
+    if front.partition_count() not in (0, v_count) then
+        perform cp.fail('CP161', format('the cluster has %s partitions: the count never changes once set',
+                                        front.partition_count()));
     end if;
     -- One statement sets every option, so no call ever sees half a map.
     if not exists (select 1 from pg_catalog.pg_foreign_server where srvname = 'carrierpay_shards') then
@@ -45,9 +49,7 @@ begin
         from generate_subscripts(p_connstrs, 1) i;
         execute format('create server carrierpay_shards foreign data wrapper plproxy options (%s)', v_options);
     else
-        select string_agg(format('%s p%s %L', case when i <= front.partition_count() then 'set' else 'add' end,
-                                 i - 1, p_connstrs[i]), ', ' order by i)
-        into v_options
+        select string_agg(format('set p%s %L', i - 1, p_connstrs[i]), ', ' order by i) into v_options
         from generate_subscripts(p_connstrs, 1) i;
         execute format('alter server carrierpay_shards options (%s)', v_options);
     end if;

@@ -1,4 +1,6 @@
-"""A daily subscription through opt-in, first charge, renewal, step-down retry and grace."""
+"""A daily subscription through opt-in, first charge, renewal, step-down retry and grace, on a single
+node and through the front (`sql_api`: the scheduler then ticks every partition, as each partition's
+own daemons do)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,24 @@ import asyncio
 from datetime import timedelta
 
 import psycopg
+import pytest
 
 from carrierpay import scheduler
 from tests.core.world import claim, load_world, pin_sent_to, settle
 
-MSISDN = "+2348020000042"
+pytestmark = pytest.mark.sql_api
+
+MSISDN = "+2348020000043"  # a partition-1 number through the front: not the default partition
 
 
-def scheduler_tick(url: str) -> scheduler.TickReport:
+def scheduler_tick(urls: list[str]) -> scheduler.TickReport:
+    """One scheduler tick on every database that serves the world (the node, or each partition)."""
     async def go():
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
-            return await scheduler.tick(aconn)
+        total = scheduler.TickReport()
+        for url in urls:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as aconn:
+                total.queued += (await scheduler.tick(aconn)).queued
+        return total
 
     return asyncio.run(go())
 
@@ -28,7 +37,7 @@ def latest_charge(conn):
     ).fetchone()
 
 
-def test_daily_subscription_renews_steps_down_and_recovers(conn, db_url):
+def test_daily_subscription_renews_steps_down_and_recovers(conn, node_urls):
     load_world(conn)
     sub = conn.execute("select api.subscribe('acme', %s, 'club', 'daily', 's1')", [MSISDN]).fetchone()[0]
     assert sub["status"] == "pending_optin" and "optin_id" in sub
@@ -46,9 +55,9 @@ def test_daily_subscription_renews_steps_down_and_recovers(conn, db_url):
     assert state == ("active", timedelta(days=1), 1)
 
     # Nothing is due before the period ends.
-    assert scheduler_tick(db_url).queued == 0
+    assert scheduler_tick(node_urls).queued == 0
     conn.execute("select admin.advance_clock(interval '1 day 1 minute')")
-    assert scheduler_tick(db_url).queued == 1
+    assert scheduler_tick(node_urls).queued == 1
     claim(conn, "test_ng")
     proc_id, amount, _, _ = latest_charge(conn)
     assert amount == 10000
@@ -60,7 +69,7 @@ def test_daily_subscription_renews_steps_down_and_recovers(conn, db_url):
 
     # The retry charges the lower price point and delivers the variant that was paid.
     conn.execute("select admin.set_clock(%s)", [next_at + timedelta(minutes=1)])
-    assert scheduler_tick(db_url).queued == 1
+    assert scheduler_tick(node_urls).queued == 1
     claim(conn, "test_ng")
     proc_id, amount, variant, _ = latest_charge(conn)
     assert (amount, variant) == (5000, "club_half")
@@ -74,7 +83,7 @@ def test_daily_subscription_renews_steps_down_and_recovers(conn, db_url):
                         "having sum(amount_minor) <> 0) j").fetchone()[0] == 0
 
 
-def test_unpaid_subscription_walks_through_grace_and_suspension_to_cancellation(conn, db_url):
+def test_unpaid_subscription_walks_through_grace_and_suspension_to_cancellation(conn, node_urls):
     load_world(conn)
     sub = conn.execute("select api.subscribe('acme', %s, 'club', 'daily', 's2')", [MSISDN]).fetchone()[0]
     conn.execute("select api.confirm_optin('acme', %s, %s)", [sub["optin_id"], pin_sent_to(conn, MSISDN)])
@@ -87,7 +96,7 @@ def test_unpaid_subscription_walks_through_grace_and_suspension_to_cancellation(
         if due is None:
             break
         conn.execute("select admin.set_clock(%s)", [due + timedelta(minutes=1)])
-        scheduler_tick(db_url)
+        scheduler_tick(node_urls)
         if claim(conn, "test_ng"):
             settle(conn, latest_charge(conn)[0], "failed", "insufficient_funds")
         seen.append(conn.execute("select status::text from cp.subscription").fetchone()[0])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import psycopg
 
@@ -30,9 +32,11 @@ def claim(conn: psycopg.Connection, carrier: str) -> list[dict]:
     return [row[0] for row in conn.execute("select pg_temp.claim(%s)", [carrier]).fetchall()]
 
 
-def fire_together(url: str, n: int, sql: str, params_for) -> list[tuple[str, object]]:
-    """Run `sql` from n connections released at the same moment; each gives ('ok', row) or ('error', sqlstate)."""
-    connections = [psycopg.connect(url, autocommit=True) for _ in range(n)]
+def fire_together(url: str | Callable[[], Any], n: int, sql: str, params_for) -> list[tuple[str, object]]:
+    """Run `sql` from n connections (to a URL, or each made by a factory such as the `api_connect` fixture)
+    released at the same moment; each gives ('ok', row) or ('error', sqlstate)."""
+    connect = url if callable(url) else lambda: psycopg.connect(url, autocommit=True)
+    connections = [connect() for _ in range(n)]
     barrier = threading.Barrier(n)
 
     def one(i: int):

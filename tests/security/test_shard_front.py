@@ -50,6 +50,20 @@ def test_a_merchant_cannot_act_for_another_through_the_front(sharded, victim, at
             assert shard.execute("select count(*) from cp.idempotency where idem_key like 'steal%'").fetchone()[0] == 0
 
 
+def test_a_merchant_cannot_list_anothers_payments_or_subscriptions_through_the_front(victim, attacker):
+    for query in ["select api.list_payments('victim')", "select api.list_subscriptions('victim')"]:
+        with pytest.raises(psycopg.Error) as refused:
+            attacker.execute(query)
+        assert refused.value.sqlstate == "CP002", query
+    # Its own lists, merged over every partition, hold only its own rows (the victim's charge is on partition 1).
+    own = attacker.execute("select api.list_payments('attacker', p_per_page => 100)").fetchone()[0]
+    assert str(victim["id"]) not in [item["paymentId"] for item in own["payments"]]
+    assert own["total"] == len(own["payments"])
+    with pytest.raises(psycopg.Error) as private:
+        attacker.execute("select * from front.shard_list_payments('victim', null, null, null, 'desc', 1, 100, null)")
+    assert private.value.sqlstate == "42501"
+
+
 def test_a_merchants_own_id_of_another_merchant_is_not_found(sharded, victim, attacker):  # noqa: F811
     with pytest.raises(psycopg.Error) as hidden:
         attacker.execute("select api.payment('attacker', %s)", [victim["id"]])

@@ -9,7 +9,7 @@ from psycopg.types.json import Jsonb
 
 from carrierpay.migrate import PARTITION_ID_BITS
 from carrierpay.shards import ShardError
-from carrierpay.shards.front import NOT_THROUGH_THE_FRONT, route_for
+from carrierpay.shards.front import MERGED_ON_THE_FRONT, NOT_THROUGH_THE_FRONT, route_for
 from tests.shards.conftest import login_url, merchant, msisdn_on, shard_holds
 
 
@@ -125,6 +125,50 @@ def test_reports_merge_every_shards_rows(sharded, api):
     assert ledger_accounts >= 0
 
 
+def _newest_first(items: list[dict], date_key: str, id_key: str) -> list[dict]:
+    return sorted(items, key=lambda item: (item[date_key], int(item[id_key])), reverse=True)
+
+
+def test_a_page_of_every_partitions_payments_is_cut_from_their_merge(sharded):
+    document = merchant(sharded, "list_shop")
+    numbers = list(dict.fromkeys(msisdn_on(sharded, k % 2, start=500 + 10 * k) for k in range(6)))
+    with psycopg.connect(login_url(sharded, document), autocommit=True) as api:
+        ids = {api.execute("select api.charge('list_shop', %s, 'gems', %s)", [number, f"list-{number}"])
+               .fetchone()[0]["id"] for number in numbers}
+        everything = api.execute("select api.list_payments('list_shop', p_per_page => 100)").fetchone()[0]
+        pages = [api.execute("select api.list_payments('list_shop', p_page => %s, p_per_page => 4)", [page])
+                 .fetchone()[0] for page in (1, 2)]
+        oldest = api.execute("select api.list_payments('list_shop', p_order => 'asc', p_per_page => 4)").fetchone()[0]
+        with pytest.raises(psycopg.Error) as refused:
+            api.execute("select api.list_payments('list_shop', p_per_page => 101)")
+    assert len(numbers) == 6
+    assert {int(item["paymentId"]) >> PARTITION_ID_BITS for item in everything["payments"]} == {0, 1}
+    assert {int(item["paymentId"]) for item in everything["payments"]} == ids
+    assert everything["payments"] == _newest_first(everything["payments"], "paymentCreationDate", "paymentId")
+    assert [page["total"] for page in pages] == [6, 6] and everything["total"] == 6
+    assert pages[0]["payments"] + pages[1]["payments"] == everything["payments"]
+    assert [page["last_index"] for page in pages] == [4, 6]
+    assert oldest["payments"] == everything["payments"][::-1][:4]
+    assert refused.value.sqlstate == "CP120"
+
+
+def test_a_page_of_every_partitions_subscriptions_is_cut_from_their_merge(sharded):
+    document = merchant(sharded, "list_club")
+    sharded.admin("add_price_point", p_merchant="list_club", p_product="gems", p_plan="daily", p_amount_minor=300,
+                  p_currency="GBP", p_variant="gems_day", p_carrier="shard_gb")
+    numbers = list(dict.fromkeys(msisdn_on(sharded, k % 2, start=600 + 10 * k) for k in range(3)))
+    with psycopg.connect(login_url(sharded, document), autocommit=True) as api:
+        ids = {api.execute("select api.subscribe('list_club', %s, 'gems', 'daily', %s)", [number, f"sub-{number}"])
+               .fetchone()[0]["id"] for number in numbers}
+        pages = [api.execute("select api.list_subscriptions('list_club', p_page => %s, p_per_page => 2)", [page])
+                 .fetchone()[0] for page in (1, 2)]
+    items = pages[0]["items"] + pages[1]["items"]
+    assert [page["total"] for page in pages] == [3, 3]
+    assert {int(item["subscriptionId"]) for item in items} == ids
+    assert {int(item["subscriptionId"]) >> PARTITION_ID_BITS for item in items} == {0, 1}
+    assert items == _newest_first(items, "creationDate", "subscriptionId")
+
+
 def test_every_api_function_has_a_front_twin_with_its_signature(sharded):
     query = ("select p.proname || '(' || pg_catalog.pg_get_function_arguments(p.oid) || ') '"
              " || pg_catalog.pg_get_function_result(p.oid) from pg_catalog.pg_proc p"
@@ -137,10 +181,38 @@ def test_every_api_function_has_a_front_twin_with_its_signature(sharded):
             "join pg_catalog.pg_namespace n on n.oid = p.pronamespace "
             "join pg_catalog.pg_language l on l.oid = p.prolang "
             "where n.nspname = 'front' and p.proname like 'proxy%%'").fetchone()
-    routed = [signature for signature in on_shard if signature.split("(")[0] not in NOT_THROUGH_THE_FRONT]
-    assert len(routed) >= 9 and len(routed) == len(on_shard) - len(NOT_THROUGH_THE_FRONT)
-    assert on_front == routed
-    assert proxies == (len(routed), len(routed))
+    exposed = [signature for signature in on_shard if signature.split("(")[0] not in NOT_THROUGH_THE_FRONT]
+    assert len(exposed) >= 9 and len(exposed) == len(on_shard) - len(NOT_THROUGH_THE_FRONT)
+    assert on_front == exposed  # the merged lists too: db/front/lists.sql keeps the shard's signatures
+    routed = len(exposed) - len(MERGED_ON_THE_FRONT)
+    assert proxies == (routed, routed)
+
+
+def test_each_call_through_the_front_commits_on_its_partition_whatever_the_merchants_transaction(sharded, api):
+    number = msisdn_on(sharded, 1, start=400)
+    # On a single node a merchant's rollback takes its charge back; through the front the partition
+    # committed the call when it answered (docs/scaling.md, "What the front does not do").
+    with api.transaction(force_rollback=True):
+        first = api.execute("select api.charge('routing_shop', %s, 'gems', 'rolled-back')", [number]).fetchone()[0]
+    assert shard_holds(sharded, 1, "procedure", "procedure_id", first["id"])
+    again = api.execute("select api.charge('routing_shop', %s, 'gems', 'rolled-back')", [number]).fetchone()[0]
+    assert again == first
+
+
+def test_the_map_keeps_its_partition_count(sharded):
+    number = msisdn_on(sharded, 1, start=300)
+    with psycopg.connect(sharded.front_url) as conn:
+        places = [connstr for _, connstr in conn.execute("select * from front.list_partitions()")]
+        # Four partitions would mask the hash with 3: this subscriber's calls would go where its rows are not.
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select front.set_cluster(%s)", [places + places])
+        assert refused.value.sqlstate == "CP161"
+    with psycopg.connect(sharded.front_url) as conn:
+        assert [connstr for _, connstr in conn.execute("select * from front.list_partitions()")] == places
+        assert conn.execute("select front.msisdn_hash(%s) & (front.partition_count() - 1)",
+                            [number]).fetchone()[0] == 1
+        # The same count pointing at the same (or a moved) place is how a partition moves.
+        assert conn.execute("select front.set_cluster(%s)", [places]).fetchone()[0] == 2
 
 
 def test_a_function_the_front_cannot_route_stops_the_generation():

@@ -38,6 +38,10 @@ def test_calls_for_a_stopped_partition_fail_fast_and_the_others_carry_on(sharded
             assert "cannot be reached" in str(down.value) and "127.0.0.1" not in str(down.value)
             fine = api.execute("select api.charge('outage_shop', %s, 'gems', 'up-1')", [up_number]).fetchone()[0]
             assert fine["status"] == "pending"
+            # A list without the stopped partition's rows would be a wrong answer: the merged list fails too.
+            with pytest.raises(psycopg.Error) as partial:
+                api.execute("select api.list_payments('outage_shop')")
+            assert partial.value.sqlstate == "CP162" and "127.0.0.1" not in str(partial.value)
         with psycopg.connect(sharded.shard_urls[0]) as conn:
             assert conn.execute("select count(*) from cp.subscriber where msisdn = %s",
                                 [down_number]).fetchone()[0] == 0
@@ -47,6 +51,8 @@ def test_calls_for_a_stopped_partition_fail_fast_and_the_others_carry_on(sharded
     with psycopg.connect(login_url(sharded, document), autocommit=True) as api:
         back = api.execute("select api.charge('outage_shop', %s, 'gems', 'down-1')", [down_number]).fetchone()[0]
         assert back["status"] == "pending"
+        listed = api.execute("select api.list_payments('outage_shop')").fetchone()[0]
+        assert {item["paymentId"] for item in listed["payments"]} == {str(fine["id"]), str(back["id"])}
 
 
 def _status(url: str, procedure_id: int) -> str:
