@@ -6,20 +6,21 @@ drop view if exists report.revenue, report.success_by_carrier, report.success_by
     report.churn, report.refunds, report.open_calls, report.calls_needing_operator, report.ledger_balances,
     report.unbalanced_journals cascade;
 
--- Collected, refunded and net revenue per carrier, country, merchant and currency, from the hourly
--- rollup (db/procedures/280_rollup.sql): as of the scheduler's last fold, whatever the number of payments.
+-- Collected, refunded and net revenue per carrier, country, merchant and currency, from the final charges
+-- and refunds counted in cp.rollup_procedure (db/procedures/280_rollup.sql): as of the scheduler's last
+-- fold, a few hundred rows whatever the number of payments or hours (a refunded charge stays collected).
 create view report.revenue as
-select c.code as carrier, c.country, m.code as merchant, h.currency,
-       coalesce(sum(h.calls) filter (where h.operation = 'charge'), 0)::bigint as payments,
-       coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)::bigint as collected_minor,
-       coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0)::bigint as refunded_minor,
-       (coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)
-        - coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0))::bigint as net_minor
-from cp.rollup_hour h
-join cp.carrier c on c.carrier_id = h.carrier_id
-join cp.merchant m on m.merchant_id = h.merchant_id
-where h.outcome = 'succeeded' and h.operation in ('charge', 'refund')
-group by c.code, c.country, m.code, h.currency;
+select c.code as carrier, c.country, m.code as merchant, r.currency,
+       coalesce(sum(r.procedures) filter (where r.kind = 'charge'), 0)::bigint as payments,
+       coalesce(sum(r.collected_minor) filter (where r.kind = 'charge'), 0)::bigint as collected_minor,
+       coalesce(sum(r.amount_minor) filter (where r.kind = 'refund'), 0)::bigint as refunded_minor,
+       (coalesce(sum(r.collected_minor) filter (where r.kind = 'charge'), 0)
+        - coalesce(sum(r.amount_minor) filter (where r.kind = 'refund'), 0))::bigint as net_minor
+from cp.rollup_procedure r
+join cp.carrier c on c.carrier_id = r.carrier_id
+join cp.merchant m on m.merchant_id = r.merchant_id
+where r.outcome = 'succeeded' and r.kind in ('charge', 'refund')
+group by c.code, c.country, m.code, r.currency;
 
 -- Charges and refunds not final yet, found through their open calls only (the call queue, and the
 -- partial index carrier_call_to_reconcile for calls unknown or awaiting a result), never by scanning the
