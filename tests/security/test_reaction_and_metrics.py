@@ -24,7 +24,6 @@ from tests.security.conftest import raises_sqlstate
     "select sched.fold_ledger()",
     "select * from cp.ledger_fold_balance",
     "select * from cp.ledger_straggler",
-    "select * from report.ledger_balances",
     "select cp.claim_gate(1)",
     "select * from cp.carrier_breaker",
     "select * from cp.claim_pause",
