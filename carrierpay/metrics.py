@@ -78,11 +78,12 @@ def expose(port: int | None, host: str = "127.0.0.1", *, daemon: str) -> int | N
 
 
 class DatabaseCollector(Collector):
-    """Reads the report views made for it (db/procedures/300_metrics.sql) on each scrape. The full check
-    of unbalanced journals reads the whole ledger, so it runs at most every `ledger_check_s` seconds
-    and its last answer is served in between."""
+    """Reads the report views made for it (db/procedures/300_metrics.sql) on each scrape. The check of
+    unbalanced journals reads the ledger fold and the journals posted since the scheduler last folded,
+    which grow while no scheduler runs, so it runs at most every `ledger_check_s` seconds and its last
+    answer is served in between."""
 
-    def __init__(self, url: str, *, ledger_check_s: float = 300.0) -> None:
+    def __init__(self, url: str, *, ledger_check_s: float = 15.0) -> None:
         self.url = url
         self.ledger_check_s = ledger_check_s
         self._conn: psycopg.Connection | None = None
@@ -193,7 +194,7 @@ class DatabaseCollector(Collector):
                 webhook_age, history, history_age, unbalanced]
 
 
-def serve_database(url: str, port: int, host: str = "127.0.0.1", *, ledger_check_s: float = 300.0,
+def serve_database(url: str, port: int, host: str = "127.0.0.1", *, ledger_check_s: float = 15.0,
                    stop: threading.Event | None = None) -> None:
     """`carrierpay metrics serve`: the database collector (and this process's own metrics) until `stop`."""
     collector = DatabaseCollector(url, ledger_check_s=ledger_check_s)

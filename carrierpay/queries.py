@@ -88,6 +88,7 @@ DASHBOARD_AS_REPORTER = "set role carrierpay_reporter"
 RUN_DUE = "select sched.run_due(%(limit)s)"
 FOLD_HOUR_STATS = "select sched.fold_hour_stats()"
 FOLD_ROLLUPS = "select sched.fold_rollups()"
+FOLD_LEDGER = "select sched.fold_ledger()"
 # The demo's last fold before its report: every settled call, stragglers re-checked now.
 FOLD_ROLLUPS_ALL = "select sched.fold_rollups(50000, interval '0 seconds', interval '0 seconds')"
 RUN_BREAKERS = "select carrier, state, reason from sched.run_breakers()"

@@ -1,7 +1,7 @@
 """`carrierpay scheduler run`: drives the in-database scheduling engine on a tick.
 
 Each tick queues due renewals and retries (sched.run_due, in batches until none are left),
-folds the hour statistics used for best-hour retries and the hourly rollups, judges the carriers'
+folds the hour statistics used for best-hour retries, the hourly rollups and the ledger, judges the carriers'
 circuit breakers (each trip and reset is logged), and expires stale adapter leases.
 Several schedulers may run at once: the database hands each due subscription to one of them.
 """
@@ -39,6 +39,7 @@ async def tick(conn: psycopg.AsyncConnection, batch: int = 1000) -> TickReport:
     await conn.execute(queries.FOLD_HOUR_STATS)
     cur = await conn.execute(queries.FOLD_ROLLUPS)
     report.folded = (await cur.fetchone())[0]
+    await conn.execute(queries.FOLD_LEDGER)
     cur = await conn.execute(queries.RUN_BREAKERS)
     report.breakers = [tuple(row) for row in await cur.fetchall()]
     cur = await conn.execute(queries.EXPIRE_LEASES, {"limit": 10000})

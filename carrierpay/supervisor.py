@@ -32,7 +32,7 @@ string values may use `${VAR}` or `${VAR:-default}` from the environment. Every 
       history:    {interval_s: 1, batch: 500}
       api:        {host: 0.0.0.0, port: 8443}   # the merchant HTTP API: cert, key, the limits as callbacks,
                   # database_url: a login in carrierpay_gateway (else the one above; docs/http-api.md)
-      metrics:    {ledger_check_s: 300}          # `carrierpay metrics serve` (read-only)
+      metrics:    {ledger_check_s: 15}           # `carrierpay metrics serve` (read-only)
       dashboard:  {host: 127.0.0.1, port: 8700, refresh_s: 5}   # `carrierpay dashboard` (read-only)
       # any daemon: enabled: false to leave it out, copies: N to run N of it
 

@@ -255,8 +255,9 @@ metrics_app = typer.Typer(help="Prometheus metrics of the database: queues, unse
 def metrics_serve(
     port: int = typer.Option(9460, "--port", min=0, help="Port of /metrics (0: any free port)."),
     host: str = HostOption,
-    ledger_check: float = typer.Option(300.0, "--ledger-check", min=1, metavar="SECS",
-                                       help="Seconds between full checks of unbalanced journals (reads the ledger)."),
+    ledger_check: float = typer.Option(15.0, "--ledger-check", min=1, metavar="SECS",
+                                       help="Seconds between checks of unbalanced journals (the ledger fold and the "
+                                            "journals since)."),
     database_url: str | None = DatabaseUrlOption,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

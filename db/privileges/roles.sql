@@ -9,7 +9,7 @@
 --                                                                 server, webhook dispatcher, history shipper)
 --   carrierpay_reporter  select on report.*                      (DBAs)
 --   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, sched.fold_rollups,
---                        sched.run_breakers, select on report.*
+--                        sched.fold_ledger, sched.run_breakers, select on report.*
 --   carrierpay_front     what carrierpay_admin and carrierpay_reporter may (the front database's login on
 --                         a shard, docs/sharding.md: the front authorizes the merchant before routing)
 --   carrierpay_gateway   gateway.*                               (the merchant HTTP API server; it acts for a
@@ -82,7 +82,7 @@ grant execute on all functions in schema admin to carrierpay_admin;
 grant execute on all functions in schema adapter to carrierpay_adapter;
 grant execute on all functions in schema gateway to carrierpay_gateway;
 grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats(), sched.fold_rollups(integer, interval, interval),
-    sched.run_breakers(integer) to carrierpay_admin;
+    sched.fold_ledger(integer), sched.run_breakers(integer) to carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
 
 -- The login a sharded deployment's front database uses on this shard (docs/sharding.md). It carries

@@ -215,3 +215,86 @@ begin
     end if;
 end
 $$;
+
+-- Fold the journals posted since the last fold into the per-account balances and check each once for
+-- balance, so the ledger reports (report.ledger_balances, report.unbalanced_journals) read the fold and
+-- the journals past its watermark instead of every entry; returns how many journals were folded. Set-based
+-- and run by the scheduler, never by a payment, so no balance row is updated by every charge.
+-- A journal visible to the fold is final: its entries committed with it, later transactions cannot add
+-- to it (_200_journal_open) and nothing may change them (_100_immutable), so it is summed and checked
+-- once. Journal ids are handed out in order (the identity sequence caches one id at a time): an id
+-- below the highest visible one that is not visible was taken by a transaction that was inserting
+-- journals then, and so holds a lock on cp.journal until it ends. Such an id is remembered
+-- (cp.ledger_straggler) with those transactions; it is folded when it appears, and forgotten once none
+-- of them is left and it still has not (it was rolled back).
+create or replace function sched.fold_ledger(p_limit integer default 50000) returns integer
+language plpgsql security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_now timestamptz := cp.clock_now();
+    v_from bigint;
+    v_to bigint;
+    v_gone bigint[] := '{}';
+    v_folded integer;
+begin
+    select checked_through into v_from from cp.ledger_fold for update;  -- one folder at a time
+    -- A partition of a sharded deployment draws its ids from its own block (carrierpay/migrate.py).
+    v_from := greatest(v_from, (select q.seqmin - 1 from pg_catalog.pg_sequence q
+                                where q.seqrelid = pg_catalog.pg_get_serial_sequence('cp.journal', 'journal_id')::regclass));
+    -- Stragglers whose possible posters have all ended: what the next statement (a newer snapshot, under
+    -- read committed) does not see, no one will ever see. Under a snapshot kept for the whole transaction
+    -- none is forgotten.
+    if pg_catalog.current_setting('transaction_isolation') = 'read committed'
+       and exists (select from cp.ledger_straggler) then
+        with running as materialized (select distinct l.virtualtransaction from pg_catalog.pg_locks l
+                                      where l.virtualtransaction is not null)
+        select coalesce(array_agg(s.journal_id), '{}') into v_gone
+        from cp.ledger_straggler s
+        where not exists (select from running r where r.virtualtransaction = any(s.lockers));
+    end if;
+    select max(j.journal_id) into v_to
+    from (select x.journal_id from cp.journal x where x.journal_id > v_from order by x.journal_id limit p_limit) j;
+    v_to := coalesce(v_to, v_from);
+    with passed as (
+        insert into cp.ledger_straggler (journal_id, since, lockers)
+        select g.id, v_now,
+               (select coalesce(array_agg(distinct l.virtualtransaction), '{}') from pg_catalog.pg_locks l
+                where l.locktype = 'relation' and l.relation = 'cp.journal'::regclass
+                  and l.virtualtransaction is not null)
+        from pg_catalog.generate_series(v_from + 1, v_to) g(id)
+        where not exists (select from cp.journal j where j.journal_id = g.id)
+        on conflict do nothing
+    ), late as (
+        delete from cp.ledger_straggler s
+        where s.journal_id <= v_from and exists (select from cp.journal j where j.journal_id = s.journal_id)
+        returning s.journal_id
+    ), gone as (
+        delete from cp.ledger_straggler s
+        where s.journal_id = any(v_gone) and s.journal_id <= v_from
+          and not exists (select from cp.journal j where j.journal_id = s.journal_id)
+    ), entry as materialized (
+        select e.journal_id, e.account_id, e.amount_minor
+        from cp.ledger_entry e where e.journal_id > v_from and e.journal_id <= v_to
+        union all
+        select e.journal_id, e.account_id, e.amount_minor
+        from late l join cp.ledger_entry e on e.journal_id = l.journal_id
+    ), balances as (
+        insert into cp.ledger_fold_balance as b (account_id, balance_minor, entries)
+        select x.account_id, sum(x.amount_minor), count(*) from entry x group by x.account_id
+        on conflict (account_id) do update
+        set balance_minor = b.balance_minor + excluded.balance_minor, entries = b.entries + excluded.entries
+    ), unbalanced as (
+        insert into cp.ledger_unbalanced (journal_id, off_by_minor, found_at)
+        select x.journal_id, sum(x.amount_minor), v_now from entry x group by x.journal_id
+        having sum(x.amount_minor) <> 0
+        on conflict do nothing
+    )
+    select (select count(*) from cp.journal j where j.journal_id > v_from and j.journal_id <= v_to)
+           + (select count(*) from late)
+    into v_folded;
+    update cp.ledger_fold
+    set checked_through = v_to, folded_at = v_now, journals = journals + v_folded;
+    return v_folded;
+end
+$$;

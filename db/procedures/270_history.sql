@@ -238,6 +238,10 @@ as $$
 $$;
 
 -- How far the history store is behind: per outbox, what waits, how old the oldest row is (real time).
+-- Bounded whatever the backlog, as a scrape reads it: the rows waiting are counted exactly up to
+-- 10,000 (by primary key), and past that are the span of waiting ids (newest - oldest + 1), an upper
+-- bound (ids are a sequence; rows shipped out of order and ids rolled back in between count too), with
+-- unshipped_exact false. The oldest row is the one with the lowest id.
 create or replace view report.history_lag as
 select o.outbox,
        o.unshipped,
@@ -246,13 +250,25 @@ select o.outbox,
        coalesce(now() - o.oldest_at, interval '0') as oldest_age,
        s.last_shipped_at,
        s.last_error,
-       s.last_error_at
-  from (select 'event'::text as outbox, count(*) as unshipped, min(e.event_id) as oldest_id,
-               min(e.recorded_at) as oldest_at
-          from cp.event e
+       s.last_error_at,
+       o.unshipped_exact
+  from (select 'event'::text as outbox,
+               case when n.few <= 10000 then n.few else b.newest - b.oldest + 1 end as unshipped,
+               b.oldest as oldest_id,
+               (select e.recorded_at from cp.event e where e.event_id = b.oldest) as oldest_at,
+               n.few <= 10000 as unshipped_exact
+          from (select min(e.event_id) as oldest, max(e.event_id) as newest from cp.event e) b
+         cross join (select count(*) as few
+                       from (select e.event_id from cp.event e order by e.event_id limit 10001) x) n
         union all
-        select 'carrier_log', count(*), min(l.log_id), min(l.logged_at)
-          from cp.carrier_log l) o
+        select 'carrier_log',
+               case when n.few <= 10000 then n.few else b.newest - b.oldest + 1 end,
+               b.oldest,
+               (select l.logged_at from cp.carrier_log l where l.log_id = b.oldest),
+               n.few <= 10000
+          from (select min(l.log_id) as oldest, max(l.log_id) as newest from cp.carrier_log l) b
+         cross join (select count(*) as few
+                       from (select l.log_id from cp.carrier_log l order by l.log_id limit 10001) x) n) o
  cross join (select max(h.last_shipped_at) as last_shipped_at,
                     (array_agg(h.last_error order by h.last_error_at desc nulls last))[1] as last_error,
                     max(h.last_error_at) as last_error_at
@@ -264,8 +280,8 @@ select o.outbox,
                             case when s0.last_error_at > coalesce(s0.last_shipped_at, '-infinity') then s0.last_error_at end
                                 as last_error_at) s;
 comment on view report.history_lag is
-    'History shipping lag: unshipped outbox rows and the age of the oldest, per outbox; the last shipper '
-    'error while no shipment succeeded after it';
+    'History shipping lag: unshipped outbox rows (exact up to 10,000, else an upper bound) and the age of the '
+    'oldest, per outbox; the last shipper error while no shipment succeeded after it';
 
 -- Every shipper that ever ran, its progress and its last error.
 create or replace view report.history_shippers as

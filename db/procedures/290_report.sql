@@ -6,20 +6,21 @@ drop view if exists report.revenue, report.success_by_carrier, report.success_by
     report.churn, report.refunds, report.open_calls, report.calls_needing_operator, report.ledger_balances,
     report.unbalanced_journals cascade;
 
--- Collected, refunded and net revenue per carrier, country, merchant and currency, from the hourly
--- rollup (db/procedures/280_rollup.sql): as of the scheduler's last fold, whatever the number of payments.
+-- Collected, refunded and net revenue per carrier, country, merchant and currency, from the final charges
+-- and refunds counted in cp.rollup_procedure (db/procedures/280_rollup.sql): as of the scheduler's last
+-- fold, a few hundred rows whatever the number of payments or hours (a refunded charge stays collected).
 create view report.revenue as
-select c.code as carrier, c.country, m.code as merchant, h.currency,
-       coalesce(sum(h.calls) filter (where h.operation = 'charge'), 0)::bigint as payments,
-       coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)::bigint as collected_minor,
-       coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0)::bigint as refunded_minor,
-       (coalesce(sum(h.amount_minor) filter (where h.operation = 'charge'), 0)
-        - coalesce(sum(h.amount_minor) filter (where h.operation = 'refund'), 0))::bigint as net_minor
-from cp.rollup_hour h
-join cp.carrier c on c.carrier_id = h.carrier_id
-join cp.merchant m on m.merchant_id = h.merchant_id
-where h.outcome = 'succeeded' and h.operation in ('charge', 'refund')
-group by c.code, c.country, m.code, h.currency;
+select c.code as carrier, c.country, m.code as merchant, r.currency,
+       coalesce(sum(r.procedures) filter (where r.kind = 'charge'), 0)::bigint as payments,
+       coalesce(sum(r.collected_minor) filter (where r.kind = 'charge'), 0)::bigint as collected_minor,
+       coalesce(sum(r.amount_minor) filter (where r.kind = 'refund'), 0)::bigint as refunded_minor,
+       (coalesce(sum(r.collected_minor) filter (where r.kind = 'charge'), 0)
+        - coalesce(sum(r.amount_minor) filter (where r.kind = 'refund'), 0))::bigint as net_minor
+from cp.rollup_procedure r
+join cp.carrier c on c.carrier_id = r.carrier_id
+join cp.merchant m on m.merchant_id = r.merchant_id
+where r.outcome = 'succeeded' and r.kind in ('charge', 'refund')
+group by c.code, c.country, m.code, r.currency;
 
 -- Charges and refunds not final yet, found through their open calls only (the call queue, and the
 -- partial index carrier_call_to_reconcile for calls unknown or awaiting a result), never by scanning the
@@ -165,20 +166,77 @@ left join cp.merchant m on m.merchant_id = p.merchant_id
 where c.next_reconcile_at is not null  -- the partial index carrier_call_to_reconcile: unsettled calls only
   and c.status in ('unknown', 'awaiting_result') and c.reconcile_attempts >= cp.operator_after_turns(k.spec);
 
--- Balance of every ledger account (debit positive).
-create view report.ledger_balances as
-select a.kind, coalesce(c.code, m.code, a.country, 'platform') as owner, a.currency,
-       coalesce(sum(e.amount_minor), 0)::bigint as balance_minor
-from cp.ledger_account a
-left join cp.ledger_entry e using (account_id)
-left join cp.carrier c on c.carrier_id = a.carrier_id
-left join cp.merchant m on m.merchant_id = a.merchant_id
-group by a.account_id, a.kind, c.code, m.code, a.country, a.currency;
+-- Ledger entries sched.fold_ledger has not folded yet: those of journals past its watermark (by the
+-- entries' primary key) and of journals it passed before they were visible that have appeared since.
+-- What the fold-backed ledger views add to the fold, so they are exact at any time. The upper bound
+-- (the last entry's journal, read from the end of the primary key) changes no row: it makes the range
+-- one the planner sizes as narrow, so it reads it by key instead of scanning every entry.
+drop view if exists cp.ledger_unfolded_entry cascade;
+create view cp.ledger_unfolded_entry as
+select e.journal_id, e.account_id, e.amount_minor
+from cp.ledger_entry e
+where e.journal_id > (select f.checked_through from cp.ledger_fold f)
+  and e.journal_id <= (select max(x.journal_id) from cp.ledger_entry x)
+union all
+select e.journal_id, e.account_id, e.amount_minor
+from cp.ledger_straggler s join cp.ledger_entry e on e.journal_id = s.journal_id;
 
--- Journals that do not balance: must always be empty.
+-- Balance of every ledger account (debit positive): what sched.fold_ledger folded plus the entries it
+-- has not folded yet; exact at any time, reading the account rows and the journals since the last fold.
+drop view if exists cp.ledger_account_balance cascade;
+create view cp.ledger_account_balance as
+select a.account_id, (coalesce(b.balance_minor, 0) + coalesce(u.amount_minor, 0))::bigint as balance_minor
+from cp.ledger_account a
+left join cp.ledger_fold_balance b on b.account_id = a.account_id
+left join (select x.account_id, sum(x.amount_minor) as amount_minor from cp.ledger_unfolded_entry x
+           group by x.account_id) u on u.account_id = a.account_id;
+
+-- Balance of every ledger account (debit positive), from the ledger fold (cp.ledger_account_balance).
+create view report.ledger_balances as
+select a.kind, coalesce(c.code, m.code, a.country, 'platform') as owner, a.currency, b.balance_minor
+from cp.ledger_account a
+join cp.ledger_account_balance b on b.account_id = a.account_id
+left join cp.carrier c on c.carrier_id = a.carrier_id
+left join cp.merchant m on m.merchant_id = a.merchant_id;
+
+-- Journals that do not balance: must always be empty. Those sched.fold_ledger found when it folded them,
+-- and those among the journals it has not folded yet. A journal is checked at the commit that posts it
+-- and cannot change afterwards, so a row here means a journal was written with the ledger's triggers
+-- off (or they are wrong); report.ledger_audit re-checks everything the long way.
 create view report.unbalanced_journals as
-select journal_id, sum(amount_minor)::bigint as off_by_minor
-from cp.ledger_entry group by journal_id having sum(amount_minor) <> 0;
+select u.journal_id, u.off_by_minor from cp.ledger_unbalanced u
+union all
+select x.journal_id, sum(x.amount_minor)::bigint
+from cp.ledger_unfolded_entry x group by x.journal_id having sum(x.amount_minor) <> 0;
+
+-- How far the ledger fold has come: the last journal id folded, when (business time), how many journals
+-- it folded, the ids it passed before they were visible, and the unbalanced journals it found (must be 0).
+drop view if exists report.ledger_fold_progress;
+create view report.ledger_fold_progress as
+select f.checked_through, f.folded_at, f.journals, (select count(*) from cp.ledger_straggler) as stragglers,
+       (select count(*) from cp.ledger_unbalanced) as unbalanced_found
+from cp.ledger_fold f;
+
+-- The ledger checked the long way, for audits: every account whose entries, all summed, differ from
+-- report.ledger_balances, and every journal whose entries do not sum to zero that
+-- report.unbalanced_journals does not list. Must always be empty: a row means entries were changed
+-- behind the immutability triggers after the fold read them. A full scan of the entries: for audits
+-- and the benchmark's checks, not for a dashboard.
+drop view if exists report.ledger_audit;
+create view report.ledger_audit as
+with scanned as (
+    select e.account_id, sum(e.amount_minor) as balance_minor from cp.ledger_entry e group by e.account_id
+)
+select 'account balance' as finding, b.account_id::bigint as id, b.balance_minor as reported_minor,
+       coalesce(s.balance_minor, 0)::bigint as scanned_minor
+from cp.ledger_account_balance b left join scanned s on s.account_id = b.account_id
+where b.balance_minor <> coalesce(s.balance_minor, 0)
+union all
+select 'unbalanced journal not reported', e.journal_id, null, sum(e.amount_minor)::bigint
+from cp.ledger_entry e
+group by e.journal_id
+having sum(e.amount_minor) <> 0
+   and not exists (select from report.unbalanced_journals u where u.journal_id = e.journal_id);
 
 -- Rows of the payment tables whose parent row is missing: must always be empty. These references
 -- carry no foreign keys (cp.tg_parent__never_deleted says why); this is their check. A full scan: for

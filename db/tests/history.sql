@@ -1,6 +1,6 @@
 -- History shipping: correlation of outbox rows, bucket-locked claims, completion and the lag view.
 begin;
-select plan(14);
+select plan(17);
 
 insert into cp.regulation (code, name, source) values ('t', 'T', 'test');
 insert into cp.country (country, name, vat_bp) values ('GB', 'United Kingdom', 2000) on conflict do nothing;
@@ -59,6 +59,17 @@ select is((select count(*) from cp.event), 1::bigint, 'completion deletes exactl
 select is((select (events_shipped, logs_shipped, batches)::text from cp.history_shipper where shipper = 'tap'),
           '(1,1,1)', 'and counts them for the shipper');
 select isnt((select last_shipped_at from report.history_lag limit 1), null, 'the lag view shows the last shipment');
+
+-- A scrape reads the lag: a backlog is counted exactly up to 10,000 rows, then bounded by its ids' span.
+select is((select unshipped_exact from report.history_lag where outbox = 'event'), true, 'a small backlog is exact');
+insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
+select 'procedure', 1, 'bulk', now(), '{}' from generate_series(1, 10001);
+delete from cp.event where event_id = (select min(event_id) + 5 from cp.event);  -- shipped out of order
+select is((select (unshipped, oldest_id, unshipped_exact)::text from report.history_lag where outbox = 'event'),
+          (select (max(event_id) - min(event_id) + 1, min(event_id), false)::text from cp.event),
+          'past 10,000 rows the backlog is the span of its ids, flagged as a bound');
+select ok((select unshipped from report.history_lag where outbox = 'event') >= (select count(*) from cp.event),
+          'never below the rows waiting');
 
 select * from finish();
 rollback;
