@@ -173,6 +173,7 @@ class SimResult:
     statuses: dict[str, int]
     best_hours: dict[str, list[int]]
     timing_state: dict  # report.subscriber_timing(): state size and exploration share
+    causes: dict  # where renewals were lost (CAUSES_SQL)
 
 
 class Server:
@@ -301,6 +302,8 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
         subscribers, subs = POPULATION_SQL.split("\n--\n")
         conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers})
         conn.execute(subs, {"start": START})
+        # each subscription's first due moment, to count the periods it could have paid by the end
+        conn.execute("create table bench.first_due as select subscription_id, next_charge_at from cp.subscription")
         conn.execute("analyze")
         ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
         t0 = time.monotonic()
@@ -352,8 +355,42 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 "order by successes::float8 / attempts desc limit 3", [carrier_id])]
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             state = cur.execute("select * from report.subscriber_timing()").fetchone()
+            causes = cur.execute(CAUSES_SQL, {"end": START + timedelta(days=days)}).fetchone()
     server.drop_db(name)
-    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state)
+    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state, causes)
+
+
+# Where a timing loses renewals, in periods (one a day a subscription): the periods that began before
+# the end, those collected (at full price or stepped down), those still owed at the end, and those
+# written off (skipped when a suspended subscription restarts, or cancelled); the failed charge calls
+# by price; and the subscription-days whose whole attempt allowance failed (a success that day was
+# then impossible, whatever the balance did later).
+CAUSES_SQL = """
+with per_sub as (
+    select s.subscription_id, s.status,
+           floor(extract(epoch from %(end)s::timestamptz - f.next_charge_at) / 86400)::int + 1 as periods_begun,
+           case when s.status = 'cancelled' or s.paid_through > %(end)s::timestamptz then 0
+                else floor(extract(epoch from %(end)s::timestamptz - s.paid_through) / 86400)::int + 1 end as owed
+    from cp.subscription s join bench.first_due f using (subscription_id)
+), attempts as (
+    select p.subscription_id, (p.created_at at time zone c.timezone)::date as local_day, p.status,
+           p.amount_minor = pp.amount_minor as full_price
+    from cp.procedure p
+    join cp.carrier c on c.carrier_id = p.carrier_id
+    join cp.price_point pp on pp.carrier_id = p.carrier_id and pp.variant = 'full'
+    where p.kind = 'charge'
+), days as (
+    select subscription_id, local_day, count(*) as tries, count(*) filter (where status = 'succeeded') as ok
+    from attempts group by 1, 2
+)
+select (select sum(periods_begun) from per_sub) as periods_begun,
+       (select count(*) filter (where status = 'succeeded' and full_price) from attempts) as collected_full,
+       (select count(*) filter (where status = 'succeeded' and not full_price) from attempts) as collected_stepped,
+       (select sum(owed) from per_sub) as owed_at_end,
+       (select count(*) filter (where status = 'failed' and full_price) from attempts) as failed_full,
+       (select count(*) filter (where status = 'failed' and not full_price) from attempts) as failed_stepped,
+       (select count(*) filter (where tries >= 3 and ok = 0) from days) as days_allowance_spent
+"""
 
 
 DUE_SQL = """
@@ -443,6 +480,13 @@ def main() -> None:
                       f"{r.calls / max(r.renewals, 1):.3f} calls per renewal, "
                       f"{r.renewals / max(r.calls, 1):.4f} renewals per call; end states {r.statuses}; "
                       f"best hours {r.best_hours}; {r.seconds:.0f} s")
+                c = r.causes
+                print(f"  {'':9s}  periods: {c['periods_begun']} begun, {c['collected_full']} collected at full price, "
+                      f"{c['collected_stepped']} stepped down, {c['owed_at_end']} owed at the end, "
+                      f"{c['periods_begun'] - c['collected_full'] - c['collected_stepped'] - c['owed_at_end']} "
+                      f"written off (suspension restarts, cancellations); failed calls {c['failed_full']} at full "
+                      f"price, {c['failed_stepped']} stepped down; {c['days_allowance_spent']} subscription-days "
+                      f"with all 3 attempts failed")
                 if r.timing == "subscriber":
                     t = r.timing_state
                     print(f"  {'':9s}  subscriber state: {t['subscribers']} subscribers, {t['row_bytes']} bytes a row, "
