@@ -27,6 +27,7 @@ import argparse
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -224,7 +225,17 @@ class Server:
             return {n: conn.execute(f"show {n}").fetchone()[0] for n in names}
 
 
+# admin.add_merchant creates the merchant's login role, and roles belong to the whole server: two
+# timings onboarding side by side (--parallel) would both create it and one would fail.
+_ONBOARD_LOCK = threading.Lock()
+
+
 def onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
+    with _ONBOARD_LOCK:
+        _onboard(conn, carriers, timing, tps)
+
+
+def _onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
     conn.execute("select admin.set_clock(%s)", [START])
     for i, (code, country, currency, tz, _full, _half) in enumerate(carriers):
         spec = {"code": code, "name": code, "country": country, "mcc": "999", "mnc": f"{i:02d}",
