@@ -175,6 +175,7 @@ class SimResult:
     best_hours: dict[str, list[int]]
     timing_state: dict  # report.subscriber_timing(): state size and exploration share
     causes: dict  # where renewals were lost (CAUSES_SQL)
+    phases: dict  # wall seconds per phase of the simulated hours
 
 
 class Server:
@@ -318,6 +319,16 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
         conn.execute("analyze")
         ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
         t0 = time.monotonic()
+        # where a simulated hour goes: wall seconds per phase, summed over the run
+        phases = dict.fromkeys(("top_up", "oracle", "run_due", "serve", "fold", "housekeeping"), 0.0)
+        mark = time.monotonic()
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now_s = time.monotonic()
+            phases[phase] += now_s - mark
+            mark = now_s
+
         for hour in range(days * 24):
             now = START + timedelta(hours=hour)
             conn.execute("select admin.set_clock(%s)", [now])
@@ -325,14 +336,19 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 local = conn.execute("select (%s::timestamptz at time zone %s)", [now, tz]).fetchone()[0]
                 conn.execute("select bench.top_up(%s, %s, %s, %s)",
                              [carrier_id, local.hour, (local.date() - START.date()).days, decay])
+            lap("top_up")
             if oracle:
                 conn.execute("select bench.oracle_place(%s)", [decay])
+                lap("oracle")
             while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
                 pass
+            lap("run_due")
             for _, code, _ in ids:
                 while conn.execute("select bench.serve(%s, %s, %s)", [code, batch, decay]).fetchone()[0] >= batch:
                     pass
+            lap("serve")
             conn.execute("select sched.fold_hour_stats()")
+            lap("fold")
             if hour == 0 or (hour + 1) % 24 == 0:
                 # What a running system does on its own: the history shipper moves the outboxes to the
                 # history store (without it the events alone would fill tens of GB at full size), and
@@ -346,6 +362,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                                          "from cp.carrier_call where operation = 'charge'").fetchone()
                 print(f"  [{timing}] day {day:2d}/{days}: {calls} charge calls, {ok} collected, "
                       f"{time.monotonic() - t0:.0f} s", flush=True)
+            lap("housekeeping")
         seconds = time.monotonic() - t0
         calls = conn.execute("select count(*) from cp.carrier_call where operation = 'charge'").fetchone()[0]
         renewals, full_price = conn.execute(
@@ -368,7 +385,8 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
             state = cur.execute("select * from report.subscriber_timing()").fetchone()
             causes = cur.execute(CAUSES_SQL, {"end": START + timedelta(days=days)}).fetchone()
     server.drop_db(name)
-    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state, causes)
+    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state, causes,
+                     phases)
 
 
 # Where a timing loses renewals, in periods (one a day a subscription): the periods that began before
@@ -498,6 +516,8 @@ def main() -> None:
                       f"written off (suspension restarts, cancellations); failed calls {c['failed_full']} at full "
                       f"price, {c['failed_stepped']} stepped down; {c['days_allowance_spent']} subscription-days "
                       f"with all 3 attempts failed")
+                print(f"  {'':9s}  seconds by phase: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in r.phases.items() if v))
                 if r.timing == "subscriber":
                     t = r.timing_state
                     print(f"  {'':9s}  subscriber state: {t['subscribers']} subscribers, {t['row_bytes']} bytes a row, "
