@@ -19,6 +19,11 @@ A charge succeeds when the balance at the attempt's moment covers it. The clock 
 (admin.set_clock); each hour runs the top-ups, sched.run_due, then adapter.claim_calls and
 adapter.complete_calls in batches, then sched.fold_hour_stats, as the daemons would.
 (b) Bulk-inserts N subscriptions due at once and times sched.run_due batches.
+
+`--timings fixed,oracle` adds a reference that is not a product timing: the oracle reads the simulated
+balances and charges exactly when a charge would succeed (bench.oracle_place). Each timing's summary
+says where renewals were lost (periods owed or written off, failed calls by price, days whose whole
+attempt allowance failed) and where the wall time went, phase by phase.
 """
 
 from __future__ import annotations
