@@ -125,7 +125,7 @@ $$;
 -- balance and, each hour before sched.run_due, makes due exactly the subscriptions whose charge would
 -- succeed now, inside the charging window and the day's attempt allowance. A subscription at full price
 -- whose balance covers only the stepped-down price (and will still cover it an hour later) is let fail
--- once at full price, which is how the product steps down; every other subscription is held an hour.
+-- once at full price, which is how the product steps down; every other subscription is held.
 -- Only periods already begun are charged (paid_through <= now), as the product would. Returns how many
 -- subscriptions were made due.
 create function bench.oracle_place(p_decay float8) returns integer
@@ -158,9 +158,12 @@ language sql as $$
                ) as go
         from cand
     ), placed as (
+        -- a held row is put a day ahead, so it is rewritten only when it may go (each hour decides anew)
         update cp.subscription s
-        set next_charge_at = case when g.go then cp.clock_now() else cp.clock_now() + interval '1 hour' end
-        from go g where s.subscription_id = g.subscription_id
+        set next_charge_at = case when g.go then cp.clock_now() else cp.clock_now() + interval '1 day' end
+        from go g
+        where s.subscription_id = g.subscription_id
+          and (g.go or s.next_charge_at <= cp.clock_now() + interval '1 hour')
         returning g.go
     ) select (count(*) filter (where go))::int from placed
 $$;
