@@ -167,6 +167,46 @@ language sql as $$
         returning g.go
     ) select (count(*) filter (where go))::int from placed
 $$;
+
+-- What a balance query before each charge at full price would do (benchmark only: the product has no
+-- balance query yet), on top of fixed hours: each hour, before sched.run_due, every renewal due now at
+-- full price, inside the window and with an attempt left today, is preceded by one query (counted in
+-- bench.balance_queries, a carrier call). Covered, or covering only the stepped-down price: charged as
+-- fixed hours would (the second fails and steps down, as the product does). Not even that: no charge;
+-- the renewal moves to its next fixed hour as after a failure, without stepping down or ageing the
+-- subscription. Returns how many renewals were held back.
+create table bench.balance_queries (hour timestamptz primary key, queries integer not null);
+create function bench.balance_check(p_decay float8) returns integer
+language sql as $$
+    with rules as materialized (
+        select c.carrier_id, c.timezone, r.rules->>'charging_hours' as hours,
+               (r.rules->>'max_attempts_per_day')::int as max_attempts
+        from cp.carrier c cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
+    ), prices as materialized (
+        select carrier_id, max(amount_minor) filter (where variant = 'half') as half_price
+        from cp.price_point group by carrier_id
+    ), asked as materialized (
+        select s.subscription_id,
+               b.balance * power(p_decay, extract(epoch from cp.clock_now() - b.balance_at) / 3600) < p.half_price
+                   as hold
+        from cp.subscription s
+        join bench.sim b using (subscriber_id)
+        join rules r on r.carrier_id = b.carrier_id
+        join prices p on p.carrier_id = b.carrier_id
+        where s.next_charge_at <= cp.clock_now() and s.retry_level = 0
+          and s.status in ('active', 'retrying', 'grace', 'suspended')
+          and cp.in_window((cp.clock_now() at time zone r.timezone)::time, r.hours)
+          and (s.attempts_day is distinct from (cp.clock_now() at time zone r.timezone)::date
+               or s.attempts_today < r.max_attempts)
+    ), counted as (
+        insert into bench.balance_queries select cp.clock_now(), count(*) from asked
+    ), held as (
+        update cp.subscription s set next_charge_at = n.retry_at
+        from cp.next_retry_times(array(select subscription_id from asked where hold)) n
+        where s.subscription_id = n.subscription_id
+        returning 1
+    ) select count(*)::int from held
+$$;
 """
 
 
@@ -315,8 +355,9 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
     # The oracle is the benchmark's, not a product timing: its product keeps fixed hours, which the
     # oracle overrides each hour (bench.oracle_place).
     oracle = timing == "oracle"
+    balance_check = timing == "balance_check"  # the benchmark's too: fixed hours plus balance queries
     with psycopg.connect(url, autocommit=True) as conn:
-        onboard(conn, carriers, "fixed" if oracle else timing, tps=100_000)
+        onboard(conn, carriers, "fixed" if oracle or balance_check else timing, tps=100_000)
         conn.execute(SIM_SQL)
         conn.execute("select setseed(0.42)")
         subscribers, subs = POPULATION_SQL.split("\n--\n")
@@ -347,6 +388,9 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
             lap("top_up")
             if oracle:
                 conn.execute("select bench.oracle_place(%s)", [decay])
+                lap("oracle")
+            if balance_check:
+                conn.execute("select bench.balance_check(%s)", [decay])
                 lap("oracle")
             while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
                 pass
@@ -426,7 +470,8 @@ select (select sum(periods_begun) from per_sub) as periods_begun,
        (select sum(owed) from per_sub) as owed_at_end,
        (select count(*) filter (where status = 'failed' and full_price) from attempts) as failed_full,
        (select count(*) filter (where status = 'failed' and not full_price) from attempts) as failed_stepped,
-       (select count(*) filter (where tries >= 3 and ok = 0) from days) as days_allowance_spent
+       (select count(*) filter (where tries >= 3 and ok = 0) from days) as days_allowance_spent,
+       (select coalesce(sum(queries), 0) from bench.balance_queries) as balance_queries
 """
 
 
@@ -488,7 +533,9 @@ def main() -> None:
                         help="run the timings' simulations side by side (two at a time, one core each)")
     parser.add_argument("--timings", default="fixed,best_hour,subscriber",
                         help="comma-separated timings to simulate, compared with the first (default: all three; "
-                             "also oracle: the benchmark's balance-reading upper bound, not a product timing)")
+                             "also oracle: the benchmark's balance-reading reference, and balance_check: fixed "
+                             "hours with a balance query before each charge at full price; neither is a product "
+                             "timing)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -523,7 +570,7 @@ def main() -> None:
                       f"{c['periods_begun'] - c['collected_full'] - c['collected_stepped'] - c['owed_at_end']} "
                       f"written off (suspension restarts, cancellations); failed calls {c['failed_full']} at full "
                       f"price, {c['failed_stepped']} stepped down; {c['days_allowance_spent']} subscription-days "
-                      f"with all 3 attempts failed")
+                      f"with all 3 attempts failed; {c['balance_queries']} balance queries")
                 print(f"  {'':9s}  seconds by phase: "
                       + ", ".join(f"{k} {v:.0f}" for k, v in r.phases.items() if v))
                 if r.timing == "subscriber":
@@ -536,6 +583,11 @@ def main() -> None:
             fixed_rpc = fixed.renewals / max(fixed.calls, 1)
             for other in results[1:]:
                 rpc = other.renewals / max(other.calls, 1)
+                if other.causes["balance_queries"]:
+                    # a balance query is a carrier call too
+                    calls = other.calls + other.causes["balance_queries"]
+                    print(f"  {other.timing} - {fixed.timing}: charge calls and balance queries {calls} "
+                          f"({calls / max(fixed.calls + fixed.causes['balance_queries'], 1):.3f} x)")
                 print(f"  {other.timing} - {fixed.timing}: renewals {other.renewals - fixed.renewals:+d} "
                       f"({(other.renewals / max(fixed.renewals, 1) - 1) * 100:+.1f}%), revenue units "
                       f"{other.revenue_units - fixed.revenue_units:+.0f} "
