@@ -171,12 +171,13 @@ $$;
 -- What a balance query before each charge at full price would do (benchmark only: the product has no
 -- balance query yet), on top of fixed hours or the subscriber timing: each hour, before sched.run_due,
 -- every renewal due now at full price, inside the window and with an attempt left today, is preceded
--- by one query (counted in bench.balance_queries, a carrier call). Covered, or covering only the
+-- by one query (counted in bench.balance_queries, a carrier call) when the subscriber's score at this
+-- hour (cp.timing_score) is below p_below (1: always). Covered, or covering only the
 -- stepped-down price: charged as the timing would (the second fails and steps down, as the product
 -- does). Not even that: no charge; the renewal moves to its next retry time (fixed or learned) as after
 -- a failure, without stepping down or ageing the subscription. Returns how many were held back.
 create table bench.balance_queries (hour timestamptz primary key, queries integer not null);
-create function bench.balance_check(p_decay float8) returns integer
+create function bench.balance_check(p_decay float8, p_below float8) returns integer
 language sql as $$
     with rules as materialized (
         select c.carrier_id, c.timezone, r.rules->>'charging_hours' as hours,
@@ -193,8 +194,15 @@ language sql as $$
         join bench.sim b using (subscriber_id)
         join rules r on r.carrier_id = b.carrier_id
         join prices p on p.carrier_id = b.carrier_id
+        left join cp.subscriber_timing t on t.subscriber_id = s.subscriber_id
+        left join cp.hour_stats hs
+               on hs.carrier_id = b.carrier_id
+              and hs.local_hour = extract(hour from cp.clock_now() at time zone r.timezone)
         where s.next_charge_at <= cp.clock_now() and s.retry_level = 0
           and s.status in ('active', 'retrying', 'grace', 'suspended')
+          -- only where the subscriber's history at this hour says the charge will likely fail
+          and cp.timing_score(t.hours, extract(hour from cp.clock_now() at time zone r.timezone)::int,
+                              hs.attempts, hs.successes) < p_below
           and cp.in_window((cp.clock_now() at time zone r.timezone)::time, r.hours)
           and (s.attempts_day is distinct from (cp.clock_now() at time zone r.timezone)::date
                or s.attempts_today < r.max_attempts)
@@ -348,7 +356,7 @@ cross join lateral (
 
 
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
-             decay: float, url: str | None = None) -> SimResult:
+             decay: float, url: str | None = None, check_below: float = 1.0) -> SimResult:
     name = f"bench_sim_{timing}"
     url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
@@ -393,7 +401,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 conn.execute("select bench.oracle_place(%s)", [decay])
                 lap("oracle")
             if balance_check:
-                conn.execute("select bench.balance_check(%s)", [decay])
+                conn.execute("select bench.balance_check(%s, %s)", [decay, check_below])
                 lap("oracle")
             while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
                 pass
@@ -539,6 +547,9 @@ def main() -> None:
                              "also oracle: the benchmark's balance-reading reference, and balance_check: fixed "
                              "hours with a balance query before each charge at full price, subscriber_check: the "
                              "same over the subscriber timing; none is a product timing)")
+    parser.add_argument("--check-below", type=float, default=1.0,
+                        help="balance_check / subscriber_check: query the balance only where the subscriber's "
+                             "score at the hour is below this (default 1: before every charge at full price)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -551,7 +562,7 @@ def main() -> None:
 
             def run(timing: str, url: str | None = None) -> SimResult:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
-                                args.decay, url=url)
+                                args.decay, url=url, check_below=args.check_below)
 
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
