@@ -380,7 +380,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
         ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
         t0 = time.monotonic()
         # where a simulated hour goes: wall seconds per phase, summed over the run
-        phases = dict.fromkeys(("top_up", "oracle", "run_due", "serve", "fold", "housekeeping"), 0.0)
+        phases = dict.fromkeys(("top_up", "oracle", "balance_check", "run_due", "serve", "fold", "housekeeping"), 0.0)
         mark = time.monotonic()
 
         def lap(phase: str) -> None:
@@ -402,7 +402,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 lap("oracle")
             if balance_check:
                 conn.execute("select bench.balance_check(%s, %s)", [decay, check_below])
-                lap("oracle")
+                lap("balance_check")
             while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
                 pass
             lap("run_due")
