@@ -175,9 +175,11 @@ $$;
 -- hour (cp.timing_score) is below p_below (1: always). Covered, or covering only the
 -- stepped-down price: charged as the timing would (the second fails and steps down, as the product
 -- does). Not even that: no charge; the renewal moves to its next retry time (fixed or learned) as after
--- a failure, without stepping down or ageing the subscription. Returns how many were held back.
+-- a failure, without stepping down or ageing the subscription; with p_hold_a_day (subscriber timing),
+-- to its best hour of the coming day instead (an empty balance stays empty until the next top-up, and
+-- the best hour is the one just after the usual top-up). Returns how many were held back.
 create table bench.balance_queries (hour timestamptz primary key, queries integer not null);
-create function bench.balance_check(p_decay float8, p_below float8) returns integer
+create function bench.balance_check(p_decay float8, p_below float8, p_hold_a_day boolean) returns integer
 language sql as $$
     with rules as materialized (
         select c.carrier_id, c.timezone, r.rules->>'charging_hours' as hours,
@@ -209,7 +211,10 @@ language sql as $$
     ), counted as (
         insert into bench.balance_queries select cp.clock_now(), count(*) from asked
     ), held as (
-        update cp.subscription s set next_charge_at = n.retry_at
+        update cp.subscription s
+        set next_charge_at = case when p_hold_a_day then cp.first_attempt_time(n.subscription_id,
+                                                                             cp.clock_now() + interval '1 hour')
+                                  else n.retry_at end
         from cp.next_retry_times(array(select subscription_id from asked where hold)) n
         where s.subscription_id = n.subscription_id
         returning 1
@@ -356,7 +361,7 @@ cross join lateral (
 
 
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
-             decay: float, url: str | None = None, check_below: float = 1.0) -> SimResult:
+             decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False) -> SimResult:
     name = f"bench_sim_{timing}"
     url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
@@ -401,7 +406,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 conn.execute("select bench.oracle_place(%s)", [decay])
                 lap("oracle")
             if balance_check:
-                conn.execute("select bench.balance_check(%s, %s)", [decay, check_below])
+                conn.execute("select bench.balance_check(%s, %s, %s)", [decay, check_below, hold_a_day])
                 lap("balance_check")
             while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
                 pass
@@ -550,6 +555,9 @@ def main() -> None:
     parser.add_argument("--check-below", type=float, default=1.0,
                         help="balance_check / subscriber_check: query the balance only where the subscriber's "
                              "score at the hour is below this (default 1: before every charge at full price)")
+    parser.add_argument("--hold-a-day", action="store_true",
+                        help="subscriber_check: a renewal whose balance query found too little waits for the "
+                             "subscriber's best hour of the coming day, not the next retry slot")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -562,7 +570,7 @@ def main() -> None:
 
             def run(timing: str, url: str | None = None) -> SimResult:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
-                                args.decay, url=url, check_below=args.check_below)
+                                args.decay, url=url, check_below=args.check_below, hold_a_day=args.hold_a_day)
 
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
