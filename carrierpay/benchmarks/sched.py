@@ -19,6 +19,11 @@ A charge succeeds when the balance at the attempt's moment covers it. The clock 
 (admin.set_clock); each hour runs the top-ups, sched.run_due, then adapter.claim_calls and
 adapter.complete_calls in batches, then sched.fold_hour_stats, as the daemons would.
 (b) Bulk-inserts N subscriptions due at once and times sched.run_due batches.
+
+`--timings fixed,oracle` adds a reference that is not a product timing: the oracle reads the simulated
+balances and charges exactly when a charge would succeed (bench.oracle_place). Each timing's summary
+says where renewals were lost (periods owed or written off, failed calls by price, days whose whole
+attempt allowance failed) and where the wall time went, phase by phase.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import os
 import shutil
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,6 +120,106 @@ begin
     return jsonb_array_length(v_docs);
 end
 $$;
+
+-- The oracle timing (benchmark only, never in the product): it reads each subscriber's simulated
+-- balance and, each hour before sched.run_due, makes due exactly the subscriptions whose charge would
+-- succeed now, inside the charging window and the day's attempt allowance. A subscription at full price
+-- whose balance covers only the stepped-down price (and will still cover it an hour later) is let fail
+-- once at full price, which is how the product steps down; every other subscription is held.
+-- Only periods already begun are charged (paid_through <= now), as the product would. Returns how many
+-- subscriptions were made due.
+create function bench.oracle_place(p_decay float8) returns integer
+language sql as $$
+    with rules as materialized (
+        select c.carrier_id, c.timezone, r.rules->>'charging_hours' as hours,
+               (r.rules->>'max_attempts_per_day')::int as max_attempts
+        from cp.carrier c cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
+    ), prices as materialized (
+        select carrier_id, max(amount_minor) filter (where variant = 'full') as full_price,
+               max(amount_minor) filter (where variant = 'half') as half_price
+        from cp.price_point group by carrier_id
+    ), cand as (
+        select s.subscription_id, s.retry_level, p.full_price, p.half_price,
+               b.balance * power(p_decay, extract(epoch from cp.clock_now() - b.balance_at) / 3600) as bal,
+               cp.in_window((cp.clock_now() at time zone r.timezone)::time, r.hours) as in_window,
+               r.max_attempts - case when s.attempts_day = (cp.clock_now() at time zone r.timezone)::date
+                                     then s.attempts_today else 0 end as attempts_left
+        from cp.subscription s
+        join bench.sim b using (subscriber_id)
+        join rules r on r.carrier_id = b.carrier_id
+        join prices p on p.carrier_id = b.carrier_id
+        where s.next_charge_at is not null and s.paid_through <= cp.clock_now()
+          and s.status in ('active', 'retrying', 'grace', 'suspended')
+    ), go as (
+        select subscription_id,
+               in_window and (
+                   (attempts_left >= 1 and bal >= case when retry_level = 0 then full_price else half_price end)
+                   or (attempts_left >= 2 and retry_level = 0 and bal < full_price and bal * p_decay >= half_price)
+               ) as go
+        from cand
+    ), placed as (
+        -- a held row is put a day ahead, so it is rewritten only when it may go (each hour decides anew)
+        update cp.subscription s
+        set next_charge_at = case when g.go then cp.clock_now() else cp.clock_now() + interval '1 day' end
+        from go g
+        where s.subscription_id = g.subscription_id
+          and (g.go or s.next_charge_at <= cp.clock_now() + interval '1 hour')
+        returning g.go
+    ) select (count(*) filter (where go))::int from placed
+$$;
+
+-- What a balance query before each charge at full price would do (benchmark only: the product has no
+-- balance query yet), on top of fixed hours or the subscriber timing: each hour, before sched.run_due,
+-- every renewal due now at full price, inside the window and with an attempt left today, is preceded
+-- by one query (counted in bench.balance_queries, a carrier call) when the subscriber's score at this
+-- hour (cp.timing_score) is below p_below (1: always). Covered, or covering only the
+-- stepped-down price: charged as the timing would (the second fails and steps down, as the product
+-- does). Not even that: no charge; the renewal moves to its next retry time (fixed or learned) as after
+-- a failure, without stepping down or ageing the subscription; with p_hold_a_day (subscriber timing),
+-- to its best hour of the coming day instead (an empty balance stays empty until the next top-up, and
+-- the best hour is the one just after the usual top-up). Returns how many were held back.
+create table bench.balance_queries (hour timestamptz primary key, queries integer not null);
+create function bench.balance_check(p_decay float8, p_below float8, p_hold_a_day boolean) returns integer
+language sql as $$
+    with rules as materialized (
+        select c.carrier_id, c.timezone, r.rules->>'charging_hours' as hours,
+               (r.rules->>'max_attempts_per_day')::int as max_attempts
+        from cp.carrier c cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
+    ), prices as materialized (
+        select carrier_id, max(amount_minor) filter (where variant = 'half') as half_price
+        from cp.price_point group by carrier_id
+    ), asked as materialized (
+        select s.subscription_id,
+               b.balance * power(p_decay, extract(epoch from cp.clock_now() - b.balance_at) / 3600) < p.half_price
+                   as hold
+        from cp.subscription s
+        join bench.sim b using (subscriber_id)
+        join rules r on r.carrier_id = b.carrier_id
+        join prices p on p.carrier_id = b.carrier_id
+        left join cp.subscriber_timing t on t.subscriber_id = s.subscriber_id
+        left join cp.hour_stats hs
+               on hs.carrier_id = b.carrier_id
+              and hs.local_hour = extract(hour from cp.clock_now() at time zone r.timezone)
+        where s.next_charge_at <= cp.clock_now() and s.retry_level = 0
+          and s.status in ('active', 'retrying', 'grace', 'suspended')
+          -- only where the subscriber's history at this hour says the charge will likely fail
+          and cp.timing_score(t.hours, extract(hour from cp.clock_now() at time zone r.timezone)::int,
+                              hs.attempts, hs.successes) < p_below
+          and cp.in_window((cp.clock_now() at time zone r.timezone)::time, r.hours)
+          and (s.attempts_day is distinct from (cp.clock_now() at time zone r.timezone)::date
+               or s.attempts_today < r.max_attempts)
+    ), counted as (
+        insert into bench.balance_queries select cp.clock_now(), count(*) from asked
+    ), held as (
+        update cp.subscription s
+        set next_charge_at = case when p_hold_a_day then cp.first_attempt_time(n.subscription_id,
+                                                                             cp.clock_now() + interval '1 hour')
+                                  else n.retry_at end
+        from cp.next_retry_times(array(select subscription_id from asked where hold)) n
+        where s.subscription_id = n.subscription_id
+        returning 1
+    ) select count(*)::int from held
+$$;
 """
 
 
@@ -129,6 +235,8 @@ class SimResult:
     statuses: dict[str, int]
     best_hours: dict[str, list[int]]
     timing_state: dict  # report.subscriber_timing(): state size and exploration share
+    causes: dict  # where renewals were lost (CAUSES_SQL)
+    phases: dict  # wall seconds per phase of the simulated hours
 
 
 class Server:
@@ -179,7 +287,17 @@ class Server:
             return {n: conn.execute(f"show {n}").fetchone()[0] for n in names}
 
 
+# admin.add_merchant creates the merchant's login role, and roles belong to the whole server: two
+# timings onboarding side by side (--parallel) would both create it and one would fail.
+_ONBOARD_LOCK = threading.Lock()
+
+
 def onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
+    with _ONBOARD_LOCK:
+        _onboard(conn, carriers, timing, tps)
+
+
+def _onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
     conn.execute("select admin.set_clock(%s)", [START])
     for i, (code, country, currency, tz, _full, _half) in enumerate(carriers):
         spec = {"code": code, "name": code, "country": country, "mcc": "999", "mnc": f"{i:02d}",
@@ -243,20 +361,39 @@ cross join lateral (
 
 
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
-             decay: float, url: str | None = None) -> SimResult:
+             decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False) -> SimResult:
     name = f"bench_sim_{timing}"
     url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
+    # The oracle is the benchmark's, not a product timing: its product keeps fixed hours, which the
+    # oracle overrides each hour (bench.oracle_place).
+    oracle = timing == "oracle"
+    # The benchmark's too: fixed hours (balance_check) or the subscriber timing (subscriber_check), with
+    # a balance query before each charge at full price.
+    balance_check = timing in ("balance_check", "subscriber_check")
+    product_timing = {"oracle": "fixed", "balance_check": "fixed", "subscriber_check": "subscriber"}.get(timing, timing)
     with psycopg.connect(url, autocommit=True) as conn:
-        onboard(conn, carriers, timing, tps=100_000)
+        onboard(conn, carriers, product_timing, tps=100_000)
         conn.execute(SIM_SQL)
         conn.execute("select setseed(0.42)")
         subscribers, subs = POPULATION_SQL.split("\n--\n")
         conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers})
         conn.execute(subs, {"start": START})
+        # each subscription's first due moment, to count the periods it could have paid by the end
+        conn.execute("create table bench.first_due as select subscription_id, next_charge_at from cp.subscription")
         conn.execute("analyze")
         ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
         t0 = time.monotonic()
+        # where a simulated hour goes: wall seconds per phase, summed over the run
+        phases = dict.fromkeys(("top_up", "oracle", "balance_check", "run_due", "serve", "fold", "housekeeping"), 0.0)
+        mark = time.monotonic()
+
+        def lap(phase: str) -> None:
+            nonlocal mark
+            now_s = time.monotonic()
+            phases[phase] += now_s - mark
+            mark = now_s
+
         for hour in range(days * 24):
             now = START + timedelta(hours=hour)
             conn.execute("select admin.set_clock(%s)", [now])
@@ -264,12 +401,22 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 local = conn.execute("select (%s::timestamptz at time zone %s)", [now, tz]).fetchone()[0]
                 conn.execute("select bench.top_up(%s, %s, %s, %s)",
                              [carrier_id, local.hour, (local.date() - START.date()).days, decay])
+            lap("top_up")
+            if oracle:
+                conn.execute("select bench.oracle_place(%s)", [decay])
+                lap("oracle")
+            if balance_check:
+                conn.execute("select bench.balance_check(%s, %s, %s)", [decay, check_below, hold_a_day])
+                lap("balance_check")
             while conn.execute("select sched.run_due(%s, 600)", [batch]).fetchone()[0] >= batch:
                 pass
+            lap("run_due")
             for _, code, _ in ids:
                 while conn.execute("select bench.serve(%s, %s, %s)", [code, batch, decay]).fetchone()[0] >= batch:
                     pass
+            lap("serve")
             conn.execute("select sched.fold_hour_stats()")
+            lap("fold")
             if hour == 0 or (hour + 1) % 24 == 0:
                 # What a running system does on its own: the history shipper moves the outboxes to the
                 # history store (without it the events alone would fill tens of GB at full size), and
@@ -283,6 +430,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                                          "from cp.carrier_call where operation = 'charge'").fetchone()
                 print(f"  [{timing}] day {day:2d}/{days}: {calls} charge calls, {ok} collected, "
                       f"{time.monotonic() - t0:.0f} s", flush=True)
+            lap("housekeeping")
         seconds = time.monotonic() - t0
         calls = conn.execute("select count(*) from cp.carrier_call where operation = 'charge'").fetchone()[0]
         renewals, full_price = conn.execute(
@@ -303,8 +451,44 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 "order by successes::float8 / attempts desc limit 3", [carrier_id])]
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             state = cur.execute("select * from report.subscriber_timing()").fetchone()
+            causes = cur.execute(CAUSES_SQL, {"end": START + timedelta(days=days)}).fetchone()
     server.drop_db(name)
-    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state)
+    return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state, causes,
+                     phases)
+
+
+# Where a timing loses renewals, in periods (one a day a subscription): the periods that began before
+# the end, those collected (at full price or stepped down), those still owed at the end, and those
+# written off (skipped when a suspended subscription restarts, or cancelled); the failed charge calls
+# by price; and the subscription-days whose whole attempt allowance failed (a success that day was
+# then impossible, whatever the balance did later).
+CAUSES_SQL = """
+with per_sub as (
+    select s.subscription_id, s.status,
+           floor(extract(epoch from %(end)s::timestamptz - f.next_charge_at) / 86400)::int + 1 as periods_begun,
+           case when s.status = 'cancelled' or s.paid_through > %(end)s::timestamptz then 0
+                else floor(extract(epoch from %(end)s::timestamptz - s.paid_through) / 86400)::int + 1 end as owed
+    from cp.subscription s join bench.first_due f using (subscription_id)
+), attempts as (
+    select p.subscription_id, (p.created_at at time zone c.timezone)::date as local_day, p.status,
+           p.amount_minor = pp.amount_minor as full_price
+    from cp.procedure p
+    join cp.carrier c on c.carrier_id = p.carrier_id
+    join cp.price_point pp on pp.carrier_id = p.carrier_id and pp.variant = 'full'
+    where p.kind = 'charge'
+), days as (
+    select subscription_id, local_day, count(*) as tries, count(*) filter (where status = 'succeeded') as ok
+    from attempts group by 1, 2
+)
+select (select sum(periods_begun) from per_sub) as periods_begun,
+       (select count(*) filter (where status = 'succeeded' and full_price) from attempts) as collected_full,
+       (select count(*) filter (where status = 'succeeded' and not full_price) from attempts) as collected_stepped,
+       (select sum(owed) from per_sub) as owed_at_end,
+       (select count(*) filter (where status = 'failed' and full_price) from attempts) as failed_full,
+       (select count(*) filter (where status = 'failed' and not full_price) from attempts) as failed_stepped,
+       (select count(*) filter (where tries >= 3 and ok = 0) from days) as days_allowance_spent,
+       (select coalesce(sum(queries), 0) from bench.balance_queries) as balance_queries
+"""
 
 
 DUE_SQL = """
@@ -364,7 +548,16 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true",
                         help="run the timings' simulations side by side (two at a time, one core each)")
     parser.add_argument("--timings", default="fixed,best_hour,subscriber",
-                        help="comma-separated timings to simulate, compared with the first (default: all three)")
+                        help="comma-separated timings to simulate, compared with the first (default: all three; "
+                             "also oracle: the benchmark's balance-reading reference, and balance_check: fixed "
+                             "hours with a balance query before each charge at full price, subscriber_check: the "
+                             "same over the subscriber timing; none is a product timing)")
+    parser.add_argument("--check-below", type=float, default=1.0,
+                        help="balance_check / subscriber_check: query the balance only where the subscriber's "
+                             "score at the hour is below this (default 1: before every charge at full price)")
+    parser.add_argument("--hold-a-day", action="store_true",
+                        help="subscriber_check: a renewal whose balance query found too little waits for the "
+                             "subscriber's best hour of the coming day, not the next retry slot")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -377,7 +570,7 @@ def main() -> None:
 
             def run(timing: str, url: str | None = None) -> SimResult:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
-                                args.decay, url=url)
+                                args.decay, url=url, check_below=args.check_below, hold_a_day=args.hold_a_day)
 
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
@@ -393,7 +586,16 @@ def main() -> None:
                       f"{r.calls / max(r.renewals, 1):.3f} calls per renewal, "
                       f"{r.renewals / max(r.calls, 1):.4f} renewals per call; end states {r.statuses}; "
                       f"best hours {r.best_hours}; {r.seconds:.0f} s")
-                if r.timing == "subscriber":
+                c = r.causes
+                print(f"  {'':9s}  periods: {c['periods_begun']} begun, {c['collected_full']} collected at full price, "
+                      f"{c['collected_stepped']} stepped down, {c['owed_at_end']} owed at the end, "
+                      f"{c['periods_begun'] - c['collected_full'] - c['collected_stepped'] - c['owed_at_end']} "
+                      f"written off (suspension restarts, cancellations); failed calls {c['failed_full']} at full "
+                      f"price, {c['failed_stepped']} stepped down; {c['days_allowance_spent']} subscription-days "
+                      f"with all 3 attempts failed; {c['balance_queries']} balance queries")
+                print(f"  {'':9s}  seconds by phase: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in r.phases.items() if v))
+                if r.timing in ("subscriber", "subscriber_check"):
                     t = r.timing_state
                     print(f"  {'':9s}  subscriber state: {t['subscribers']} subscribers, {t['row_bytes']} bytes a row, "
                           f"{t['stored_bytes_per_subscriber']} bytes each as stored with its index; "
@@ -403,6 +605,11 @@ def main() -> None:
             fixed_rpc = fixed.renewals / max(fixed.calls, 1)
             for other in results[1:]:
                 rpc = other.renewals / max(other.calls, 1)
+                if other.causes["balance_queries"]:
+                    # a balance query is a carrier call too
+                    calls = other.calls + other.causes["balance_queries"]
+                    print(f"  {other.timing} - {fixed.timing}: charge calls and balance queries {calls} "
+                          f"({calls / max(fixed.calls + fixed.causes['balance_queries'], 1):.3f} x)")
                 print(f"  {other.timing} - {fixed.timing}: renewals {other.renewals - fixed.renewals:+d} "
                       f"({(other.renewals / max(fixed.renewals, 1) - 1) * 100:+.1f}%), revenue units "
                       f"{other.revenue_units - fixed.revenue_units:+.0f} "
