@@ -62,6 +62,51 @@ as $$
     target api.list_subscriptions;
 $$;
 
+-- The items of a list that the pages up to ordinal p_last can hold, and how many there are, over every
+-- partition (p_list: payments, or subscriptions): each partition's first pages, read 100 at a time until
+-- that many were read or every partition ran out. A partition that cannot be reached is CP162, nothing
+-- read anywhere (as the twins, carrierpay/shards/front.py).
+create or replace function front.gather_items(p_list text, p_merchant text, p_from timestamptz, p_to timestamptz,
+                                              p_statuses text[], p_order text, p_merchant_identifier text,
+                                              p_last bigint, out o_total bigint, out o_items jsonb)
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_key text := case p_list when 'payments' then 'payments' else 'items' end;
+    v_round integer := 0;
+    v_more boolean;
+    v_part jsonb;
+begin
+    o_total := 0;
+    o_items := '[]'::jsonb;
+    loop
+        v_round := v_round + 1;
+        v_more := false;
+        -- Only the list asked for is read: the other branch's filter is constant false, so it never runs.
+        for v_part in select * from front.shard_list_payments(p_merchant, p_from, p_to, p_statuses, p_order,
+                                                              v_round, 100, p_merchant_identifier)
+                      where p_list = 'payments'
+                      union all
+                      select * from front.shard_list_subscriptions(p_merchant, p_statuses, v_round, 100)
+                      where p_list = 'subscriptions' loop
+            if v_round = 1 then
+                o_total := o_total + (v_part->>'total')::bigint;
+            end if;
+            o_items := o_items || (v_part->v_key);
+            v_more := v_more or jsonb_array_length(v_part->v_key) = 100;
+        end loop;
+        exit when not v_more or v_round::bigint * 100 >= p_last;
+    end loop;
+exception when internal_error then
+    -- PL/Proxy's connect failure.
+    if sqlerrm like '%PQconnectPoll%' then
+        perform cp.fail('CP162', 'a partition cannot be reached: retry later');
+    end if;
+    raise;
+end
+$$;
+
 -- CAMARA retrievePayments over every partition: the same arguments, document and errors as a shard's.
 create or replace function api.list_payments(p_merchant text, p_from timestamptz default null,
                                              p_to timestamptz default null, p_statuses text[] default null,
@@ -73,39 +118,17 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_window record;
-    v_round integer := 0;
-    v_total bigint := 0;
-    v_items jsonb := '[]'::jsonb;
-    v_more boolean;
-    v_part jsonb;
+    v_all record;
+    v_items jsonb;
 begin
     perform front.authorize_merchant(p_merchant);
     v_window := front.page_window(p_order, p_page, p_per_page);
-    -- The page's rows are among every partition's first o_last rows: read them 100 at a time until
-    -- that many were read or every partition ran out.
-    loop
-        v_round := v_round + 1;
-        v_more := false;
-        for v_part in select * from front.shard_list_payments(p_merchant, p_from, p_to, p_statuses, v_window.o_order,
-                                                              v_round, 100, p_merchant_identifier) loop
-            if v_round = 1 then
-                v_total := v_total + (v_part->>'total')::bigint;
-            end if;
-            v_items := v_items || (v_part->'payments');
-            v_more := v_more or jsonb_array_length(v_part->'payments') = 100;
-        end loop;
-        exit when not v_more or v_round::bigint * 100 >= v_window.o_last;
-    end loop;
-    v_items := front.merged_page(v_items, 'paymentCreationDate', 'paymentId', v_window.o_order, v_window.o_skip,
-                                 v_window.o_last);
-    return jsonb_build_object('total', v_total, 'payments', v_items,
+    v_all := front.gather_items('payments', p_merchant, p_from, p_to, p_statuses, v_window.o_order,
+                                p_merchant_identifier, v_window.o_last);
+    v_items := front.merged_page(v_all.o_items, 'paymentCreationDate', 'paymentId', v_window.o_order,
+                                 v_window.o_skip, v_window.o_last);
+    return jsonb_build_object('total', v_all.o_total, 'payments', v_items,
                               'last_index', v_window.o_skip + jsonb_array_length(v_items));
-exception when internal_error then
-    -- PL/Proxy's connect failure: nothing was read anywhere (as the twins, carrierpay/shards/front.py).
-    if sqlerrm like '%PQconnectPoll%' then
-        perform cp.fail('CP162', 'a partition cannot be reached: retry later');
-    end if;
-    raise;
 end
 $$;
 
@@ -118,33 +141,15 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_window record;
-    v_round integer := 0;
-    v_total bigint := 0;
-    v_items jsonb := '[]'::jsonb;
-    v_more boolean;
-    v_part jsonb;
+    v_all record;
+    v_items jsonb;
 begin
     perform front.authorize_merchant(p_merchant);
     v_window := front.page_window('desc', p_page, p_per_page);
-    loop
-        v_round := v_round + 1;
-        v_more := false;
-        for v_part in select * from front.shard_list_subscriptions(p_merchant, p_statuses, v_round, 100) loop
-            if v_round = 1 then
-                v_total := v_total + (v_part->>'total')::bigint;
-            end if;
-            v_items := v_items || (v_part->'items');
-            v_more := v_more or jsonb_array_length(v_part->'items') = 100;
-        end loop;
-        exit when not v_more or v_round::bigint * 100 >= v_window.o_last;
-    end loop;
-    v_items := front.merged_page(v_items, 'creationDate', 'subscriptionId', 'desc', v_window.o_skip, v_window.o_last);
-    return jsonb_build_object('total', v_total, 'items', v_items,
+    v_all := front.gather_items('subscriptions', p_merchant, null, null, p_statuses, 'desc', null, v_window.o_last);
+    v_items := front.merged_page(v_all.o_items, 'creationDate', 'subscriptionId', 'desc', v_window.o_skip,
+                                 v_window.o_last);
+    return jsonb_build_object('total', v_all.o_total, 'items', v_items,
                               'last_index', v_window.o_skip + jsonb_array_length(v_items));
-exception when internal_error then
-    if sqlerrm like '%PQconnectPoll%' then
-        perform cp.fail('CP162', 'a partition cannot be reached: retry later');
-    end if;
-    raise;
 end
 $$;
