@@ -184,6 +184,14 @@ class World:
                 raise AssertionError(f"procedure {procedure_id} is {status}, not one of {wanted}")
             await asyncio.sleep(0.05)
 
+    async def settled(self, carrier: str, procedure_id: int) -> str:
+        """Its final status; the batch operator's result file comes two hours after acceptance."""
+        if carrier == "batch_in":
+            await self.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
+                                  "where procedure_id = %s", procedure_id)
+            await self.advance(timedelta(hours=2))
+        return await self.wait_status(procedure_id)
+
     async def wait_until(self, sql: str, *params: Any, timeout: float = 20.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
