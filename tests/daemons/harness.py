@@ -64,7 +64,21 @@ def setup_database(url: str, specs: dict[str, dict], clock: SimClock) -> None:
                              [MERCHANT, PRODUCT, amount, currency, code])
 
 
-class World:
+class Statements:
+    """A test world's statements over its own connection (`self.conn`): all rows, or the first value."""
+
+    conn: psycopg.AsyncConnection
+
+    async def q(self, sql: str, *params: Any) -> list[tuple]:
+        cur = await self.conn.execute(sql, params or None)
+        return await cur.fetchall() if cur.description else []
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        rows = await self.q(sql, *params)
+        return rows[0][0] if rows else None
+
+
+class World(Statements):
     """Use as `async with World(db_url) as world:`; `world.sims[code]`, `world.q(...)`."""
 
     def __init__(self, db_url: str, *, carriers: list[str] | None = None, rules: dict | None = None,
@@ -125,14 +139,6 @@ class World:
         await self._stack.aclose()
 
     # ------------------------------------------------------------------ database helpers
-
-    async def q(self, sql: str, *params: Any) -> list[tuple]:
-        cur = await self.conn.execute(sql, params or None)
-        return await cur.fetchall() if cur.description else []
-
-    async def one(self, sql: str, *params: Any) -> Any:
-        rows = await self.q(sql, *params)
-        return rows[0][0] if rows else None
 
     async def charge(self, number: str, key: str, metadata: dict | None = None) -> int:
         document = await self.one("select api.charge(%s, %s, %s, %s, null, %s)", MERCHANT, number, PRODUCT, key,
