@@ -31,6 +31,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from psycopg_pool import AsyncConnectionPool
 
+from carrierpay import queries
+
 log = logging.getLogger("carrierpay.http")
 
 
@@ -251,6 +253,16 @@ class GuardedServer:
 
     def app(self) -> web.Application:
         raise NotImplementedError
+
+    async def health(self, request: web.Request) -> web.Response:
+        """GET /health: every answer these servers give comes from the database, so they are healthy
+        while it answers."""
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute(queries.PING)
+        except Exception:  # any failure means not healthy
+            return web.Response(status=503, text="database unavailable")
+        return web.Response(text="ok")
 
     async def start(self) -> Self:
         await self.pool.open(wait=False)

@@ -50,13 +50,24 @@ NUMBER = re.compile(r"^\+?\d{8,15}$")
 NUMBER_IN_SQL = re.compile(r"'(\+\d{8,15})'")
 
 
-def _cluster(root: Path, name: str) -> EmbeddedCluster:
+def clusters_root(prefix: str) -> Path:
+    """A new folder for a run's clusters, readable by the postgres user the clusters may run as."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("CARRIERPAY_TEST_TMPDIR", "/tmp")))
+    os.chmod(root, 0o755)
+    return root
+
+
+def start_cluster(root: Path, name: str, database: str) -> EmbeddedCluster:
+    """A running cluster for a front or a partition (prepared transactions on, for the fan-out's two-phase
+    commit), with an empty database of that name."""
     home = root / name
     home.mkdir()
     os.chmod(home, 0o755)
     cluster = EmbeddedCluster(home, fast=True, settings=SETTINGS)
     cluster.init()
     cluster.start()
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"create database {database} template template0 encoding utf8")
     return cluster
 
 
@@ -75,19 +86,13 @@ class ApiFront:
 
     @classmethod
     def start(cls) -> ApiFront:
-        root = Path(tempfile.mkdtemp(prefix="carrierpay-api-front-", dir=os.environ.get("CARRIERPAY_TEST_TMPDIR",
-                                                                                          "/tmp")))
-        os.chmod(root, 0o755)
+        root = clusters_root("carrierpay-api-front-")
         made: list[EmbeddedCluster] = []
         try:
             for name in ("front", "shard0", "shard1"):
-                made.append(_cluster(root, name))
-            with psycopg.connect(made[0].url("postgres"), autocommit=True) as conn:
-                conn.execute(f"create database {DATABASE} template template0 encoding utf8")
+                made.append(start_cluster(root, name, DATABASE if name == "front" else SEED))
             seeds = []
             for cluster in made[1:]:
-                with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-                    conn.execute(f"create database {SEED} template template0 encoding utf8")
                 create_available_extensions(cluster.url(SEED))
                 seeds.append(cluster.url(SEED))
             # The twins are generated from the seeds' catalog; each test's databases are copies of them.

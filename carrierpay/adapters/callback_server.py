@@ -205,14 +205,6 @@ class CallbackServer(GuardedServer):
         log.debug("MO %s: %s", code, answer.get("status"))
         return web.Response(text="OK")
 
-    async def health(self, request: web.Request) -> web.Response:
-        try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute(queries.PING)
-        except Exception:  # any failure means not healthy
-            return web.Response(status=503, text="database unavailable")
-        return web.Response(text="ok")
-
 
 def _peer_certificate(request: web.Request) -> PeerCertificate | None:
     transport = request.transport

@@ -48,14 +48,18 @@ select '+99' || (i %% 4) || lpad(i::text, 10, '0'),
 from generate_series(1, %(subscribers)s::bigint) i
 """
 
-# One charge per row of the series: carrier by subscriber, merchant and product by hash, the time
-# spread over the 30 days, and the outcome from a second hash.
-PROCEDURES_SQL = """
+# What a generated charge's terms are picked from: each carrier's price points numbered from 0 (j), with
+# their product and merchant, and the subscribers' count and first id.
+_TERMS = """
 with pp as (
     select row_number() over (partition by pp.carrier_id order by pp.price_point_id) - 1 as j, pp.price_point_id,
            pp.product_id, p.merchant_id, pp.carrier_id, pp.amount_minor, pp.currency
     from cp.price_point pp join cp.product p using (product_id)
-), nsub as (select count(*) as n, min(subscriber_id) as first from cp.subscriber),
+), nsub as (select count(*) as n, min(subscriber_id) as first from cp.subscriber),"""
+
+# One charge per row of the series: carrier by subscriber, merchant and product by hash, the time
+# spread over the 30 days, and the outcome from a second hash.
+PROCEDURES_SQL = _TERMS + """
 g as (
     select i, (hashint8(i) & 2147483647) %% 10000 as r, (hashint8(i + 99) & 2147483647) as h,
            nsub.first + i %% nsub.n as subscriber_id
@@ -115,12 +119,7 @@ where p.kind = 'charge' and p.status = 'succeeded' and p.procedure_id % 100 = 7
 # day (most of them minutes old) queued, leased to an adapter, awaiting a callback or unknown and
 # waiting for their next reconciliation turn; and one in ten older, unknown after their third turn
 # (the operator's queue). Each with its open call, and the queue row of a queued or leased one.
-OPEN_SQL = """
-with pp as (
-    select row_number() over (partition by pp.carrier_id order by pp.price_point_id) - 1 as j, pp.price_point_id,
-           pp.product_id, p.merchant_id, pp.carrier_id, pp.amount_minor, pp.currency
-    from cp.price_point pp join cp.product p using (product_id)
-), nsub as (select count(*) as n, min(subscriber_id) as first from cp.subscriber),
+OPEN_SQL = _TERMS + """
 g as (
     select i, (hashint8(i + 5) & 2147483647) %% 100 as k, (hashint8(i + 99) & 2147483647) as h,
            (hashint8(i + 3) & 2147483647)::float8 / 2147483647 as u, nsub.first + (hashint8(i) & 2147483647) %% nsub.n

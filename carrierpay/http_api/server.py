@@ -467,14 +467,6 @@ class ApiServer(GuardedServer):
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self.document.text, content_type="application/yaml")
 
-    async def health(self, request: web.Request) -> web.Response:
-        try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute(queries.PING)
-        except Exception:  # any failure means not healthy
-            return web.Response(status=503, text="database unavailable")
-        return web.Response(text="ok")
-
 
 def _one_document(sql: str, status: int) -> Handler:
     """An operation whose answer is the one document its SQL function returns (path parameters by name)."""

@@ -79,9 +79,7 @@ begin
                                v_product.product_id, v_pp.price_point_id, v_pp.variant, p_metadata => v_metadata);
     perform cp.register_sink(v_proc.procedure_id, p_request);
     return cp.idempotency_finish(v_merchant.merchant_id, v_key, cp.camara_payment(v_proc)
-        || case when v_optin.optin_id is null then '{}'::jsonb
-                else jsonb_build_object('validationInfo', jsonb_build_object(
-                         'action', 'validate', 'authorizationId', v_optin.optin_id::text)) end);
+        || cp.validation_info(v_optin.optin_id::text));
 end
 $$;
 
@@ -95,7 +93,6 @@ declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_proc cp.procedure := cp.prepared_charge(v_merchant.merchant_id, p_payment_id);
     v_step text := v_proc.metadata->'camara'->>'step';
-    v_answer jsonb;
 begin
     if v_step = 'cancelled' then
         perform cp.fail('CP125', format('payment %s has been cancelled', v_proc.procedure_id));
@@ -105,11 +102,7 @@ begin
     if (p_request->>'authorizationId') is distinct from (v_proc.metadata->'camara'->>'optin_id') then
         perform cp.fail('CP122', 'invalid authorizationId');
     end if;
-    v_answer := api.confirm_optin(p_merchant, (v_proc.metadata->'camara'->>'optin_id')::bigint, p_request->>'code');
-    if v_answer->>'status' <> 'confirmed' then
-        perform cp.fail(coalesce(v_answer->'error'->>'code', 'CP031'),
-                        format('invalid code (%s attempts left)', coalesce(v_answer->>'attempts_left', '0')));
-    end if;
+    perform cp.confirm_pin(p_merchant, (v_proc.metadata->'camara'->>'optin_id')::bigint, p_request->>'code');
     perform cp.set_camara_step(v_proc.procedure_id, 'reserved');
     return cp.camara_payment(p) from cp.procedure p where p.procedure_id = v_proc.procedure_id;
 end

@@ -436,6 +436,23 @@ begin
 end
 $$;
 
+-- Where a list's creation period ends, for retrievePayments and retrieveRefunds alike: now when only its
+-- start is given; a start after the end is p_code, naming p_field's gte and lte.
+create or replace function cp.creation_period_end(p_from timestamptz, p_to timestamptz, p_code text, p_field text)
+returns timestamptz
+language plpgsql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
+begin
+    if p_from > v_to then
+        perform cp.fail(p_code, format('%s.gte %s is after %s.lte %s', p_field, p_from, p_field, v_to));
+    end if;
+    return v_to;
+end
+$$;
+
 -- CAMARA retrievePayments: the merchant's charges created in a period (to: now when only from is
 -- given), with the given CAMARA statuses, one page of them and how many match in all.
 create or replace function api.list_payments(p_merchant text, p_from timestamptz default null,
@@ -448,12 +465,9 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
-    v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
+    v_to timestamptz := cp.creation_period_end(p_from, p_to, 'CP119', 'paymentCreationDate');
     v_page jsonb;
 begin
-    if p_from > v_to then
-        perform cp.fail('CP119', format('paymentCreationDate.gte %s is after paymentCreationDate.lte %s', p_from, v_to));
-    end if;
     v_page := cp.camara_page(array(
         select p from cp.procedure p
         where p.merchant_id = v_merchant.merchant_id and p.kind = 'charge'
@@ -572,11 +586,8 @@ as $$
 declare
     v_merchant cp.merchant := cp.authorize_merchant(p_merchant);
     v_charge cp.procedure := cp.merchant_charge(v_merchant.merchant_id, p_payment_id);
-    v_to timestamptz := coalesce(p_to, case when p_from is not null then cp.clock_now() end);
+    v_to timestamptz := cp.creation_period_end(p_from, p_to, 'CP121', 'refundCreationDate');
 begin
-    if p_from > v_to then
-        perform cp.fail('CP121', format('refundCreationDate.gte %s is after refundCreationDate.lte %s', p_from, v_to));
-    end if;
     return cp.camara_page(array(
         select r from cp.procedure r
         where r.parent_id = v_charge.procedure_id and r.kind = 'refund'
@@ -689,6 +700,35 @@ begin
 end
 $$;
 
+-- What a response names for the PIN still to be given (preparePayment, a subscription): the opt-in to
+-- validate, or nothing when none is wanted.
+create or replace function cp.validation_info(p_optin_id text) returns jsonb
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when p_optin_id is null then '{}'::jsonb
+                else jsonb_build_object('validationInfo', jsonb_build_object(
+                         'action', 'validate', 'authorizationId', p_optin_id)) end
+$$;
+
+-- A subscriber's PIN for an opt-in, as the HTTP API's validate steps take it (validatePayment, a
+-- consent's validate): api.confirm_optin, whose wrong PIN (counted all the same) is raised here as its
+-- code (CP031, CP033, CP037) instead of answered.
+create or replace function cp.confirm_pin(p_merchant text, p_optin_id bigint, p_code text) returns jsonb
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_answer jsonb := api.confirm_optin(p_merchant, p_optin_id, p_code);
+begin
+    if v_answer->>'status' <> 'confirmed' then
+        perform cp.fail(coalesce(v_answer->'error'->>'code', 'CP031'),
+                        format('invalid code (%s attempts left)', coalesce(v_answer->>'attempts_left', '0')));
+    end if;
+    return v_answer;
+end
+$$;
+
 -- POST /carrierpay/v1/subscriptions: api.subscribe; a PIN opt-in, when the regulation wants one, is
 -- named in validationInfo (confirm it with /consents/{authorizationId}/validate).
 create or replace function api.create_subscription(p_merchant text, p_request jsonb) returns jsonb
@@ -703,8 +743,7 @@ begin
                            'ext:subscription:' || (p_request->>'clientCorrelator'));
     return cp.subscription_resource((v_doc->>'id')::bigint)
         || jsonb_build_object('existing', coalesce((v_doc->>'existing')::boolean, false))
-        || case when v_doc ? 'optin_id' then jsonb_build_object('validationInfo', jsonb_build_object(
-                    'action', 'validate', 'authorizationId', v_doc->>'optin_id')) else '{}'::jsonb end;
+        || cp.validation_info(v_doc->>'optin_id');
 end
 $$;
 
@@ -789,11 +828,7 @@ begin
     if cp.path_id(p_consent_id) is null then
         perform cp.fail('CP030', format('no consent %L', left(p_consent_id, 64)));
     end if;
-    v_doc := api.confirm_optin(p_merchant, cp.path_id(p_consent_id), p_request->>'code');
-    if v_doc->>'status' <> 'confirmed' then
-        perform cp.fail(coalesce(v_doc->'error'->>'code', 'CP031'),
-                        format('invalid code (%s attempts left)', coalesce(v_doc->>'attempts_left', '0')));
-    end if;
+    v_doc := cp.confirm_pin(p_merchant, cp.path_id(p_consent_id), p_request->>'code');
     return jsonb_strip_nulls(jsonb_build_object('consentId', p_consent_id, 'status', 'confirmed',
                                                 'subscriptionId', v_doc->>'subscription_id'));
 end

@@ -6,6 +6,7 @@ import itertools
 import json
 from typing import Any
 
+from carrierpay.adapters.spec import CarrierSpec, load_spec
 from carrierpay.simulators.fleet import (  # noqa: F401  (the simulators' credentials, re-exported)
     AGGREGATOR_NG_SECRETS,
     BATCH_IN_SECRETS,
@@ -14,6 +15,17 @@ from carrierpay.simulators.fleet import (  # noqa: F401  (the simulators' creden
 )
 
 _ids = itertools.count(1)
+
+
+def simulated_spec(simulator: Any, carrier: str, msisdn: str, balance: int,
+                   charge_timeout_s: float | None = None) -> CarrierSpec:
+    """A carrier's spec pointed at its running simulator, which holds one subscriber with that balance;
+    a charge_timeout_s replaces the spec's own (to make charges time out)."""
+    simulator.add_subscriber(msisdn, balance)
+    spec = load_spec(carrier, base_url=simulator.url)
+    if charge_timeout_s is not None:
+        spec.data["operations"]["charge"]["timeout_s"] = charge_timeout_s
+    return spec
 
 
 def make_call(operation: str = "charge", **fields: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import hashlib
 from urllib.parse import urlencode
 
 import pytest
-from carrier_kit import AGGREGATOR_NG_SECRETS, CallbackSink, assert_no_secrets, make_call, status_call
+from carrier_kit import AGGREGATOR_NG_SECRETS, CallbackSink, assert_no_secrets, make_call, simulated_spec, status_call
 
 from carrierpay.adapters.callbacks import CallbackRejected, verify_and_parse_callback
 from carrierpay.adapters.http import HttpConnector
@@ -31,10 +31,7 @@ async def aggregator(balance: int = 50_000, *, refuse_first: int = 0, charge_tim
         seed=11,
     )
     async with simulator:
-        simulator.add_subscriber(MSISDN, balance)
-        spec = load_spec("aggregator_ng", base_url=simulator.url)
-        if charge_timeout_s is not None:
-            spec.data["operations"]["charge"]["timeout_s"] = charge_timeout_s
+        spec = simulated_spec(simulator, "aggregator_ng", MSISDN, balance, charge_timeout_s)
         async with CallbackSink(spec, AGGREGATOR_NG_SECRETS, refuse_first=refuse_first) as sink:
             async with HttpConnector(spec, AGGREGATOR_NG_SECRETS, callback_url=sink.url) as connector:
                 yield simulator, connector, sink

@@ -6,7 +6,7 @@ import contextlib
 from datetime import timedelta
 
 import pytest
-from carrier_kit import BATCH_IN_SECRETS, assert_no_secrets, make_call
+from carrier_kit import BATCH_IN_SECRETS, assert_no_secrets, make_call, simulated_spec
 
 from carrierpay.adapters.http import HttpConnector, fetch_report
 from carrierpay.adapters.reports import ReportNotReady, ReportUnreadable, parse_report
@@ -30,10 +30,7 @@ async def batch(balance: int = 10_000, *, charge_timeout_s: float | None = None)
         seed=5,
     )
     async with simulator:
-        simulator.add_subscriber(MSISDN, balance)
-        spec = load_spec("batch_in", base_url=simulator.url)
-        if charge_timeout_s is not None:
-            spec.data["operations"]["charge"]["timeout_s"] = charge_timeout_s
+        spec = simulated_spec(simulator, "batch_in", MSISDN, balance, charge_timeout_s)
         async with HttpConnector(spec, BATCH_IN_SECRETS) as connector:
             yield simulator, connector
 

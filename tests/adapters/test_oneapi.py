@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from carrier_kit import ONEAPI_GB_SECRETS, assert_no_secrets, make_call, status_call
+from carrier_kit import ONEAPI_GB_SECRETS, assert_no_secrets, make_call, simulated_spec, status_call
 
 from carrierpay.adapters.http import HttpConnector
 from carrierpay.adapters.spec import load_spec
@@ -23,10 +23,7 @@ async def oneapi(balance: int = 1000, *, charge_timeout_s: float | None = None, 
         flavor=flavor,
     )
     async with simulator:
-        simulator.add_subscriber(MSISDN, balance)
-        spec = load_spec("oneapi_gb", base_url=simulator.url)
-        if charge_timeout_s is not None:
-            spec.data["operations"]["charge"]["timeout_s"] = charge_timeout_s
+        spec = simulated_spec(simulator, "oneapi_gb", MSISDN, balance, charge_timeout_s)
         async with HttpConnector(spec, ONEAPI_GB_SECRETS) as connector:
             yield simulator, connector
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from carrier_kit import PARLAYX_ZA_SECRETS, assert_no_secrets, make_call, status_call
+from carrier_kit import PARLAYX_ZA_SECRETS, assert_no_secrets, make_call, simulated_spec, status_call
 
 from carrierpay.adapters.http import HttpConnector
-from carrierpay.adapters.spec import load_spec
 from carrierpay.simulators.parlayx import ParlayXSimulator
 
 MSISDN = "+27825550101"
@@ -24,10 +23,7 @@ async def parlayx(balance: int = 2000, *, secrets=None, charge_timeout_s: float 
         sp_id=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_ID"], sp_password=PARLAYX_ZA_SECRETS["PARLAYX_ZA_SP_PASSWORD"], seed=3
     )
     async with simulator:
-        simulator.add_subscriber(MSISDN, balance)
-        spec = load_spec("parlayx_za", base_url=simulator.url)
-        if charge_timeout_s is not None:
-            spec.data["operations"]["charge"]["timeout_s"] = charge_timeout_s
+        spec = simulated_spec(simulator, "parlayx_za", MSISDN, balance, charge_timeout_s)
         async with HttpConnector(spec, secrets or PARLAYX_ZA_SECRETS) as connector:
             yield simulator, connector
 

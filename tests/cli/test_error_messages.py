@@ -14,14 +14,13 @@ from sqlalchemy.engine import make_url
 
 from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.smpp.config import SmppConfigError, load_secrets_file
+from tests.cli.kit import run_cli
 
 NOBODY_LISTENS = "postgresql://postgres:x@127.0.0.1:1/carrierpay"
 
 
 def run(database_url: str, *args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"CARRIERPAY_DATABASE_URL": database_url, "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "carrierpay", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=cwd)
+    return run_cli(database_url, *args, columns=80, timeout=120, cwd=cwd)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

@@ -7,19 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-
-@pytest.fixture
-def cli(db_url):
-    env = os.environ | {"CARRIERPAY_DATABASE_URL": db_url, "COLUMNS": "250"}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "carrierpay", *args], capture_output=True, text=True, env=env,
-                              timeout=60)
-
-    return run
-
 
 def document(result: subprocess.CompletedProcess) -> dict:
     assert result.returncode == 0, result.stderr

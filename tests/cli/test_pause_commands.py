@@ -3,24 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-
-import pytest
 
 from tests.core.world import load_world
-
-
-@pytest.fixture
-def cli(db_url):
-    env = os.environ | {"CARRIERPAY_DATABASE_URL": db_url, "COLUMNS": "250"}
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "carrierpay", *args], capture_output=True, text=True, env=env,
-                              timeout=60)
-
-    return run
 
 
 def _claimable(conn, carrier: str) -> int:

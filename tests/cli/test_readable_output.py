@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
@@ -18,6 +16,7 @@ from rich.console import Console
 
 from carrierpay import queries
 from carrierpay.demo import amount, print_report
+from tests.cli.kit import run_cli
 from tests.core.world import claim, load_world, settle
 
 LONG_CARRIER = "aggregator_nigeria_mtn"
@@ -26,9 +25,7 @@ BIG_PRICE = 968_123_456  # minor units: "9,681,234.56" is what the demo prints, 
 
 
 def run(db_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"CARRIERPAY_DATABASE_URL": db_url, "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "carrierpay", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return run_cli(db_url, *args, columns=80, timeout=120)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -63,7 +64,21 @@ def setup_database(url: str, specs: dict[str, dict], clock: SimClock) -> None:
                              [MERCHANT, PRODUCT, amount, currency, code])
 
 
-class World:
+class Statements:
+    """A test world's statements over its own connection (`self.conn`): all rows, or the first value."""
+
+    conn: psycopg.AsyncConnection
+
+    async def q(self, sql: str, *params: Any) -> list[tuple]:
+        cur = await self.conn.execute(sql, params or None)
+        return await cur.fetchall() if cur.description else []
+
+    async def one(self, sql: str, *params: Any) -> Any:
+        rows = await self.q(sql, *params)
+        return rows[0][0] if rows else None
+
+
+class World(Statements):
     """Use as `async with World(db_url) as world:`; `world.sims[code]`, `world.q(...)`."""
 
     def __init__(self, db_url: str, *, carriers: list[str] | None = None, rules: dict | None = None,
@@ -125,18 +140,42 @@ class World:
 
     # ------------------------------------------------------------------ database helpers
 
-    async def q(self, sql: str, *params: Any) -> list[tuple]:
-        cur = await self.conn.execute(sql, params or None)
-        return await cur.fetchall() if cur.description else []
-
-    async def one(self, sql: str, *params: Any) -> Any:
-        rows = await self.q(sql, *params)
-        return rows[0][0] if rows else None
-
     async def charge(self, number: str, key: str, metadata: dict | None = None) -> int:
         document = await self.one("select api.charge(%s, %s, %s, %s, null, %s)", MERCHANT, number, PRODUCT, key,
                                   Jsonb(metadata or {}))
         return document["id"]
+
+    async def charge_many(self, carriers: list[str], per_carrier: int, *, first: int, key: str,
+                          poor_every: int) -> dict[int, str]:
+        """Charges of `per_carrier` new subscribers on each carrier, every `poor_every`-th of whom cannot
+        pay: {procedure id: carrier}."""
+        payments: dict[int, str] = {}
+        for code in carriers:
+            amount = CARRIERS[code][2]
+            for n in range(per_carrier):
+                number = msisdn(code, first + n)
+                self.sims[code].add_subscriber(number, amount - 1 if n % poor_every == 0 else amount * 3)
+                payments[await self.charge(number, f"{key}-{code}-{n}")] = code
+        return payments
+
+    async def until_carriers_hold(self, transactions: int, why: Callable[[], str] = str) -> None:
+        """Wait (a minute at most, in real time) until the carriers together hold that many transactions."""
+        deadline = asyncio.get_running_loop().time() + 60
+        while sum(len(sim.ledger.transactions) for sim in self.sims.values()) < transactions:
+            assert asyncio.get_running_loop().time() < deadline, why()
+            await asyncio.sleep(0.02)
+
+    async def open_charges_after(self, rounds: int) -> int:
+        """Give the daemons up to `rounds` half-seconds to settle every charge, moving the clock six
+        minutes each time (leases run out, reconciliation back-off is due); the charges still open."""
+        for _ in range(rounds):
+            open_ = await self.one("select count(*) from cp.procedure where kind = 'charge' "
+                                   "and status not in ('succeeded', 'failed')")
+            if open_ == 0:
+                break
+            await asyncio.sleep(0.5)
+            await self.advance(timedelta(minutes=6))
+        return open_
 
     async def status(self, procedure_id: int) -> str:
         return await self.one("select status::text from cp.procedure where procedure_id = %s", procedure_id)
@@ -150,6 +189,14 @@ class World:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"procedure {procedure_id} is {status}, not one of {wanted}")
             await asyncio.sleep(0.05)
+
+    async def settled(self, carrier: str, procedure_id: int) -> str:
+        """Its final status; the batch operator's result file comes two hours after acceptance."""
+        if carrier == "batch_in":
+            await self.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
+                                  "where procedure_id = %s", procedure_id)
+            await self.advance(timedelta(hours=2))
+        return await self.wait_status(procedure_id)
 
     async def wait_until(self, sql: str, *params: Any, timeout: float = 20.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -18,21 +18,11 @@ async def test_charge_succeeds_once_and_the_ledger_balances(db_url, carrier):
         amount = CARRIERS[carrier][2]
         sim.add_subscriber(number, amount * 3)
         payment = await world.charge(number, "k-1")
-        if carrier == "batch_in":  # accepted now; the day's result file settles it later
-            await settle_batch(world, payment)
-        assert await world.wait_status(payment) == "succeeded"
+        assert await world.settled(carrier, payment) == "succeeded"  # batch_in: by the day's result file
         assert len(sim.ledger.charges(number)) == 1
         assert sim.ledger.charged_total(number) == amount
         assert await world.journals_balanced()
         assert await world.receivable(carrier) == amount
-
-
-async def settle_batch(world: World, payment: int) -> str:
-    """The batch operator accepted the call; move time past the result file's delay."""
-    await world.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
-                           "where procedure_id = %s", payment)
-    await world.advance(timedelta(hours=2))
-    return await world.wait_status(payment)
 
 
 @pytest.mark.parametrize("carrier", list(CARRIERS))
@@ -42,7 +32,7 @@ async def test_insufficient_funds_fails_without_charging(db_url, carrier):
         number = msisdn(carrier, 102)
         sim.add_subscriber(number, CARRIERS[carrier][2] - 1)
         payment = await world.charge(number, "k-poor")
-        status = await (settle_batch(world, payment) if carrier == "batch_in" else world.wait_status(payment))
+        status = await world.settled(carrier, payment)
         assert status == "failed"
         assert await world.one("select reason from cp.procedure where procedure_id = %s", payment) == \
             "insufficient_funds"
@@ -58,11 +48,9 @@ async def test_refund_reverses_the_charge_at_the_carrier_and_in_the_ledger(db_ur
         amount = CARRIERS[carrier][2]
         sim.add_subscriber(number, amount * 2)
         payment = await world.charge(number, "k-r")
-        if carrier == "batch_in":
-            await settle_batch(world, payment)
-        assert await world.wait_status(payment) == "succeeded"
+        assert await world.settled(carrier, payment) == "succeeded"
         refund = (await world.one("select api.refund(%s, %s, 'r-1')", MERCHANT, payment))["id"]
-        status = await (settle_batch(world, refund) if carrier == "batch_in" else world.wait_status(refund))
+        status = await world.settled(carrier, refund)
         assert status == "succeeded"
         assert await world.status(payment) == "refunded"
         assert sim.ledger.refunded_total(number) == amount
@@ -97,7 +85,7 @@ async def test_a_throttled_charge_is_requeued_with_the_same_correlator_and_charg
         for _ in range(2):
             await world.advance(timedelta(seconds=6))
             await asyncio.sleep(0.3)
-        status = await (settle_batch(world, payment) if carrier == "batch_in" else world.wait_status(payment))
+        status = await world.settled(carrier, payment)
         assert status == "succeeded"
         calls = await world.q("select correlator from cp.carrier_call where procedure_id = %s and operation = 'charge'",
                               payment)

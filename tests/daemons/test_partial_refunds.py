@@ -3,19 +3,8 @@ rest; each carrier's own ledger shows exactly what we booked, and the merchant h
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from harness import CARRIERS, MERCHANT, World, msisdn
-
-
-async def settled(world: World, carrier: str, procedure_id: int) -> str:
-    """Its final status; the batch operator's result file comes two hours after acceptance."""
-    if carrier == "batch_in":
-        await world.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
-                               "where procedure_id = %s", procedure_id)
-        await world.advance(timedelta(hours=2))
-    return await world.wait_status(procedure_id)
 
 
 @pytest.mark.parametrize("carrier", list(CARRIERS))
@@ -27,16 +16,16 @@ async def test_a_payment_refunded_in_two_parts(db_url, carrier):
         amount = CARRIERS[carrier][2]
         sim.add_subscriber(number, amount * 3)
         payment = await world.charge(number, f"k-{carrier}")
-        assert await settled(world, carrier, payment) == "succeeded"
+        assert await world.settled(carrier, payment) == "succeeded"
 
         part = amount // 5 * 2
         first = (await world.one("select api.refund(%s, %s, 'r-1', %s, 'part')", MERCHANT, payment, part))["id"]
-        assert await settled(world, carrier, first) == "succeeded"
+        assert await world.settled(carrier, first) == "succeeded"
         assert await world.status(payment) == "partially_refunded"
         assert sim.ledger.refunded_total(number) == part
 
         rest = (await world.one("select api.refund(%s, %s, 'r-2', null, 'rest')", MERCHANT, payment))["id"]
-        assert await settled(world, carrier, rest) == "succeeded"
+        assert await world.settled(carrier, rest) == "succeeded"
         assert await world.status(payment) == "refunded"
         assert [t.amount_minor for t in sim.ledger.refunds(number)] == [part, amount - part]
         assert await world.receivable(carrier) == sim.ledger.charged_total() - sim.ledger.refunded_total() == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import Statements
 from psycopg.types.json import Jsonb
 
 from carrierpay.adapters.daemon import AdapterDaemon
@@ -41,7 +42,7 @@ def number(n: int) -> str:
     return f"+25471150{n:04d}"
 
 
-class TwoStepWorld:
+class TwoStepWorld(Statements):
     """The simulator, the carrier onboarded from its spec, a merchant and a price, and the adapter daemon."""
 
     def __init__(self, url: str) -> None:
@@ -91,14 +92,6 @@ class TwoStepWorld:
     async def advance(self, delta: timedelta) -> None:
         self.sim.clock.advance(delta)
         await self.q("select admin.advance_clock(%s)", delta)
-
-    async def q(self, sql: str, *params: Any) -> list[tuple]:
-        cur = await self.conn.execute(sql, params or None)
-        return await cur.fetchall() if cur.description else []
-
-    async def one(self, sql: str, *params: Any) -> Any:
-        rows = await self.q(sql, *params)
-        return rows[0][0] if rows else None
 
     async def charge(self, msisdn: str, key: str) -> int:
         return (await self.one("select api.charge('acme', %s, 'gems', %s)", msisdn, key))["id"]

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemons"))
-from harness import CARRIERS, SECRETS, World, assert_each_payment_settled_once, msisdn  # noqa: E402
+from harness import SECRETS, World, assert_each_payment_settled_once  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DIALECTS = ["oneapi_gb", "parlayx_za", "aggregator_ng"]
@@ -52,21 +52,11 @@ async def test_sigkill_mid_flight_loses_and_doubles_nothing(db_url, tmp_path):
                      not_deduplicated=("parlayx_za",)) as world:
         for sim in world.sims.values():
             sim.faults.latency_s, sim.faults.latency_jitter_s = 0.2, 0.4  # so calls are in flight
-        payments: dict[int, str] = {}
-        for code in DIALECTS:
-            amount = CARRIERS[code][2]
-            for n in range(PER_CARRIER):
-                number = msisdn(code, 1000 + n)
-                # every fifth subscriber cannot pay
-                world.sims[code].add_subscriber(number, amount - 1 if n % 5 == 0 else amount * 3)
-                payments[await world.charge(number, f"kill-{code}-{n}")] = code
+        payments = await world.charge_many(DIALECTS, PER_CARRIER, first=1000, key="kill", poor_every=5)
 
         first = await start_adapter(world, log)
         try:
-            deadline = asyncio.get_running_loop().time() + 60
-            while sum(len(sim.ledger.transactions) for sim in world.sims.values()) < 40:
-                assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
-                await asyncio.sleep(0.02)
+            await world.until_carriers_hold(40, lambda: log.read_text()[-3000:])
         finally:
             await stop(first, signal.SIGKILL)
         leased = await world.one("select count(*) from cp.call_queue where lease_until is not null")
@@ -80,15 +70,7 @@ async def test_sigkill_mid_flight_loses_and_doubles_nothing(db_url, tmp_path):
         second = await start_adapter(world, log)
         world.start_reconciler()
         try:
-            for _ in range(120):
-                open_ = await world.one(
-                    "select count(*) from cp.procedure where kind = 'charge' "
-                    "and status not in ('succeeded', 'failed')")
-                if open_ == 0:
-                    break
-                await asyncio.sleep(0.5)
-                await world.advance(timedelta(minutes=6))  # reconciliation back-off is due
-            assert open_ == 0, log.read_text()[-3000:]
+            assert await world.open_charges_after(120) == 0, log.read_text()[-3000:]
         finally:
             await stop(second)
 

@@ -4,20 +4,16 @@ per run. Tests share it, so each uses merchant codes and numbers of its own."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from carrierpay.embedded import EmbeddedCluster, create_available_extensions
 from carrierpay.shards import fanout, front
+from tests.front_kit import DATABASE, clusters_root, start_cluster
 
-SETTINGS = {"max_prepared_transactions": "10", "shared_buffers": "'32MB'", "max_connections": "60"}
-DATABASE = "carrierpay"
 # A carrier whose numbers the tests use (+447700900…), in the spec form admin.onboard_carrier takes.
 CARRIER = {
     "code": "shard_gb", "name": "Shard GB", "country": "GB", "mcc": "234", "mnc": "15", "currency": "GBP",
@@ -38,26 +34,13 @@ class Sharded:
         return fanout.apply_admin(self.front_url, function, arguments)
 
 
-def _cluster(root: Path, name: str) -> EmbeddedCluster:
-    home = root / name
-    home.mkdir()
-    os.chmod(home, 0o755)
-    cluster = EmbeddedCluster(home, fast=True, settings=SETTINGS)
-    cluster.init()
-    cluster.start()
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"create database {DATABASE} template template0 encoding utf8")
-    return cluster
-
-
 @pytest.fixture(scope="session")
 def sharded():
-    root = Path(tempfile.mkdtemp(prefix="carrierpay-shards-", dir=os.environ.get("CARRIERPAY_TEST_TMPDIR", "/tmp")))
-    os.chmod(root, 0o755)
+    root = clusters_root("carrierpay-shards-")
     clusters: list[EmbeddedCluster] = []
     try:
         for name in ("front", "shard0", "shard1"):
-            clusters.append(_cluster(root, name))
+            clusters.append(start_cluster(root, name, DATABASE))
         shard_urls = [cluster.url(DATABASE) for cluster in clusters[1:]]
         for url in shard_urls:
             create_available_extensions(url)
