@@ -8,7 +8,8 @@ import pytest
 
 from carrierpay.migrate import PARTITION_ID_BITS
 from carrierpay.shards import fanout, move
-from tests.shards.conftest import DATABASE, _cluster, login_url, merchant, msisdn_on
+from tests.front_kit import DATABASE, start_cluster
+from tests.shards.conftest import login_url, merchant, msisdn_on
 
 
 def test_a_partition_moves_to_a_new_cluster_with_its_subscribers_and_ids(sharded, tmp_path_factory):
@@ -18,7 +19,7 @@ def test_a_partition_moves_to_a_new_cluster_with_its_subscribers_and_ids(sharded
         before = api.execute("select api.charge('moving_shop', %s, 'gems', 'before-move')", [number]).fetchone()[0]
     root = tmp_path_factory.mktemp("new-node")
     root.chmod(0o755)
-    new_node = _cluster(root, "shard1b")
+    new_node = start_cluster(root, "shard1b", DATABASE)
     sharded.clusters.append(new_node)  # stopped with the others
     source = sharded.shard_urls[1]
     counts = move.move(sharded.front_url, 1, source, new_node.url(DATABASE))
