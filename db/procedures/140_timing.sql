@@ -73,9 +73,40 @@ begin
 end
 $$;
 
+-- How strongly "every day" counts against a subscriber's own gaps between full-price days when their
+-- cycle is planned with: as one gap, so a single gap of four days plans three and it takes a few to trust.
+create or replace function cp.timing_rhythm_prior_weight() returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 1.0::float8 $$;
+
+-- The whole days between a subscriber's likely top-up days to plan with: their learned cycle
+-- (p_cycle_tenths over p_gaps gaps) shrunk towards every day, rounded; 1 (every day) with no history.
+create or replace function cp.timing_rhythm_days(p_cycle_tenths smallint, p_gaps smallint) returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select greatest(1, round((coalesce(p_gaps, 0) * coalesce(p_cycle_tenths, 10) / 10.0
+                              + cp.timing_rhythm_prior_weight())
+                             / (coalesce(p_gaps, 0) + cp.timing_rhythm_prior_weight()))::int)
+$$;
+
+-- The subscriber's next likely top-up day on or after p_from: their last full-price day plus whole
+-- cycles (p_days); p_from itself when no rhythm is known (p_last null or every day).
+create or replace function cp.timing_rhythm_day(p_last date, p_days integer, p_from date) returns date
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when p_last is null or coalesce(p_days, 1) <= 1 or p_from is null then p_from
+                else p_last + (ceil((p_from - p_last)::numeric / p_days)::int * p_days) end
+$$;
+
 -- When the first attempt of a period falls due (p_due: the period's start): at p_due itself unless
--- the product times by subscriber, then at the subscriber's best hour of the day that starts at p_due
--- (p_due or one of the next 23 whole local hours), inside the charging window.
+-- the product times by subscriber. Then, where their history shows a top-up rhythm of two days or
+-- more, on their next likely top-up day (never more than the carrier's grace days after p_due, else
+-- p_due's day): a full-price attempt between top-ups fails and steps the whole period down. On that
+-- day (the day that starts at p_due when it is p_due's), at their best hour inside the charging window.
+-- An exploring attempt (cp.timing_exploration_share()) ignores the rhythm, so a shorter one is still seen.
 create or replace function cp.first_attempt_time(p_subscription_id bigint, p_due timestamptz) returns timestamptz
 language plpgsql volatile
 set search_path = pg_catalog, cp, pg_temp
@@ -84,8 +115,14 @@ declare
     v_subscriber_id bigint;
     v_carrier_id integer;
     v_tz text;
-    v_hours text;
+    v_rules jsonb;
     v_local timestamp;
+    v_explore boolean := random() < cp.timing_exploration_share();
+    v_last date;
+    v_days integer;
+    v_from date;
+    v_day date;
+    v_slots timestamp[];
     v_slot timestamp;
 begin
     select s.subscriber_id, s.carrier_id into v_subscriber_id, v_carrier_id
@@ -95,25 +132,45 @@ begin
         return p_due;
     end if;
     v_tz := cp.subscriber_timezone(v_subscriber_id);
-    v_hours := cp.effective_rules(v_carrier_id)->>'charging_hours';
+    v_rules := cp.effective_rules(v_carrier_id);
     v_local := p_due at time zone v_tz;
-    v_slot := cp.subscriber_slot(v_subscriber_id, v_carrier_id,
-                                 array(select x.slot
-                                       from (select v_local as slot
-                                             union all
-                                             select date_trunc('hour', v_local) + make_interval(hours => h)
-                                             from generate_series(1, 23) h) x
-                                       where cp.in_window(x.slot::time, v_hours)
-                                       order by x.slot),
-                                 random() < cp.timing_exploration_share());
+    -- the period's first day of slots: p_due and the next 23 whole local hours, inside the window
+    v_slots := array(select x.slot
+                     from (select v_local as slot
+                           union all
+                           select date_trunc('hour', v_local) + make_interval(hours => h)
+                           from generate_series(1, 23) h) x
+                     where cp.in_window(x.slot::time, v_rules->>'charging_hours')
+                     order by x.slot);
+    select t.last_full_day, cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps) into v_last, v_days
+    from cp.subscriber_timing t where t.subscriber_id = v_subscriber_id;
+    if not v_explore and v_days > 1 then
+        -- a period already begun (paid late) is placed from today, not from its start
+        v_from := greatest(v_local::date, (cp.clock_now() at time zone v_tz)::date);
+        v_day := cp.timing_rhythm_day(v_last, v_days, v_from);
+        if v_day > v_from and v_day <= v_local::date + coalesce((v_rules->>'grace_days')::int, 0) then
+            perform pg_catalog.nextval('cp.timing_rhythm_waits');
+            v_slots := array(select x.slot
+                             from (select v_day + make_interval(hours => h) as slot from generate_series(0, 23) h) x
+                             where x.slot >= v_local and cp.in_window(x.slot::time, v_rules->>'charging_hours')
+                             order by x.slot);
+        elsif v_day = v_local::date
+              and exists (select 1 from unnest(v_slots) x (slot) where x.slot::date = v_day) then
+            -- the top-up day is p_due's own: its slots, not the next morning's
+            v_slots := array(select x.slot from unnest(v_slots) x (slot) where x.slot::date = v_day order by x.slot);
+        end if;
+    end if;
+    v_slot := cp.subscriber_slot(v_subscriber_id, v_carrier_id, v_slots, v_explore);
     return coalesce(v_slot at time zone v_tz, p_due);
 end
 $$;
 
--- Fold the appended renewal outcomes into each subscriber's 48 bytes: attempts and successes per
--- local hour, both halved once an hour passes 60 attempts (recent habits weigh more, a byte never
--- overflows). One folder at a time (the others skip): two would read the same old bytes. Returns
--- how many subscribers were updated.
+-- Fold the appended renewal outcomes into each subscriber's row: attempts and successes per local hour
+-- (48 bytes), both halved once an hour passes 60 attempts (recent habits weigh more, a byte never
+-- overflows); and their top-up rhythm: the latest local day with a success at full price and, from
+-- the gap since the one before (at most 7 days), the cycle between such days, each new gap weighing
+-- half. One folder at a time (the others skip): two would read the same old row. Returns how many
+-- subscribers were updated.
 create or replace function cp.fold_subscriber_hours() returns integer
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -125,10 +182,13 @@ begin
         return 0;
     end if;
     with folded as (
-        delete from cp.subscriber_hour_delta returning subscriber_id, local_hour, success
+        delete from cp.subscriber_hour_delta returning subscriber_id, local_hour, success, local_day, full_price
     ), sums as (
         select subscriber_id, local_hour, count(*)::int as a, (count(*) filter (where success))::int as s
         from folded group by 1, 2
+    ), full_days as (
+        select subscriber_id, max(local_day) filter (where success and full_price) as full_day
+        from folded group by 1
     ), merged as (
         select t.subscriber_id,
                pg_catalog.decode(string_agg(lpad(to_hex(n.a), 2, '0'), '' order by h.h)
@@ -142,10 +202,26 @@ begin
         cross join lateral (select least(case when x.a > 60 then x.a / 2 else x.a end, 255) as a,
                                    least(case when x.a > 60 then x.s / 2 else x.s end, 255) as s) n
         group by t.subscriber_id
+    ), rhythm as (
+        select m.subscriber_id, m.hours,
+               case when f.full_day > o.last_full_day or o.last_full_day is null
+                    then coalesce(f.full_day, o.last_full_day) else o.last_full_day end as last_full_day,
+               case when f.full_day > o.last_full_day
+                    then round(case when o.cycle_tenths is null then 10 * g.gap
+                                    else (o.cycle_tenths + 10 * g.gap) / 2.0 end)::smallint
+                    else o.cycle_tenths end as cycle_tenths,
+               case when f.full_day > o.last_full_day then least(o.cycle_gaps + 1, 15)::smallint
+                    else coalesce(o.cycle_gaps, 0::smallint) end as cycle_gaps
+        from merged m
+        join full_days f using (subscriber_id)
+        left join cp.subscriber_timing o using (subscriber_id)
+        cross join lateral (select least(f.full_day - o.last_full_day, 7) as gap) g
     )
-    insert into cp.subscriber_timing as st (subscriber_id, hours)
-    select subscriber_id, hours from merged
-    on conflict (subscriber_id) do update set hours = excluded.hours;
+    insert into cp.subscriber_timing as st (subscriber_id, hours, last_full_day, cycle_tenths, cycle_gaps)
+    select subscriber_id, hours, last_full_day, cycle_tenths, cycle_gaps from rhythm
+    on conflict (subscriber_id) do update
+        set hours = excluded.hours, last_full_day = excluded.last_full_day,
+            cycle_tenths = excluded.cycle_tenths, cycle_gaps = excluded.cycle_gaps;
     get diagnostics v_rows = row_count;
     return v_rows;
 end
@@ -170,6 +246,23 @@ as $$
          (select case when is_called then last_value else 0 end as explorations from cp.timing_explorations) e
 $$;
 
+-- What the subscriber timing learned of top-up rhythms, for benchmarks and DBAs: subscribers with a
+-- full-price day seen, those planned on a rhythm of two days or more, its mean among them, and how
+-- many first attempts were moved to a later likely top-up day.
+create or replace function report.subscriber_rhythm() returns table (
+    with_full_day bigint, on_rhythm bigint, mean_rhythm_days numeric, waits bigint
+)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select count(*) filter (where t.last_full_day is not null),
+           count(*) filter (where cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps) > 1),
+           round(avg(cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps))
+                 filter (where cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps) > 1), 2),
+           (select case when is_called then last_value else 0 end from cp.timing_rhythm_waits)
+    from cp.subscriber_timing t
+$$;
+
 -- Count charge attempts and their successes in the carrier × local hour statistics: append-only rows,
 -- one per carrier × hour of the batch (sched.fold_hour_stats folds them, so no shared counter row is
 -- updated on the payment path).
@@ -184,11 +277,13 @@ as $$
     from unnest(p_procs) p
     group by 1, 2;
     -- and per subscriber, for renewals (folded into cp.subscriber_timing, db/procedures/140_timing.sql)
-    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success)
-    select p.subscriber_id,
-           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint, p_success
+    -- (the subscription's retry level is read before the outcome moves it: 0 is the full price)
+    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success, local_day, full_price)
+    select p.subscriber_id, extract(hour from l.local_now)::smallint, p_success, l.local_now::date,
+           s.retry_level = 0 and not p.metadata ? 'partial'
     from unnest(p_procs) p
-    where p.subscription_id is not null
+    join cp.subscription s on s.subscription_id = p.subscription_id
+    cross join lateral (select cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id) as local_now) l
 $$;
 
 -- When to try each subscription's charge next: the product's fixed hours, or the soonest of the
