@@ -602,8 +602,8 @@ def main() -> None:
                           f"{t['stored_bytes_per_subscriber']} bytes each as stored with its index; "
                           f"{t['explorations']} of {t['choices']} placed attempts explored "
                           f"({float(t['exploration_share'] or 0) * 100:.1f}%); top-up rhythm: "
-                          f"{t['with_full_day']} with a full-price day, {t['on_rhythm']} planned on a rhythm of "
-                          f"2+ days (mean {t['mean_rhythm_days']}), {t['waits']} first attempts moved to a "
+                          f"{t['with_topup']} with a top-up seen, {t['on_rhythm']} planned on a rhythm of "
+                          f"2+ days (mean {t['mean_rhythm_days']}), {t['waits']} attempts moved to a "
                           f"likely top-up day")
             fixed = results[0]
             fixed_rpc = fixed.renewals / max(fixed.calls, 1)
