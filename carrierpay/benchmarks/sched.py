@@ -234,7 +234,7 @@ class SimResult:
     revenue_units: float
     statuses: dict[str, int]
     best_hours: dict[str, list[int]]
-    timing_state: dict  # report.subscriber_timing(): state size and exploration share
+    timing_state: dict  # report.subscriber_timing() and report.subscriber_rhythm(): state, exploration, rhythm
     causes: dict  # where renewals were lost (CAUSES_SQL)
     phases: dict  # wall seconds per phase of the simulated hours
 
@@ -451,6 +451,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
                 "order by successes::float8 / attempts desc limit 3", [carrier_id])]
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             state = cur.execute("select * from report.subscriber_timing()").fetchone()
+            state.update(cur.execute("select * from report.subscriber_rhythm()").fetchone())
             causes = cur.execute(CAUSES_SQL, {"end": START + timedelta(days=days)}).fetchone()
     server.drop_db(name)
     return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state, causes,
@@ -600,7 +601,10 @@ def main() -> None:
                     print(f"  {'':9s}  subscriber state: {t['subscribers']} subscribers, {t['row_bytes']} bytes a row, "
                           f"{t['stored_bytes_per_subscriber']} bytes each as stored with its index; "
                           f"{t['explorations']} of {t['choices']} placed attempts explored "
-                          f"({float(t['exploration_share'] or 0) * 100:.1f}%)")
+                          f"({float(t['exploration_share'] or 0) * 100:.1f}%); top-up rhythm: "
+                          f"{t['with_topup']} with a top-up seen, {t['on_rhythm']} planned on a rhythm of "
+                          f"2+ days (mean {t['mean_rhythm_days']}), {t['waits']} attempts moved to a "
+                          f"likely top-up day")
             fixed = results[0]
             fixed_rpc = fixed.renewals / max(fixed.calls, 1)
             for other in results[1:]:

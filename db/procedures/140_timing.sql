@@ -1,7 +1,8 @@
 -- Per-subscriber charging times (product retry_timing 'subscriber'): each subscriber's own success by
 -- local hour, shrunk towards the carrier × hour rate while their history is thin, times the first
 -- attempt of each period and every retry, inside the charging window and the day's attempt allowance
--- (docs/scheduling.md, "Per-subscriber timing"). State: 48 bytes a subscriber (cp.subscriber_timing).
+-- and, where their history shows a top-up rhythm, puts a period's first attempt on a likely top-up day
+-- (docs/scheduling.md, "Per-subscriber timing"). State: 60 bytes a subscriber (cp.subscriber_timing).
 
 -- How strongly the carrier × hour rate counts against a subscriber's own attempts at that hour: as
 -- many pseudo-attempts as this, so four of their own outcomes weigh as much as the carrier's habit.
@@ -17,6 +18,14 @@ create or replace function cp.timing_retry_hours() returns integer
 language sql immutable
 set search_path = pg_catalog, cp, pg_temp
 as $$ select 2 $$;
+
+-- How long after a top-up seen began a subscriber-timed retry goes at the soonest allowed slot rather
+-- than at their best hours: what a top-up leaves after a full price drains by 4% an hour in the habits
+-- seen, so a stepped-down retry the next day finds little of it.
+create or replace function cp.timing_fresh_topup() returns interval
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select interval '2 hours' $$;
 
 -- The share of timed attempts (subscriber and best_hour timings) placed at a random allowed slot, so
 -- hours never tried can still be learned; the rest go to the best-scoring hours.
@@ -73,9 +82,40 @@ begin
 end
 $$;
 
+-- How strongly "every day" counts against a subscriber's own gaps between top-ups when their cycle is
+-- planned with: as one gap, so a single gap of three days plans two and it takes a few to trust.
+create or replace function cp.timing_rhythm_prior_weight() returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 1.0::float8 $$;
+
+-- The whole days between a subscriber's likely top-up days to plan with: their learned cycle
+-- (p_cycle_tenths over p_gaps gaps) shrunk towards every day, rounded; 1 (every day) with no history.
+create or replace function cp.timing_rhythm_days(p_cycle_tenths smallint, p_gaps smallint) returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select greatest(1, round(((coalesce(p_gaps, 0) * coalesce(p_cycle_tenths, 10) / 10.0
+                               + cp.timing_rhythm_prior_weight())
+                              / (coalesce(p_gaps, 0) + cp.timing_rhythm_prior_weight()))::numeric)::int)
+$$;
+
+-- The subscriber's next likely top-up day on or after p_from: the day of their last top-up seen plus
+-- whole cycles (p_days); p_from itself when no rhythm is known (p_last null or every day).
+create or replace function cp.timing_rhythm_day(p_last date, p_days integer, p_from date) returns date
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select case when p_last is null or coalesce(p_days, 1) <= 1 or p_from is null then p_from
+                else p_last + (ceil((p_from - p_last)::numeric / p_days)::int * p_days) end
+$$;
+
 -- When the first attempt of a period falls due (p_due: the period's start): at p_due itself unless
--- the product times by subscriber, then at the subscriber's best hour of the day that starts at p_due
--- (p_due or one of the next 23 whole local hours), inside the charging window.
+-- the product times by subscriber. Then, where their history shows a top-up rhythm of two days or
+-- more, on their next likely top-up day (never more than the carrier's grace days after p_due, else
+-- p_due's day): a full-price attempt between top-ups fails and steps the whole period down. On that
+-- day (the day that starts at p_due when it is p_due's), at their best hour inside the charging window.
+-- An exploring attempt (cp.timing_exploration_share()) ignores the rhythm, so a shorter one is still seen.
 create or replace function cp.first_attempt_time(p_subscription_id bigint, p_due timestamptz) returns timestamptz
 language plpgsql volatile
 set search_path = pg_catalog, cp, pg_temp
@@ -84,8 +124,14 @@ declare
     v_subscriber_id bigint;
     v_carrier_id integer;
     v_tz text;
-    v_hours text;
+    v_rules jsonb;
     v_local timestamp;
+    v_explore boolean := random() < cp.timing_exploration_share();
+    v_last date;
+    v_days integer;
+    v_from date;
+    v_day date;
+    v_slots timestamp[];
     v_slot timestamp;
 begin
     select s.subscriber_id, s.carrier_id into v_subscriber_id, v_carrier_id
@@ -95,25 +141,46 @@ begin
         return p_due;
     end if;
     v_tz := cp.subscriber_timezone(v_subscriber_id);
-    v_hours := cp.effective_rules(v_carrier_id)->>'charging_hours';
+    v_rules := cp.effective_rules(v_carrier_id);
     v_local := p_due at time zone v_tz;
-    v_slot := cp.subscriber_slot(v_subscriber_id, v_carrier_id,
-                                 array(select x.slot
-                                       from (select v_local as slot
-                                             union all
-                                             select date_trunc('hour', v_local) + make_interval(hours => h)
-                                             from generate_series(1, 23) h) x
-                                       where cp.in_window(x.slot::time, v_hours)
-                                       order by x.slot),
-                                 random() < cp.timing_exploration_share());
+    -- the period's first day of slots: p_due and the next 23 whole local hours, inside the window
+    v_slots := array(select x.slot
+                     from (select v_local as slot
+                           union all
+                           select date_trunc('hour', v_local) + make_interval(hours => h)
+                           from generate_series(1, 23) h) x
+                     where cp.in_window(x.slot::time, v_rules->>'charging_hours')
+                     order by x.slot);
+    select (t.last_topup_at at time zone v_tz)::date, cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps)
+    into v_last, v_days
+    from cp.subscriber_timing t where t.subscriber_id = v_subscriber_id;
+    if not v_explore and v_days > 1 then
+        -- a period already begun (paid late) is placed from today, not from its start
+        v_from := greatest(v_local::date, (cp.clock_now() at time zone v_tz)::date);
+        v_day := cp.timing_rhythm_day(v_last, v_days, v_from);
+        if v_day > v_from and v_day <= v_local::date + coalesce((v_rules->>'grace_days')::int, 0) then
+            perform pg_catalog.nextval('cp.timing_rhythm_waits');
+            v_slots := array(select x.slot
+                             from (select v_day + make_interval(hours => h) as slot from generate_series(0, 23) h) x
+                             where x.slot >= v_local and cp.in_window(x.slot::time, v_rules->>'charging_hours')
+                             order by x.slot);
+        elsif v_day = v_local::date
+              and exists (select 1 from unnest(v_slots) x (slot) where x.slot::date = v_day) then
+            -- the top-up day is p_due's own: its slots, not the next morning's
+            v_slots := array(select x.slot from unnest(v_slots) x (slot) where x.slot::date = v_day order by x.slot);
+        end if;
+    end if;
+    v_slot := cp.subscriber_slot(v_subscriber_id, v_carrier_id, v_slots, v_explore);
     return coalesce(v_slot at time zone v_tz, p_due);
 end
 $$;
 
--- Fold the appended renewal outcomes into each subscriber's 48 bytes: attempts and successes per
--- local hour, both halved once an hour passes 60 attempts (recent habits weigh more, a byte never
--- overflows). One folder at a time (the others skip): two would read the same old bytes. Returns
--- how many subscribers were updated.
+-- Fold the appended renewal outcomes into each subscriber's row: attempts and successes per local hour
+-- (48 bytes), both halved once an hour passes 60 attempts (recent habits weigh more, a byte never
+-- overflows); and their top-up rhythm: when the last top-up seen began (a renewal collected 18 hours or
+-- more after the one before: a balance back) and, from the whole days since the one before (at most
+-- 7), the cycle between top-ups, each new gap weighing half. One folder at a time (the others skip):
+-- two would read the same old row. Returns how many subscribers were updated.
 create or replace function cp.fold_subscriber_hours() returns integer
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -125,14 +192,16 @@ begin
         return 0;
     end if;
     with folded as (
-        delete from cp.subscriber_hour_delta returning subscriber_id, local_hour, success
+        delete from cp.subscriber_hour_delta returning subscriber_id, local_hour, success, settled_at
     ), sums as (
-        select subscriber_id, local_hour, count(*)::int as a, (count(*) filter (where success))::int as s
+        select subscriber_id, local_hour, count(*)::int as a, (count(*) filter (where success))::int as s,
+               min(settled_at) filter (where success) as first_success
         from folded group by 1, 2
     ), merged as (
         select t.subscriber_id,
                pg_catalog.decode(string_agg(lpad(to_hex(n.a), 2, '0'), '' order by h.h)
-                                 || string_agg(lpad(to_hex(n.s), 2, '0'), '' order by h.h), 'hex') as hours
+                                 || string_agg(lpad(to_hex(n.s), 2, '0'), '' order by h.h), 'hex') as hours,
+               min(d.first_success) as first_success
         from (select distinct subscriber_id from sums) t
         cross join generate_series(0, 23) h (h)
         left join cp.subscriber_timing o on o.subscriber_id = t.subscriber_id
@@ -142,10 +211,28 @@ begin
         cross join lateral (select least(case when x.a > 60 then x.a / 2 else x.a end, 255) as a,
                                    least(case when x.a > 60 then x.s / 2 else x.s end, 255) as s) n
         group by t.subscriber_id
+    ), rhythm as (
+        -- a renewal collected 18 hours or more after the last top-up seen began is a new top-up;
+        -- closer, the same one (a top-up late in the evening still pays the next morning)
+        select m.subscriber_id, m.hours, o.last_topup_at, o.cycle_tenths, o.cycle_gaps, m.first_success,
+               m.first_success >= o.last_topup_at + interval '18 hours' as new_topup,
+               least(greatest(round(extract(epoch from m.first_success - o.last_topup_at) / 86400), 1), 7) as gap
+        from merged m
+        left join cp.subscriber_timing o using (subscriber_id)
     )
-    insert into cp.subscriber_timing as st (subscriber_id, hours)
-    select subscriber_id, hours from merged
-    on conflict (subscriber_id) do update set hours = excluded.hours;
+    insert into cp.subscriber_timing as st (subscriber_id, hours, last_topup_at, cycle_tenths, cycle_gaps)
+    select subscriber_id, hours,
+           case when new_topup or last_topup_at is null then coalesce(first_success, last_topup_at)
+                else last_topup_at end,
+           -- each new gap (whole days, at most a week) weighs half
+           case when new_topup then round(case when cycle_tenths is null then 10 * gap
+                                               else (cycle_tenths + 10 * gap) / 2.0 end)
+                else cycle_tenths end::smallint,
+           case when new_topup then least(cycle_gaps + 1, 15) else coalesce(cycle_gaps, 0) end::smallint
+    from rhythm
+    on conflict (subscriber_id) do update
+        set hours = excluded.hours, last_topup_at = excluded.last_topup_at,
+            cycle_tenths = excluded.cycle_tenths, cycle_gaps = excluded.cycle_gaps;
     get diagnostics v_rows = row_count;
     return v_rows;
 end
@@ -170,6 +257,23 @@ as $$
          (select case when is_called then last_value else 0 end as explorations from cp.timing_explorations) e
 $$;
 
+-- What the subscriber timing learned of top-up rhythms, for benchmarks and DBAs: subscribers with a
+-- top-up seen, those planned on a rhythm of two days or more, its mean among them, and how many
+-- attempts were moved to a later likely top-up day.
+create or replace function report.subscriber_rhythm() returns table (
+    with_topup bigint, on_rhythm bigint, mean_rhythm_days numeric, waits bigint
+)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select count(*) filter (where t.last_topup_at is not null),
+           count(*) filter (where cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps) > 1),
+           round(avg(cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps))
+                 filter (where cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps) > 1), 2),
+           (select case when is_called then last_value else 0 end from cp.timing_rhythm_waits)
+    from cp.subscriber_timing t
+$$;
+
 -- Count charge attempts and their successes in the carrier × local hour statistics: append-only rows,
 -- one per carrier × hour of the batch (sched.fold_hour_stats folds them, so no shared counter row is
 -- updated on the payment path).
@@ -184,9 +288,10 @@ as $$
     from unnest(p_procs) p
     group by 1, 2;
     -- and per subscriber, for renewals (folded into cp.subscriber_timing, db/procedures/140_timing.sql)
-    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success)
+    insert into cp.subscriber_hour_delta (subscriber_id, local_hour, success, settled_at)
     select p.subscriber_id,
-           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint, p_success
+           extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(p.subscriber_id))::smallint, p_success,
+           cp.clock_now()
     from unnest(p_procs) p
     where p.subscription_id is not null
 $$;
@@ -210,9 +315,14 @@ begin
         select s.subscription_id, s.subscriber_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz,
                p.retry_timing,
                p.fixed_retry_hours, s.attempts_day, s.attempts_today,
-               random() < cp.timing_exploration_share() as explore  -- one decision per retry, not per slot
+               random() < cp.timing_exploration_share() as explore,  -- one decision per retry, not per slot
+               -- a top-up seen in the last hours and an attempt at the full price (the level the failure
+               -- is about to move): what the top-up left may still cover the stepped-down price
+               coalesce(t.last_topup_at >= cp.clock_now() - cp.timing_fresh_topup() and s.retry_level = 0, false)
+                   as fresh_topup
         from cp.subscription s
         join cp.subscriber b on b.subscriber_id = s.subscriber_id
+        left join cp.subscriber_timing t on t.subscriber_id = s.subscriber_id
         join cp.carrier k on k.carrier_id = b.carrier_id
         join cp.product p on p.product_id = s.product_id
         where s.subscription_id = any (p_subscription_ids)
@@ -225,7 +335,7 @@ begin
         select t.tz, cp.clock_now() at time zone t.tz as local_now from (select distinct tz from sub) t
     ), prepared as (
         select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz, sub.retry_timing,
-               sub.fixed_retry_hours, sub.explore,
+               sub.fixed_retry_hours, sub.explore, sub.fresh_topup,
                r.hours, greatest(r.max_attempts, 1) as best_hours,
                case when sub.attempts_day = z.local_now::date and sub.attempts_today >= r.max_attempts
                     then greatest(z.local_now + interval '1 hour', z.local_now::date + 1)
@@ -274,7 +384,9 @@ begin
            (coalesce(case when p.retry_timing = 'fixed'
                          -- fixed hours first; if none falls inside the window, the window's first hour
                          then fc.fixed_slot
-                         -- the soonest of the subscriber's own best hours (db/procedures/140_timing.sql)
+                         -- just after a top-up (money there now): the soonest allowed slot, before it
+                         -- drains; else the soonest of the subscriber's own best hours
+                         when p.retry_timing = 'subscriber' and p.fresh_topup then c.first_slot
                          when p.retry_timing = 'subscriber' then ps.slot
                          -- explore: any allowed slot of the coming day may win
                          when p.explore then c.day_slots[1 + floor(random() * cardinality(c.day_slots))::int]
@@ -285,7 +397,7 @@ begin
     left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours)
     left join lateral (select cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
                                                  least(p.best_hours, cp.timing_retry_hours())) as slot
-                       where p.retry_timing = 'subscriber') ps on true;
+                       where p.retry_timing = 'subscriber' and not p.fresh_topup) ps on true;
 end
 $$;
 

@@ -363,6 +363,82 @@ def test_best_hour_mostly_picks_the_soonest_of_the_best_hours(conn):
     assert hours.count(9) > 70
 
 
+def test_subscriber_timing_puts_a_first_attempt_on_the_learned_top_up_day(conn):
+    """Renewals collected every third day teach a three-day rhythm; the next period's first attempt
+    then waits for the next such day (inside the window), where a subscriber with no rhythm yet is
+    charged on the period's own day."""
+    load_world(conn)
+    conn.execute("update cp.product set retry_timing = 'subscriber' where code = 'club'")
+    conn.execute("""update cp.carrier set rules_override = '{"charging_hours": "08:00-20:00"}'
+                    where code = 'test_ng'""")
+    sub = subscribe(conn)  # collected on 4 March, 13:00 Lagos
+    conn.execute("select sched.fold_hour_stats()")
+
+    def first_days(due: str, n: int = 60) -> list:
+        return [r[0] for r in conn.execute(
+            "select (cp.first_attempt_time(%s, %s) at time zone 'Africa/Lagos') from generate_series(1, %s)",
+            [sub, at(due), n])]
+
+    # Thin history: one top-up seen and no gap yet, so every day.
+    set_clock(conn, at("2030-03-04 18:00+00:00"))
+    assert all(at("2030-03-05 13:00") <= t < at("2030-03-06 13:00") for t in first_days("2030-03-05 12:00+00:00"))
+
+    for day in (7, 10, 13, 16):
+        set_clock(conn, at(f"2030-03-{day:02d} 12:00+00:00"))
+        conn.execute("update cp.subscription set next_charge_at = cp.clock_now() where subscription_id = %s", [sub])
+        assert run_due(conn) == 1
+        claim(conn, "test_ng")
+        settle(conn, last_charge(conn, sub)["procedure_id"], "succeeded")
+        conn.execute("select sched.fold_hour_stats()")
+    last, cycle, gaps, planned = conn.execute(
+        "select (last_topup_at at time zone 'Africa/Lagos')::date, cycle_tenths, cycle_gaps, "
+        "cp.timing_rhythm_days(cycle_tenths, cycle_gaps) "
+        "from cp.subscriber_timing t join cp.subscription s using (subscriber_id) where subscription_id = %s",
+        [sub]).fetchone()
+    assert (str(last), cycle, gaps, planned) == ("2030-03-16", 30, 4, 3)
+
+    conn.execute("select setseed(0.5)")
+    days = first_days("2030-03-17 12:00+00:00")
+    assert all(8 <= t.hour < 20 for t in days)  # inside the charging window, explored or not
+    on_rhythm = [t for t in days if t.date().isoformat() == "2030-03-19"]
+    # the rest explored: they stay on the period's first day
+    assert all(at("2030-03-17 13:00") <= t < at("2030-03-18 13:00") for t in days if t not in on_rhythm)
+    assert len(days) - 20 <= len(on_rhythm) < len(days)
+    # Never past the carrier's grace days: with one, a top-up day two days after the period's start is not waited for.
+    conn.execute("""update cp.carrier set rules_override = '{"charging_hours": "08:00-20:00", "grace_days": 1}'
+                    where code = 'test_ng'""")
+    assert all(t < at("2030-03-18 13:00") for t in first_days("2030-03-17 12:00+00:00"))
+
+
+def test_subscriber_timing_retries_at_once_just_after_a_top_up(conn):
+    """A period paid at 13:00 shows a top-up; the next period's full-price attempt failing an hour
+    later is retried, stepped down, at the soonest allowed slot, not at the subscriber's best hours
+    the next day; a failure with no fresh top-up waits for their best hours."""
+    load_world(conn)
+    conn.execute("update cp.product set retry_timing = 'subscriber' where code = 'club'")
+    sub = subscribe(conn)  # collected on 4 March, 13:00 Lagos
+    conn.execute("select sched.fold_hour_stats()")
+    # Best hours 20:00 and 21:00 from the subscriber's own history.
+    conn.execute("update cp.subscriber_timing set hours = decode(repeat('0a', 24) || repeat('00', 20) || '0908' "
+                 "|| repeat('00', 2), 'hex')")
+    # The next period is already begun: it is charged an hour later and fails at full price.
+    conn.execute("update cp.subscription set next_charge_at = cp.clock_now() + interval '1 hour' "
+                 "where subscription_id = %s", [sub])
+    renew(conn, sub, "failed", "insufficient_funds")
+    now_local = conn.execute("select cp.clock_now() at time zone 'Africa/Lagos'").fetchone()[0]
+    retry_local = conn.execute("select next_charge_at at time zone 'Africa/Lagos' from cp.subscription "
+                               "where subscription_id = %s", [sub]).fetchone()[0]
+    assert field(conn, sub, "retry_level") == 1
+    assert timedelta(hours=1) <= retry_local - now_local <= timedelta(hours=2)
+    # Stepped down and failed again, the top-up is no longer fresh enough to chase: their best hours.
+    conn.execute("update cp.subscriber_timing set last_topup_at = cp.clock_now() - interval '6 hours'")
+    renew(conn, sub, "failed", "insufficient_funds")
+    hours = {r[0] for r in conn.execute(
+        "select extract(hour from cp.next_retry_time(%s) at time zone 'Africa/Lagos')::int "
+        "from generate_series(1, 30)", [sub])}
+    assert {20, 21} & hours
+
+
 # --- cancellation in flight and clock moves --------------------------------------------------------
 
 def test_cancelled_while_in_flight_success_stops_renewals_and_can_be_refunded(conn):
