@@ -69,14 +69,20 @@ create table bench.sim (
 );
 create index on bench.sim (carrier_id, topup_hour);
 
--- Top up every account of a carrier whose habit is this local hour (and day of its rhythm).
-create function bench.top_up(p_carrier_id integer, p_local_hour integer, p_day integer, p_decay float8)
+-- Top up every account of a carrier whose habit is this local hour (and day of its rhythm). Without
+-- habits (the control population), each account tops up at an hour drawn afresh every time: a chance of
+-- one in 24 x its rhythm each hour, so as often on average, with no hour or day to learn.
+create function bench.top_up(p_carrier_id integer, p_local_hour integer, p_day integer, p_decay float8,
+                             p_habits boolean default true, p_seed integer default 0)
 returns integer language sql as $$
     with t as (
         update bench.sim
         set balance = balance * power(p_decay, extract(epoch from cp.clock_now() - balance_at) / 3600) + topup_amount,
             balance_at = cp.clock_now()
-        where carrier_id = p_carrier_id and topup_hour = p_local_hour and (p_day + topup_phase) % topup_every = 0
+        where carrier_id = p_carrier_id
+          and case when p_habits then topup_hour = p_local_hour and (p_day + topup_phase) % topup_every = 0
+                   else (hashint8(subscriber_id * 1000003 + p_day * 24 + p_local_hour + p_seed * 7919)
+                         & 2147483647) % (24 * topup_every) = 0 end
         returning 1
     ) select count(*)::int from t
 $$;
@@ -317,9 +323,9 @@ POPULATION_SQL = """
 -- Subscribers spread over the carriers; each has a habit drawn from a seeded generator: most top up
 -- in the morning (07-09), at lunch (12-13) or in the evening (18-20); a few at any hour.
 with g as (
-    select i, mod(i, %(ncarriers)s) + 1 as k, (hashint8(i) & 2147483647)::float8 / 2147483647 as r1,
-           (hashint8(i + 7777777) & 2147483647)::float8 / 2147483647 as r2,
-           (hashint8(i + 15555555) & 2147483647)::float8 / 2147483647 as r3
+    select i, mod(i, %(ncarriers)s) + 1 as k, (hashint8(i + %(offset)s) & 2147483647)::float8 / 2147483647 as r1,
+           (hashint8(i + 7777777 + %(offset)s) & 2147483647)::float8 / 2147483647 as r2,
+           (hashint8(i + 15555555 + %(offset)s) & 2147483647)::float8 / 2147483647 as r3
     from generate_series(1, %(n)s) i
 ), c as (
     select row_number() over (order by carrier_id) as k, carrier_id, timezone from cp.carrier
@@ -361,7 +367,8 @@ cross join lateral (
 
 
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
-             decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False) -> SimResult:
+             decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False,
+             seed: int = 0, habits: bool = True) -> SimResult:
     name = f"bench_sim_{timing}"
     url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
@@ -375,9 +382,10 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
     with psycopg.connect(url, autocommit=True) as conn:
         onboard(conn, carriers, product_timing, tps=100_000)
         conn.execute(SIM_SQL)
-        conn.execute("select setseed(0.42)")
+        # Seed 0 is the population every recorded run used; another seed draws other habits and numbers.
+        conn.execute("select setseed(%s)", [0.42 if seed == 0 else (0.42 + seed * 0.137) % 1])
         subscribers, subs = POPULATION_SQL.split("\n--\n")
-        conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers})
+        conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers, "offset": seed * 100_000_007})
         conn.execute(subs, {"start": START})
         # each subscription's first due moment, to count the periods it could have paid by the end
         conn.execute("create table bench.first_due as select subscription_id, next_charge_at from cp.subscription")
@@ -399,8 +407,8 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
             conn.execute("select admin.set_clock(%s)", [now])
             for carrier_id, _, tz in ids:
                 local = conn.execute("select (%s::timestamptz at time zone %s)", [now, tz]).fetchone()[0]
-                conn.execute("select bench.top_up(%s, %s, %s, %s)",
-                             [carrier_id, local.hour, (local.date() - START.date()).days, decay])
+                conn.execute("select bench.top_up(%s, %s, %s, %s, %s, %s)",
+                             [carrier_id, local.hour, (local.date() - START.date()).days, decay, habits, seed])
             lap("top_up")
             if oracle:
                 conn.execute("select bench.oracle_place(%s)", [decay])
@@ -559,6 +567,10 @@ def main() -> None:
     parser.add_argument("--hold-a-day", action="store_true",
                         help="subscriber_check: a renewal whose balance query found too little waits for the "
                              "subscriber's best hour of the coming day, not the next retry slot")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="another population of the same model (default 0: the one every recorded run used)")
+    parser.add_argument("--no-habits", action="store_true",
+                        help="control population: each top-up at an hour and day drawn afresh, as often on average")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -566,12 +578,14 @@ def main() -> None:
     with Server(os.environ.get("CARRIERPAY_DATABASE_URL")) as server:
         print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
         if not args.skip_sim:
-            print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days")
+            print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days"
+                  + (f", seed {args.seed}" if args.seed else "") + (", no top-up habits" if args.no_habits else ""))
             timings = tuple(args.timings.split(","))
 
             def run(timing: str, url: str | None = None) -> SimResult:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
-                                args.decay, url=url, check_below=args.check_below, hold_a_day=args.hold_a_day)
+                                args.decay, url=url, check_below=args.check_below, hold_a_day=args.hold_a_day,
+                                seed=args.seed, habits=not args.no_habits)
 
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
