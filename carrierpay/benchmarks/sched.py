@@ -69,20 +69,24 @@ create table bench.sim (
 );
 create index on bench.sim (carrier_id, topup_hour);
 
--- Top up every account of a carrier whose habit is this local hour (and day of its rhythm). Without
--- habits (the control population), each account tops up at an hour drawn afresh every time: a chance of
--- one in 24 x its rhythm each hour, so as often on average, with no hour or day to learn.
+-- Top up every account of a carrier whose habit is this local hour (and day of its rhythm). The control
+-- populations keep how often an account tops up but not when: p_habits 'day' keeps the days of the
+-- rhythm and draws the hour afresh each time; 'none' gives each hour a chance of one in 24 x the rhythm,
+-- so neither the hour nor the day can be learned.
 create function bench.top_up(p_carrier_id integer, p_local_hour integer, p_day integer, p_decay float8,
-                             p_habits boolean default true, p_seed integer default 0)
+                             p_habits text default 'hour-and-day', p_seed integer default 0)
 returns integer language sql as $$
     with t as (
         update bench.sim
         set balance = balance * power(p_decay, extract(epoch from cp.clock_now() - balance_at) / 3600) + topup_amount,
             balance_at = cp.clock_now()
         where carrier_id = p_carrier_id
-          and case when p_habits then topup_hour = p_local_hour and (p_day + topup_phase) % topup_every = 0
-                   else (hashint8(subscriber_id * 1000003 + p_day * 24 + p_local_hour + p_seed * 7919)
-                         & 2147483647) % (24 * topup_every) = 0 end
+          and case p_habits
+                  when 'hour-and-day' then topup_hour = p_local_hour and (p_day + topup_phase) % topup_every = 0
+                  when 'day' then (p_day + topup_phase) % topup_every = 0
+                       and (hashint8(subscriber_id * 1000003 + p_day + p_seed * 7919) & 2147483647) % 24 = p_local_hour
+                  else (hashint8(subscriber_id * 1000003 + p_day * 24 + p_local_hour + p_seed * 7919)
+                        & 2147483647) % (24 * topup_every) = 0 end
         returning 1
     ) select count(*)::int from t
 $$;
@@ -371,7 +375,7 @@ cross join lateral (
 
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
              decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False,
-             seed: int = 0, habits: bool = True) -> SimResult:
+             seed: int = 0, habits: str = "hour-and-day") -> SimResult:
     name = f"bench_sim_{timing}"
     url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
@@ -572,8 +576,10 @@ def main() -> None:
                              "subscriber's best hour of the coming day, not the next retry slot")
     parser.add_argument("--seed", type=int, default=0,
                         help="another population of the same model (default 0: the one every recorded run used)")
-    parser.add_argument("--no-habits", action="store_true",
-                        help="control population: each top-up at an hour and day drawn afresh, as often on average")
+    parser.add_argument("--habits", choices=("hour-and-day", "day", "none"), default="hour-and-day",
+                        help="what a subscriber's top-ups keep to: the model's habitual hour and day rhythm "
+                             "(default), the days only (control: the hour drawn afresh each time), or neither "
+                             "(control: each hour a chance, as often on average)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
@@ -582,13 +588,14 @@ def main() -> None:
         print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
         if not args.skip_sim:
             print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days"
-                  + (f", seed {args.seed}" if args.seed else "") + (", no top-up habits" if args.no_habits else ""))
+                  + (f", seed {args.seed}" if args.seed else "")
+                  + ("" if args.habits == "hour-and-day" else f", top-up habits: {args.habits}"))
             timings = tuple(args.timings.split(","))
 
             def run(timing: str, url: str | None = None) -> SimResult:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
                                 args.decay, url=url, check_below=args.check_below, hold_a_day=args.hold_a_day,
-                                seed=args.seed, habits=not args.no_habits)
+                                seed=args.seed, habits=args.habits)
 
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
