@@ -22,6 +22,9 @@ SHARD_LOGIN = "carrierpay_front"
 CLUSTER = "carrierpay_shards"
 # Applied after the twins, in this order: the lists merged on the front, then the privileges.
 AFTER_TWINS = ("lists.sql", "roles.sql")
+# A node's own files the front applies as they are (after its schema, before the twins): a rule its
+# merged lists must keep exactly as every node does has one source.
+SHARED_WITH_THE_NODES = ("procedures/225_paging.sql",)
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,11 @@ class Twin:
 
 
 def front_files() -> tuple[list, list]:
-    """The front's SQL files applied before the twins are generated, in name order, and those applied after."""
+    """The SQL files applied before the twins are generated (the front's own in name order, then the node
+    files it shares), and those applied after."""
     files = sorted((sql_root() / "front").glob("*.sql"))
-    return [f for f in files if f.name not in AFTER_TWINS], [sql_root() / "front" / name for name in AFTER_TWINS]
+    before = [f for f in files if f.name not in AFTER_TWINS] + [sql_root() / name for name in SHARED_WITH_THE_NODES]
+    return before, [sql_root() / "front" / name for name in AFTER_TWINS]
 
 
 def partition_connstr(url: str) -> str:

@@ -4,22 +4,6 @@
 -- Applied after the twins are generated (carrierpay/shards/front.py, MERGED_ON_THE_FRONT), which
 -- leaves these two functions out.
 
--- The rows a page holds (as a shard's cp.page_window): page from 1, perPage 1 to 100, order asc or desc.
-create or replace function front.page_window(p_order text, p_page integer, p_per_page integer,
-                                             out o_order text, out o_skip bigint, out o_last bigint)
-language plpgsql immutable
-set search_path = pg_catalog, cp, pg_temp
-as $$
-begin
-    o_order := coalesce(p_order, 'desc');
-    if coalesce(p_page, 1) < 1 or coalesce(p_per_page, 10) not between 1 and 100 or o_order not in ('asc', 'desc') then
-        perform cp.fail('CP120', 'page must be at least 1, perPage between 1 and 100, order asc or desc');
-    end if;
-    o_skip := (coalesce(p_page, 1)::bigint - 1) * coalesce(p_per_page, 10);
-    o_last := o_skip + coalesce(p_per_page, 10);
-end
-$$;
-
 -- The items of ordinals (skip, last] of the partitions' items merged in a single node's order: by
 -- creation time, then id (ids of different partitions never tie), newest or oldest first.
 create or replace function front.merged_page(p_items jsonb, p_date_key text, p_id_key text, p_order text,
@@ -74,7 +58,7 @@ language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
-    v_window record := front.page_window(p_order, p_page, p_per_page);
+    v_window record := cp.page_window(p_order, p_page, p_per_page);
     v_key text := case p_list when 'payments' then 'payments' else 'items' end;
     v_round integer := 0;
     v_total bigint := 0;
