@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from sqlalchemy.engine import make_url
 
 from carrierpay import migrate
 from carrierpay.embedded import EmbeddedCluster, create_available_extensions
@@ -255,8 +256,9 @@ class SimResult:
 class Server:
     """Where the benchmark's databases live: a given server, or an embedded cluster of our own."""
 
-    def __init__(self, url: str | None):
+    def __init__(self, url: str | None, keep: bool = False):
         self.base_url = url
+        self.keep = keep  # leave the simulations' databases on the given server for inspection
         self.cluster: EmbeddedCluster | None = None
         self.home: Path | None = None
 
@@ -277,7 +279,8 @@ class Server:
     def url(self, dbname: str) -> str:
         if self.cluster:
             return self.cluster.url(dbname)
-        return psycopg.conninfo.make_conninfo(self.base_url, dbname=dbname)
+        # a URL, not key=value words: the migrations (SQLAlchemy) read it too
+        return make_url(self.base_url).set(database=dbname).render_as_string(hide_password=False)
 
     def fresh_db(self, name: str) -> str:
         admin = self.url("postgres")
@@ -290,6 +293,8 @@ class Server:
         return url
 
     def drop_db(self, name: str) -> None:
+        if self.keep:
+            return
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'drop database if exists "{name}" with (force)')
 
@@ -373,10 +378,16 @@ cross join lateral (
 """
 
 
+def sim_db_name(timing: str, habits: str, seed: int) -> str:
+    """A simulation's database: named by its population too, so runs of other populations against one
+    server (CARRIERPAY_DATABASE_URL) leave each other's databases alone."""
+    return f"bench_sim_{timing}_{habits.replace('-', '_')}_{seed}"
+
+
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
              decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False,
              seed: int = 0, habits: str = "hour-and-day") -> SimResult:
-    name = f"bench_sim_{timing}"
+    name = sim_db_name(timing, habits, seed)
     url = url or server.fresh_db(name)
     carriers = CARRIERS[:ncarriers]
     # The oracle is the benchmark's, not a product timing: its product keeps fixed hours, which the
@@ -580,11 +591,17 @@ def main() -> None:
                         help="what a subscriber's top-ups keep to: the model's habitual hour and day rhythm "
                              "(default), the days only (control: the hour drawn afresh each time), or neither "
                              "(control: each hour a chance, as often on average)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave each simulation's database (bench_sim_<timing>_<habits>_<seed>) on the "
+                             "server of CARRIERPAY_DATABASE_URL, to query what the timings learned")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
 
-    with Server(os.environ.get("CARRIERPAY_DATABASE_URL")) as server:
+    url = os.environ.get("CARRIERPAY_DATABASE_URL")
+    if args.keep and not url:
+        parser.error("--keep needs CARRIERPAY_DATABASE_URL: an embedded cluster is removed when the run ends")
+    with Server(url, keep=args.keep) as server:
         print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
         if not args.skip_sim:
             print(f"(a) {args.subscriptions} daily subscriptions on {args.carriers} carriers, {args.days} days"
@@ -600,7 +617,7 @@ def main() -> None:
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
                 # The databases are made first, one after the other (migrations are not thread-safe).
-                urls = [server.fresh_db(f"bench_sim_{timing}") for timing in timings]
+                urls = [server.fresh_db(sim_db_name(timing, args.habits, args.seed)) for timing in timings]
                 with ThreadPoolExecutor(max_workers=2) as pool:
                     results = list(pool.map(run, timings, urls))
             else:

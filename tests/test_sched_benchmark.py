@@ -1,0 +1,55 @@
+"""The scheduling benchmark against a given server (CARRIERPAY_DATABASE_URL): its databases are made
+there by URL (the migrations read it with SQLAlchemy), named by timing and population, and --keep
+leaves them to be queried afterwards."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CARRIERPAY_DATABASE_URL=url, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--subscriptions", "30", "--days",
+                           "1", "--carriers", "2", "--skip-due", *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_kept_simulations_are_named_by_timing_and_population(pg_cluster):
+    admin = pg_cluster.url("postgres")
+    done = run_bench(admin, "--timings", "fixed,subscriber", "--habits", "day", "--seed", "3", "--keep")
+    assert done.returncode == 0, done.stderr
+    assert "subscriber: " in done.stdout and "revenue" in done.stdout
+    names = ("bench_sim_fixed_day_3", "bench_sim_subscriber_day_3")
+    try:
+        for name in names:
+            with psycopg.connect(pg_cluster.url(name)) as conn:
+                simulated, subscribed = conn.execute(
+                    "select (select count(*) from bench.sim), (select count(*) from cp.subscription)").fetchone()
+                assert (simulated, subscribed) == (30, 30)
+                # an hour of charging went through the simulated carriers
+                assert conn.execute("select count(*) from cp.carrier_call where operation = 'charge'").fetchone()[0] > 0
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def test_without_keep_the_simulation_database_is_dropped(pg_cluster):
+    admin = pg_cluster.url("postgres")
+    done = run_bench(admin, "--timings", "fixed", "--seed", "4")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(admin) as conn:
+        assert conn.execute("select count(*) from pg_database where datname like 'bench_sim_%%_4'").fetchone()[0] == 0
+
+
+def test_keep_needs_a_server_that_outlives_the_run():
+    env = {k: v for k, v in os.environ.items() if k != "CARRIERPAY_DATABASE_URL"}
+    done = subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--keep"],
+                          env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--keep needs CARRIERPAY_DATABASE_URL" in done.stderr
