@@ -53,3 +53,17 @@ def test_keep_needs_a_server_that_outlives_the_run():
                           env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--keep needs CARRIERPAY_DATABASE_URL" in done.stderr
+
+
+def test_serving_on_two_connections_changes_no_outcome(pg_cluster):
+    # Fixed hours draw no random numbers: the same population gives the same figures, to the unit.
+    def figures(workers: str) -> str:
+        done = run_bench(pg_cluster.url("postgres"), "--timings", "fixed", "--seed", "5", "--serve-workers", workers,
+                         "--subscriptions", "60", "--batch", "2")
+        assert done.returncode == 0, done.stderr
+        line = next(x for x in done.stdout.splitlines() if x.strip().startswith("fixed"))
+        return line.split("; best hours")[0]
+
+    one = figures("1")
+    assert "charge calls" in one
+    assert figures("2") == one
