@@ -56,7 +56,8 @@ def test_keep_needs_a_server_that_outlives_the_run():
 
 
 def test_serving_on_two_connections_changes_no_outcome(pg_cluster):
-    # Fixed hours draw no random numbers: the same population gives the same figures, to the unit.
+    # Fixed hours draw no random numbers and the clock stands still within a simulated hour: the same
+    # population gives the same figures, to the unit, however the batches are served.
     def figures(workers: str) -> str:
         done = run_bench(pg_cluster.url("postgres"), "--timings", "fixed", "--seed", "5", "--serve-workers", workers,
                          "--subscriptions", "60", "--batch", "2")
