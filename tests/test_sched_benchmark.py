@@ -12,10 +12,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_bench(url: str, *args: str) -> subprocess.CompletedProcess:
+def run_bench(url: str, *args: str, subscriptions: int = 30) -> subprocess.CompletedProcess:
     env = dict(os.environ, CARRIERPAY_DATABASE_URL=url, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--subscriptions", "30", "--days",
-                           "1", "--carriers", "2", "--skip-due", *args],
+    return subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--subscriptions", str(subscriptions),
+                           "--days", "1", "--carriers", "2", "--skip-due", *args],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -60,7 +60,7 @@ def test_serving_on_two_connections_changes_no_outcome(pg_cluster):
     # population gives the same figures, to the unit, however the batches are served.
     def figures(workers: str) -> str:
         done = run_bench(pg_cluster.url("postgres"), "--timings", "fixed", "--seed", "5", "--serve-workers", workers,
-                         "--subscriptions", "60", "--batch", "2")
+                         "--batch", "2", subscriptions=60)
         assert done.returncode == 0, done.stderr
         line = next(x for x in done.stdout.splitlines() if x.strip().startswith("fixed"))
         return line.split("; best hours")[0]

@@ -445,15 +445,12 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
 
         # The simulated carriers answer their calls on serve_workers connections: a batch at a time, a
         # carrier with a full batch served goes back in the queue. A subscriber has at most one charge in
-        # flight, so the order batches are served in changes no outcome.
+        # flight and the clock stands still within the hour, so the order batches are served in changes
+        # no outcome.
         workers = [conn] + [psycopg.connect(url, autocommit=True) for _ in range(serve_workers - 1)]
+        pool = ThreadPoolExecutor(max_workers=len(workers))
 
         def serve_all(codes: list[str]) -> None:
-            if len(workers) == 1:
-                for code in codes:
-                    while conn.execute("select bench.serve(%s, %s, %s)", [code, batch, decay]).fetchone()[0] >= batch:
-                        pass
-                return
             pending = queue.SimpleQueue()
             for code in codes:
                 pending.put(code)
@@ -469,7 +466,6 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
 
             list(pool.map(work, workers))
 
-        pool = ThreadPoolExecutor(max_workers=len(workers))
         # The clock stands still within a simulated hour: what happens in it happens at the hour, however
         # long the database takes (a running clock let a balance within seconds of decay of the price
         # fall either way, so figures varied by a unit with the machine's speed).
