@@ -86,6 +86,7 @@ DASHBOARD_AS_REPORTER = "set role carrierpay_reporter"
 
 # Scheduler (role carrierpay_admin).
 RUN_DUE = "select sched.run_due(%(limit)s)"
+DUE_LEFT = "select sched.due_left()"
 FOLD_HOUR_STATS = "select sched.fold_hour_stats()"
 FOLD_ROLLUPS = "select sched.fold_rollups()"
 FOLD_LEDGER = "select sched.fold_ledger()"

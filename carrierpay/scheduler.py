@@ -28,14 +28,26 @@ class TickReport:
     breakers: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-async def tick(conn: psycopg.AsyncConnection, batch: int = 1000) -> TickReport:
-    report = TickReport()
+async def queue_due(conn: psycopg.AsyncConnection, batch: int) -> int:
+    """sched.run_due batch by batch until no renewal is left due; how many charges were queued. A
+    batch that also moved rows to their next slot (outside the charging window, out of attempts
+    today) queues fewer than a batch while more are due, so a short batch alone does not end the
+    tick: it ends when sched.due_left says nothing is due, or when a batch changed nothing due (the
+    carriers' room in the queue is used up: the next tick goes on)."""
+    queued_in_all, left = 0, None
     while True:
-        cur = await conn.execute(queries.RUN_DUE, {"limit": batch})
-        queued = (await cur.fetchone())[0]
-        report.queued += queued
-        if queued < batch:
-            break
+        queued = (await (await conn.execute(queries.RUN_DUE, {"limit": batch})).fetchone())[0]
+        queued_in_all += queued
+        if queued >= batch:
+            continue
+        now_left = (await (await conn.execute(queries.DUE_LEFT)).fetchone())[0]
+        if now_left == 0 or now_left == left:
+            return queued_in_all
+        left = now_left
+
+
+async def tick(conn: psycopg.AsyncConnection, batch: int = 1000) -> TickReport:
+    report = TickReport(queued=await queue_due(conn, batch))
     await conn.execute(queries.FOLD_HOUR_STATS)
     cur = await conn.execute(queries.FOLD_ROLLUPS)
     report.folded = (await cur.fetchone())[0]

@@ -8,7 +8,7 @@
 --   carrierpay_adapter   adapter.*                               (adapter daemons, reconciler, callback
 --                                                                 server, webhook dispatcher, history shipper)
 --   carrierpay_reporter  select on report.*                      (DBAs)
---   carrierpay_admin     admin.*, api.*, sched.run_due, sched.fold_hour_stats, sched.fold_rollups,
+--   carrierpay_admin     admin.*, api.*, sched.run_due, sched.due_left, sched.fold_hour_stats, sched.fold_rollups,
 --                        sched.fold_ledger, sched.run_breakers, select on report.*
 --   carrierpay_front     what carrierpay_admin and carrierpay_reporter may (the front database's login on
 --                         a shard, docs/sharding.md: the front authorizes the merchant before routing)
@@ -81,7 +81,7 @@ grant execute on all functions in schema api to carrierpay_merchant, carrierpay_
 grant execute on all functions in schema admin to carrierpay_admin;
 grant execute on all functions in schema adapter to carrierpay_adapter;
 grant execute on all functions in schema gateway to carrierpay_gateway;
-grant execute on function sched.run_due(integer, integer), sched.fold_hour_stats(), sched.fold_rollups(integer, interval, interval),
+grant execute on function sched.run_due(integer, integer), sched.due_left(), sched.fold_hour_stats(), sched.fold_rollups(integer, interval, interval),
     sched.fold_ledger(integer), sched.run_breakers(integer) to carrierpay_admin;
 grant select on all tables in schema report to carrierpay_reporter, carrierpay_admin;
 

@@ -1,5 +1,27 @@
 -- The scheduler's entry points (schema sched): due renewals turned into queued charges, and reminders.
 
+-- A renewal is due when its subscription is live (active, retrying, in grace, or suspended: a
+-- suspended one is still tried) and its next charge time has come. The one rule sched.run_due and
+-- sched.due_left share; it has no SET clause so that the planner inlines it, and the partial index
+-- subscription_due (whose predicate is the same status list) serves both.
+create or replace function sched.renewal_due(p_status cp.subscription_status, p_next_charge_at timestamptz)
+returns boolean
+language sql stable
+as $$
+    select p_status in ('active', 'retrying', 'grace', 'suspended') and p_next_charge_at <= cp.clock_now()
+$$;
+
+-- How many renewals are due now on enabled carriers. A run_due batch that only moved rows to their
+-- next slot (outside the charging window, out of attempts today) queues fewer than a batch while more
+-- are due, so a scheduler asks this before it stops (carrierpay/scheduler.py, `queue_due`).
+create or replace function sched.due_left() returns bigint
+language sql stable security definer
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select count(*) from cp.subscription s join cp.carrier c using (carrier_id)
+    where c.enabled and sched.renewal_due(s.status, s.next_charge_at)
+$$;
+
 -- Queue charges for subscriptions that are due, in batches, carrier by carrier. Several
 -- schedulers may run at once: each due row is locked (SKIP LOCKED) and its next_charge_at
 -- cleared in the same transaction, and a carrier's budget is computed by one scheduler at a
@@ -43,8 +65,7 @@ begin
             from cp.subscription s
             cross join lateral (select cp.clock_now() at time zone cp.subscriber_timezone(s.subscriber_id)
                                        as local_now) l
-            where s.carrier_id = v_carrier.carrier_id and s.next_charge_at <= cp.clock_now()
-              and s.status in ('active', 'retrying', 'grace', 'suspended')
+            where s.carrier_id = v_carrier.carrier_id and sched.renewal_due(s.status, s.next_charge_at)
             order by s.next_charge_at
             limit least(v_room, p_limit - v_count)
             for update of s skip locked

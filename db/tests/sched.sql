@@ -2,7 +2,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(32);
+select plan(36);
 
 -- Monthly periods count from the anchor: 31 January renews on the last day of February, then 31 March.
 select is(cp.period_start('2030-01-31 10:00', 'monthly', 1, 'UTC'), '2030-02-28 10:00+00'::timestamptz, 'Jan 31 + 1 month');
@@ -51,9 +51,19 @@ select pg_temp.claim('test_ng');
 select pg_temp.settle((select max(procedure_id) from cp.procedure where kind = 'charge'), 'succeeded');
 update cp.carrier set spec = spec || '{"charging_hours": "08:00-09:00"}' where code = 'test_ng';
 select admin.set_clock((select next_charge_at + interval '1 minute' from cp.subscription));
+select is(sched.due_left(), 1::bigint, 'due_left counts the renewal that has come due');
+update cp.carrier set enabled = false where code = 'test_ng';
+select is(sched.due_left(), 0::bigint, 'but not on a disabled carrier (run_due passes it by)');
+update cp.carrier set enabled = true where code = 'test_ng';
 select is(sched.run_due(100), 0, 'no charge outside the charging window');
 select ok((select (next_charge_at at time zone 'Africa/Lagos')::time = '08:00' from cp.subscription),
           'the renewal moved to the window''s first hour');
+select is(sched.due_left(), 0::bigint, 'a renewal moved to its next slot is no longer due');
+select ok(not sched.renewal_due('cancelled', cp.clock_now() - interval '1 day')
+          and not sched.renewal_due('pending_optin', cp.clock_now() - interval '1 day')
+          and sched.renewal_due('suspended', cp.clock_now())
+          and not sched.renewal_due('active', cp.clock_now() + interval '1 second'),
+          'due: a live status (suspended included) and a next charge time that has come');
 
 -- Charging hours hold charges on the queue (adapter.claim_calls), however they came to be ready.
 update cp.carrier set spec = spec || '{"charging_hours": "08:00-22:00"}' where code = 'test_ng';

@@ -4,12 +4,14 @@ receipts and the throughput budget under concurrent schedulers."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import datetime, timedelta
 
 import psycopg
 import pytest
 
+from carrierpay import scheduler
 from tests.core.world import claim, load_world, pin_sent_to, settle
 
 pytestmark = pytest.mark.sql_api
@@ -578,6 +580,44 @@ def add_due_subscriptions(conn, n: int, carrier: str = "test_ng") -> None:
 def ready_in_queue(conn, carrier: str = "test_ng") -> int:
     return conn.execute("select count(*) from cp.call_queue q join cp.carrier c using (carrier_id) "
                         "where c.code = %s and q.lease_until is null", [carrier]).fetchone()[0]
+
+
+def queue_due(db_url: str, batch: int) -> int:
+    """The scheduler tick's queueing step (carrierpay.scheduler.queue_due) on its own connection."""
+    async def go() -> int:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+            return await scheduler.queue_due(aconn, batch)
+
+    return asyncio.run(go())
+
+
+def test_a_tick_queues_every_due_renewal_when_a_batch_only_moves_rows_to_their_next_slot(conn, db_url):
+    load_world(conn)
+    add_due_subscriptions(conn, 30)
+    # The ten earliest due have used today's attempts: the first batch of ten only moves them to
+    # tomorrow and queues nothing, while twenty more are due.
+    conn.execute("""
+        update cp.subscription set attempts_today = 3,
+                                   attempts_day = (cp.clock_now() at time zone 'Africa/Lagos')::date,
+                                   next_charge_at = cp.clock_now() - interval '2 minutes'
+        where subscription_id in (select subscription_id from cp.subscription order by subscription_id limit 10)""")
+    assert conn.execute("select sched.due_left()").fetchone()[0] == 30
+    assert queue_due(db_url, batch=10) == 20
+    assert conn.execute("select sched.due_left()").fetchone()[0] == 0
+    assert conn.execute("select count(*) from cp.procedure where kind = 'charge'").fetchone()[0] == 20
+    moved = conn.execute("select count(*) from cp.subscription where attempts_today = 3 "
+                         "and next_charge_at > cp.clock_now() + interval '1 hour'").fetchone()[0]
+    assert moved == 10
+
+
+def test_a_tick_stops_when_the_carriers_room_is_used_up_and_leaves_the_rest_due(conn, db_url):
+    load_world(conn)
+    conn.execute("update cp.carrier set tps = 1 where code = 'test_ng'")  # room: 1 call/s x 60 s lookahead
+    add_due_subscriptions(conn, 100)
+    assert queue_due(db_url, batch=25) == 60
+    assert conn.execute("select sched.due_left()").fetchone()[0] == 40
+    # The next tick finds no room either until the adapter takes calls from the queue.
+    assert queue_due(db_url, batch=25) == 0
 
 
 def test_two_concurrent_schedulers_share_the_budget(conn, db_url):
