@@ -5,6 +5,9 @@
 -- plus the configured offset.
 -- Called many times per payment: no SET search_path (every name is qualified), because a SET
 -- clause costs a GUC save/restore on every call; it is not SECURITY DEFINER.
+-- It reads a table, so the planner cannot inline it, and in a select list it runs once a row (a few
+-- microseconds each): a statement over a batch of rows (the statement triggers' event inserts) writes
+-- `(select cp.clock_now())`, which runs once for the statement.
 create or replace function cp.clock_now() returns timestamptz
 language sql stable parallel safe
 as $$

@@ -81,11 +81,10 @@ begin
     end if;
     perform cp.post_charge_journals(v_procs);
     perform cp.record_hour_stats(v_procs, true);
-    -- Subscriptions in id order, so concurrent batches lock them in the same order.
-    for v_proc in select * from unnest(v_procs) p where p.subscription_id is not null order by p.subscription_id loop
-        v_period_procs := v_period_procs || v_proc.procedure_id;
-        v_period_ends := v_period_ends || cp.subscription_charge_succeeded(v_proc);
-    end loop;
+    select coalesce(array_agg(e.procedure_id), '{}'), coalesce(array_agg(e.valid_until), '{}')
+    into v_period_procs, v_period_ends
+    from cp.subscription_charges_succeeded(array(select p from unnest(v_procs) p
+                                                  where p.subscription_id is not null)) e;
     -- A part of an accumulating period entitles to nothing yet (a null valid_until would mean forever):
     -- the part that completes the period grants it.
     insert into cp.entitlement (procedure_id, merchant_id, subscriber_id, product_id, variant, amount_minor,

@@ -206,52 +206,59 @@ begin
 end
 $$;
 
--- A renewal charge succeeded. Returns the end of the paid period (the entitlement's validity),
--- or null while an accumulating period is still short of its price.
-create or replace function cp.subscription_charge_succeeded(p_proc cp.procedure) returns timestamptz
+-- Renewal charges that succeeded, a batch at once (p_procs: their collected procedures, one a
+-- subscription). Returns each procedure whose period is now paid with the end of that period (the
+-- entitlement's validity); a part of an accumulating period still short of its price is not
+-- returned: it adds to what the period has collected and the period waits for its next retry. A
+-- suspended subscription's paid period starts now rather than at the missed due date (the period
+-- index keeps growing, one live charge per index, counted from the new anchor); a cancelled one
+-- keeps its status and gets no next charge.
+create or replace function cp.subscription_charges_succeeded(p_procs cp.procedure[])
+returns table (procedure_id bigint, valid_until timestamptz)
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
-declare
-    v_sub cp.subscription;
-    v_tz text;
-    v_full bigint;
-    v_paid_through timestamptz;
 begin
-    select * into v_sub from cp.subscription where subscription_id = p_proc.subscription_id for update;
-    v_tz := cp.subscriber_timezone(v_sub.subscriber_id);
-    if p_proc.metadata ? 'partial' then
-        v_full := (cp.renewal_price_point(v_sub, 0)).amount_minor;
-        update cp.subscription set collected_in_period = collected_in_period + p_proc.collected_minor
-        where subscription_id = v_sub.subscription_id returning * into v_sub;
-        if v_sub.collected_in_period < v_full then
-            if v_sub.status <> 'cancelled' then
-                update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
-                where subscription_id = v_sub.subscription_id;
-            end if;
-            return null;
-        end if;
-    end if;
-    if v_sub.status = 'suspended' then
-        -- Service had stopped: the paid period starts now rather than at the missed due date. The
-        -- period index keeps growing (one live charge per index), counted from the new anchor.
-        v_sub.anchor_local := cp.clock_now() at time zone v_tz;
-        v_sub.period_base := v_sub.period_index;
-    end if;
-    v_paid_through := cp.period_start(v_sub.anchor_local, v_sub.plan,
-                                      v_sub.period_index + 1 - v_sub.period_base, v_tz);
-    update cp.subscription
-    set anchor_local = v_sub.anchor_local,
-        period_base = v_sub.period_base,
-        period_index = v_sub.period_index + 1,
-        paid_through = v_paid_through,
-        next_charge_at = case when status = 'cancelled' then null
-                              else cp.first_attempt_time(v_sub.subscription_id, v_paid_through) end,
-        status = case when status = 'cancelled' then status else 'active' end,
-        retry_level = 0,
-        collected_in_period = 0
-    where subscription_id = v_sub.subscription_id;
-    return v_paid_through;
+    -- Lock in id order, so concurrent batches lock in the same order.
+    perform 1 from cp.subscription s
+    where s.subscription_id in (select p.subscription_id from unnest(p_procs) p)
+    order by s.subscription_id for update;
+    update cp.subscription s set collected_in_period = s.collected_in_period + p.collected_minor
+    from unnest(p_procs) p
+    where s.subscription_id = p.subscription_id and p.metadata ? 'partial';
+    update cp.subscription s set next_charge_at = cp.next_retry_time(s.subscription_id)
+    from unnest(p_procs) p
+    where s.subscription_id = p.subscription_id and p.metadata ? 'partial' and s.status <> 'cancelled'
+      and s.collected_in_period < (cp.renewal_price_point(s, 0)).amount_minor;
+    return query
+    with paid as (
+        select p.procedure_id, s.subscription_id, s.plan, s.period_index, z.tz,
+               case when s.status = 'suspended' then cp.clock_now() at time zone z.tz else s.anchor_local end
+                   as anchor_local,
+               case when s.status = 'suspended' then s.period_index else s.period_base end as period_base
+        from unnest(p_procs) p
+        join cp.subscription s on s.subscription_id = p.subscription_id
+        cross join lateral (select cp.subscriber_timezone(s.subscriber_id) as tz) z
+        where not (p.metadata ? 'partial' and s.collected_in_period < (cp.renewal_price_point(s, 0)).amount_minor)
+    ), periods as (
+        select x.*, cp.period_start(x.anchor_local, x.plan, x.period_index + 1 - x.period_base, x.tz) as paid_through
+        from paid x
+    ), advanced as (
+        update cp.subscription s
+        set anchor_local = x.anchor_local,
+            period_base = x.period_base,
+            period_index = x.period_index + 1,
+            paid_through = x.paid_through,
+            next_charge_at = case when s.status = 'cancelled' then null
+                                  else cp.first_attempt_time(s.subscription_id, x.paid_through) end,
+            status = case when s.status = 'cancelled' then s.status else 'active' end,
+            retry_level = 0,
+            collected_in_period = 0
+        from periods x
+        where s.subscription_id = x.subscription_id
+        returning x.procedure_id, x.paid_through
+    )
+    select a.procedure_id, a.paid_through from advanced a;
 end
 $$;
 

@@ -80,7 +80,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
-    select 'carrier_call', n.call_id, 'created', cp.clock_now(), cp.carrier_call_event_payload(n, null)
+    select 'carrier_call', n.call_id, 'created', (select cp.clock_now()), cp.carrier_call_event_payload(n, null)
     from new_rows n order by n.call_id;
     return null;
 end
@@ -93,7 +93,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
-    select 'carrier_call', n.call_id, 'status_changed', cp.clock_now(), cp.carrier_call_event_payload(n, o.status)
+    select 'carrier_call', n.call_id, 'status_changed', (select cp.clock_now()), cp.carrier_call_event_payload(n, o.status)
     from new_rows n join old_rows o using (call_id)
     where n.status is distinct from o.status
     order by n.call_id;

@@ -60,7 +60,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
-    select 'procedure', n.procedure_id, 'created', cp.clock_now(), cp.procedure_event_payload(n, null)
+    select 'procedure', n.procedure_id, 'created', (select cp.clock_now()), cp.procedure_event_payload(n, null)
     from new_rows n order by n.procedure_id;
     return null;
 end
@@ -73,7 +73,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
-    select 'procedure', n.procedure_id, 'status_changed', cp.clock_now(), cp.procedure_event_payload(n, o.status)
+    select 'procedure', n.procedure_id, 'status_changed', (select cp.clock_now()), cp.procedure_event_payload(n, o.status)
     from new_rows n join old_rows o using (procedure_id)
     where n.status is distinct from o.status
     order by n.procedure_id;
@@ -121,7 +121,7 @@ as $$
 begin
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, payload, next_attempt_at, created_at,
                                           to_sink)
-    select n.merchant_id, 'camara.' || n.kind, n.procedure_id, cp.camara_event(n), cp.clock_now(), cp.clock_now(), true
+    select n.merchant_id, 'camara.' || n.kind, n.procedure_id, cp.camara_event(n), (select cp.clock_now()), (select cp.clock_now()), true
     from new_rows n
     join old_rows o using (procedure_id)
     join cp.notification_sink s on s.procedure_id = n.procedure_id

@@ -33,7 +33,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
-    select 'subscription', n.subscription_id, 'created', cp.clock_now(), cp.subscription_event_payload(n, null)
+    select 'subscription', n.subscription_id, 'created', (select cp.clock_now()), cp.subscription_event_payload(n, null)
     from new_rows n order by n.subscription_id;
     return null;
 end
@@ -46,7 +46,7 @@ set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
-    select 'subscription', n.subscription_id, 'status_changed', cp.clock_now(),
+    select 'subscription', n.subscription_id, 'status_changed', (select cp.clock_now()),
            cp.subscription_event_payload(n, o.status)
     from new_rows n join old_rows o using (subscription_id)
     where n.status is distinct from o.status
@@ -68,7 +68,7 @@ begin
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
                                           next_attempt_at, created_at)
     select n.merchant_id, e.kind, e.payment_id, n.subscription_id,
-           cp.subscription_document(n.subscription_id) || e.extra, cp.clock_now(), cp.clock_now()
+           cp.subscription_document(n.subscription_id) || e.extra, (select cp.clock_now()), (select cp.clock_now())
     from new_rows n
     join old_rows o using (subscription_id)
     join cp.merchant m on m.merchant_id = n.merchant_id and m.webhook_url is not null
