@@ -12,10 +12,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_bench(url: str, *args: str, subscriptions: int = 30) -> subprocess.CompletedProcess:
+def run_bench(url: str, *args: str, subscriptions: int = 30, days: int = 1) -> subprocess.CompletedProcess:
     env = dict(os.environ, CARRIERPAY_DATABASE_URL=url, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--subscriptions", str(subscriptions),
-                           "--days", "1", "--carriers", "2", "--skip-due", *args],
+                           "--days", str(days), "--carriers", "2", "--skip-due", *args],
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -52,7 +52,38 @@ def test_keep_needs_a_server_that_outlives_the_run():
     done = subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--keep"],
                           env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "--keep needs CARRIERPAY_DATABASE_URL" in done.stderr
+    assert "--keep, --stop-after-hours, --stop-by and --resume need CARRIERPAY_DATABASE_URL" in done.stderr
+
+
+def figures_line(done: subprocess.CompletedProcess, timing: str = "fixed") -> str:
+    assert done.returncode == 0, done.stderr
+    return next(x for x in done.stdout.splitlines() if x.strip().startswith(timing + " ")).split("; best hours")[0]
+
+
+def test_a_run_stopped_at_an_hour_and_resumed_ends_as_one_run_does(pg_cluster):
+    admin = pg_cluster.url("postgres")
+    whole = figures_line(run_bench(admin, "--timings", "fixed", "--seed", "6", subscriptions=40, days=2))
+    try:
+        first = run_bench(admin, "--timings", "fixed", "--seed", "6", "--stop-after-hours", "30",
+                          subscriptions=40, days=2)
+        assert first.returncode == 0, first.stderr
+        assert "stopped after 30 of 48 simulated hours" in first.stdout
+        assert "renewals collected" not in first.stdout  # no figures from half a run
+        with psycopg.connect(pg_cluster.url("bench_sim_fixed_hour_and_day_6")) as conn:
+            assert conn.execute("select hours_done from bench.progress").fetchone()[0] == 30
+        second = run_bench(admin, "--timings", "fixed", "--seed", "6", "--resume", subscriptions=40, days=2)
+        assert figures_line(second) == whole
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute('drop database if exists "bench_sim_fixed_hour_and_day_6" with (force)')
+
+
+def test_stopping_needs_a_server_that_outlives_the_run():
+    env = {k: v for k, v in os.environ.items() if k != "CARRIERPAY_DATABASE_URL"}
+    done = subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--stop-by", "23:59"],
+                          env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "need CARRIERPAY_DATABASE_URL" in done.stderr
 
 
 def test_serving_on_two_connections_changes_no_outcome(pg_cluster):

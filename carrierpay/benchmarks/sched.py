@@ -12,6 +12,17 @@ the full size (100,000 x 30 days, --parallel) took about two hours (see benchmar
 Runs on CARRIERPAY_DATABASE_URL (a server we may create databases on) or on a throwaway embedded
 cluster. Prints figures; asserts nothing.
 
+A run longer than the time at hand stops at the end of a simulated hour and goes on later, on a
+server that outlives it (the embedded one of `carrierpay db up` will do):
+
+    export CARRIERPAY_DATABASE_URL=$(carrierpay db url)
+    PYTHONPATH=$PWD python -m carrierpay.benchmarks.sched --subscriptions 100000 --days 30 \
+        --timings fixed,subscriber --parallel --skip-due --stop-by 15:00
+    PYTHONPATH=$PWD python -m carrierpay.benchmarks.sched --subscriptions 100000 --days 30 \
+        --timings fixed,subscriber --parallel --skip-due --resume     # the same options, plus --resume
+
+Fixed hours draw no random numbers, so a stopped and resumed run ends with the figures of one run.
+
 (a) The simulated carrier lives in SQL (schema bench): each subscriber has a prepaid balance, a
 habitual local top-up hour, a top-up amount and a top-up rhythm (every 1-7 days); the balance is
 spent down between top-ups (exponential decay per hour, applied lazily) and by each successful charge.
@@ -57,6 +68,14 @@ CARRIERS = [
 
 SIM_SQL = """
 create schema bench;
+
+-- How far a simulation has come, for a run that stops at an hour's end and is resumed (--resume):
+-- simulated hours done, wall seconds and seconds by phase so far.
+create table bench.progress (
+    hours_done integer not null,
+    seconds    float8 not null,
+    phases     jsonb not null
+);
 -- One simulated prepaid account per subscriber.
 create table bench.sim (
     subscriber_id bigint primary key,
@@ -393,17 +412,60 @@ def queue_due(conn: psycopg.Connection, batch: int) -> None:
         left = now_left
 
 
+def wall_time_today(hh_mm: str) -> datetime:
+    """HH:MM (UTC) as the next such moment: today's, or tomorrow's once today's has passed."""
+    hour, minute = (int(x) for x in hh_mm.split(":"))
+    now = datetime.now(UTC)
+    at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return at if at > now else at + timedelta(days=1)
+
+
 def sim_db_name(timing: str, habits: str, seed: int) -> str:
     """A simulation's database: named by its population too, so runs of other populations against one
     server (CARRIERPAY_DATABASE_URL) leave each other's databases alone."""
     return f"bench_sim_{timing}_{habits.replace('-', '_')}_{seed}"
 
 
+def set_up(conn: psycopg.Connection, carriers: list[tuple], product_timing: str, subscriptions: int,
+           ncarriers: int, seed: int) -> None:
+    """A simulation's world: the carriers and product, the simulated accounts and the subscriptions."""
+    onboard(conn, carriers, product_timing, tps=100_000)
+    conn.execute(SIM_SQL)
+    # Seed 0 is the population every recorded run used; another seed draws other habits and numbers.
+    conn.execute("select setseed(%s)", [0.42 if seed == 0 else (0.42 + seed * 0.137) % 1])
+    subscribers, subs = POPULATION_SQL.split("\n--\n")
+    conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers, "offset": seed * 100_000_007})
+    conn.execute(subs, {"start": START})
+    # each subscription's first due moment, to count the periods it could have paid by the end
+    conn.execute("create table bench.first_due as select subscription_id, next_charge_at from cp.subscription")
+    conn.execute("analyze")
+    conn.execute("insert into bench.progress values (0, 0, %s)",
+                 [psycopg.types.json.Jsonb(dict.fromkeys(PHASES, 0.0))])
+
+
+@dataclass
+class StopAt:
+    """Where a long run stops, at the end of a simulated hour: after so many simulated hours of this
+    run, or once the wall clock has passed a moment (a session's end); its databases are kept."""
+    hours: int | None = None
+    wall: datetime | None = None
+
+    def reached(self, hours_this_run: int) -> bool:
+        return ((self.hours is not None and hours_this_run >= self.hours)
+                or (self.wall is not None and datetime.now(UTC) >= self.wall))
+
+
+PHASES = ("top_up", "oracle", "balance_check", "run_due", "serve", "fold", "housekeeping")
+
+
 def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarriers: int, batch: int,
              decay: float, url: str | None = None, check_below: float = 1.0, hold_a_day: bool = False,
-             seed: int = 0, habits: str = "hour-and-day", serve_workers: int = 1) -> SimResult:
+             seed: int = 0, habits: str = "hour-and-day", serve_workers: int = 1, resume: bool = False,
+             stop: StopAt | None = None) -> SimResult | None:
+    """One timing's simulation; None when it stopped at an hour's end before the last (`stop`), its
+    database kept to be resumed (`resume`: go on from the hour it stopped at, setting nothing up)."""
     name = sim_db_name(timing, habits, seed)
-    url = url or server.fresh_db(name)
+    url = url or (server.url(name) if resume else server.fresh_db(name))
     carriers = CARRIERS[:ncarriers]
     # The oracle is the benchmark's, not a product timing: its product keeps fixed hours, which the
     # oracle overrides each hour (bench.oracle_place).
@@ -413,20 +475,13 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
     balance_check = timing in ("balance_check", "subscriber_check")
     product_timing = {"oracle": "fixed", "balance_check": "fixed", "subscriber_check": "subscriber"}.get(timing, timing)
     with psycopg.connect(url, autocommit=True) as conn:
-        onboard(conn, carriers, product_timing, tps=100_000)
-        conn.execute(SIM_SQL)
-        # Seed 0 is the population every recorded run used; another seed draws other habits and numbers.
-        conn.execute("select setseed(%s)", [0.42 if seed == 0 else (0.42 + seed * 0.137) % 1])
-        subscribers, subs = POPULATION_SQL.split("\n--\n")
-        conn.execute(subscribers, {"n": subscriptions, "ncarriers": ncarriers, "offset": seed * 100_000_007})
-        conn.execute(subs, {"start": START})
-        # each subscription's first due moment, to count the periods it could have paid by the end
-        conn.execute("create table bench.first_due as select subscription_id, next_charge_at from cp.subscription")
-        conn.execute("analyze")
+        if not resume:
+            set_up(conn, carriers, product_timing, subscriptions, ncarriers, seed)
         ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
-        t0 = time.monotonic()
-        # where a simulated hour goes: wall seconds per phase, summed over the run
-        phases = dict.fromkeys(("top_up", "oracle", "balance_check", "run_due", "serve", "fold", "housekeeping"), 0.0)
+        # where a simulated hour goes: wall seconds per phase, summed over the run (and its earlier parts)
+        hours_done, seconds_before, phases = conn.execute(
+            "select hours_done, seconds, phases from bench.progress").fetchone()
+        t0 = time.monotonic() - seconds_before
         mark = time.monotonic()
 
         def lap(phase: str) -> None:
@@ -462,7 +517,14 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
         # long the database takes (a running clock let a balance within seconds of decay of the price
         # fall either way, so figures varied by a unit with the machine's speed).
         conn.execute("select admin.hold_clock()")
-        for hour in range(days * 24):
+        for hour in range(hours_done, days * 24):
+            if stop and stop.reached(hour - hours_done):
+                conn.execute("update bench.progress set hours_done = %s, seconds = %s, phases = %s",
+                             [hour, time.monotonic() - t0, psycopg.types.json.Jsonb(phases)])
+                print(f"  [{timing}] stopped after {hour} of {days * 24} simulated hours (day {hour // 24 + 1}, "
+                      f"{time.monotonic() - t0:.0f} s); its database {name} is kept: go on with --resume",
+                      flush=True)
+                return None
             now = START + timedelta(hours=hour)
             conn.execute("select admin.set_clock(%s)", [now])
             for carrier_id, _, tz in ids:
@@ -639,13 +701,28 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="leave each simulation's database (bench_sim_<timing>_<habits>_<seed>) on the "
                              "server of CARRIERPAY_DATABASE_URL, to query what the timings learned")
+    parser.add_argument("--stop-after-hours", type=int, metavar="N",
+                        help="stop each simulation after N simulated hours of this run, keeping its database to "
+                             "go on with --resume (needs CARRIERPAY_DATABASE_URL)")
+    parser.add_argument("--stop-by", metavar="HH:MM",
+                        help="stop each simulation at the end of the first simulated hour that ends after this "
+                             "UTC wall time (today, or tomorrow if it has passed), keeping its database")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with the kept simulations of these timings and population from the hour "
+                             "they stopped at (the same --subscriptions, --days and other options)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-due", action="store_true")
     args = parser.parse_args()
 
     url = os.environ.get("CARRIERPAY_DATABASE_URL")
+    stop = None
+    if args.stop_after_hours is not None or args.stop_by:
+        stop = StopAt(hours=args.stop_after_hours, wall=wall_time_today(args.stop_by) if args.stop_by else None)
+    # a run that stops or resumes keeps its databases: that is what it resumes
+    args.keep = args.keep or stop is not None or args.resume
     if args.keep and not url:
-        parser.error("--keep needs CARRIERPAY_DATABASE_URL: an embedded cluster is removed when the run ends")
+        parser.error("--keep, --stop-after-hours, --stop-by and --resume need CARRIERPAY_DATABASE_URL: an "
+                     "embedded cluster is removed when the run ends")
     with Server(url, keep=args.keep) as server:
         print("server:", ", ".join(f"{k}={v}" for k, v in server.settings().items()), f"cpus={os.cpu_count()}")
         if not args.skip_sim:
@@ -654,19 +731,23 @@ def main() -> None:
                   + ("" if args.habits == "hour-and-day" else f", top-up habits: {args.habits}"))
             timings = tuple(args.timings.split(","))
 
-            def run(timing: str, url: str | None = None) -> SimResult:
+            def run(timing: str, url: str | None = None) -> SimResult | None:
                 return simulate(server, timing, args.subscriptions, args.days, args.carriers, args.batch,
                                 args.decay, url=url, check_below=args.check_below, hold_a_day=args.hold_a_day,
-                                seed=args.seed, habits=args.habits, serve_workers=args.serve_workers)
+                                seed=args.seed, habits=args.habits, serve_workers=args.serve_workers,
+                                resume=args.resume, stop=stop)
 
             if args.parallel:
                 # Each timing has its own database and connection: on two cores they run side by side.
                 # The databases are made first, one after the other (migrations are not thread-safe).
-                urls = [server.fresh_db(sim_db_name(timing, args.habits, args.seed)) for timing in timings]
+                names = [sim_db_name(timing, args.habits, args.seed) for timing in timings]
+                urls = [server.url(name) if args.resume else server.fresh_db(name) for name in names]
                 with ThreadPoolExecutor(max_workers=2) as pool:
                     results = list(pool.map(run, timings, urls))
             else:
                 results = [run(timing) for timing in timings]
+            if None in results:
+                results = []  # stopped before the end: nothing to report yet
             for r in results:
                 print(f"  {r.timing:9s}: {r.renewals} renewals collected ({r.full_price_renewals} at full price), "
                       f"revenue {r.revenue_units:.0f} full-price units {r.revenue}, {r.calls} charge calls, "
@@ -691,8 +772,8 @@ def main() -> None:
                           f"{t['with_topup']} with a top-up seen, {t['on_rhythm']} planned on a rhythm of "
                           f"2+ days (mean {t['mean_rhythm_days']}), {t['waits']} attempts moved to a "
                           f"likely top-up day")
-            fixed = results[0]
-            fixed_rpc = fixed.renewals / max(fixed.calls, 1)
+            fixed = results[0] if results else None
+            fixed_rpc = fixed.renewals / max(fixed.calls, 1) if fixed else 0
             for other in results[1:]:
                 rpc = other.renewals / max(other.calls, 1)
                 if other.causes["balance_queries"]:
