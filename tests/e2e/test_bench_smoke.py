@@ -22,6 +22,7 @@ FIGURE_LINES = [
     "renewals settled/s:",
     "money checks: ok",
 ]
+PER_PAYMENT_LINES = {"per payment:", "WAL per payment:"}
 
 
 def test_bench_smoke():
@@ -29,8 +30,13 @@ def test_bench_smoke():
     result = subprocess.run([sys.executable, "-m", "carrierpay", "bench", "--smoke"], cwd=str(REPO), env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # On a starved machine no payment may finish inside the seconds-long window: then there is no
+    # figure per payment to print, and the run says so (its money checks still ran on the drained run).
+    starved = "no payment reached a final state inside the measuring window" in result.stdout
     for line in FIGURE_LINES:
+        if starved and line in PER_PAYMENT_LINES:
+            continue
         assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
     assert "FAILED" not in result.stdout
     # WAL is attributed to our tables and their indexes by pg_walinspect, not left in one lump.
-    assert "cp.carrier_call" in result.stdout or "cp.procedure" in result.stdout
+    assert starved or "cp.carrier_call" in result.stdout or "cp.procedure" in result.stdout
