@@ -218,18 +218,21 @@ returns table (procedure_id bigint, valid_until timestamptz)
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
+declare
+    v_short bigint[];  -- subscriptions whose accumulating period is still short of its price
 begin
     -- Lock in id order, so concurrent batches lock in the same order.
     perform 1 from cp.subscription s
     where s.subscription_id in (select p.subscription_id from unnest(p_procs) p)
     order by s.subscription_id for update;
-    update cp.subscription s set collected_in_period = s.collected_in_period + p.collected_minor
-    from unnest(p_procs) p
-    where s.subscription_id = p.subscription_id and p.metadata ? 'partial';
+    with parts as (
+        update cp.subscription s set collected_in_period = s.collected_in_period + p.collected_minor
+        from unnest(p_procs) p
+        where s.subscription_id = p.subscription_id and p.metadata ? 'partial'
+        returning s.subscription_id, s.collected_in_period < (cp.renewal_price_point(s, 0)).amount_minor as short
+    ) select coalesce(array_agg(subscription_id) filter (where short), '{}') into v_short from parts;
     update cp.subscription s set next_charge_at = cp.next_retry_time(s.subscription_id)
-    from unnest(p_procs) p
-    where s.subscription_id = p.subscription_id and p.metadata ? 'partial' and s.status <> 'cancelled'
-      and s.collected_in_period < (cp.renewal_price_point(s, 0)).amount_minor;
+    where s.subscription_id = any (v_short) and s.status <> 'cancelled';
     return query
     with paid as (
         select p.procedure_id, s.subscription_id, s.plan, s.period_index, z.tz,
@@ -239,7 +242,7 @@ begin
         from unnest(p_procs) p
         join cp.subscription s on s.subscription_id = p.subscription_id
         cross join lateral (select cp.subscriber_timezone(s.subscriber_id) as tz) z
-        where not (p.metadata ? 'partial' and s.collected_in_period < (cp.renewal_price_point(s, 0)).amount_minor)
+        where s.subscription_id <> all (v_short)
     ), periods as (
         select x.*, cp.period_start(x.anchor_local, x.plan, x.period_index + 1 - x.period_base, x.tz) as paid_through
         from paid x
