@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,9 +48,10 @@ def test_without_keep_the_simulation_database_is_dropped(pg_cluster):
         assert conn.execute("select count(*) from pg_database where datname like 'bench_sim_%%_4'").fetchone()[0] == 0
 
 
-def test_keep_needs_a_server_that_outlives_the_run():
+@pytest.mark.parametrize("option", [["--keep"], ["--stop-by", "23:59"], ["--stop-after-hours", "1"], ["--resume"]])
+def test_keeping_stopping_and_resuming_need_a_server_that_outlives_the_run(option):
     env = {k: v for k, v in os.environ.items() if k != "CARRIERPAY_DATABASE_URL"}
-    done = subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--keep"],
+    done = subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", *option],
                           env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--keep, --stop-after-hours, --stop-by and --resume need CARRIERPAY_DATABASE_URL" in done.stderr
@@ -78,23 +80,12 @@ def test_a_run_stopped_at_an_hour_and_resumed_ends_as_one_run_does(pg_cluster):
             conn.execute('drop database if exists "bench_sim_fixed_hour_and_day_6" with (force)')
 
 
-def test_stopping_needs_a_server_that_outlives_the_run():
-    env = {k: v for k, v in os.environ.items() if k != "CARRIERPAY_DATABASE_URL"}
-    done = subprocess.run([sys.executable, "-m", "carrierpay.benchmarks.sched", "--stop-by", "23:59"],
-                          env=dict(env, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "need CARRIERPAY_DATABASE_URL" in done.stderr
-
-
 def test_serving_on_two_connections_changes_no_outcome(pg_cluster):
     # Fixed hours draw no random numbers and the clock stands still within a simulated hour: the same
     # population gives the same figures, to the unit, however the batches are served.
     def figures(workers: str) -> str:
-        done = run_bench(pg_cluster.url("postgres"), "--timings", "fixed", "--seed", "5", "--serve-workers", workers,
-                         "--batch", "2", subscriptions=60)
-        assert done.returncode == 0, done.stderr
-        line = next(x for x in done.stdout.splitlines() if x.strip().startswith("fixed"))
-        return line.split("; best hours")[0]
+        return figures_line(run_bench(pg_cluster.url("postgres"), "--timings", "fixed", "--seed", "5",
+                                      "--serve-workers", workers, "--batch", "2", subscriptions=60))
 
     one = figures("1")
     assert "charge calls" in one
