@@ -27,6 +27,16 @@ language sql immutable
 set search_path = pg_catalog, cp, pg_temp
 as $$ select interval '2 hours' $$;
 
+-- From how many days between a subscriber's likely top-up days a retry after a stepped-down failure, on a
+-- day that is not one of them, waits for their single best hour instead of the soonest of their best
+-- (cp.timing_retry_hours()): with a long cycle most days bring no money, and the best hour, the one just
+-- after their usual top-up, is the one that can still catch a top-up come early. Three, as measured in
+-- benchmarks/RESULTS.md (a11): from two days on, the same wait saved more calls but lost more revenue.
+create or replace function cp.timing_long_cycle_days() returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 3 $$;
+
 -- The share of timed attempts (subscriber and best_hour timings) placed at a random allowed slot, so
 -- hours never tried can still be learned; the rest go to the best-scoring hours.
 create or replace function cp.timing_exploration_share() returns float8
@@ -319,7 +329,8 @@ begin
                -- a top-up seen in the last hours and an attempt at the full price (the level the failure
                -- is about to move): what the top-up left may still cover the stepped-down price
                coalesce(t.last_topup_at >= cp.clock_now() - cp.timing_fresh_topup() and s.retry_level = 0, false)
-                   as fresh_topup
+                   as fresh_topup,
+               s.retry_level, t.last_topup_at, cp.timing_rhythm_days(t.cycle_tenths, t.cycle_gaps) as rhythm_days
         from cp.subscription s
         join cp.subscriber b on b.subscriber_id = s.subscriber_id
         left join cp.subscriber_timing t on t.subscriber_id = s.subscriber_id
@@ -336,6 +347,10 @@ begin
     ), prepared as (
         select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz, sub.retry_timing,
                sub.fixed_retry_hours, sub.explore, sub.fresh_topup,
+               -- a stepped-down attempt failed on a day that is not a likely top-up day of a long cycle
+               sub.retry_level > 0 and sub.rhythm_days >= cp.timing_long_cycle_days()
+                   and cp.timing_rhythm_day((sub.last_topup_at at time zone sub.tz)::date, sub.rhythm_days,
+                                            z.local_now::date) > z.local_now::date as between_topups,
                r.hours, greatest(r.max_attempts, 1) as best_hours,
                case when sub.attempts_day = z.local_now::date and sub.attempts_today >= r.max_attempts
                     then greatest(z.local_now + interval '1 hour', z.local_now::date + 1)
@@ -396,7 +411,8 @@ begin
     left join choice c using (carrier_id, hours, earliest)
     left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours)
     left join lateral (select cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
-                                                 least(p.best_hours, cp.timing_retry_hours())) as slot
+                                                 case when p.between_topups then 1
+                                                      else least(p.best_hours, cp.timing_retry_hours()) end) as slot
                        where p.retry_timing = 'subscriber' and not p.fresh_topup) ps on true;
 end
 $$;

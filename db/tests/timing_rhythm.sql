@@ -4,7 +4,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(25);
+select plan(29);
 
 select admin.add_product('acme', 'rclub', 'Rhythm club', 'step_down', 'subscriber');
 select admin.add_price_point('acme', 'rclub', 'daily', 10000, 'NGN', 'rclub_full', p_carrier => 'test_ng');
@@ -107,6 +107,34 @@ update cp.subscription set retry_level = 1 where subscription_id = (select subsc
 select cmp_ok((select count(*) from generate_series(1, 20) g, cp.next_retry_times(array[(select subscription_id from t)]) n
                where to_char(n.retry_at at time zone 'Africa/Lagos', 'DD HH24:MI') = '04 16:00'), '>=', 14::bigint,
               'a failure already stepped down waits for their best hours');
+
+-- A stepped-down failure of a subscriber who tops up every three days or more, on a day that is not one
+-- of their likely top-up days: the retry waits for their single best hour (17:00), not the soonest of
+-- their two best; on a likely top-up day, with a shorter cycle, or after a failure at full price, the
+-- soonest of the two (16:00).
+create function pg_temp.retried_at(p_hhmm text) returns bigint language sql as $$
+    select count(*) from generate_series(1, 20) g, cp.next_retry_times(array[(select subscription_id from t)]) n
+    where to_char(n.retry_at at time zone 'Africa/Lagos', 'DD HH24:MI') = p_hhmm
+$$;
+update cp.subscriber_timing set cycle_tenths = 30, cycle_gaps = 15, last_topup_at = cp.clock_now() - interval '1 day'
+where subscriber_id = (select subscriber_id from t);
+select cmp_ok(pg_temp.retried_at('04 17:00'), '>=', 14::bigint,
+              'between the top-ups of a three-day cycle a stepped-down failure waits for the best hour');
+update cp.subscriber_timing set last_topup_at = cp.clock_now() - interval '3 days'
+where subscriber_id = (select subscriber_id from t);
+select cmp_ok(pg_temp.retried_at('04 16:00'), '>=', 14::bigint,
+              'on a likely top-up day: the soonest of the two best hours');
+update cp.subscriber_timing set cycle_tenths = 20, last_topup_at = cp.clock_now() - interval '1 day'
+where subscriber_id = (select subscriber_id from t);
+select cmp_ok(pg_temp.retried_at('04 16:00'), '>=', 14::bigint,
+              'a two-day cycle is not long: the soonest of the two best hours');
+update cp.subscriber_timing set cycle_tenths = 30 where subscriber_id = (select subscriber_id from t);
+update cp.subscription set retry_level = 0 where subscription_id = (select subscription_id from t);
+select cmp_ok(pg_temp.retried_at('04 16:00'), '>=', 14::bigint,
+              'a failure at full price between top-ups: the soonest of the two best hours (it steps down first)');
+update cp.subscription set retry_level = 1 where subscription_id = (select subscription_id from t);
+update cp.subscriber_timing set cycle_gaps = 0, last_topup_at = cp.clock_now() - interval '1 hour'
+where subscriber_id = (select subscriber_id from t);
 update cp.subscription set retry_level = 0 where subscription_id = (select subscription_id from t);
 update cp.subscriber_timing set last_topup_at = cp.clock_now() - interval '5 hours'
 where subscriber_id = (select subscriber_id from t);
