@@ -490,17 +490,19 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
             phases[phase] += now_s - mark
             mark = now_s
 
-        # The simulated carriers answer their calls on serve_workers connections: a batch at a time, a
-        # carrier with a full batch served goes back in the queue. A subscriber has at most one charge in
-        # flight and the clock stands still within the hour, so the order batches are served in changes
-        # no outcome.
+        # The simulated carriers answer their calls on serve_workers connections: a batch at a time, each
+        # carrier queued once per connection (fixed hours are local hours, so an hour often has one busy
+        # carrier: its batches are claimed side by side, as adapters do), a carrier with a full batch
+        # served back in the queue. A subscriber has at most one charge in flight and the clock stands
+        # still within the hour, so the order batches are served in changes no outcome.
         workers = [conn] + [psycopg.connect(url, autocommit=True) for _ in range(serve_workers - 1)]
         pool = ThreadPoolExecutor(max_workers=len(workers))
 
         def serve_all(codes: list[str]) -> None:
             pending = queue.SimpleQueue()
             for code in codes:
-                pending.put(code)
+                for _ in workers:
+                    pending.put(code)
 
             def work(worker: psycopg.Connection) -> None:
                 while True:
