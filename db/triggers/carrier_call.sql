@@ -92,11 +92,14 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     select 'carrier_call', n.call_id, 'status_changed', (select cp.clock_now()), cp.carrier_call_event_payload(n, o.status)
     from new_rows n join old_rows o using (call_id)
     where n.status is distinct from o.status
-    order by n.call_id;
+    order by n.call_id
+    $q$;
     return null;
 end
 $$;
@@ -107,11 +110,14 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
-    perform cp.rematch_callbacks(n.call_id)
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
+    select cp.rematch_callbacks(n.call_id)
     from new_rows n join old_rows o using (call_id)
     where n.carrier_ref is not null and n.carrier_ref is distinct from o.carrier_ref
       and n.status in ('awaiting_result', 'unknown')
-    order by n.call_id;
+    order by n.call_id
+    $q$;
     return null;
 end
 $$;
@@ -125,10 +131,13 @@ as $$
 declare
     v_calls bigint[];
 begin
-    select array_agg(n.call_id order by n.call_id) into v_calls
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
+    select array_agg(n.call_id order by n.call_id)
     from new_rows n join old_rows o using (call_id)
     where n.status in ('done', 'failed') and o.status not in ('done', 'failed')
-      and exists (select 1 from cp.reservation r where r.call_id = n.call_id and r.status in ('held', 'lapsed'));
+      and exists (select 1 from cp.reservation r where r.call_id = n.call_id and r.status in ('held', 'lapsed'))
+    $q$ into v_calls;
     if v_calls is not null then
         perform cp.settle_reservations(v_calls);
     end if;

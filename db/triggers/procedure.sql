@@ -72,11 +72,14 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     select 'procedure', n.procedure_id, 'status_changed', (select cp.clock_now()), cp.procedure_event_payload(n, o.status)
     from new_rows n join old_rows o using (procedure_id)
     where n.status is distinct from o.status
-    order by n.procedure_id;
+    order by n.procedure_id
+    $q$;
     return null;
 end
 $$;
@@ -119,6 +122,8 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, payload, next_attempt_at, created_at,
                                           to_sink)
     select n.merchant_id, 'camara.' || n.kind, n.procedure_id, cp.camara_event(n), (select cp.clock_now()), (select cp.clock_now()), true
@@ -126,7 +131,8 @@ begin
     join old_rows o using (procedure_id)
     join cp.notification_sink s on s.procedure_id = n.procedure_id
     where n.status is distinct from o.status and n.status in ('succeeded', 'failed') and n.merchant_id is not null
-    order by n.procedure_id;
+    order by n.procedure_id
+    $q$;
     return null;
 end
 $$;

@@ -45,12 +45,15 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     select 'subscription', n.subscription_id, 'status_changed', (select cp.clock_now()),
            cp.subscription_event_payload(n, o.status)
     from new_rows n join old_rows o using (subscription_id)
     where n.status is distinct from o.status
-    order by n.subscription_id;
+    order by n.subscription_id
+    $q$;
     return null;
 end
 $$;
@@ -65,6 +68,8 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
+    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
+    execute $q$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
                                           next_attempt_at, created_at)
     select n.merchant_id, e.kind, e.payment_id, n.subscription_id,
@@ -97,7 +102,8 @@ begin
            and (k.kind = 'subscription.renewed'
                 or (paid.amount_minor < pp.amount_minor and not coalesce(paid.metadata ? 'partial', false)))
     ) e
-    order by n.subscription_id, e.kind;
+    order by n.subscription_id, e.kind
+    $q$;
     return null;
 end
 $$;
