@@ -87,43 +87,44 @@ end
 $$;
 
 -- The _900 event of each row whose status changed, one insert per statement.
+-- No nested loop: a trigger's static statement keeps the plan of its first run in the session, and a
+-- one-row first run nests one transition table's scan in the other, quadratic over a later batch
+-- (docs/architecture.md, "State machines"); a hash join of the two is right at every size.
 create or replace function cp.tg_carrier_call__changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
+set enable_nestloop = off
 as $$
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
-    execute $q$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     select 'carrier_call', n.call_id, 'status_changed', (select cp.clock_now()), cp.carrier_call_event_payload(n, o.status)
     from new_rows n join old_rows o using (call_id)
     where n.status is distinct from o.status
-    order by n.call_id
-    $q$;
+    order by n.call_id;
     return null;
 end
 $$;
 
 -- Calls that just learnt their carrier id: apply receipts that arrived before them (kept in the inbox).
+-- What a call's id was before the statement is looked up in a hashed set (NOT IN), not joined: a join
+-- of the transition tables planned for the session's first, one-row, statement is quadratic over a batch.
 create or replace function cp.tg_carrier_call__rematch() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
-    execute $q$
-    select cp.rematch_callbacks(n.call_id)
-    from new_rows n join old_rows o using (call_id)
-    where n.carrier_ref is not null and n.carrier_ref is distinct from o.carrier_ref
-      and n.status in ('awaiting_result', 'unknown')
-    order by n.call_id
-    $q$;
+    perform cp.rematch_callbacks(n.call_id)
+    from new_rows n
+    where n.carrier_ref is not null and n.status in ('awaiting_result', 'unknown')
+      and (n.call_id, n.carrier_ref) not in (select o.call_id, coalesce(o.carrier_ref, '') from old_rows o)
+    order by n.call_id;
     return null;
 end
 $$;
 
 -- Two-step calls that have just settled: their reservations are captured or released
 -- (cp.settle_reservations). Most calls hold none: one probe of cp.reservation's key per settled call.
+-- Calls already settled before the statement are a hashed set (NOT IN), as in cp.tg_carrier_call__rematch.
 create or replace function cp.tg_carrier_call__settle_reservations() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -131,13 +132,11 @@ as $$
 declare
     v_calls bigint[];
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
-    execute $q$
-    select array_agg(n.call_id order by n.call_id)
-    from new_rows n join old_rows o using (call_id)
-    where n.status in ('done', 'failed') and o.status not in ('done', 'failed')
-      and exists (select 1 from cp.reservation r where r.call_id = n.call_id and r.status in ('held', 'lapsed'))
-    $q$ into v_calls;
+    select array_agg(n.call_id order by n.call_id) into v_calls
+    from new_rows n
+    where n.status in ('done', 'failed')
+      and n.call_id not in (select o.call_id from old_rows o where o.status in ('done', 'failed'))
+      and exists (select 1 from cp.reservation r where r.call_id = n.call_id and r.status in ('held', 'lapsed'));
     if v_calls is not null then
         perform cp.settle_reservations(v_calls);
     end if;

@@ -66,20 +66,19 @@ begin
 end
 $$;
 
--- The _900 event of each row whose status changed, one insert per statement.
+-- The _900 event of each row whose status changed, one insert per statement. No nested loop, as in
+-- cp.tg_carrier_call__changed.
 create or replace function cp.tg_procedure__changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
+set enable_nestloop = off
 as $$
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
-    execute $q$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     select 'procedure', n.procedure_id, 'status_changed', (select cp.clock_now()), cp.procedure_event_payload(n, o.status)
     from new_rows n join old_rows o using (procedure_id)
     where n.status is distinct from o.status
-    order by n.procedure_id
-    $q$;
+    order by n.procedure_id;
     return null;
 end
 $$;
@@ -122,17 +121,15 @@ language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
-    execute $q$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, payload, next_attempt_at, created_at,
                                           to_sink)
     select n.merchant_id, 'camara.' || n.kind, n.procedure_id, cp.camara_event(n), (select cp.clock_now()), (select cp.clock_now()), true
     from new_rows n
-    join old_rows o using (procedure_id)
     join cp.notification_sink s on s.procedure_id = n.procedure_id
-    where n.status is distinct from o.status and n.status in ('succeeded', 'failed') and n.merchant_id is not null
-    order by n.procedure_id
-    $q$;
+    where n.status in ('succeeded', 'failed') and n.merchant_id is not null
+      -- what each row was before the statement: a hashed set, as in cp.tg_carrier_call__rematch
+      and (n.procedure_id, n.status) not in (select o.procedure_id, o.status from old_rows o)
+    order by n.procedure_id;
     return null;
 end
 $$;

@@ -39,21 +39,20 @@ begin
 end
 $$;
 
--- The _900 event of each row whose status changed, one insert per statement.
+-- The _900 event of each row whose status changed, one insert per statement. No nested loop, as in
+-- cp.tg_carrier_call__changed.
 create or replace function cp.tg_subscription__changed() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
+set enable_nestloop = off
 as $$
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
-    execute $q$
     insert into cp.event (aggregate_type, aggregate_id, kind, occurred_at, payload)
     select 'subscription', n.subscription_id, 'status_changed', (select cp.clock_now()),
            cp.subscription_event_payload(n, o.status)
     from new_rows n join old_rows o using (subscription_id)
     where n.status is distinct from o.status
-    order by n.subscription_id
-    $q$;
+    order by n.subscription_id;
     return null;
 end
 $$;
@@ -63,12 +62,16 @@ $$;
 -- period was paid at a lower price point than the plan's, stepped_down too; suspended; resumed (paid
 -- again after a suspension). Cancellation is notified where it is decided (cp.cancel_subscription,
 -- 150_renewals.sql), with its reason.
+-- Planned for each statement (EXECUTE): it needs what each row was before (status, period), and a
+-- static join of the transition tables keeps the plan of the session's first, often one-row, statement,
+-- quadratic over a batch of renewals. Its lookups of other tables call for nested loops, so the event
+-- triggers' remedy (no nested loop) does not fit; a statement that changes one subscription is an
+-- API call, where planning costs little beside the rest.
 create or replace function cp.tg_subscription__merchant_events() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
 as $$
 begin
-    -- EXECUTE: planned for this statement's row counts (docs/architecture.md, "State machines").
     execute $q$
     insert into cp.merchant_notification (merchant_id, kind, procedure_id, subscription_id, payload,
                                           next_attempt_at, created_at)
