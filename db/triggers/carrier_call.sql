@@ -106,8 +106,8 @@ end
 $$;
 
 -- Calls that just learnt their carrier id: apply receipts that arrived before them (kept in the inbox).
--- What a call's id was before the statement is looked up in a hashed set (NOT IN), not joined: a join
--- of the transition tables planned for the session's first, one-row, statement is quadratic over a batch.
+-- What a call's id was before the statement is looked up in a hashed set (NOT IN), not joined to
+-- old_rows (see cp.tg_carrier_call__changed); a call that had no id is not in the set.
 create or replace function cp.tg_carrier_call__rematch() returns trigger
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -116,7 +116,8 @@ begin
     perform cp.rematch_callbacks(n.call_id)
     from new_rows n
     where n.carrier_ref is not null and n.status in ('awaiting_result', 'unknown')
-      and (n.call_id, n.carrier_ref) not in (select o.call_id, coalesce(o.carrier_ref, '') from old_rows o)
+      and (n.call_id, n.carrier_ref) not in (select o.call_id, o.carrier_ref from old_rows o
+                                             where o.carrier_ref is not null)
     order by n.call_id;
     return null;
 end
