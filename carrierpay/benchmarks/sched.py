@@ -145,7 +145,8 @@ begin
                'outcome', case when op <> 'charge' or bal >= amount then 'succeeded' else 'failed' end,
                'reason', case when op = 'charge' and bal < amount then 'insufficient_funds' end,
                'carrier_code', case when op = 'charge' and bal < amount then 'POL1000' end,
-               'latency_ms', 200))
+               'latency_ms', 200)
+           || case when op = 'balance' then jsonb_build_object('balance_minor', floor(bal)::bigint) else '{}' end)
     into v_results from cur;
     perform adapter.complete_calls(v_results);
     return jsonb_array_length(v_docs);
@@ -330,18 +331,24 @@ class Server:
 _ONBOARD_LOCK = threading.Lock()
 
 
-def onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
+def onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int,
+            call_costs: dict | None = None) -> None:
     with _ONBOARD_LOCK:
-        _onboard(conn, carriers, timing, tps)
+        _onboard(conn, carriers, timing, tps, call_costs)
 
 
-def _onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int) -> None:
+def _onboard(conn: psycopg.Connection, carriers: list[tuple], timing: str, tps: int,
+             call_costs: dict | None) -> None:
     conn.execute("select admin.set_clock(%s)", [START])
     for i, (code, country, currency, tz, _full, _half) in enumerate(carriers):
         spec = {"code": code, "name": code, "country": country, "mcc": "999", "mnc": f"{i:02d}",
                 "currency": currency, "timezone": tz, "number_ranges": [f"+99{i}"], "throughput": {"tps": tps},
                 "regulation": "DEFAULT",
                 "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}
+        if call_costs:
+            # the product's balance query before a likely failure (docs/scheduling.md)
+            spec["operations"]["balance"] = {"pattern": "sync"}
+            spec["terms"] = {"carrier_share_bp": 0, "call_costs": call_costs}
         conn.execute("select admin.onboard_carrier(%s)", [psycopg.types.json.Jsonb(spec)])
     conn.execute("select admin.add_merchant('bench', 'Bench Games')")
     conn.execute("select admin.add_product('bench', 'daily', 'Daily club', 'step_down', %s)", [timing])
@@ -427,9 +434,9 @@ def sim_db_name(timing: str, habits: str, seed: int) -> str:
 
 
 def set_up(conn: psycopg.Connection, carriers: list[tuple], product_timing: str, subscriptions: int,
-           ncarriers: int, seed: int) -> None:
+           ncarriers: int, seed: int, call_costs: dict | None = None) -> None:
     """A simulation's world: the carriers and product, the simulated accounts and the subscriptions."""
-    onboard(conn, carriers, product_timing, tps=100_000)
+    onboard(conn, carriers, product_timing, tps=100_000, call_costs=call_costs)
     conn.execute(SIM_SQL)
     # Seed 0 is the population every recorded run used; another seed draws other habits and numbers.
     conn.execute("select setseed(%s)", [0.42 if seed == 0 else (0.42 + seed * 0.137) % 1])
@@ -473,10 +480,14 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
     # The benchmark's too: fixed hours (balance_check) or the subscriber timing (subscriber_check), with
     # a balance query before each charge at full price.
     balance_check = timing in ("balance_check", "subscriber_check")
-    product_timing = {"oracle": "fixed", "balance_check": "fixed", "subscriber_check": "subscriber"}.get(timing, timing)
+    product_timing = {"oracle": "fixed", "balance_check": "fixed", "subscriber_check": "subscriber",
+                      "subscriber_query": "subscriber"}.get(timing, timing)
+    # The product's own query before a likely failure: carriers whose terms make a failed charge cost
+    # more than a balance query (four times, as a throughput budget split 25 : 10 between them might).
+    call_costs = {"charge_failed": 4, "balance": 1} if timing == "subscriber_query" else None
     with psycopg.connect(url, autocommit=True) as conn:
         if not resume:
-            set_up(conn, carriers, product_timing, subscriptions, ncarriers, seed)
+            set_up(conn, carriers, product_timing, subscriptions, ncarriers, seed, call_costs)
         ids = conn.execute("select carrier_id, code, timezone from cp.carrier order by carrier_id").fetchall()
         # where a simulated hour goes: wall seconds per phase, summed over the run (and its earlier parts)
         hours_done, seconds_before, phases = conn.execute(
@@ -624,7 +635,8 @@ select (select sum(periods_begun) from per_sub) as periods_begun,
        (select count(*) filter (where status = 'failed' and full_price) from attempts) as failed_full,
        (select count(*) filter (where status = 'failed' and not full_price) from attempts) as failed_stepped,
        (select count(*) filter (where tries >= 3 and ok = 0) from days) as days_allowance_spent,
-       (select coalesce(sum(queries), 0) from bench.balance_queries) as balance_queries
+       (select coalesce(sum(queries), 0) from bench.balance_queries)
+       + (select count(*) from cp.carrier_call where operation = 'balance') as balance_queries
 """
 
 
@@ -688,7 +700,9 @@ def main() -> None:
                         help="comma-separated timings to simulate, compared with the first (default: all three; "
                              "also oracle: the benchmark's balance-reading reference, and balance_check: fixed "
                              "hours with a balance query before each charge at full price, subscriber_check: the "
-                             "same over the subscriber timing; none is a product timing)")
+                             "same over the subscriber timing; none is a product timing; subscriber_query: the "
+                             "product's subscriber timing on carriers whose terms make a failed charge cost more "
+                             "than a balance query, so it queries before a likely failure)")
     parser.add_argument("--check-below", type=float, default=1.0,
                         help="balance_check / subscriber_check: query the balance only where the subscriber's "
                              "score at the hour is below this (default 1: before every charge at full price)")
@@ -769,7 +783,7 @@ def main() -> None:
                       f"with all 3 attempts failed; {c['balance_queries']} balance queries")
                 print(f"  {'':9s}  seconds by phase: "
                       + ", ".join(f"{k} {v:.0f}" for k, v in r.phases.items() if v))
-                if r.timing in ("subscriber", "subscriber_check"):
+                if r.timing in ("subscriber", "subscriber_check", "subscriber_query"):
                     t = r.timing_state
                     print(f"  {'':9s}  subscriber state: {t['subscribers']} subscribers, {t['row_bytes']} bytes a row, "
                           f"{t['stored_bytes_per_subscriber']} bytes each as stored with its index; "

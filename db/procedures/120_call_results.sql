@@ -414,6 +414,10 @@ begin
                 'sufficient', case when p_result ? 'balance_minor'
                                    then (p_result->>'balance_minor')::bigint >= v_proc.amount_minor end))
         where procedure_id = v_proc.procedure_id;
+        if v_proc.subscription_id is not null then  -- a renewal's query (cp.start_balance_checks)
+            perform cp.renewal_balance_answered(v_proc, case when v_outcome = 'succeeded'
+                                                             then (p_result->>'balance_minor')::bigint end);
+        end if;
     elsif v_outcome = 'failed' and cp.retry_transient(p_call, v_proc, v_reason) then
         null;
     else

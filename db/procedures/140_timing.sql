@@ -58,6 +58,50 @@ as $$
            / (coalesce(pg_catalog.get_byte(p_hours, p_hour), 0) + cp.timing_prior_weight())
 $$;
 
+-- Under which expected success (cp.timing_score at the hour) a full-price renewal of a subscriber-timed
+-- product is preceded by a balance query, where the carrier's terms make that worth it
+-- (cp.balance_before_renewal): 0.3, where the benchmark's simulated queries kept the most revenue for
+-- the queries they cost (benchmarks/RESULTS.md, a6).
+create or replace function cp.timing_query_below() returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 0.3::float8 $$;
+
+-- Whether a carrier's renewals that will likely fail are queried first: it offers the balance operation
+-- and its terms (terms.call_costs, one unit of the operator's choosing: a fee, or a share of a scarce
+-- throughput budget) make a failed charge cost more than a query.
+create or replace function cp.balance_before_renewal(p_carrier_id integer) returns boolean
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(c.spec->'operations' ? 'balance'
+                    and (c.spec#>>'{terms,call_costs,charge_failed}')::bigint
+                        > (c.spec#>>'{terms,call_costs,balance}')::bigint, false)
+    from cp.carrier c where c.carrier_id = p_carrier_id
+$$;
+
+-- Which of a carrier's due renewals (p_subscription_ids, locked by the caller) get a balance query
+-- instead of a charge: subscriber-timed products at the full price (nothing stepped down or collected
+-- in the period yet), not answered "sufficient" by a query in the last hour, whose subscriber's expected
+-- success at this local hour is under cp.timing_query_below(). The caller asks only for carriers where
+-- cp.balance_before_renewal holds.
+create or replace function cp.renewals_to_query(p_subscription_ids bigint[]) returns bigint[]
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(array_agg(s.subscription_id order by s.subscription_id), '{}')
+    from cp.subscription s
+    join cp.product p on p.product_id = s.product_id and p.retry_timing = 'subscriber'
+    cross join lateral (select extract(hour from cp.clock_now() at time zone cp.subscriber_timezone(s.subscriber_id))::int
+                               as local_hour) l
+    left join cp.subscriber_timing t on t.subscriber_id = s.subscriber_id
+    left join cp.hour_stats hs on hs.carrier_id = s.carrier_id and hs.local_hour = l.local_hour
+    where s.subscription_id = any (p_subscription_ids)
+      and s.retry_level = 0 and s.collected_in_period = 0
+      and (s.balance_checked_at is null or s.balance_checked_at < cp.clock_now() - interval '1 hour')
+      and cp.timing_score(t.hours, l.local_hour, hs.attempts, hs.successes) < cp.timing_query_below()
+$$;
+
 -- Which of the allowed local slots (p_slots, already inside the charging window and the attempt
 -- allowance) a subscriber's next attempt takes: the soonest of the p_top best-scoring hours (so a
 -- retry uses the day's allowance at good hours rather than waiting a day for the single best), or,

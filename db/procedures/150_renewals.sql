@@ -160,6 +160,84 @@ begin
 end
 $$;
 
+-- A balance query instead of a charge for due renewals the subscriber timing says will likely fail
+-- (cp.renewals_to_query, at carriers where cp.balance_before_renewal holds): a balance_check procedure of
+-- the subscription's period for the full price, and its carrier call; the renewal is not due while the
+-- query is out. No charge attempt is counted. cp.renewal_balance_answered takes the answer.
+create or replace function cp.start_balance_checks(p_subscription_ids bigint[]) returns bigint[]
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_sub record;
+    v_proc cp.procedure;
+    v_procs bigint[] := '{}';
+begin
+    for v_sub in
+        select s.subscription_id, s.merchant_id, s.period_index, b as subscriber, x.pp
+        from cp.subscription s
+        join cp.subscriber b on b.subscriber_id = s.subscriber_id
+        cross join lateral (select cp.renewal_price_point(s, 0) as pp) x
+        where s.subscription_id = any (p_subscription_ids)
+        order by s.subscription_id
+    loop
+        v_proc := cp.new_procedure('balance_check', v_sub.subscriber, v_sub.merchant_id, (v_sub.pp).amount_minor,
+                                   (v_sub.pp).currency, p_subscription_id => v_sub.subscription_id,
+                                   p_period_index => v_sub.period_index);
+        perform cp.queue_call(v_proc.procedure_id, 'balance',
+                              jsonb_build_object('msisdn', (v_sub.subscriber).msisdn,
+                                                 'amount_minor', (v_sub.pp).amount_minor,
+                                                 'currency', (v_sub.pp).currency));
+        v_procs := v_procs || v_proc.procedure_id;
+    end loop;
+    update cp.subscription set next_charge_at = null where subscription_id = any (p_subscription_ids);
+    return v_procs;
+end
+$$;
+
+-- A renewal's balance query answered (cp.apply_call_result; p_balance null: no definite answer). The
+-- full price covered, or no definite answer (the query failed: the renewal goes on as it would have
+-- without it): due now, charged without another query. Short of it, but covering a lower price point
+-- of the plan's ladder where the retry policy steps down: stepped down to the highest one it covers and
+-- due now, so what the subscriber has is collected without a failed charge first. Short of every step:
+-- due at its next retry time at the same price, no attempt counted (no charge was made). Only while the
+-- subscription still waits on this period's query (a late or repeated answer changes nothing).
+create or replace function cp.renewal_balance_answered(p_proc cp.procedure, p_balance bigint) returns void
+language plpgsql
+set search_path = pg_catalog, cp, pg_temp
+as $$
+declare
+    v_sub cp.subscription;
+    v_level bigint;
+begin
+    select * into v_sub from cp.subscription
+    where subscription_id = p_proc.subscription_id and period_index = p_proc.period_index
+      and next_charge_at is null and status in ('active', 'retrying', 'grace', 'suspended')
+    for update;
+    if not found then
+        return;
+    end if;
+    if p_balance is null or p_balance >= p_proc.amount_minor then
+        update cp.subscription set next_charge_at = cp.clock_now(), balance_checked_at = cp.clock_now()
+        where subscription_id = v_sub.subscription_id;
+        return;
+    end if;
+    if cp.retry_policy(v_sub.carrier_id, v_sub.product_id) = 'step_down' then
+        select min(l.level) into v_level
+        from cp.price_points_for(v_sub.product_id, v_sub.carrier_id, v_sub.plan) l
+        where l.level > v_sub.retry_level and (l.price_point).amount_minor <= p_balance;
+    end if;
+    if v_level is not null then
+        update cp.subscription
+        set retry_level = v_level, next_charge_at = cp.clock_now(), balance_checked_at = cp.clock_now()
+        where subscription_id = v_sub.subscription_id;
+    else
+        update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
+        where subscription_id = v_sub.subscription_id;
+    end if;
+end
+$$;
+
 -- Create the charge procedure and call for one subscription's current period (cp.start_renewals).
 create or replace function cp.start_renewal(p_subscription_id bigint) returns bigint
 language plpgsql

@@ -38,6 +38,7 @@ declare
     v_room integer;
     v_start bigint[];
     v_later bigint[];
+    v_query bigint[];
     v_count integer := 0;
 begin
     perform cp.close_pin_checks(least(p_limit, 500));
@@ -73,6 +74,16 @@ begin
         if cardinality(v_later) > 0 then
             update cp.subscription s set next_charge_at = n.retry_at
             from cp.next_retry_times(v_later) n where s.subscription_id = n.subscription_id;
+        end if;
+        -- Where a failed charge costs the carrier more than a balance query, renewals that will likely
+        -- fail are queried first (cp.renewals_to_query); the others are charged.
+        if cardinality(v_start) > 0 and cp.balance_before_renewal(v_carrier.carrier_id) then
+            v_query := cp.renewals_to_query(v_start);
+            if cardinality(v_query) > 0 then
+                v_count := v_count + cardinality(cp.start_balance_checks(v_query));
+                v_start := array(select u.id from unnest(v_start) with ordinality u (id, ord)
+                                 where u.id <> all (v_query) order by u.ord);
+            end if;
         end if;
         if cardinality(v_start) > 0 then
             v_count := v_count + cardinality(cp.start_renewals(v_start));

@@ -1,0 +1,31 @@
+"""A balance query before a renewal the subscriber timing says will likely fail, where the carrier's
+terms make a failed charge cost more than a query: when the last query found the balance sufficient
+(`cp.subscription.balance_checked_at`), so the charge that follows is not queried again
+(docs/scheduling.md, "A balance query before a likely failure").
+
+Revision ID: 0027
+Revises: 0026
+Create Date: 2026-12-04
+"""
+
+from alembic import op
+
+revision = "0027"
+down_revision = "0026"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        alter table cp.subscription add column balance_checked_at timestamptz;
+        comment on column cp.subscription.balance_checked_at is
+            'When a balance query before this renewal last answered (sufficient, or no definite answer): '
+            'the charge that follows goes without another query';
+        """
+    )
+
+
+def downgrade() -> None:
+    raise NotImplementedError("forward-only")
