@@ -462,8 +462,6 @@ end
 $$;
 
 -- The same for one subscription.
-drop function if exists cp.next_retry_time(bigint);
-
 create or replace function cp.next_retry_time(p_subscription_id bigint) returns timestamptz
 language sql volatile
 set search_path = pg_catalog, cp, pg_temp
