@@ -8,14 +8,7 @@ begin;
 \ir fixtures/world.sql
 select plan(28);
 
-select admin.add_product('acme', 'qclub', 'Queried club', 'step_down', 'subscriber');
-select admin.add_price_point('acme', 'qclub', 'daily', 10000, 'NGN', 'q_full', p_carrier => 'test_ng');
-select admin.add_price_point('acme', 'qclub', 'daily', 5000, 'NGN', 'q_half', p_carrier => 'test_ng');
-select api.subscribe('acme', '+2348020000090', 'qclub', 'daily', 'q1');
-select api.confirm_optin('acme', (select max(optin_id) from cp.optin), pg_temp.pin('+2348020000090'));
-create temp table t as
-select s.subscription_id, s.subscriber_id, s.carrier_id from cp.subscription s
-join cp.subscriber b using (subscriber_id) where b.msisdn = '+2348020000090';
+select pg_temp.timed_subscription('qclub', '+2348020000090', p_step_down => true);
 select pg_temp.claim('test_ng');
 select pg_temp.settle((select max(procedure_id) from cp.procedure where subscription_id = (select subscription_id from t)),
                       'succeeded');

@@ -5,13 +5,7 @@ begin;
 \ir fixtures/world.sql
 select plan(15);
 
-select admin.add_product('acme', 'tclub', 'Timed club', 'step_down', 'subscriber');
-select admin.add_price_point('acme', 'tclub', 'daily', 10000, 'NGN', 'club_full', p_carrier => 'test_ng');
-select api.subscribe('acme', '+2348020000070', 'tclub', 'daily', 't1');
-select api.confirm_optin('acme', (select max(optin_id) from cp.optin), pg_temp.pin('+2348020000070'));
-create temp table t as
-select s.subscription_id, s.subscriber_id, s.carrier_id from cp.subscription s
-join cp.subscriber b using (subscriber_id) where b.msisdn = '+2348020000070';
+select pg_temp.timed_subscription('tclub', '+2348020000070');
 
 -- A renewal's outcome is appended per subscriber and local hour (13:00 in Lagos), then folded.
 select pg_temp.claim('test_ng');

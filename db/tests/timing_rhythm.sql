@@ -6,13 +6,7 @@ begin;
 \ir fixtures/world.sql
 select plan(29);
 
-select admin.add_product('acme', 'rclub', 'Rhythm club', 'step_down', 'subscriber');
-select admin.add_price_point('acme', 'rclub', 'daily', 10000, 'NGN', 'rclub_full', p_carrier => 'test_ng');
-select api.subscribe('acme', '+2348020000071', 'rclub', 'daily', 'r1');
-select api.confirm_optin('acme', (select max(optin_id) from cp.optin), pg_temp.pin('+2348020000071'));
-create temp table t as
-select s.subscription_id, s.subscriber_id, s.carrier_id from cp.subscription s
-join cp.subscriber b using (subscriber_id) where b.msisdn = '+2348020000071';
+select pg_temp.timed_subscription('rclub', '+2348020000071');
 
 -- The first charge succeeds at 13:00 Lagos on 4 March (12:00 UTC): its time is appended, then folded
 -- as the first top-up seen.
