@@ -6,7 +6,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
-select plan(28);
+select plan(30);
 
 select pg_temp.timed_subscription('qclub', '+2348020000090', p_step_down => true);
 select pg_temp.claim('test_ng');
@@ -55,6 +55,10 @@ select is((select count(*)::int from cp.procedure where subscription_id = (selec
                   and kind = 'charge' and period_index = 2), 0, 'still no charge');
 select ok((select next_charge_at = cp.next_retry_time(subscription_id) from pg_temp.sub()),
           'the retry time is the timing''s own');
+create temp table before_replay as select next_charge_at, retry_level from pg_temp.sub();
+select cp.renewal_balance_answered(pg_temp.latest('balance_check'), 12000);
+select ok((select s.next_charge_at = b.next_charge_at and s.retry_level = b.retry_level
+           from pg_temp.sub() s, before_replay b), 'a late or repeated answer changes nothing once the renewal has moved on');
 
 -- Sufficient: due now, and charged without another query.
 select admin.set_clock((pg_temp.sub()).next_charge_at + interval '1 minute');
@@ -109,8 +113,11 @@ where carrier_id = (select carrier_id from t);
 select ok(not cp.balance_before_renewal((select carrier_id from t)), 'equal costs: no query first');
 select throws_ok($$select admin.onboard_carrier((select spec from cp.carrier where code = 'test_ng')
                                                  || '{"terms": {"carrier_share_bp": 4000, "call_costs": {"charge_failed": -1, "balance": 1}}}')$$,
-                 'CP090', 'carrier spec: terms.call_costs must be {charge_failed, balance}, each a whole number of one unit (0 or more)',
+                 'CP090', 'carrier spec: terms.call_costs must be {charge_failed, balance}, each a whole number of one unit (0 to 15 digits)',
                  'a negative cost is refused');
+select throws_ok($$select admin.onboard_carrier((select spec from cp.carrier where code = 'test_ng')
+                                                 || '{"terms": {"carrier_share_bp": 4000, "call_costs": {"charge_failed": 5, "balance": 1, "sms": 1}}}')$$,
+                 'CP090', null, 'an unknown cost is refused');
 
 select * from finish();
 rollback;
