@@ -152,6 +152,7 @@ begin
 
     update cp.subscription
     set next_charge_at = null,
+        balance_checked_at = null,  -- a balance query answers for the charge it came before, not the next
         attempts_today = case when attempts_day = (v_now at time zone cp.subscriber_timezone(subscriber_id))::date
                               then attempts_today + 1 else 1 end,
         attempts_day = (v_now at time zone cp.subscriber_timezone(subscriber_id))::date

@@ -3,6 +3,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
+\ir fixtures/timed_subscription.sql
 select plan(15);
 
 select pg_temp.timed_subscription('tclub', '+2348020000070');

@@ -4,6 +4,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
+\ir fixtures/timed_subscription.sql
 select plan(29);
 
 select pg_temp.timed_subscription('rclub', '+2348020000071');

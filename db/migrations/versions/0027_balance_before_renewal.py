@@ -21,8 +21,8 @@ def upgrade() -> None:
         """
         alter table cp.subscription add column balance_checked_at timestamptz;
         comment on column cp.subscription.balance_checked_at is
-            'When a balance query before this renewal last answered (sufficient, or no definite answer): '
-            'the charge that follows goes without another query';
+            'When a balance query before this renewal answered sufficient (or gave no definite answer): '
+            'the charge that follows goes without another query; cleared when that charge is queued';
         """
     )
 
