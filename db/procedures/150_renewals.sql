@@ -218,24 +218,22 @@ begin
     if not found then
         return;
     end if;
-    if p_balance is null or p_balance >= p_proc.amount_minor then
-        update cp.subscription set next_charge_at = cp.clock_now(), balance_checked_at = cp.clock_now()
-        where subscription_id = v_sub.subscription_id;
-        return;
+    if p_balance < p_proc.amount_minor then  -- null (no definite answer) is not short: charged now
+        if cp.retry_policy(v_sub.carrier_id, v_sub.product_id) = 'step_down' then
+            select min(l.level) into v_level
+            from cp.price_points_for(v_sub.product_id, v_sub.carrier_id, v_sub.plan) l
+            where l.level > v_sub.retry_level and (l.price_point).amount_minor <= p_balance;
+        end if;
+        if v_level is null then
+            update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
+            where subscription_id = v_sub.subscription_id;
+            return;
+        end if;
     end if;
-    if cp.retry_policy(v_sub.carrier_id, v_sub.product_id) = 'step_down' then
-        select min(l.level) into v_level
-        from cp.price_points_for(v_sub.product_id, v_sub.carrier_id, v_sub.plan) l
-        where l.level > v_sub.retry_level and (l.price_point).amount_minor <= p_balance;
-    end if;
-    if v_level is not null then
-        update cp.subscription
-        set retry_level = v_level, next_charge_at = cp.clock_now(), balance_checked_at = cp.clock_now()
-        where subscription_id = v_sub.subscription_id;
-    else
-        update cp.subscription set next_charge_at = cp.next_retry_time(v_sub.subscription_id)
-        where subscription_id = v_sub.subscription_id;
-    end if;
+    update cp.subscription
+    set retry_level = coalesce(v_level, retry_level), next_charge_at = cp.clock_now(),
+        balance_checked_at = cp.clock_now()
+    where subscription_id = v_sub.subscription_id;
 end
 $$;
 

@@ -70,13 +70,10 @@ begin
     -- What a failed charge and a balance query cost decides whether renewals are queried first
     -- (cp.balance_before_renewal): two whole non-negative numbers of one unit, or nothing.
     if p_spec#>'{terms,call_costs}' is not null and not coalesce(
-           (select count(*) = 2 and bool_and(jsonb_typeof(c.value) = 'number' and c.value::text ~ '^[0-9]{1,15}$')
+           (select array_agg(c.key order by c.key) = array['balance', 'charge_failed']
+                   and bool_and(jsonb_typeof(c.value) = 'number' and c.value::text ~ '^[0-9]{1,15}$')
             from jsonb_each(case jsonb_typeof(p_spec#>'{terms,call_costs}')
-                                when 'object' then p_spec#>'{terms,call_costs}' else '{}' end) c
-            where c.key in ('charge_failed', 'balance'))
-           and (select count(*) from jsonb_object_keys(case jsonb_typeof(p_spec#>'{terms,call_costs}')
-                                                            when 'object' then p_spec#>'{terms,call_costs}'
-                                                            else '{}' end)) = 2, false) then
+                                when 'object' then p_spec#>'{terms,call_costs}' else '{}' end) c), false) then
         perform cp.fail('CP090', 'carrier spec: terms.call_costs must be {charge_failed, balance}, '
                                  'each a whole number of one unit (0 to 15 digits)');
     end if;
