@@ -52,13 +52,31 @@ def test_foreign_files_in_datadir_are_refused_and_kept(home):
     assert (datadir / "notes.txt").read_text() == "not a cluster"
 
 
+def _cluster_with_its_preferred_port_held(home):
+    """A cluster whose preferred port this test holds, so that the cluster must find another.
+
+    The preferred port derives from the data directory's path and lies in the kernel's ephemeral
+    range, where another process's outgoing connection may already hold it: try further
+    directories until one's preferred port is ours to hold."""
+    for attempt in range(50):
+        cluster_home = home / f"cluster-{attempt}"
+        cluster_home.mkdir(mode=0o755)
+        cluster = EmbeddedCluster(cluster_home, fast=True)
+        blocker = socket.socket()
+        try:
+            blocker.bind(("127.0.0.1", cluster._preferred_port()))
+        except OSError:
+            blocker.close()
+            continue
+        blocker.listen()
+        return cluster, blocker
+    raise AssertionError("50 data directories in a row had their preferred port taken")
+
+
 def test_busy_port_is_skipped_and_second_start_reports_running(home):
-    cluster = EmbeddedCluster(home, fast=True)
+    cluster, blocker = _cluster_with_its_preferred_port_held(home)
     cluster.init()
     preferred = cluster._preferred_port()
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", preferred))
-    blocker.listen()
     try:
         assert cluster.start() is True
         assert cluster.port != preferred
