@@ -269,7 +269,7 @@ class SimResult:
     revenue_units: float
     statuses: dict[str, int]
     best_hours: dict[str, list[int]]
-    timing_state: dict  # report.subscriber_timing() and report.subscriber_rhythm(): state, exploration, rhythm
+    timing_state: dict  # report.subscriber_timing(), .subscriber_rhythm() and .timing_habits() (under "habits")
     causes: dict  # where renewals were lost (CAUSES_SQL)
     phases: dict  # wall seconds per phase of the simulated hours
 
@@ -599,6 +599,7 @@ def simulate(server: Server, timing: str, subscriptions: int, days: int, ncarrie
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             state = cur.execute("select * from report.subscriber_timing()").fetchone()
             state.update(cur.execute("select * from report.subscriber_rhythm()").fetchone())
+            state["habits"] = cur.execute("select * from report.timing_habits()").fetchall()
             causes = cur.execute(CAUSES_SQL, {"end": START + timedelta(days=days)}).fetchone()
     server.drop_db(name)
     return SimResult(timing, seconds, calls, renewals, full_price, revenue, units, statuses, best, state, causes,
@@ -792,6 +793,11 @@ def main() -> None:
                           f"{t['with_topup']} with a top-up seen, {t['on_rhythm']} planned on a rhythm of "
                           f"2+ days (mean {t['mean_rhythm_days']}), {t['waits']} attempts moved to a "
                           f"likely top-up day")
+                    print(f"  {'':9s}  habit test (best hours' success over exploring): "
+                          + ", ".join(f"{h['carrier']} {h['lift'] if h['lift'] is not None else '-'} "
+                                      f"({h['chosen']}/{h['explored']} sampled"
+                                      f"{'' if h['habitual'] else ', fixed hours'})"
+                                      for h in t.get("habits", [])))
             fixed = results[0] if results else None
             fixed_rpc = fixed.renewals / max(fixed.calls, 1) if fixed else 0
             for other in results[1:]:

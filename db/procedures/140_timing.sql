@@ -58,6 +58,74 @@ as $$
            / (coalesce(pg_catalog.get_byte(p_hours, p_hour), 0) + cp.timing_prior_weight())
 $$;
 
+-- How many renewals a subscriber's history (cp.subscriber_timing.hours) saw succeed, at any hour.
+create or replace function cp.timing_successes(p_hours bytea) returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce(sum(pg_catalog.get_byte(p_hours, 24 + h)), 0)::int from generate_series(0, 23) h
+$$;
+
+-- One in how many attempts the subscriber timing places at a subscriber's best hours is sampled for the
+-- habit test (every exploring attempt is): about as many as explore.
+create or replace function cp.timing_probe_every() returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 10 $$;
+
+-- How many successes a subscriber's history must hold before their attempts are sampled for the habit
+-- test: before that, their best hours are the carrier's, which says nothing of their own habit.
+create or replace function cp.timing_habit_min_history() returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 2 $$;
+
+-- How many sampled attempts of each kind (exploring, chosen) a carrier needs folded before the habit
+-- test may find it without habits.
+create or replace function cp.timing_habit_min_attempts() returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 100 $$;
+
+-- How much better than chance (exploring attempts) the attempts at subscribers' best hours must succeed
+-- for a carrier's subscribers to count as keeping habitual hours: 1.3 times as often. In the benchmark
+-- the ratio is 0.9-1.2 where top-up hours are drawn afresh each time and 1.4-2.0 where they are habits
+-- (benchmarks/RESULTS.md, a15).
+create or replace function cp.timing_habit_lift() returns float8
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 1.3::float8 $$;
+
+-- Past how many folded attempts of a kind a carrier's evidence is halved, so a verdict can change when
+-- its subscribers' habits do.
+create or replace function cp.timing_habit_memory() returns integer
+language sql immutable
+set search_path = pg_catalog, cp, pg_temp
+as $$ select 2000 $$;
+
+-- Whether a carrier's subscribers keep habitual top-up hours, as the subscriber timing needs: unless
+-- the attempts it placed at their best hours succeed less often than cp.timing_habit_lift() times its
+-- exploring ones (a random slot, chosen by a coin on the same occasions, so the comparison is not bent
+-- by where the timing chose to charge), by more than the standard error of that difference, over
+-- at least cp.timing_habit_min_attempts() of each: a habit is assumed until shown absent, and noise in
+-- a thin sample does not end it. Where it is absent, the subscriber timing charges at the product's
+-- fixed hours, except its exploration share: half exploring, half at the subscriber's best hours
+-- (probes), so the test goes on and the verdict can change.
+create or replace function cp.timing_hours_habitual(p_carrier_id integer) returns boolean
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select coalesce((
+        select least(h.explored, h.chosen) < cp.timing_habit_min_attempts()
+               or x.chosen_rate - cp.timing_habit_lift() * x.explored_rate
+                  + sqrt(x.chosen_rate * (1 - x.chosen_rate) / h.chosen
+                             + cp.timing_habit_lift() ^ 2 * x.explored_rate * (1 - x.explored_rate) / h.explored) >= 0
+        from cp.timing_habit h
+        cross join lateral (select h.chosen_successes::float8 / nullif(h.chosen, 0) as chosen_rate,
+                                   h.explored_successes::float8 / nullif(h.explored, 0) as explored_rate) x
+        where h.carrier_id = p_carrier_id), true)
+$$;
+
 -- Under which expected success (cp.timing_score at the hour) a full-price renewal of a subscriber-timed
 -- product is preceded by a balance query, where the carrier's terms make that worth it
 -- (cp.balance_before_renewal): 0.3, where the benchmark's simulated queries kept the most revenue for
@@ -83,7 +151,8 @@ $$;
 -- Which of a carrier's due renewals (p_subscription_ids, locked by the caller) get a balance query
 -- instead of a charge: subscriber-timed products at the full price (nothing stepped down or collected
 -- in the period yet), not answered "sufficient" by a query in the last hour, whose subscriber's expected
--- success at this local hour is under cp.timing_query_below(). The caller asks only for carriers where
+-- success at this local hour is under cp.timing_query_below(), on a carrier whose subscribers keep
+-- habitual hours (elsewhere the expectation says nothing). The caller asks only for carriers where
 -- cp.balance_before_renewal holds.
 create or replace function cp.renewals_to_query(p_subscription_ids bigint[]) returns bigint[]
 language sql stable
@@ -100,29 +169,36 @@ as $$
       and s.retry_level = 0 and s.collected_in_period = 0
       and (s.balance_checked_at is null or s.balance_checked_at < cp.clock_now() - interval '1 hour')
       and cp.timing_score(t.hours, l.local_hour, hs.attempts, hs.successes) < cp.timing_query_below()
+      and cp.timing_hours_habitual(s.carrier_id)
 $$;
 
 -- Which of the allowed local slots (p_slots, already inside the charging window and the attempt
 -- allowance) a subscriber's next attempt takes: the soonest of the p_top best-scoring hours (so a
 -- retry uses the day's allowance at good hours rather than waiting a day for the single best), or,
--- when p_explore, a random one. Counts both in cp.timing_choices / cp.timing_explorations for reports.
+-- when p_explore, a random one. Counts both in cp.timing_choices / cp.timing_explorations for reports,
+-- and keeps for the habit test (cp.timing_probe), once the subscriber's history holds
+-- cp.timing_habit_min_history() successes, every exploring choice and a sample of the others (all of
+-- them on a carrier the test found without habits, where they are the probes).
 create or replace function cp.subscriber_slot(p_subscriber_id bigint, p_carrier_id integer, p_slots timestamp[],
                                               p_explore boolean, p_top integer default 1)
 returns timestamp
 language plpgsql volatile
 set search_path = pg_catalog, cp, pg_temp
 as $$
+declare
+    v_choice bigint;
+    v_slot timestamp;
 begin
     if coalesce(cardinality(p_slots), 0) = 0 then
         return null;
     end if;
-    perform pg_catalog.nextval('cp.timing_choices');
+    v_choice := pg_catalog.nextval('cp.timing_choices');
     if p_explore then
         perform pg_catalog.nextval('cp.timing_explorations');
-        return p_slots[1 + floor(random() * cardinality(p_slots))::int];
-    end if;
-    return (
-        select r.slot
+        v_slot := p_slots[1 + floor(random() * cardinality(p_slots))::int];
+    else
+        v_slot := (
+            select r.slot
         from (select x.slot,
                      dense_rank() over (order by cp.timing_score(t.hours, extract(hour from x.slot)::int,
                                                                   hs.attempts, hs.successes) desc) as score_rank
@@ -133,6 +209,18 @@ begin
         where r.score_rank <= greatest(p_top, 1)
         order by r.slot
         limit 1);
+    end if;
+    -- every exploring attempt and a sample of the chosen ones, for the habit test
+    if v_slot is not null
+       and (p_explore or v_choice % cp.timing_probe_every() = 0 or not cp.timing_hours_habitual(p_carrier_id))
+       and (select cp.timing_successes(t.hours) from cp.subscriber_timing t where t.subscriber_id = p_subscriber_id)
+           >= cp.timing_habit_min_history() then
+        insert into cp.timing_probe as e (subscriber_id, carrier_id, local_slot, explored)
+        values (p_subscriber_id, p_carrier_id, v_slot, p_explore)
+        on conflict (subscriber_id) do update
+            set carrier_id = excluded.carrier_id, local_slot = excluded.local_slot, explored = excluded.explored;
+    end if;
+    return v_slot;
 end
 $$;
 
@@ -170,6 +258,8 @@ $$;
 -- p_due's day): a full-price attempt between top-ups fails and steps the whole period down. On that
 -- day (the day that starts at p_due when it is p_due's), at their best hour inside the charging window.
 -- An exploring attempt (cp.timing_exploration_share()) ignores the rhythm, so a shorter one is still seen.
+-- On a carrier whose subscribers keep no habitual hours (cp.timing_hours_habitual), at p_due, as fixed
+-- hours do, unless the attempt explores or probes.
 create or replace function cp.first_attempt_time(p_subscription_id bigint, p_due timestamptz) returns timestamptz
 language plpgsql volatile
 set search_path = pg_catalog, cp, pg_temp
@@ -193,6 +283,10 @@ begin
     where s.subscription_id = p_subscription_id and p.retry_timing = 'subscriber';
     if v_subscriber_id is null or p_due is null then
         return p_due;
+    end if;
+    if not cp.timing_hours_habitual(v_carrier_id) then
+        perform pg_catalog.nextval('cp.timing_choices');  -- a placement of the timing all the same
+        return p_due;  -- fixed hours' time: the habit test goes on with retries
     end if;
     v_tz := cp.subscriber_timezone(v_subscriber_id);
     v_rules := cp.effective_rules(v_carrier_id);
@@ -233,8 +327,9 @@ $$;
 -- (48 bytes), both halved once an hour passes 60 attempts (recent habits weigh more, a byte never
 -- overflows); and their top-up rhythm: when the last top-up seen began (a renewal collected 18 hours or
 -- more after the one before: a balance back) and, from the whole days since the one before (at most
--- 7), the cycle between top-ups, each new gap weighing half. One folder at a time (the others skip):
--- two would read the same old row. Returns how many subscribers were updated.
+-- 7), the cycle between top-ups, each new gap weighing half. And the outcomes of the sampled attempts
+-- (cp.timing_probe) into their carrier's habit test (cp.timing_habit). One folder at a time (the others skip): two would read
+-- the same old row. Returns how many subscribers were updated.
 create or replace function cp.fold_subscriber_hours() returns integer
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -247,6 +342,25 @@ begin
     end if;
     with folded as (
         delete from cp.subscriber_hour_delta returning subscriber_id, local_hour, success, settled_at
+    ), probed as (
+        -- a sampled attempt's outcome: a renewal of its subscriber settled in its slot's hour or the next
+        delete from cp.timing_probe e
+        using folded d
+        where d.subscriber_id = e.subscriber_id
+          and d.settled_at at time zone cp.subscriber_timezone(d.subscriber_id)
+              between date_trunc('hour', e.local_slot) and date_trunc('hour', e.local_slot) + interval '2 hours'
+        returning e.carrier_id, e.explored, d.success
+    ), habit as (
+        insert into cp.timing_habit as h (carrier_id, explored, explored_successes, chosen, chosen_successes)
+        select x.carrier_id, count(*) filter (where x.explored), count(*) filter (where x.explored and x.success),
+               count(*) filter (where not x.explored), count(*) filter (where not x.explored and x.success)
+        from probed x group by x.carrier_id
+        on conflict (carrier_id) do update
+            set (explored, explored_successes, chosen, chosen_successes) = (
+                select a / k, b / k, c / k, d / k
+                from (select h.explored + excluded.explored as a, h.explored_successes + excluded.explored_successes as b,
+                             h.chosen + excluded.chosen as c, h.chosen_successes + excluded.chosen_successes as d) n
+                cross join lateral (select case when greatest(n.a, n.c) > cp.timing_habit_memory() then 2 else 1 end as k) m)
     ), sums as (
         select subscriber_id, local_hour, count(*)::int as a, (count(*) filter (where success))::int as s,
                min(settled_at) filter (where success) as first_success
@@ -328,6 +442,25 @@ as $$
     from cp.subscriber_timing t
 $$;
 
+-- The habit test per carrier, for benchmarks and DBAs: the sampled attempts folded (exploring, and at the
+-- subscribers' best hours), how many of each succeeded, the ratio of their success rates (the lift) and
+-- whether the subscriber timing treats the carrier's subscribers as keeping habitual hours.
+create or replace function report.timing_habits() returns table (
+    carrier text, explored integer, explored_successes integer, chosen integer, chosen_successes integer,
+    lift numeric, habitual boolean
+)
+language sql stable
+set search_path = pg_catalog, cp, pg_temp
+as $$
+    select c.code, h.explored, h.explored_successes, h.chosen, h.chosen_successes,
+           round((h.chosen_successes::numeric / nullif(h.chosen, 0))
+                 / nullif(h.explored_successes::numeric / nullif(h.explored, 0), 0), 2),
+           cp.timing_hours_habitual(c.carrier_id)
+    from cp.carrier c
+    left join cp.timing_habit h on h.carrier_id = c.carrier_id
+    order by c.code
+$$;
+
 -- Count charge attempts and their successes in the carrier × local hour statistics: append-only rows,
 -- one per carrier × hour of the batch (sched.fold_hour_stats folds them, so no shared counter row is
 -- updated on the payment path).
@@ -356,7 +489,9 @@ $$;
 -- hour away, and on a later day once the day's attempts are used up. Candidates are the next 48 whole
 -- hours plus the window's opening moments, so a window shorter than an hour is still reached. The
 -- candidates and their ranks depend only on the carrier and the earliest local moment, so they are
--- worked out once per such pair in the batch, then each subscription picks among them.
+-- worked out once per such pair in the batch, then each subscription picks among them. The subscriber
+-- timing (cp.subscriber_slot) on a carrier whose subscribers keep no habitual hours
+-- (cp.timing_hours_habitual): the product's fixed hours, except its exploring and probing retries.
 create or replace function cp.next_retry_times(p_subscription_ids bigint[])
 returns table (subscription_id bigint, retry_at timestamptz)
 language plpgsql volatile
@@ -369,7 +504,7 @@ begin
         select s.subscription_id, s.subscriber_id, b.carrier_id, coalesce(b.timezone, k.timezone) as tz,
                p.retry_timing,
                p.fixed_retry_hours, s.attempts_day, s.attempts_today,
-               random() < cp.timing_exploration_share() as explore,  -- one decision per retry, not per slot
+               random() as explore_draw,  -- one decision per retry, not per slot
                -- a top-up seen in the last hours and an attempt at the full price (the level the failure
                -- is about to move): what the top-up left may still cover the stepped-down price
                coalesce(t.last_topup_at >= cp.clock_now() - cp.timing_fresh_topup() and s.retry_level = 0, false)
@@ -383,14 +518,20 @@ begin
         where s.subscription_id = any (p_subscription_ids)
     ), carrier_rules as materialized (  -- once per carrier, not once per subscription
         select c.carrier_id, coalesce(r.rules->>'charging_hours', '') as hours,
-               (r.rules->>'max_attempts_per_day')::int as max_attempts
+               (r.rules->>'max_attempts_per_day')::int as max_attempts,
+               cp.timing_hours_habitual(c.carrier_id) as habitual
         from (select distinct carrier_id from sub) c
         cross join lateral (select cp.effective_rules(c.carrier_id) as rules) r
     ), zone as materialized (
         select t.tz, cp.clock_now() at time zone t.tz as local_now from (select distinct tz from sub) t
     ), prepared as (
-        select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz, sub.retry_timing,
-               sub.fixed_retry_hours, sub.explore, sub.fresh_topup,
+        select sub.subscription_id, sub.subscriber_id, sub.carrier_id, sub.tz,
+               -- subscriber timing on a carrier without habitual hours: the product's fixed hours, but for a
+               -- quarter of the exploration share, half of it exploring and half at the subscriber's best
+               -- hours (probes of the habit test)
+               case when x.fallback then 'fixed' else sub.retry_timing end as retry_timing,
+               sub.explore_draw < cp.timing_exploration_share() / case when r.habitual then 1 else 8 end as explore,
+               sub.fixed_retry_hours, sub.fresh_topup and r.habitual as fresh_topup,
                -- a stepped-down attempt failed on a day that is not a likely top-up day of a long cycle
                sub.retry_level > 0 and sub.rhythm_days >= cp.timing_long_cycle_days()
                    and cp.timing_rhythm_day((sub.last_topup_at at time zone sub.tz)::date, sub.rhythm_days,
@@ -402,6 +543,12 @@ begin
         from sub
         join carrier_rules r using (carrier_id)
         join zone z using (tz)
+        -- a fixed-hours placement of the subscriber timing counts among its choices (cp.timing_choices),
+        -- so the reported exploration share is a share of all its placements
+        cross join lateral (select case when sub.retry_timing = 'subscriber' and not r.habitual
+                                             and sub.explore_draw >= cp.timing_exploration_share() / 4
+                                        then pg_catalog.nextval('cp.timing_choices') > 0
+                                        else false end as fallback) x
     ), start as (
         select distinct carrier_id, hours, best_hours, earliest from prepared
     ), candidate as (
@@ -454,10 +601,12 @@ begin
     from prepared p
     left join choice c using (carrier_id, hours, earliest)
     left join fixed_choice fc using (carrier_id, hours, earliest, fixed_retry_hours)
-    left join lateral (select cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
-                                                 case when p.between_topups then 1
-                                                      else least(p.best_hours, cp.timing_retry_hours()) end) as slot
-                       where p.retry_timing = 'subscriber' and not p.fresh_topup) ps on true;
+    left join lateral (
+        select case when p.retry_timing = 'subscriber' and not p.fresh_topup
+                    then cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
+                                            case when p.between_topups then 1
+                                                 else least(p.best_hours, cp.timing_retry_hours()) end) end as slot
+    ) ps on true;
 end
 $$;
 

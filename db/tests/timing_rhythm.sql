@@ -89,7 +89,7 @@ select ok((select bool_and(cp.first_attempt_time((select subscription_id from t)
 -- top-up left drains by the hour); otherwise, the subscriber's two best hours (17:00, then 16:00).
 -- pg_temp.retried_at: of 20 retries placed now, how many fall at a local day and hour ('DD HH24:MI').
 create function pg_temp.retried_at(p_hhmm text) returns bigint language sql as $$
-    select count(*) from generate_series(1, 20) g, cp.next_retry_times(array[(select subscription_id from t)]) n
+    select count(*) from generate_series(1, 20) g, lateral cp.next_retry_times(array[(select subscription_id from t) + 0 * g]) n
     where to_char(n.retry_at at time zone 'Africa/Lagos', 'DD HH24:MI') = p_hhmm
 $$;
 update cp.subscriber_timing
@@ -101,7 +101,7 @@ update cp.subscription set retry_level = 0, attempts_today = 1,
 where subscription_id = (select subscription_id from t);
 select setseed(0.25);
 select is((select string_agg(distinct to_char(n.retry_at at time zone 'Africa/Lagos', 'DD HH24:MI'), ',')
-           from generate_series(1, 20) g, cp.next_retry_times(array[(select subscription_id from t)]) n),
+           from generate_series(1, 20) g, lateral cp.next_retry_times(array[(select subscription_id from t) + 0 * g]) n),
           '04 15:00', 'after a top-up an hour ago, a failure at full price retries at the soonest allowed slot');
 update cp.subscription set retry_level = 1 where subscription_id = (select subscription_id from t);
 select cmp_ok(pg_temp.retried_at('04 16:00'), '>=', 14::bigint,
@@ -139,7 +139,7 @@ update cp.subscriber_timing set last_topup_at = cp.clock_now() - interval '1 hou
 where subscriber_id = (select subscriber_id from t);
 update cp.subscription set attempts_today = 3 where subscription_id = (select subscription_id from t);
 select is((select string_agg(distinct to_char(n.retry_at at time zone 'Africa/Lagos', 'DD HH24:MI'), ',')
-           from generate_series(1, 20) g, cp.next_retry_times(array[(select subscription_id from t)]) n),
+           from generate_series(1, 20) g, lateral cp.next_retry_times(array[(select subscription_id from t) + 0 * g]) n),
           '05 08:00', 'with the day''s attempts used, even a fresh top-up waits for the next day''s window');
 
 select ok((select row_bytes <= 110 from report.subscriber_timing()),
