@@ -328,8 +328,8 @@ $$;
 -- overflows); and their top-up rhythm: when the last top-up seen began (a renewal collected 18 hours or
 -- more after the one before: a balance back) and, from the whole days since the one before (at most
 -- 7), the cycle between top-ups, each new gap weighing half. And the outcomes of the sampled attempts
--- (cp.timing_probe) into their carrier's habit test (cp.timing_habit). One folder at a time (the others skip): two would read
--- the same old row. Returns how many subscribers were updated.
+-- (cp.timing_probe) into their carrier's habit test (cp.timing_habit). One folder at a time (the
+-- others skip): two would read the same old row. Returns how many subscribers were updated.
 create or replace function cp.fold_subscriber_hours() returns integer
 language plpgsql
 set search_path = pg_catalog, cp, pg_temp
@@ -530,7 +530,9 @@ begin
                -- quarter of the exploration share, half of it exploring and half at the subscriber's best
                -- hours (probes of the habit test)
                case when x.fallback then 'fixed' else sub.retry_timing end as retry_timing,
-               sub.explore_draw < cp.timing_exploration_share() / case when r.habitual then 1 else 8 end as explore,
+               sub.explore_draw < cp.timing_exploration_share()
+                                  / case when sub.retry_timing = 'subscriber' and not r.habitual then 8 else 1 end
+                   as explore,
                sub.fixed_retry_hours, sub.fresh_topup and r.habitual as fresh_topup,
                -- a stepped-down attempt failed on a day that is not a likely top-up day of a long cycle
                sub.retry_level > 0 and sub.rhythm_days >= cp.timing_long_cycle_days()

@@ -6,7 +6,7 @@
 begin;
 \ir fixtures/world.sql
 \ir fixtures/timed_subscription.sql
-select plan(22);
+select plan(23);
 
 select pg_temp.timed_subscription('hclub', '+2348020000081');
 update cp.carrier set rules_override = '{"charging_hours": "08:00-18:00"}' where code = 'test_ng';
@@ -61,6 +61,24 @@ select is((select r.choices - c.choices from report.subscriber_timing() r, choic
           'every placement counts among the timing''s choices, the fixed-hours ones too');
 select cmp_ok((select r.explorations - c.explorations from report.subscriber_timing() r, choices0 c), '<=', 6::bigint,
               'no habit: exploration is a small share of the placements');
+
+-- The verdict is the subscriber timing's: a best_hour product of the same carrier explores as before.
+select admin.add_product('acme', 'bhclub', 'Best hour club', 'step_down', 'best_hour');
+select admin.add_price_point('acme', 'bhclub', 'daily', 10000, 'NGN', 'bhclub_full', p_carrier => 'test_ng');
+select api.subscribe('acme', '+2348020000082', 'bhclub', 'daily', 'bhclub-1');
+select api.confirm_optin('acme', (select max(optin_id) from cp.optin), pg_temp.pin('+2348020000082'));
+create temp table bh as
+select s.subscription_id from cp.subscription s join cp.subscriber b using (subscriber_id)
+where b.msisdn = '+2348020000082';
+update cp.subscription set attempts_today = 1, attempts_day = (cp.clock_now() at time zone 'Africa/Lagos')::date
+where subscription_id = (select subscription_id from bh);
+delete from cp.hour_stats where carrier_id = (select carrier_id from t);
+select setseed(0.5);
+select ok((select 200 - max(c) from (select count(*) c
+                                     from generate_series(1, 200) g,
+                                          lateral cp.next_retry_times(array[(select subscription_id from bh) + 0 * g]) n
+                                     group by n.retry_at) y) between 8 and 40,
+          'no habit: a best_hour product still explores a tenth of its retries (the soonest slot otherwise)');
 
 -- First attempts: at the period's start on a carrier without habits.
 select ok((select bool_and(cp.first_attempt_time((select subscription_id from t), '2030-03-05 12:00+00')
