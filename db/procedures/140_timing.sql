@@ -74,11 +74,13 @@ set search_path = pg_catalog, cp, pg_temp
 as $$ select 10 $$;
 
 -- How many successes a subscriber's history must hold before their attempts are sampled for the habit
--- test: before that, their best hours are the carrier's, which says nothing of their own habit.
+-- test: before that, their best hours are mostly the carrier's, which says nothing of their own habit.
+-- Three: with two, an early verdict at 10,000 subscriptions could take a habitual carrier for one
+-- without habits for some days (benchmarks/RESULTS.md, a15).
 create or replace function cp.timing_habit_min_history() returns integer
 language sql immutable
 set search_path = pg_catalog, cp, pg_temp
-as $$ select 2 $$;
+as $$ select 3 $$;
 
 -- How many sampled attempts of each kind (exploring, chosen) a carrier needs folded before the habit
 -- test may find it without habits.

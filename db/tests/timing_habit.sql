@@ -101,7 +101,7 @@ select is(cp.renewals_to_query(array[(select subscription_id from t)]), '{}'::bi
           'no habit: no query, the history says nothing of the hour');
 delete from cp.timing_habit;
 
--- What is kept for the test: every exploring choice of a subscriber with a history of two successes or
+-- What is kept for the test: every exploring choice of a subscriber with a history of three successes or
 -- more, and its outcome folded when a renewal of theirs settles in the slot's hour or the next.
 select cp.subscriber_slot((select subscriber_id from t), (select carrier_id from t),
                           array['2030-03-04 15:00'::timestamp], true);
@@ -142,13 +142,13 @@ select is((select explored || '/' || explored_successes || ' ' || chosen || '/' 
            from cp.timing_habit where carrier_id = (select carrier_id from t)),
           (cp.timing_habit_memory() + 1) / 2 || '/300 500/150', 'past the memory the counts are halved');
 
--- A subscriber with one success seen: their best hours are still mostly the carrier's, nothing kept.
-update cp.subscriber_timing set hours = decode(repeat('0a', 24) || repeat('00', 9) || '01' || repeat('00', 14), 'hex')
+-- A subscriber with two successes seen: their best hours are still mostly the carrier's, nothing kept.
+update cp.subscriber_timing set hours = decode(repeat('0a', 24) || repeat('00', 9) || '02' || repeat('00', 14), 'hex')
 where subscriber_id = (select subscriber_id from t);
 select cp.subscriber_slot((select subscriber_id from t), (select carrier_id from t),
                           array['2030-03-04 15:00'::timestamp], true);
 select ok(not exists (select 1 from cp.timing_probe where subscriber_id = (select subscriber_id from t)),
-          'a history of one success: the choice is not kept for the test');
+          'a history of two successes: the choice is not kept for the test');
 
 select * from finish();
 rollback;
