@@ -20,6 +20,7 @@ drop function if exists cp.record_hour_stat(cp.procedure, boolean);
 drop function if exists cp.retry_policy(cp.subscription);
 drop function if exists cp.subscription_charge_failed(cp.procedure, text);
 drop function if exists cp.subscription_charge_succeeded(cp.procedure);
+drop function if exists cp.subscriber_slot(bigint, integer, timestamp[], boolean, integer);
 
 -- Trigger functions, with their triggers: per-row events (now statement-level _900_event_created and
 -- _900_event_changed), the per-row balance check on cp.ledger_entry (now the deferred _200_balanced on

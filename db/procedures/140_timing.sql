@@ -180,20 +180,23 @@ $$;
 -- when p_explore, a random one. Counts both in cp.timing_choices / cp.timing_explorations for reports,
 -- and keeps for the habit test (cp.timing_probe), once the subscriber's history holds
 -- cp.timing_habit_min_history() successes, every exploring choice and a sample of the others (all of
--- them on a carrier the test found without habits, where they are the probes).
+-- them with p_probe: the caller's probes on a carrier the test found without habits).
 create or replace function cp.subscriber_slot(p_subscriber_id bigint, p_carrier_id integer, p_slots timestamp[],
-                                              p_explore boolean, p_top integer default 1)
+                                              p_explore boolean, p_top integer default 1,
+                                              p_probe boolean default false)
 returns timestamp
 language plpgsql volatile
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
+    v_hours bytea;
     v_choice bigint;
     v_slot timestamp;
 begin
     if coalesce(cardinality(p_slots), 0) = 0 then
         return null;
     end if;
+    select t.hours into v_hours from cp.subscriber_timing t where t.subscriber_id = p_subscriber_id;
     v_choice := pg_catalog.nextval('cp.timing_choices');
     if p_explore then
         perform pg_catalog.nextval('cp.timing_explorations');
@@ -201,22 +204,19 @@ begin
     else
         v_slot := (
             select r.slot
-        from (select x.slot,
-                     dense_rank() over (order by cp.timing_score(t.hours, extract(hour from x.slot)::int,
-                                                                  hs.attempts, hs.successes) desc) as score_rank
-              from unnest(p_slots) x (slot)
-              left join cp.subscriber_timing t on t.subscriber_id = p_subscriber_id
-              left join cp.hour_stats hs
-                     on hs.carrier_id = p_carrier_id and hs.local_hour = extract(hour from x.slot)) r
-        where r.score_rank <= greatest(p_top, 1)
-        order by r.slot
-        limit 1);
+            from (select x.slot,
+                         dense_rank() over (order by cp.timing_score(v_hours, extract(hour from x.slot)::int,
+                                                                      hs.attempts, hs.successes) desc) as score_rank
+                  from unnest(p_slots) x (slot)
+                  left join cp.hour_stats hs
+                         on hs.carrier_id = p_carrier_id and hs.local_hour = extract(hour from x.slot)) r
+            where r.score_rank <= greatest(p_top, 1)
+            order by r.slot
+            limit 1);
     end if;
     -- every exploring attempt and a sample of the chosen ones, for the habit test
-    if v_slot is not null
-       and (p_explore or v_choice % cp.timing_probe_every() = 0 or not cp.timing_hours_habitual(p_carrier_id))
-       and (select cp.timing_successes(t.hours) from cp.subscriber_timing t where t.subscriber_id = p_subscriber_id)
-           >= cp.timing_habit_min_history() then
+    if v_slot is not null and (p_explore or p_probe or v_choice % cp.timing_probe_every() = 0)
+       and cp.timing_successes(v_hours) >= cp.timing_habit_min_history() then
         insert into cp.timing_probe as e (subscriber_id, carrier_id, local_slot, explored)
         values (p_subscriber_id, p_carrier_id, v_slot, p_explore)
         on conflict (subscriber_id) do update
@@ -535,7 +535,7 @@ begin
                sub.explore_draw < cp.timing_exploration_share()
                                   / case when sub.retry_timing = 'subscriber' and not r.habitual then 8 else 1 end
                    as explore,
-               sub.fixed_retry_hours, sub.fresh_topup and r.habitual as fresh_topup,
+               sub.fixed_retry_hours, sub.fresh_topup and r.habitual as fresh_topup, r.habitual,
                -- a stepped-down attempt failed on a day that is not a likely top-up day of a long cycle
                sub.retry_level > 0 and sub.rhythm_days >= cp.timing_long_cycle_days()
                    and cp.timing_rhythm_day((sub.last_topup_at at time zone sub.tz)::date, sub.rhythm_days,
@@ -609,7 +609,8 @@ begin
         select case when p.retry_timing = 'subscriber' and not p.fresh_topup
                     then cp.subscriber_slot(p.subscriber_id, p.carrier_id, c.day_slots, p.explore,
                                             case when p.between_topups then 1
-                                                 else least(p.best_hours, cp.timing_retry_hours()) end) end as slot
+                                                 else least(p.best_hours, cp.timing_retry_hours()) end,
+                                            p_probe => not p.habitual) end as slot
     ) ps on true;
 end
 $$;

@@ -126,7 +126,8 @@ select is((select explored from cp.timing_habit where carrier_id = (select carri
 -- On a carrier found without habits every choice at the best hours is kept (they are the probes).
 update cp.timing_habit set explored = 1000, explored_successes = 300, chosen = 1000, chosen_successes = 300;
 select cp.subscriber_slot((select subscriber_id from t), (select carrier_id from t),
-                          array['2030-03-04 15:00'::timestamp, '2030-03-05 09:00'::timestamp], false);
+                          array['2030-03-04 15:00'::timestamp, '2030-03-05 09:00'::timestamp], false,
+                          p_probe => not cp.timing_hours_habitual((select carrier_id from t)));
 select is((select local_slot::text || ' ' || explored from cp.timing_probe where subscriber_id = (select subscriber_id from t)),
           '2030-03-05 09:00:00 false', 'no habit: a choice at their best hour is kept as a probe');
 
