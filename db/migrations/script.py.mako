@@ -1,21 +1,12 @@
 """${message}
-
-Revision ID: ${up_revision}
-Revises: ${down_revision | comma,n}
-Create Date: ${create_date}
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    ${upgrades if upgrades else 'op.execute("")'}
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+upgrade = executes(
+    """
+    """
+)

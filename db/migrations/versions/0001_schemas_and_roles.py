@@ -1,16 +1,13 @@
 """Schemas, extensions and the cluster roles of the role model.
 
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25
 """
 
 from alembic import op
 
+from carrierpay.revisions import downgrade
+
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -53,7 +50,3 @@ def upgrade() -> None:
     # Functions are granted one by one in db/procedures; nobody but the owner runs them by default.
     for schema in ("api", "admin", "adapter", "report", "cp"):
         op.execute(f"alter default privileges in schema {schema} revoke execute on functions from public")
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")

@@ -1,17 +1,12 @@
 """Payment core: merchants, carriers, subscribers, products, subscriptions, procedures, carrier
 calls, the ledger, events, regulation, entitlements and merchant notifications.
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-25
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 TYPES = """
 create type cp.plan as enum ('one_time', 'daily', 'weekly', 'monthly');
@@ -360,15 +355,11 @@ create table cp.hour_stats (
 );
 """
 
-
-def upgrade() -> None:
+upgrade = executes(
     # sched: the scheduling engine's entry points (run by `carrierpay scheduler run`).
-    op.execute("create schema if not exists sched")
-    op.execute("grant usage on schema sched to carrierpay_admin")
-    op.execute("alter default privileges in schema sched revoke execute on functions from public")
-    op.execute(TYPES)
-    op.execute(TABLES)
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+    "create schema if not exists sched",
+    "grant usage on schema sched to carrierpay_admin",
+    "alter default privileges in schema sched revoke execute on functions from public",
+    TYPES,
+    TABLES,
+)

@@ -1,16 +1,11 @@
 """History shipping: shipper bookkeeping for the outbox drain (cp.event, cp.carrier_log).
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-26
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 TABLES = """
 -- One row per running (or once-running) history shipper. Each shipper updates only its own
@@ -37,10 +32,4 @@ create index event_recorded_at on cp.event (recorded_at);
 create index carrier_log_logged_at on cp.carrier_log (logged_at);
 """
 
-
-def upgrade() -> None:
-    op.execute(TABLES)
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+upgrade = executes(TABLES)

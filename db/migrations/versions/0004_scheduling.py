@@ -1,22 +1,15 @@
 """Scheduling: renewal reminders per period, each carrier's shared throughput budget, and the
 carrier on each subscription so due renewals are found per carrier by index.
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-25
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.subscription add column reminded_period integer;
         alter table cp.subscription add column carrier_id integer references cp.carrier;
         update cp.subscription s set carrier_id = sb.carrier_id from cp.subscriber sb
@@ -36,8 +29,4 @@ def upgrade() -> None:
             used         integer not null default 0
         );
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

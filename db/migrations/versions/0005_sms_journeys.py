@@ -2,17 +2,12 @@
 window), SMS templates per country and language, subscriber and country languages, and the indexes
 that match delivery receipts to carrier calls by the SMSC message id.
 
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-27
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 TABLES = """
 -- A keyword a subscriber texts to a carrier short code: SUB <KEYWORD> subscribes to the product on
@@ -94,10 +89,4 @@ create index carrier_call_awaiting on cp.carrier_call (carrier_id, awaiting_sinc
     where status = 'awaiting_result';
 """
 
-
-def upgrade() -> None:
-    op.execute(TABLES)
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+upgrade = executes(TABLES)

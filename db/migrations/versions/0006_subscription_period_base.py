@@ -2,28 +2,17 @@
 (on reactivation after suspension) keeps its period index growing instead of starting again at 0
 and colliding with the periods already charged.
 
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-25
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.subscription add column period_base integer not null default 0;
         comment on column cp.subscription.period_base is
             'Period index that starts at anchor_local: period p starts (p - period_base) plan steps after it';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

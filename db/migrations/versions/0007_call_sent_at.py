@@ -4,28 +4,17 @@ A status query answering "no such transaction" proves nothing while the carrier 
 processing the request; the reconciler waits until the call has been quiet for longer than the
 carrier's timeout, measured on the real clock (the business clock can be moved).
 
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-11-25
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.carrier_call add column sent_at timestamptz;
         comment on column cp.carrier_call.sent_at is
             'Real time (clock_timestamp) the call was last leased to an adapter, i.e. possibly sent';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

@@ -2,22 +2,15 @@
 
 The rows themselves are reference data re-applied by every migrate (db/procedures/countries.sql).
 
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.country
             add column currency char(3) check (currency ~ '^[A-Z]{3}$'),
             add column timezone text;
@@ -25,8 +18,4 @@ def upgrade() -> None:
         comment on column cp.country.timezone is
             'IANA zone of the capital or most populous region; carriers name their own in their spec';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

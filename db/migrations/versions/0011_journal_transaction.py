@@ -6,30 +6,19 @@ check. The column records the top-level transaction id (`pg_current_xact_id()`, 
 subtransaction), which the ledger triggers compare with the inserting transaction's own. Journals
 posted before this revision have none and are closed.
 
-Revision ID: 0011
-Revises: 0010
-Create Date: 2026-12-02
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0011"
 down_revision = "0010"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.journal add column xact_id xid8;
         alter table cp.journal alter column xact_id set default pg_catalog.pg_current_xact_id();
         comment on column cp.journal.xact_id is
             'Top-level transaction that posted the journal; entries may be added only by that transaction '
             '(null: posted before the rule existed, closed)';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

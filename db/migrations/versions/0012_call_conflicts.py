@@ -4,22 +4,15 @@ A callback that says "failed" for a call that already succeeded, another amount 
 the payment's, or a result for a call that was never handed to the carrier moves no money; each is
 kept here (and shown by report.call_conflicts) so a person can find out what really happened.
 
-Revision ID: 0012
-Revises: 0011
-Create Date: 2026-12-02
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0012"
 down_revision = "0011"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.call_conflict (
             conflict_id   bigint generated always as identity primary key,
             call_id       bigint not null references cp.carrier_call,
@@ -38,8 +31,4 @@ def upgrade() -> None:
         comment on column cp.call_conflict.call_status is 'the call''s status when the answer arrived';
         comment on column cp.call_conflict.reported is 'what the answer said (already redacted by the daemon)';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

@@ -8,22 +8,15 @@ Queued calls that move money (charges) carry what `adapter.claim_calls` needs to
 the charging hours without a join on the hottest query: whether the hours apply, and the
 subscriber's own timezone when it has one (null: the carrier's).
 
-Revision ID: 0013
-Revises: 0012
-Create Date: 2026-11-27
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0013"
 down_revision = "0012"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         -- Duplicates made before the index existed would block it: keep one per subscriber and
         -- product (a confirmed one before one waiting for opt-in, then the one paid furthest, then
         -- the oldest) and cancel the others, which the subscriber never meant to have.
@@ -53,8 +46,4 @@ def upgrade() -> None:
         join cp.subscriber s on s.subscriber_id = p.subscriber_id
         where c.call_id = q.call_id and c.operation = 'charge';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

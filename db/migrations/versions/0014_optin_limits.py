@@ -9,22 +9,15 @@ sequence: their count is closed, and a pending one reads as expired). Indexes se
 sliding-window counts per number, per merchant and carrier, and the sweep of opt-ins whose
 sequence can be folded.
 
-Revision ID: 0014
-Revises: 0013
-Create Date: 2026-12-01
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0014"
 down_revision = "0013"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.optin
             add column carrier_id integer references cp.carrier,
             add column sms_procedure_id bigint references cp.procedure,
@@ -47,8 +40,4 @@ def upgrade() -> None:
         create index optin_merchant_failures on cp.optin (merchant_id, carrier_id, created_at) where attempts > 0;
         create index optin_checks_open on cp.optin (expires_at) where pin_checks is null;
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

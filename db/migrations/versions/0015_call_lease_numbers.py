@@ -5,22 +5,15 @@ drops, records it again after reconnecting: it cannot tell whether the commit it
 happened. Numbering a call's leases lets `adapter.complete_calls` recognise an answer it already
 recorded (and an answer from a lease the call has since outlived), so a repeat changes nothing.
 
-Revision ID: 0015
-Revises: 0014
-Create Date: 2026-12-02
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0015"
 down_revision = "0014"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.carrier_call
             add column lease_no integer not null default 0,
             add column answered_lease_no integer;
@@ -30,8 +23,4 @@ def upgrade() -> None:
             'The latest lease whose answer adapter.complete_calls recorded; an answer for it or an earlier '
             'lease is a repeat';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

@@ -22,17 +22,14 @@
   left out of the by-aggregate index (a payment's history reads its procedure's); a correlator is
   'cp-' and its call's id (checked), so its own unique index goes.
 
-Revision ID: 0016
-Revises: 0015
-Create Date: 2026-12-03
 """
 
 from alembic import op
 
+from carrierpay.revisions import downgrade
+
 revision = "0016"
 down_revision = "0015"
-branch_labels = None
-depends_on = None
 
 # (table, constraint): foreign keys on the payment path.
 DROPPED_FOREIGN_KEYS = [
@@ -148,7 +145,3 @@ def upgrade() -> None:
         alter table cp.carrier_call add constraint carrier_call_correlator_is_id check (correlator = 'cp-' || call_id);
         """
     )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")

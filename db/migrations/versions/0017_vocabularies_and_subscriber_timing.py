@@ -9,22 +9,15 @@ Per-subscriber timing (product retry_timing 'subscriber'): each subscriber's cha
 successes by local hour, 48 bytes a subscriber (cp.subscriber_timing), folded from an append-only
 delta as the carrier × hour statistics are; see docs/scheduling.md.
 
-Revision ID: 0017
-Revises: 0016
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0017"
 down_revision = "0016"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.rule_key (
             key           text primary key check (key ~ '^[a-z][a-z0-9_]*$'),
             type          text not null
@@ -93,8 +86,4 @@ def upgrade() -> None:
         alter table cp.product drop constraint product_retry_timing_check,
             add constraint product_retry_timing_check check (retry_timing in ('fixed', 'best_hour', 'subscriber'));
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

@@ -6,24 +6,17 @@ credentials for tokens and look a token up (schema `gateway`); to do anything fo
 Client secrets and tokens are random and kept only as SHA-256 digests. A CAMARA request's `sink`
 gets its own notifications (CloudEvents) through the webhook dispatcher's table.
 
-Revision ID: 0018
-Revises: 0017
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0018"
 down_revision = "0017"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute("create schema if not exists gateway")
+upgrade = executes(
+    "create schema if not exists gateway",
     # Roles are cluster-wide: another database on the same server may have made it already.
-    op.execute(
-        """
+    """
         do $$
         begin
             if not exists (select 1 from pg_catalog.pg_roles where rolname = 'carrierpay_gateway') then
@@ -33,10 +26,8 @@ def upgrade() -> None:
             alter role carrierpay_gateway noinherit;
         end
         $$
-        """
-    )
-    op.execute(
-        """
+        """,
+    """
         create table cp.api_client (
             client_id       text primary key,
             merchant_id     integer not null references cp.merchant,
@@ -68,9 +59,5 @@ def upgrade() -> None:
             'OAuth2 clients of the merchant HTTP API: the secret is shown once and kept as its SHA-256';
         comment on table cp.api_token is
             'Bearer tokens issued to API clients, by SHA-256; valid until expires_at (wall clock) unless revoked';
-        """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+        """,
+)

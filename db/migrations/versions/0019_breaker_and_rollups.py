@@ -12,22 +12,15 @@ the report views read; `cp.rollup_carrier_hour` is the same without merchant and
 dashboard's charts over a month add up a few thousand rows; `cp.rollup_minute` keeps the last two days per carrier and minute for the
 five-minute rates the metrics and the dashboard show.
 
-Revision ID: 0019
-Revises: 0018
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0019"
 down_revision = "0018"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.carrier_breaker (
             carrier_id        integer primary key references cp.carrier on delete cascade,
             error_pct         integer not null default 50 check (error_pct between 1 and 100),
@@ -125,8 +118,4 @@ def upgrade() -> None:
         comment on table cp.rollup_minute is
             'Settled carrier calls per carrier and minute, the last two days; folded by sched.fold_rollups';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

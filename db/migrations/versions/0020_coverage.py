@@ -9,22 +9,15 @@ A number range may have several routes (its own carrier, then aggregators by pri
 `cp.carrier_route`), and a ported number is routed by a cached number lookup (`cp.number_lookup`); a
 partial index finds carriers that are down (calls held as unreachable) without scanning the calls.
 
-Revision ID: 0020
-Revises: 0019
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0020"
 down_revision = "0019"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.timeline_entry (
             aggregate_type  text not null,
             aggregate_id    bigint not null,
@@ -62,8 +55,4 @@ def upgrade() -> None:
         create index carrier_call_unreachable on cp.carrier_call (carrier_id, unreachable_since)
             where status = 'queued' and unreachable_since is not null;
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

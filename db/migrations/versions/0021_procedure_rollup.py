@@ -10,22 +10,15 @@ carrier_call_to_reconcile). Existing databases are backfilled here up to the fol
 `cp.rollup_state.stragglers_checked_at`: the fold re-checks the whole set of remembered unsettled calls
 on a slower cadence than it folds new calls.
 
-Revision ID: 0021
-Revises: 0020
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0021"
 down_revision = "0020"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.rollup_procedure (
             carrier_id          integer not null,
             merchant_id         integer not null,
@@ -68,8 +61,4 @@ def upgrade() -> None:
                           where c.procedure_id = p.procedure_id)
         group by 1, 2, 3, 4, 5;
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)

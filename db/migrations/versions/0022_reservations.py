@@ -6,22 +6,15 @@ the call can no longer confirm it (failed for good, our confirmation window clos
 the merchant cancelled it) one release call of the carrier's cancel operation is queued
 (`release_call_id`, unique: never two); a reservation the carrier let lapse is never released.
 
-Revision ID: 0022
-Revises: 0021
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0022"
 down_revision = "0021"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.reservation (
             reservation_id      bigint generated always as identity primary key,
             call_id             bigint not null references cp.carrier_call,
@@ -49,8 +42,4 @@ def upgrade() -> None:
             'when the carrier lets the reservation lapse by itself (two_step.expiry_s): no release after it';
         create index reservation_open on cp.reservation (status) where status in ('held', 'releasing');
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)

@@ -4,29 +4,18 @@
 one second's worth); null means the server's default (`carrierpay api serve --rate-limit`). The server
 counts requests in process, so no row is written per request.
 
-Revision ID: 0023
-Revises: 0022
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0023"
 down_revision = "0022"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.api_client add column requests_per_second integer
             check (requests_per_second between 1 and 100000);
         comment on column cp.api_client.requests_per_second is
             'Requests per second the client may make (burst: one second''s worth); null: the server default';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("carrierpay migrations are forward-only")
+)

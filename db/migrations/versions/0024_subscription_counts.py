@@ -7,22 +7,15 @@ for non-payment; the statement triggers of cp.subscription append what each stat
 sched.fold_rollups moves the deltas into the counts. report.churn and report.carrier_summary add the
 two, so they are exact at any time and read a few hundred rows. Existing databases are counted here.
 
-Revision ID: 0024
-Revises: 0023
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0024"
 down_revision = "0023"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.subscription_count (
             carrier_id      integer not null,
             merchant_id     integer not null,
@@ -51,8 +44,4 @@ def upgrade() -> None:
         select carrier_id, merchant_id, status, coalesce(cancel_reason = 'unpaid', false), count(*)
         from cp.subscription group by 1, 2, 3, 4;
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)

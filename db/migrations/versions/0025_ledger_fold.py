@@ -9,22 +9,15 @@ folded once when it appears, or forgotten once none of those transactions is lef
 advances it; no payment transaction writes any of these tables. Existing databases start at 0 and
 are folded by the scheduler's first ticks.
 
-Revision ID: 0025
-Revises: 0024
-Create Date: 2026-12-03
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0025"
 down_revision = "0024"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.ledger_fold (
             singleton       boolean primary key default true check (singleton),
             checked_through bigint not null default 0,
@@ -62,8 +55,4 @@ def upgrade() -> None:
             '(pg_locks virtualtransaction) then able to insert journals: folded when visible, forgotten '
             'once none of them is left';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)

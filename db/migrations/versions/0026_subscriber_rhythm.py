@@ -4,22 +4,15 @@ collected 18 hours or more after the one before) and a learned cycle in days bet
 from, and a counter of first attempts moved to a likely top-up day (docs/scheduling.md,
 "Per-subscriber timing").
 
-Revision ID: 0026
-Revises: 0025
-Create Date: 2026-12-04
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0026"
 down_revision = "0025"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.subscriber_timing
             add column last_topup_at timestamptz,
             add column cycle_tenths  smallint check (cycle_tenths between 10 and 70),
@@ -40,8 +33,4 @@ def upgrade() -> None:
             'How many attempts (a period''s first, or a retry after a stepped-down failure) the subscriber '
             'timing moved to a later, likely top-up day';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)

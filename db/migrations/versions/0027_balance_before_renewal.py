@@ -3,29 +3,18 @@ terms make a failed charge cost more than a query: when the last query found the
 (`cp.subscription.balance_checked_at`), so the charge that follows is not queried again
 (docs/scheduling.md, "A balance query before a likely failure").
 
-Revision ID: 0027
-Revises: 0026
-Create Date: 2026-12-04
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0027"
 down_revision = "0026"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         alter table cp.subscription add column balance_checked_at timestamptz;
         comment on column cp.subscription.balance_checked_at is
             'When a balance query before this renewal answered sufficient (or gave no definite answer): '
             'the charge that follows goes without another query; cleared when that charge is queued';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)

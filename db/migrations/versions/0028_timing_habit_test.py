@@ -4,22 +4,15 @@ the subscriber's best hours (`cp.timing_probe`, one row a subscriber until its o
 carrier (`cp.timing_habit`). A carrier whose best hours do no better than chance is charged at the
 product's fixed hours (docs/scheduling.md, "Carriers without habitual hours").
 
-Revision ID: 0028
-Revises: 0027
-Create Date: 2026-12-05
 """
 
-from alembic import op
+from carrierpay.revisions import downgrade, executes
 
 revision = "0028"
 down_revision = "0027"
-branch_labels = None
-depends_on = None
 
-
-def upgrade() -> None:
-    op.execute(
-        """
+upgrade = executes(
+    """
         create table cp.timing_probe (
             subscriber_id bigint primary key references cp.subscriber,
             carrier_id    integer not null,
@@ -42,8 +35,4 @@ def upgrade() -> None:
             'the subscriber''s hours, and how many of each succeeded: whether the hours choose better than '
             'chance (cp.timing_hours_habitual); halved past cp.timing_habit_memory() attempts';
         """
-    )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("forward-only")
+)
