@@ -19,8 +19,20 @@ from carrierpay.revisions import downgrade, executes
 revision = "0019"
 down_revision = "0018"
 
+# The columns cp.rollup_carrier_hour shares with cp.rollup_hour, which it sums over merchants and
+# products: sched.fold_rollups adds the same totals to both.
+HOURLY_TOTALS = """\
+            operation       text not null,
+            outcome         text not null,
+            currency        char(3) not null,
+            calls           bigint not null,
+            amount_minor    bigint not null,
+            renewals        bigint not null,
+            subscription_calls bigint not null,
+            step_downs      bigint not null,"""
+
 upgrade = executes(
-    """
+    f"""
         create table cp.carrier_breaker (
             carrier_id        integer primary key references cp.carrier on delete cascade,
             error_pct         integer not null default 50 check (error_pct between 1 and 100),
@@ -69,14 +81,7 @@ upgrade = executes(
             carrier_id      integer not null,
             merchant_id     integer not null,
             product_id      integer not null,
-            operation       text not null,
-            outcome         text not null,
-            currency        char(3) not null,
-            calls           bigint not null,
-            amount_minor    bigint not null,
-            renewals        bigint not null,
-            subscription_calls bigint not null,
-            step_downs      bigint not null,
+{HOURLY_TOTALS}
             latency_ms_sum  bigint not null,
             latency_le_100ms bigint not null,
             latency_le_500ms bigint not null,
@@ -92,14 +97,7 @@ upgrade = executes(
         create table cp.rollup_carrier_hour (
             hour            timestamptz not null,
             carrier_id      integer not null,
-            operation       text not null,
-            outcome         text not null,
-            currency        char(3) not null,
-            calls           bigint not null,
-            amount_minor    bigint not null,
-            renewals        bigint not null,
-            subscription_calls bigint not null,
-            step_downs      bigint not null,
+{HOURLY_TOTALS}
             primary key (hour, carrier_id, operation, outcome, currency)
         );
         comment on table cp.rollup_carrier_hour is
