@@ -7,9 +7,7 @@ begin;
 \ir fixtures/world.sql
 select plan(26);
 
-create temp table pay as select (api.charge('acme', '+2348020000001', 'gems', 'c1')->>'id')::bigint as id;
-select pg_temp.claim('test_ng');
-select pg_temp.settle((select id from pay), 'succeeded');
+create temp table pay as select pg_temp.pay('c1') as id;
 select is((select count(*)::int from cp.journal), 1, 'the charge posted one journal');
 select is((select sum(amount_minor) from cp.ledger_entry)::bigint, 0::bigint, 'which balances');
 select is((select sum(amount_minor) from cp.ledger_entry where amount_minor > 0)::bigint, 20000::bigint,

@@ -21,14 +21,6 @@ create function pg_temp.reported_balances() returns text language sql as $$
      and r.owner = coalesce((select code from cp.carrier where carrier_id = a.carrier_id),
                             (select code from cp.merchant where merchant_id = a.merchant_id), a.country, 'platform')
 $$;
-create function pg_temp.pay(p_key text) returns bigint language plpgsql as $$
-declare v_id bigint;
-begin
-    v_id := (api.charge('acme', '+2348020000001', 'gems', p_key)->>'id')::bigint;
-    perform pg_temp.claim('test_ng');
-    perform pg_temp.settle(v_id, 'succeeded');
-    return v_id;
-end $$;
 
 select is((select (checked_through, journals)::text from cp.ledger_fold), '(0,0)', 'the fold starts empty');
 select pg_temp.pay('f1');

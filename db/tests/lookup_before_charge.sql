@@ -6,19 +6,14 @@ begin;
 \ir fixtures/world.sql
 select plan(20);
 
-select admin.onboard_carrier('{"code": "look_ng", "name": "Looks up NG", "country": "NG", "mcc": "621", "mnc": "60",
-  "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234806"], "throughput": {"tps": 1000},
-  "regulation": "NG", "terms": {"carrier_share_bp": 4000},
+select pg_temp.onboard_ng('{"code": "look_ng", "name": "Looks up NG", "mnc": "60", "number_ranges": ["+234806"],
   "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"},
-                 "lookup": {"pattern": "sync", "ttl_s": 3600, "before_charge": true}}}'::jsonb);
-select admin.onboard_carrier('{"code": "port_ng", "name": "Ported-to NG", "country": "NG", "mcc": "621", "mnc": "30",
-  "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234805"], "throughput": {"tps": 1000},
-  "regulation": "NG", "terms": {"carrier_share_bp": 4000},
-  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}'::jsonb);
-select admin.onboard_carrier('{"code": "agg_ng", "name": "Aggregator NG", "country": "NG", "mcc": "621", "mnc": "99",
-  "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234809"], "throughput": {"tps": 1000},
-  "regulation": "NG", "terms": {"carrier_share_bp": 4500}, "routes": [{"prefix": "+234805", "priority": 10}],
-  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}'::jsonb);
+                 "lookup": {"pattern": "sync", "ttl_s": 3600, "before_charge": true}}}');
+select pg_temp.onboard_ng('{"code": "port_ng", "name": "Ported-to NG", "mnc": "30", "number_ranges": ["+234805"],
+  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}');
+select pg_temp.onboard_ng('{"code": "agg_ng", "name": "Aggregator NG", "mnc": "99", "number_ranges": ["+234809"],
+  "terms": {"carrier_share_bp": 4500}, "routes": [{"prefix": "+234805", "priority": 10}],
+  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}');
 select admin.add_price_point('acme', 'gems', 'one_time', 20000, 'NGN', 'gems_100', p_country => 'NG');
 
 create function pg_temp.calls(p_procedure_id bigint, p_operation text) returns text

@@ -6,12 +6,10 @@ begin;
 \ir fixtures/world.sql
 select plan(31);
 
-select admin.onboard_carrier('{"code": "two_ng", "name": "Two-step NG", "country": "NG", "mcc": "621", "mnc": "40",
-  "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234807"], "throughput": {"tps": 1000},
-  "regulation": "NG", "terms": {"carrier_share_bp": 4000},
+select pg_temp.onboard_ng('{"code": "two_ng", "name": "Two-step NG", "mnc": "40", "number_ranges": ["+234807"],
   "operations": {"charge": {"pattern": "sync", "safe_to_repeat": true,
                             "two_step": {"reserve": "reserve", "cancel": "release", "expiry_s": 900}},
-                 "release": {"pattern": "sync", "safe_to_repeat": true}, "send_sms": {"pattern": "sync"}}}'::jsonb);
+                 "release": {"pattern": "sync", "safe_to_repeat": true}, "send_sms": {"pattern": "sync"}}}');
 select admin.add_price_point('acme', 'gems', 'one_time', 5000, 'NGN', 'gems_100', p_carrier => 'two_ng');
 
 -- The adapter's answer for the call of a procedure: p_ref names the reservation its reserve step made.

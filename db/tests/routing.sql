@@ -6,14 +6,11 @@ begin;
 select plan(12);
 
 -- An aggregator that can also bill test_ng's range, and a second NG network with its own range.
-select admin.onboard_carrier('{"code": "agg_ng", "name": "Aggregator NG", "country": "NG", "mcc": "621", "mnc": "99",
-  "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234809"], "throughput": {"tps": 1000},
-  "regulation": "NG", "terms": {"carrier_share_bp": 4500}, "routes": [{"prefix": "+234802", "priority": 10}],
-  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}'::jsonb);
-select admin.onboard_carrier('{"code": "other_ng", "name": "Other NG", "country": "NG", "mcc": "621", "mnc": "30",
-  "currency": "NGN", "timezone": "Africa/Lagos", "number_ranges": ["+234805"], "throughput": {"tps": 1000},
-  "regulation": "NG", "terms": {"carrier_share_bp": 4000},
-  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}'::jsonb);
+select pg_temp.onboard_ng('{"code": "agg_ng", "name": "Aggregator NG", "mnc": "99", "number_ranges": ["+234809"],
+  "terms": {"carrier_share_bp": 4500}, "routes": [{"prefix": "+234802", "priority": 10}],
+  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}');
+select pg_temp.onboard_ng('{"code": "other_ng", "name": "Other NG", "mnc": "30", "number_ranges": ["+234805"],
+  "operations": {"charge": {"pattern": "sync"}, "send_sms": {"pattern": "sync"}}}');
 select admin.add_price_point('acme', 'gems', 'one_time', 20000, 'NGN', 'gems_100', p_country => 'NG');
 
 select is((cp.carrier_for_msisdn('+2348020000001')).code, 'test_ng', 'a range''s own carrier comes first');
