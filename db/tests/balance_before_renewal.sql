@@ -10,9 +10,7 @@ begin;
 select plan(31);
 
 select pg_temp.timed_subscription('qclub', '+2348020000090', p_step_down => true);
-select pg_temp.claim('test_ng');
-select pg_temp.settle((select max(procedure_id) from cp.procedure where subscription_id = (select subscription_id from t)),
-                      'succeeded');
+select pg_temp.collect_activation();
 -- The carrier's hours say a charge at any hour will likely fail (6%).
 insert into cp.hour_stats (carrier_id, local_hour, attempts, successes)
 select (select carrier_id from t), h, 100, 5 from generate_series(0, 23) h

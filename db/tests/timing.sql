@@ -9,9 +9,7 @@ select plan(15);
 select pg_temp.timed_subscription('tclub', '+2348020000070');
 
 -- A renewal's outcome is appended per subscriber and local hour (13:00 in Lagos), then folded.
-select pg_temp.claim('test_ng');
-select pg_temp.settle((select max(procedure_id) from cp.procedure where subscription_id = (select subscription_id from t)),
-                      'succeeded');
+select pg_temp.collect_activation();
 select is((select count(*) from cp.subscriber_hour_delta where subscriber_id = (select subscriber_id from t)
                   and local_hour = 13 and success), 1::bigint, 'the renewal''s outcome is appended at its local hour');
 select sched.fold_hour_stats();

@@ -11,9 +11,7 @@ select pg_temp.timed_subscription('rclub', '+2348020000071');
 
 -- The first charge succeeds at 13:00 Lagos on 4 March (12:00 UTC): its time is appended, then folded
 -- as the first top-up seen.
-select pg_temp.claim('test_ng');
-select pg_temp.settle((select max(procedure_id) from cp.procedure where subscription_id = (select subscription_id from t)),
-                      'succeeded');
+select pg_temp.collect_activation();
 select is((select settled_at from cp.subscriber_hour_delta where subscriber_id = (select subscriber_id from t)),
           cp.clock_now(), 'a renewal''s outcome carries when it was known');
 select sched.fold_hour_stats();
