@@ -30,22 +30,21 @@ create temp table first_charge as
     select procedure_id, subscription_id, period_index from cp.procedure where subscription_id is not null;
 select is((select holds_period from cp.procedure where procedure_id = (select procedure_id from first_charge)), true,
           'a subscription charge holds its period');
-select throws_ok($$ insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, subscription_id,
-                                              period_index, amount_minor, currency, created_at, updated_at, holds_period)
-                    select 'charge', merchant_id, subscriber_id, carrier_id, subscription_id, period_index,
-                           amount_minor, currency, created_at, updated_at, true
-                    from cp.procedure where procedure_id = (select procedure_id from first_charge) $$,
-                 '23505', null, 'a second charge for the same period is refused');
+-- Another charge of the first charge's period that holds it, inserted directly as the owner.
+create function pg_temp.charge_period_again() returns void language sql as $$
+    insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, subscription_id,
+                              period_index, amount_minor, currency, created_at, updated_at, holds_period)
+    select 'charge', merchant_id, subscriber_id, carrier_id, subscription_id, period_index,
+           amount_minor, currency, created_at, updated_at, true
+    from cp.procedure where procedure_id = (select procedure_id from first_charge)
+$$;
+select throws_ok($$ select pg_temp.charge_period_again() $$, '23505', null,
+                 'a second charge for the same period is refused');
 select pg_temp.claim('test_ng');
 select pg_temp.settle((select procedure_id from first_charge), 'failed', 'insufficient_funds');
 select is((select holds_period from cp.procedure where procedure_id = (select procedure_id from first_charge)), null,
           'a failed charge leaves its period');
-select lives_ok($$ insert into cp.procedure (kind, merchant_id, subscriber_id, carrier_id, subscription_id,
-                                             period_index, amount_minor, currency, created_at, updated_at, holds_period)
-                   select 'charge', merchant_id, subscriber_id, carrier_id, subscription_id, period_index,
-                          amount_minor, currency, created_at, updated_at, true
-                   from cp.procedure where procedure_id = (select procedure_id from first_charge) $$,
-                'so the next attempt may take it');
+select lives_ok($$ select pg_temp.charge_period_again() $$, 'so the next attempt may take it');
 
 -- The budget is split in slots; together they grant the carrier's tps in a second, never more.
 update cp.carrier set tps = 200 where code = 'test_gb';

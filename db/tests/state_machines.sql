@@ -75,42 +75,48 @@ begin
 end
 $$;
 
+-- A machine's three checks: its legal transitions are exactly p_legal (a query of (from, to) pairs),
+-- every other one raises CP060, and there are p_illegal of those (p_why says what the count rests on).
+create function pg_temp.check_machine(p_machine text, p_legal text, p_illegal integer, p_why text default null)
+returns setof text
+language plpgsql as $$
+declare
+    v_name text := replace(p_machine, '_', ' ');
+begin
+    return next set_eq(format('select from_status, to_status from pg_temp.try_transitions(%L) where result = %L',
+                              p_machine, 'ok'),
+                       p_legal, v_name || ': the legal transitions are exactly those of the design');
+    return next is((select array_agg(distinct result) from pg_temp.try_transitions(p_machine) where result <> 'ok'),
+                   array['CP060'], v_name || ': every other transition raises CP060');
+    return next is((select count(*)::int from pg_temp.try_transitions(p_machine) where result <> 'ok'), p_illegal,
+                   format('%s: %s illegal transitions checked', v_name, p_illegal)
+                   || coalesce(' (' || p_why || ')', ''));
+end
+$$;
+
 -- The legal transitions, exactly.
-select set_eq($$ select from_status, to_status from pg_temp.try_transitions('procedure') where result = 'ok' $$,
-              $$ values ('pending', 'in_flight'), ('pending', 'failed'),
-                        ('in_flight', 'succeeded'), ('in_flight', 'failed'), ('in_flight', 'unknown'),
-                        ('unknown', 'succeeded'), ('unknown', 'failed'),
-                        ('succeeded', 'partially_refunded'), ('succeeded', 'refunded'),
-                        ('partially_refunded', 'refunded') $$,
-              'procedure: the legal transitions are exactly those of the design');
-select is((select array_agg(distinct result) from pg_temp.try_transitions('procedure') where result <> 'ok'),
-          array['CP060'], 'procedure: every other transition raises CP060');
-select is((select count(*)::int from pg_temp.try_transitions('procedure') where result <> 'ok'), 32,
-          'procedure: 32 illegal transitions checked');
-
-select set_eq($$ select from_status, to_status from pg_temp.try_transitions('subscription') where result = 'ok' $$,
-              $$ values ('pending_optin', 'active'), ('pending_optin', 'cancelled'),
-                        ('active', 'retrying'), ('active', 'cancelled'),
-                        ('retrying', 'active'), ('retrying', 'grace'), ('retrying', 'cancelled'),
-                        ('grace', 'active'), ('grace', 'suspended'), ('grace', 'cancelled'),
-                        ('suspended', 'active'), ('suspended', 'cancelled') $$,
-              'subscription: the legal transitions are exactly those of the design');
-select is((select array_agg(distinct result) from pg_temp.try_transitions('subscription') where result <> 'ok'),
-          array['CP060'], 'subscription: every other transition raises CP060');
-select is((select count(*)::int from pg_temp.try_transitions('subscription') where result <> 'ok'), 18,
-          'subscription: 18 illegal transitions checked (nothing leaves cancelled)');
-
-select set_eq($$ select from_status, to_status from pg_temp.try_transitions('carrier_call') where result = 'ok' $$,
-              $$ values ('queued', 'leased'), ('queued', 'failed'),
-                        ('leased', 'queued'), ('leased', 'awaiting_result'), ('leased', 'done'),
-                        ('leased', 'failed'), ('leased', 'unknown'),
-                        ('awaiting_result', 'done'), ('awaiting_result', 'failed'), ('awaiting_result', 'unknown'),
-                        ('unknown', 'done'), ('unknown', 'failed') $$,
-              'carrier call: the legal transitions are exactly those of the design');
-select is((select array_agg(distinct result) from pg_temp.try_transitions('carrier_call') where result <> 'ok'),
-          array['CP060'], 'carrier call: every other transition raises CP060');
-select is((select count(*)::int from pg_temp.try_transitions('carrier_call') where result <> 'ok'), 18,
-          'carrier call: 18 illegal transitions checked');
+select pg_temp.check_machine('procedure',
+                             $$ values ('pending', 'in_flight'), ('pending', 'failed'),
+                                       ('in_flight', 'succeeded'), ('in_flight', 'failed'), ('in_flight', 'unknown'),
+                                       ('unknown', 'succeeded'), ('unknown', 'failed'),
+                                       ('succeeded', 'partially_refunded'), ('succeeded', 'refunded'),
+                                       ('partially_refunded', 'refunded') $$,
+                             32);
+select pg_temp.check_machine('subscription',
+                             $$ values ('pending_optin', 'active'), ('pending_optin', 'cancelled'),
+                                       ('active', 'retrying'), ('active', 'cancelled'),
+                                       ('retrying', 'active'), ('retrying', 'grace'), ('retrying', 'cancelled'),
+                                       ('grace', 'active'), ('grace', 'suspended'), ('grace', 'cancelled'),
+                                       ('suspended', 'active'), ('suspended', 'cancelled') $$,
+                             18, 'nothing leaves cancelled');
+select pg_temp.check_machine('carrier_call',
+                             $$ values ('queued', 'leased'), ('queued', 'failed'),
+                                       ('leased', 'queued'), ('leased', 'awaiting_result'), ('leased', 'done'),
+                                       ('leased', 'failed'), ('leased', 'unknown'),
+                                       ('awaiting_result', 'done'), ('awaiting_result', 'failed'),
+                                       ('awaiting_result', 'unknown'),
+                                       ('unknown', 'done'), ('unknown', 'failed') $$,
+                             18);
 
 -- A few by hand, on the real rows, as the owner: the triggers hold even for direct UPDATEs.
 select throws_ok($$ update cp.procedure set status = 'succeeded' where kind = 'charge' $$, 'CP060', null,
