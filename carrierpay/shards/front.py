@@ -22,9 +22,10 @@ SHARD_LOGIN = "carrierpay_front"
 CLUSTER = "carrierpay_shards"
 # Applied after the twins, in this order: the lists merged on the front, then the privileges.
 AFTER_TWINS = ("lists.sql", "roles.sql")
-# A node's own files the front applies as they are (after its schema, before the twins): a rule its
-# merged lists must keep exactly as every node does has one source.
-SHARED_WITH_THE_NODES = ("procedures/225_paging.sql",)
+# A node's own files the front applies as they are (after its schema, before the twins): a rule the
+# front must keep exactly as every node does has one source (its errors and who may act for a
+# merchant; the paging of its merged lists).
+SHARED_WITH_THE_NODES = ("procedures/005_callers.sql", "procedures/225_paging.sql")
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,6 @@ create table if not exists front.merchant (
     db_role text not null unique
 );
 
--- Raise one of carrierpay's documented errors (the same contract as a shard's cp.fail).
-create or replace function cp.fail(p_code text, p_message text, p_detail text default null)
-returns void
-language plpgsql
-set search_path = pg_catalog, cp, pg_temp
-as $$
-begin
-    raise exception using errcode = p_code, message = p_message, detail = coalesce(p_detail, '');
-end
-$$;
-
 -- The decision record of `carrierpay shards admin` (two-phase commit across the shards): a change
 -- whose row is here was decided "commit"; a change prepared on a shard with no row here is rolled
 -- back by `carrierpay shards recover`.

@@ -3,34 +3,24 @@
 -- its own block, carrierpay/migrate.py PARTITION_ID_BITS). The front authorizes the caller here,
 -- before routing: the shards trust the front's login to act for any merchant.
 
--- The role a caller acts as: the role it SET ROLE to, else its login (as a shard's cp.calling_role).
-create or replace function front.calling_role() returns name
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-    select case when pg_catalog.current_setting('role') in ('', 'none') then session_user
-                else pg_catalog.current_setting('role')::name end
-$$;
+-- A front made by an older release has its own copy of the calling role; the shared cp.calling_role
+-- (db/procedures/005_callers.sql) replaces it.
+drop function if exists front.calling_role();
 
--- Check that the calling role may act for the merchant: its own role, an operator or the owner.
+-- Check that the calling role may act for the merchant (cp.may_act_for, the rule a shard applies).
 create or replace function front.authorize_merchant(p_merchant text) returns void
 language plpgsql stable
 set search_path = pg_catalog, cp, pg_temp
 as $$
 declare
     v_role text;
-    v_caller name := front.calling_role();
+    v_caller name := cp.calling_role();
 begin
     select db_role into v_role from front.merchant where code = p_merchant;
     if not found then
         perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
     end if;
-    if v_caller::text <> v_role
-       and not pg_catalog.pg_has_role(v_caller, 'carrierpay_admin', 'member')
-       and not exists (select 1 from pg_catalog.pg_roles r where r.rolname = v_caller and r.rolsuper)
-       and v_caller::text <> (select pg_catalog.pg_get_userbyid(n.nspowner)
-                              from pg_catalog.pg_namespace n where n.nspname = 'front')
-    then
+    if not cp.may_act_for(v_caller, v_role) then
         perform cp.fail('CP002', format('role %s may not act for merchant %L', v_caller, left(p_merchant, 64)));
     end if;
 end

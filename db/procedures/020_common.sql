@@ -1,28 +1,5 @@
--- Shared building blocks: stable errors, merchant authorization, events, subscriber lookup.
--- Error codes (SQLSTATE class CP) are listed in docs/sql-api.md; raise them only through
--- cp.fail so the same cause always carries the same code.
-
--- Raise one of carrierpay's documented errors.
-create or replace function cp.fail(p_code text, p_message text, p_detail text default null)
-returns void
-language plpgsql
-set search_path = pg_catalog, cp, pg_temp
-as $$
-begin
-    raise exception using errcode = p_code, message = p_message, detail = coalesce(p_detail, '');
-end
-$$;
-
--- The role a caller acts as: the role it SET ROLE to, else its login. Inside a SECURITY DEFINER
--- function current_user is the owner, so this is how the API sees who called it; a pooled login
--- that does SET ROLE cp_merchant_x is x and nothing more.
-create or replace function cp.calling_role() returns name
-language sql stable
-set search_path = pg_catalog, pg_temp
-as $$
-    select case when pg_catalog.current_setting('role') in ('', 'none') then session_user
-                else pg_catalog.current_setting('role')::name end
-$$;
+-- Shared building blocks: merchant authorization, events, subscriber lookup (errors and who is
+-- calling: 005_callers.sql).
 
 -- The merchant a code names, or CP001: how every operator and gateway function given a merchant's
 -- code finds it (cp.authorize_merchant, for the merchants' own calls, also checks who is asking).
@@ -70,15 +47,7 @@ begin
     if not found then
         perform cp.fail('CP001', format('unknown merchant %L', left(p_merchant, 64)));
     end if;
-    -- Merchant roles may act only for themselves; the owner of the cp schema, superusers and
-    -- carrierpay_admin members for anyone. Every catalog name is qualified: a caller's temporary
-    -- table must never stand in for pg_roles.
-    if v_caller::text <> v_merchant.db_role
-       and not pg_catalog.pg_has_role(v_caller, 'carrierpay_admin', 'member')
-       and not exists (select 1 from pg_catalog.pg_roles r where r.rolname = v_caller and r.rolsuper)
-       and v_caller::text <> (select pg_catalog.pg_get_userbyid(n.nspowner)
-                              from pg_catalog.pg_namespace n where n.nspname = 'cp')
-    then
+    if not cp.may_act_for(v_caller, v_merchant.db_role) then
         perform cp.fail('CP002', format('role %s may not act for merchant %L', v_caller, left(p_merchant, 64)));
     end if;
     return v_merchant;
