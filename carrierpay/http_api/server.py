@@ -561,12 +561,7 @@ async def serve(url: str, *, host: str = "127.0.0.1", port: int = 8443, cert: st
     async with ApiServer(url, host=host, port=port, ssl_context=context, limits=limits, rate_limit=rate_limit,
                          processes=processes, reuse_port=processes > 1) as server:
         log.info("merchant API listening on %s (document at %s/openapi.yaml)", server.base_url, server.base_url)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=60)
-            except TimeoutError:
-                counts = {**server.counts, **server.listener.counts}
-                log.info("api: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        await server.log_counts_until(stop, log, "api")
 
 
 def serve_processes(url: str, *, processes: int, **options: Any) -> None:
