@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from carrierpay.adapters.encodings import ParsedBody, UnreadableResponse, extract, parse_document
-from carrierpay.adapters.money import AmountError, parse_amount
+from carrierpay.adapters.money import AmountError
 from carrierpay.adapters.redact import Redactor
 from carrierpay.adapters.results import decide
 from carrierpay.adapters.secrets import MissingSecret, Secrets
@@ -115,12 +115,10 @@ def verify_and_parse_callback(
     if correlator in (None, ""):
         raise CallbackUnreadable("callback names none of our calls (no correlator)")
     decision = decide([("callbacks.results", config.get("results") or [])], fields)
-    amount_minor = None
-    if fields.get("amount") is not None:
-        try:
-            amount_minor = parse_amount(fields["amount"], spec.amount["format"], spec.amount["exponent"])
-        except AmountError as exc:
-            raise CallbackUnreadable(str(exc)) from exc
+    try:
+        amount_minor = spec.minor_units(fields.get("amount"))
+    except AmountError as exc:
+        raise CallbackUnreadable(str(exc)) from exc
     redactor = Redactor(lambda: secrets.revealed)
     code = fields.get("code")
     result = {
