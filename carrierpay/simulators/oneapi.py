@@ -168,6 +168,17 @@ class OneApiSimulator(Simulator):
     def unauthorised(self) -> web.Response:
         return web.json_response({"error": "invalid_token"}, status=401)
 
+    async def admit(self, request: web.Request, operation: str) -> tuple[web.Response | None, str | None]:
+        """How a request whose body decides nothing starts: credentials, latency, then the fault drawn for
+        `operation`. Returns the answer that refuses it (None: go on) and that fault."""
+        if not self.authorised(request):
+            return self.unauthorised(), None
+        await self.latency()
+        fault = self.pre_fault(operation)
+        if refusal := refusal_code(fault):
+            return self.error(refusal), fault
+        return None, fault
+
     @staticmethod
     def msisdn_of(request: web.Request) -> str:
         end_user = request.match_info["end_user"]
@@ -267,13 +278,10 @@ class OneApiSimulator(Simulator):
         return self.answer(201, self.transaction_document(result, operation_status, body))
 
     async def status(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
+        refused, _ = await self.admit(request, "status")
+        if refused is not None:
+            return refused
         correlator = request.query.get("clientCorrelator", "")
-        fault = self.pre_fault("status")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
         for kind, status in (("charge", "Charged"), ("capture", "Charged"), ("refund", "Refunded")):
             if kind not in self.flavor.status_kinds:
                 continue
@@ -347,12 +355,9 @@ class OneApiSimulator(Simulator):
 
     async def number_lookup(self, request: web.Request) -> web.Response:
         """An HLR/MNP query: which network serves this number now."""
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
-        fault = self.pre_fault("lookup")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
+        refused, fault = await self.admit(request, "lookup")
+        if refused is not None:
+            return refused
         msisdn = self.msisdn_of(request)
         mcc, mnc = self.ported.get(msisdn, self.network)
         await self.after_apply(fault, request, "lookup")  # `faults.hold("lookup")`: an HLR that does not answer
@@ -360,12 +365,9 @@ class OneApiSimulator(Simulator):
                                                   "ported": msisdn in self.ported}})
 
     async def balance_query(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
-        fault = self.pre_fault("balance")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
+        refused, _ = await self.admit(request, "balance")
+        if refused is not None:
+            return refused
         msisdn = self.msisdn_of(request)
         balance = self.billing.balance(msisdn)
         if balance is None:
@@ -376,12 +378,9 @@ class OneApiSimulator(Simulator):
 
     async def send_sms(self, request: web.Request) -> web.Response:
         """OneAPI SMS: outboundSMSMessageRequest to one or more tel: addresses; clientCorrelator dedupes."""
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
-        fault = self.pre_fault("send_sms")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
+        refused, _ = await self.admit(request, "send_sms")
+        if refused is not None:
+            return refused
         try:
             document = json.loads(await request.read(), parse_float=Decimal)
             body = document["outboundSMSMessageRequest"]
