@@ -62,6 +62,8 @@ def _xml(name: str, value: Any) -> str:
 class OneApiSimulator(Simulator):
     dialect = "oneapi"
     txid_prefix = "OA"
+    currency = "GBP"
+    timezone = "Europe/London"
 
     def __init__(
         self,
@@ -72,11 +74,9 @@ class OneApiSimulator(Simulator):
         mo_username: str = "oneapi-mo",
         mo_password: str = "oneapi-mo-password",
         flavor: OneApiFlavor | None = None,
-        currency: str = "GBP",
-        timezone: str = "Europe/London",
         **options: Any,
     ) -> None:
-        super().__init__(currency=currency, timezone=timezone, **options)
+        super().__init__(**options)
         self.client_id = client_id
         self.client_secret = client_secret
         self.api_key = api_key
