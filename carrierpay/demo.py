@@ -57,6 +57,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from carrierpay import config, migrate, queries
+from carrierpay.daemon import stop_tasks
 from carrierpay.db import redact_url
 from carrierpay.demo_http import major
 from carrierpay.logmask import MaskingFormatter
@@ -566,12 +567,7 @@ class Demo:
             log.warning("dashboard not served on port %s: %s", port, task.exception())
 
     async def close(self) -> None:
-        self.stop.set()
-        for task in self.tasks:
-            try:
-                await asyncio.wait_for(task, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+        await stop_tasks(self.stop, self.tasks, grace_s=10)
         self.tasks.clear()
         self.stop_shipper()
         await self._stack.aclose()

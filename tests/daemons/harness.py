@@ -19,6 +19,7 @@ from carrierpay.adapters.callback_server import CallbackServer
 from carrierpay.adapters.daemon import AdapterDaemon
 from carrierpay.adapters.reconciler import Reconciler
 from carrierpay.adapters.registry import connector_factory
+from carrierpay.daemon import stop_tasks
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 
@@ -128,12 +129,7 @@ class World(Statements):
         self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        self.stop.set()
-        for task in self.tasks:
-            try:
-                await asyncio.wait_for(task, 5)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+        await stop_tasks(self.stop, self.tasks, grace_s=5)
         if self.conn is not None:
             await self.conn.close()
         await self._stack.aclose()
