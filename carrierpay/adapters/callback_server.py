@@ -141,6 +141,12 @@ class CallbackServer(GuardedServer):
             log.warning("%s for %s from %s %s: %s", what, code, request.remote, kind, exc)
             return web.Response(status=exc.status, text=kind)
 
+    async def _record(self, sql: str, params: dict[str, Any]) -> dict[str, Any]:
+        """What the database answers to recording a callback or an MO (its one value)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return (await cur.fetchone())[0]
+
     async def handle(self, request: web.Request) -> web.Response:
         code = request.match_info["carrier"]
         spec = await self._named_spec(request, "callback")
@@ -156,9 +162,7 @@ class CallbackServer(GuardedServer):
             return parsed
         payload = {key: value for key, value in parsed.items() if value is not None}
         try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(queries.RECORD_CALLBACK, {"carrier": code, "payload": Jsonb(payload)})
-                answer = (await cur.fetchone())[0]
+            answer = await self._record(queries.RECORD_CALLBACK, {"carrier": code, "payload": Jsonb(payload)})
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("callback for %s not recorded, database unavailable (%s)", code, exc)
             metrics.ERRORS.labels(daemon="callbacks", kind="database_unavailable").inc()
@@ -197,9 +201,7 @@ class CallbackServer(GuardedServer):
         if isinstance(mo, web.Response):
             return mo
         try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(queries.RECORD_MO, {"carrier": code, "mo": Jsonb(mo)})
-                answer = (await cur.fetchone())[0]
+            answer = await self._record(queries.RECORD_MO, {"carrier": code, "mo": Jsonb(mo)})
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("MO for %s not recorded, database unavailable (%s)", code, exc)
             return web.Response(status=503, text="try again")
