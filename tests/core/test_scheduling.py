@@ -76,6 +76,16 @@ def claimed_charges(conn) -> list[dict]:
     return [d for d in claim(conn, "test_ng") if d["operation"] == "charge"]
 
 
+def first_renewal_failed(conn, reason: str) -> tuple[int, dict]:
+    """A new subscription whose first renewal test_ng claims and fails with `reason`: (its id, the claimed call)."""
+    load_world(conn)
+    sub = subscribe(conn)
+    queue_renewal(conn, sub)
+    [doc] = claimed_charges(conn)
+    settle(conn, doc["procedure_id"], "failed", reason)
+    return sub, doc
+
+
 def renew(conn, sub_id: int, outcome: str, reason: str | None = None, carrier: str = "test_ng") -> dict:
     """Move the clock to the subscription's next charge, queue it, claim it and settle it."""
     assert queue_renewal(conn, sub_id) == 1
@@ -256,11 +266,7 @@ def test_permanent_refusal_cancels_at_once(conn, reason):
 
 
 def test_throttled_requeues_the_same_call(conn):
-    load_world(conn)
-    sub = subscribe(conn)
-    queue_renewal(conn, sub)
-    [doc] = claimed_charges(conn)
-    settle(conn, doc["procedure_id"], "failed", "throttled")
+    sub, doc = first_renewal_failed(conn, "throttled")
     call = conn.execute("select status::text, correlator, attempt from cp.carrier_call where call_id = %s",
                         [doc["call_id"]]).fetchone()
     assert call == ("queued", doc["correlator"], 1)
@@ -278,11 +284,7 @@ def test_throttled_requeues_the_same_call(conn):
 
 
 def test_transient_failure_is_a_new_attempt_with_a_new_correlator(conn):
-    load_world(conn)
-    sub = subscribe(conn)
-    queue_renewal(conn, sub)
-    [doc] = claimed_charges(conn)
-    settle(conn, doc["procedure_id"], "failed", "transient")
+    sub, doc = first_renewal_failed(conn, "transient")
     calls = conn.execute("select call_id, status::text, attempt, correlator from cp.carrier_call "
                          "where procedure_id = %s order by call_id", [doc["procedure_id"]]).fetchall()
     assert [(c[1], c[2]) for c in calls] == [("failed", 1), ("queued", 2)]
