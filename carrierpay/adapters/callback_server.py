@@ -65,7 +65,7 @@ class CallbackServer(GuardedServer):
         limits: HttpLimits | None = None,
     ) -> None:
         super().__init__(url, host=host, port=port, ssl_context=ssl_context, pool_size=pool_size, limits=limits)
-        self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+        self.secrets = Secrets.of(secrets)
         self._specs: dict[str, tuple[float, CarrierSpec | None]] = {}
         self._parsed: dict[str, tuple[Any, CarrierSpec]] = {}
         self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0,
