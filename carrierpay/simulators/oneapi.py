@@ -59,6 +59,11 @@ def _xml(name: str, value: Any) -> str:
     return f"<{name}>{escape(str(value))}</{name}>"
 
 
+def charging_information(transaction: dict[str, Any] | None) -> dict[str, Any]:
+    """An amountTransaction's paymentAmount.chargingInformation ({} when it has none)."""
+    return ((transaction or {}).get("paymentAmount") or {}).get("chargingInformation") or {}
+
+
 class OneApiSimulator(Simulator):
     dialect = "oneapi"
     txid_prefix = "OA"
@@ -197,7 +202,7 @@ class OneApiSimulator(Simulator):
     def transaction_document(self, result: Result, status: str, body: dict[str, Any] | None = None):
         transaction = result.transaction
         assert transaction is not None
-        info = ((body or {}).get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         return {
             "amountTransaction": {
                 "endUserId": f"tel:{transaction.msisdn}",
@@ -259,7 +264,7 @@ class OneApiSimulator(Simulator):
         fault = self.pre_fault(operation)
         if refusal := refusal_code(fault):
             return self.error(refusal)
-        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid", variables=["chargingInformation.amount/currency"])
@@ -304,7 +309,7 @@ class OneApiSimulator(Simulator):
         fault = self.pre_fault("reserve")
         if refusal := refusal_code(fault):
             return self.error(refusal)
-        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid")
@@ -325,7 +330,7 @@ class OneApiSimulator(Simulator):
         fault = self.pre_fault("capture")
         if refusal := refusal_code(fault):
             return self.error(refusal)
-        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None:
             return self.error("invalid")
