@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import psycopg
 
@@ -44,10 +44,7 @@ async def run_until_stopped(
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("%s: database unavailable (%s); retrying in %.1fs", name, str(exc).strip(), backoff)
             metrics.ERRORS.labels(daemon=name, kind="database_unavailable").inc()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
+            await sleep_or_stop(stop, backoff)
             backoff = min(backoff * 2, max_backoff)
 
 
@@ -56,3 +53,13 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
         pass
+
+
+async def stop_tasks(stop: asyncio.Event, tasks: Iterable[asyncio.Future], grace_s: float) -> None:
+    """Set `stop`, then give each task `grace_s` seconds to finish; cancel one that takes longer."""
+    stop.set()
+    for task in tasks:
+        try:
+            await asyncio.wait_for(task, grace_s)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()

@@ -57,6 +57,7 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from carrierpay import config, migrate, queries
+from carrierpay.daemon import stop_tasks
 from carrierpay.db import redact_url
 from carrierpay.demo_http import major
 from carrierpay.logmask import MaskingFormatter
@@ -180,6 +181,21 @@ class Stats:
     settling_hours: float = 0.0
     http_payments: int = 0  # created over the HTTP API
     http_refunds: int = 0
+
+
+def succeeded(documents: list[dict], refusals: Counter) -> int:
+    """How many of the SQL API's documents report success; the others are counted in `refusals` by error."""
+    errors = [document["error"] for document in documents if "error" in document]
+    refusals.update(errors)
+    return len(documents) - len(errors)
+
+
+def created(answers: list[tuple[int, dict]], refusals: Counter) -> int:
+    """How many of the HTTP API's answers created what was asked (201); the others are counted in
+    `refusals` by status and error code."""
+    errors = [f"HTTP {status} {document.get('code')}" for status, document in answers if status != 201]
+    refusals.update(errors)
+    return len(answers) - len(errors)
 
 
 def wrong_pin(pin: str) -> str:
@@ -566,12 +582,7 @@ class Demo:
             log.warning("dashboard not served on port %s: %s", port, task.exception())
 
     async def close(self) -> None:
-        self.stop.set()
-        for task in self.tasks:
-            try:
-                await asyncio.wait_for(task, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+        await stop_tasks(self.stop, self.tasks, grace_s=10)
         self.tasks.clear()
         self.stop_shipper()
         await self._stack.aclose()
@@ -721,11 +732,7 @@ class Demo:
             queries.DEMO_TRY_CHARGE,
             [[p.merchant.code for p in buyers], [p.msisdn for p in buyers], [p.merchant.one_time for p in buyers],
              [self.key("buy") for _ in buyers], [Jsonb(metadata.get(p.msisdn, {})) for p in buyers]]) if buyers else []
-        for document in documents:
-            if "error" in document:
-                self.stats.purchase_errors[document["error"]] += 1
-            else:
-                self.stats.purchases += 1
+        self.stats.purchases += succeeded(documents, self.stats.purchase_errors)
         await self.buy_over_http(count)
 
     async def buy_over_http(self, count: int) -> None:
@@ -746,12 +753,9 @@ class Demo:
                         "amount": Decimal(major(price, self.exponents[person.market.currency])),
                         "currency": person.market.currency, "description": person.merchant.one_time_name}}},
                 **self.http.sink_fields()}))
-        for status, document in await self.http.many("POST", requests):
-            if status == 201:
-                self.stats.purchases += 1
-                self.stats.http_payments += 1
-            else:
-                self.stats.purchase_errors[f"HTTP {status} {document.get('code')}"] += 1
+        payments = created(await self.http.many("POST", requests), self.stats.purchase_errors)
+        self.stats.purchases += payments
+        self.stats.http_payments += payments
 
     async def cancel_some(self, count: int) -> None:
         candidates = [p for p in self.people if p.subscription_id]
@@ -774,11 +778,7 @@ class Demo:
             queries.DEMO_TRY_REFUND,
             [[m for m, _, _ in chosen], [p for _, p, _ in chosen], [self.key("refund") for _ in chosen]]
         ) if chosen else []
-        for document in documents:
-            if "error" in document:
-                self.stats.refund_errors[document["error"]] += 1
-            else:
-                self.stats.refunds += 1
+        self.stats.refunds += succeeded(documents, self.stats.refund_errors)
         refundable = [p for p in self.sink.paid if p not in self.http_refunded][-max(count * 20, 1):]
         chosen_ids = self.rng.sample(refundable, min(max(1, count // 2), len(refundable)))
         requests = []
@@ -789,12 +789,9 @@ class Demo:
                 "type": "total", "reason": "support desk",
                 "amountTransaction": {"clientCorrelator": key, "referenceCode": key, "refundAmount": {}},
                 **self.http.sink_fields()}))
-        for status, document in await self.http.many("POST", requests):
-            if status == 201:
-                self.stats.refunds += 1
-                self.stats.http_refunds += 1
-            else:
-                self.stats.refund_errors[f"HTTP {status} {document.get('code')}"] += 1
+        refunds = created(await self.http.many("POST", requests), self.stats.refund_errors)
+        self.stats.refunds += refunds
+        self.stats.http_refunds += refunds
 
     # ------------------------------------------------------------------ the week
 

@@ -254,6 +254,16 @@ class GuardedServer:
     def app(self) -> web.Application:
         raise NotImplementedError
 
+    async def log_counts_until(self, stop: asyncio.Event, logger: logging.Logger, label: str) -> None:
+        """Wait for `stop`, logging every minute what this server and its listener counted (`self.counts`:
+        what the subclass answered)."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=60)
+            except TimeoutError:
+                counts = {**self.counts, **self.listener.counts}
+                logger.info("%s: %s", label, " ".join(f"{k}={v}" for k, v in counts.items()))
+
     async def health(self, request: web.Request) -> web.Response:
         """GET /health: every answer these servers give comes from the database, so they are healthy
         while it answers."""

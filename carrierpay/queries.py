@@ -334,7 +334,7 @@ HTTP_CREATE_PAYMENT_LOCAL = """
     select api.create_payment(pg_catalog.current_setting('carrierpay.http_merchant'), %(request)s::jsonb,
                               nullif(pg_catalog.current_setting('carrierpay.http_default_product'), ''))::text
 """
-HTTP_READ_PAYMENT = "select api.read_payment(%(merchant)s, %(payment_id)s)::text"
+HTTP_READ_PAYMENT = "select api.read_payment(%(merchant)s, %(paymentId)s)::text"
 HTTP_LIST_PAYMENTS = """
     select r->>'total', r->>'last_index', (r->'payments')::text
     from api.list_payments(%(merchant)s, %(from)s::timestamptz, %(to)s::timestamptz, %(statuses)s::text[],
@@ -344,9 +344,9 @@ HTTP_PREPARE_PAYMENT = "select api.prepare_payment(%(merchant)s, %(request)s::js
 HTTP_VALIDATE_PAYMENT = "select api.validate_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
 HTTP_CONFIRM_PAYMENT = "select api.confirm_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
 HTTP_CANCEL_PAYMENT = "select api.cancel_payment(%(merchant)s, %(payment_id)s, %(request)s::jsonb)"
-HTTP_CREATE_REFUND = "select api.create_refund(%(merchant)s, %(payment_id)s, %(request)s::jsonb)::text"
-HTTP_READ_REFUND = "select api.read_refund(%(merchant)s, %(payment_id)s, %(refund_id)s)::text"
-HTTP_READ_REMAINING_AMOUNT = "select api.read_remaining_amount(%(merchant)s, %(payment_id)s)::text"
+HTTP_CREATE_REFUND = "select api.create_refund(%(merchant)s, %(paymentId)s, %(request)s::jsonb)::text"
+HTTP_READ_REFUND = "select api.read_refund(%(merchant)s, %(paymentId)s, %(refundId)s)::text"
+HTTP_READ_REMAINING_AMOUNT = "select api.read_remaining_amount(%(merchant)s, %(paymentId)s)::text"
 HTTP_LIST_REFUNDS = """
     select r->>'total', r->>'last_index', (r->'items')::text
     from api.list_refunds(%(merchant)s, %(payment_id)s, %(from)s::timestamptz, %(to)s::timestamptz,

@@ -22,34 +22,20 @@ def home():
         cluster.stop()
 
 
-def test_datadir_of_another_version_is_refused_and_kept(home):
+@pytest.mark.parametrize(("files", "refused_by", "message"), [
+    ({"PG_VERSION": "14\n", "precious": "keep me"}, ("init", "start"), "PostgreSQL 14 cluster"),
+    ({"PG_VERSION": "15\n"}, ("start",), "damaged"),
+    ({"notes.txt": "not a cluster"}, ("init",), "holds no PostgreSQL cluster"),
+], ids=["another version", "damaged", "foreign files"])
+def test_a_datadir_it_does_not_understand_is_refused_and_kept(home, files, refused_by, message):
     datadir = home / "pgdata"
     datadir.mkdir()
-    (datadir / "PG_VERSION").write_text("14\n")
-    (datadir / "precious").write_text("keep me")
-    with pytest.raises(ClusterError, match="PostgreSQL 14 cluster"):
-        EmbeddedCluster(home).init()
-    with pytest.raises(ClusterError, match="PostgreSQL 14 cluster"):
-        EmbeddedCluster(home).start()
-    assert (datadir / "precious").read_text() == "keep me"
-
-
-def test_damaged_datadir_is_refused_and_kept(home):
-    datadir = home / "pgdata"
-    datadir.mkdir()
-    (datadir / "PG_VERSION").write_text("15\n")
-    with pytest.raises(ClusterError, match="damaged"):
-        EmbeddedCluster(home).start()
-    assert (datadir / "PG_VERSION").exists()
-
-
-def test_foreign_files_in_datadir_are_refused_and_kept(home):
-    datadir = home / "pgdata"
-    datadir.mkdir()
-    (datadir / "notes.txt").write_text("not a cluster")
-    with pytest.raises(ClusterError, match="holds no PostgreSQL cluster"):
-        EmbeddedCluster(home).init()
-    assert (datadir / "notes.txt").read_text() == "not a cluster"
+    for name, text in files.items():
+        (datadir / name).write_text(text)
+    for action in refused_by:
+        with pytest.raises(ClusterError, match=message):
+            getattr(EmbeddedCluster(home), action)()
+    assert {name: (datadir / name).read_text() for name in files} == files
 
 
 def _cluster_with_its_preferred_port_held(home):

@@ -10,6 +10,7 @@ import re
 from collections import defaultdict
 
 import psycopg
+import pytest
 
 from carrierpay.paths import sql_root
 
@@ -56,24 +57,16 @@ def catalog_objects(url: str) -> tuple[set[str], set[str]]:
     return functions, triggers
 
 
-def test_every_function_is_defined_in_exactly_one_file(db_url):
-    sources, _ = source_definitions()
-    functions, _ = catalog_objects(db_url)
-    assert functions, "no functions found: is the database migrated?"
-    nowhere = sorted(f for f in functions if f not in sources)
-    twice = {f: sorted(sources[f]) for f in sorted(functions) if len(sources.get(f, ())) > 1}
-    assert nowhere == [], f"functions in the database that no file under db/ defines: {nowhere}"
-    assert twice == {}, f"functions defined in more than one file: {twice}"
-
-
-def test_every_trigger_is_defined_in_exactly_one_file(db_url):
-    _, sources = source_definitions()
-    _, triggers = catalog_objects(db_url)
-    assert triggers, "no triggers found: is the database migrated?"
-    nowhere = sorted(t for t in triggers if t not in sources)
-    twice = {t: sorted(sources[t]) for t in sorted(triggers) if len(sources.get(t, ())) > 1}
-    assert nowhere == [], f"triggers in the database that no file under db/ defines: {nowhere}"
-    assert twice == {}, f"triggers defined in more than one file: {twice}"
+@pytest.mark.parametrize("kind", ["functions", "triggers"])
+def test_every_function_and_trigger_is_defined_in_exactly_one_file(db_url, kind):
+    which = ("functions", "triggers").index(kind)
+    sources = source_definitions()[which]
+    objects = catalog_objects(db_url)[which]
+    assert objects, f"no {kind} found: is the database migrated?"
+    nowhere = sorted(o for o in objects if o not in sources)
+    twice = {o: sorted(sources[o]) for o in sorted(objects) if len(sources.get(o, ())) > 1}
+    assert nowhere == [], f"{kind} in the database that no file under db/ defines: {nowhere}"
+    assert twice == {}, f"{kind} defined in more than one file: {twice}"
 
 
 def test_triggers_of_a_table_live_in_the_file_named_after_it():

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -65,7 +65,7 @@ class CallbackServer(GuardedServer):
         limits: HttpLimits | None = None,
     ) -> None:
         super().__init__(url, host=host, port=port, ssl_context=ssl_context, pool_size=pool_size, limits=limits)
-        self.secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+        self.secrets = Secrets.of(secrets)
         self._specs: dict[str, tuple[float, CarrierSpec | None]] = {}
         self._parsed: dict[str, tuple[Any, CarrierSpec]] = {}
         self.counts = {"recorded": 0, "duplicate": 0, "rejected": 0, "unreadable": 0, "unmatched": 0,
@@ -111,39 +111,58 @@ class CallbackServer(GuardedServer):
         self._specs[code] = (now, spec)
         return spec
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def _named_spec(self, request: web.Request, what: str) -> CarrierSpec | web.Response | None:
+        """The spec of the carrier the path names (None: no such carrier), or the answer to give when the
+        database cannot say."""
+        code = request.match_info["carrier"]
+        if not CARRIER_CODE.match(code):
+            return None
+        try:
+            return await self._spec(code)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("%s for %s: database unavailable (%s); asking the carrier to retry", what, code, exc)
+            return web.Response(status=503, text="try again")
+
+    async def _verified(self, verify: Callable[..., dict[str, Any]], spec: CarrierSpec, request: web.Request,
+                        what: str) -> dict[str, Any] | web.Response:
+        """What `verify` (verify_and_parse_callback or _mo) reads from the request, or the answer to a request
+        it refuses: 403 rejected, 400 unreadable (both counted), 503 when a secret it needs is not set."""
         code = request.match_info["carrier"]
         body = await request.read()  # already read by the listener's middleware, within its limits
-        if not CARRIER_CODE.match(code):
-            log.warning("callback for unknown carrier %r from %s", code[:70], request.remote)
-            return web.Response(status=404, text="unknown carrier")
         try:
-            spec = await self._spec(code)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("callback for %s: database unavailable (%s); asking the carrier to retry", code, exc)
-            return web.Response(status=503, text="try again")
-        if spec is None:
-            log.warning("callback for unknown carrier %r from %s", code, request.remote)
-            return web.Response(status=404, text="unknown carrier")
-        try:
-            parsed = verify_and_parse_callback(
-                spec, request.method, request.headers, request.query, body, request.remote, secrets=self.secrets,
-                peer_cert=_peer_certificate(request),
-            )
+            return verify(spec, request.method, request.headers, request.query, body, request.remote,
+                          secrets=self.secrets, peer_cert=_peer_certificate(request))
         except CallbackError as exc:
             if exc.status == 503:
-                log.error("callback for %s cannot be checked: %s", code, exc)
+                log.error("%s for %s cannot be checked: %s", what, code, exc)
                 return web.Response(status=503, text="try again")
             kind = "rejected" if exc.status == 403 else "unreadable"
             self.counts[kind] += 1
-            metrics.CALLBACKS.labels(result=kind).inc()
-            log.warning("callback for %s from %s %s: %s", code, request.remote, kind, exc)
+            log.warning("%s for %s from %s %s: %s", what, code, request.remote, kind, exc)
             return web.Response(status=exc.status, text=kind)
+
+    async def _record(self, sql: str, params: dict[str, Any]) -> dict[str, Any]:
+        """What the database answers to recording a callback or an MO (its one value)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return (await cur.fetchone())[0]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        code = request.match_info["carrier"]
+        spec = await self._named_spec(request, "callback")
+        if isinstance(spec, web.Response):
+            return spec
+        if spec is None:
+            log.warning("callback for unknown carrier %r from %s", code[:70], request.remote)
+            return web.Response(status=404, text="unknown carrier")
+        parsed = await self._verified(verify_and_parse_callback, spec, request, "callback")
+        if isinstance(parsed, web.Response):
+            if parsed.status != 503:
+                metrics.CALLBACKS.labels(result=parsed.text).inc()
+            return parsed
         payload = {key: value for key, value in parsed.items() if value is not None}
         try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(queries.RECORD_CALLBACK, {"carrier": code, "payload": Jsonb(payload)})
-                answer = (await cur.fetchone())[0]
+            answer = await self._record(queries.RECORD_CALLBACK, {"carrier": code, "payload": Jsonb(payload)})
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("callback for %s not recorded, database unavailable (%s)", code, exc)
             metrics.ERRORS.labels(daemon="callbacks", kind="database_unavailable").inc()
@@ -172,32 +191,17 @@ class CallbackServer(GuardedServer):
         """A subscriber's SMS (keyword, YES, STOP, HELP, BUY) forwarded by an HTTP carrier: authenticated per
         the spec's `mo` section, then acted on by `adapter.record_mo`, the same as an MO over SMPP."""
         code = request.match_info["carrier"]
-        body = await request.read()
-        if not CARRIER_CODE.match(code):
-            return web.Response(status=404, text="unknown carrier")
-        try:
-            spec = await self._spec(code)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("MO for %s: database unavailable (%s); asking the carrier to retry", code, exc)
-            return web.Response(status=503, text="try again")
+        spec = await self._named_spec(request, "MO")
+        if isinstance(spec, web.Response):
+            return spec
         if spec is None or not spec.data.get("mo"):
-            log.warning("MO for unknown carrier %r (or one that forwards none) from %s", code, request.remote)
+            log.warning("MO for unknown carrier %r (or one that forwards none) from %s", code[:70], request.remote)
             return web.Response(status=404, text="unknown carrier")
+        mo = await self._verified(verify_and_parse_mo, spec, request, "MO")
+        if isinstance(mo, web.Response):
+            return mo
         try:
-            mo = verify_and_parse_mo(spec, request.method, request.headers, request.query, body, request.remote,
-                                     secrets=self.secrets, peer_cert=_peer_certificate(request))
-        except CallbackError as exc:
-            if exc.status == 503:
-                log.error("MO for %s cannot be checked: %s", code, exc)
-                return web.Response(status=503, text="try again")
-            kind = "rejected" if exc.status == 403 else "unreadable"
-            self.counts[kind] += 1
-            log.warning("MO for %s from %s %s: %s", code, request.remote, kind, exc)
-            return web.Response(status=exc.status, text=kind)
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(queries.RECORD_MO, {"carrier": code, "mo": Jsonb(mo)})
-                answer = (await cur.fetchone())[0]
+            answer = await self._record(queries.RECORD_MO, {"carrier": code, "mo": Jsonb(mo)})
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning("MO for %s not recorded, database unavailable (%s)", code, exc)
             return web.Response(status=503, text="try again")
@@ -251,9 +255,4 @@ async def serve(
     context = server_ssl_context(cert, key, client_ca) if cert and key else None
     async with CallbackServer(url, host=host, port=port, ssl_context=context, limits=limits) as server:
         log.info("callback server listening on %s/callbacks/{carrier}", server.base_url)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=60)
-            except TimeoutError:
-                counts = {**server.counts, **server.listener.counts}
-                log.info("callbacks: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        await server.log_counts_until(stop, log, "callbacks")

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from carrierpay.adapters.encodings import ParsedBody, UnreadableResponse, extract, parse_document
-from carrierpay.adapters.money import AmountError, parse_amount
+from carrierpay.adapters.money import AmountError
 from carrierpay.adapters.redact import Redactor
 from carrierpay.adapters.results import decide
 from carrierpay.adapters.secrets import MissingSecret, Secrets
@@ -44,6 +44,8 @@ from carrierpay.adapters.spec import CREDENTIAL_CHECKS, CarrierSpec
 from carrierpay.adapters.templates import render_text
 
 MAX_FORM_FIELDS = 256
+# The spec sections for requests a carrier sends us, and what a carrier whose spec has one does.
+_SENDS = {"callbacks": "send callbacks", "mo": "forward MO messages"}
 # Checks that read nothing from the body, cheapest first; signatures come after them.
 _REQUEST_CHECK_ORDER = {"ip_allow_list": 0, "mutual_tls": 1, "basic": 2, "bearer": 3}
 
@@ -105,22 +107,17 @@ def verify_and_parse_callback(
     `payload` the redacted request, both for the event log. Raises CallbackRejected (answer 403),
     CallbackUnreadable (answer 400) or CallbackMisconfigured (answer 503).
     """
-    config = spec.data.get("callbacks")
-    if not config:
-        raise CallbackUnreadable(f"{spec.code} does not send callbacks")
-    secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
-    fields, params, raw = _authenticated_fields(spec, config, "callbacks", method, headers, query, body, peer_ip,
-                                                secrets, peer_cert)
+    secrets = Secrets.of(secrets)
+    fields, params, raw = _authenticated_fields(spec, "callbacks", method, headers, query, body, peer_ip, secrets,
+                                                peer_cert)
     correlator = fields.get("correlator")
     if correlator in (None, ""):
         raise CallbackUnreadable("callback names none of our calls (no correlator)")
-    decision = decide([("callbacks.results", config.get("results") or [])], fields)
-    amount_minor = None
-    if fields.get("amount") is not None:
-        try:
-            amount_minor = parse_amount(fields["amount"], spec.amount["format"], spec.amount["exponent"])
-        except AmountError as exc:
-            raise CallbackUnreadable(str(exc)) from exc
+    decision = decide([("callbacks.results", spec.data["callbacks"].get("results") or [])], fields)
+    try:
+        amount_minor = spec.minor_units(fields.get("amount"))
+    except AmountError as exc:
+        raise CallbackUnreadable(str(exc)) from exc
     redactor = Redactor(lambda: secrets.revealed)
     code = fields.get("code")
     result = {
@@ -161,11 +158,7 @@ def verify_and_parse_mo(
     A forged "STOP" would cancel someone's subscription and a forged "YES" confirm one, so an MO is
     authenticated exactly as a callback is. Raises CallbackRejected, CallbackUnreadable or
     CallbackMisconfigured like verify_and_parse_callback."""
-    config = spec.data.get("mo")
-    if not config:
-        raise CallbackUnreadable(f"{spec.code} does not forward MO messages")
-    secrets = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
-    fields, _, _ = _authenticated_fields(spec, config, "mo", method, headers, query, body, peer_ip, secrets,
+    fields, _, _ = _authenticated_fields(spec, "mo", method, headers, query, body, peer_ip, Secrets.of(secrets),
                                          peer_cert)
     mo = {name: str(fields[name]) for name in MO_FIELDS if fields.get(name) not in (None, "")}
     sender = mo.get("msisdn", "").removeprefix("tel:")
@@ -182,7 +175,6 @@ def verify_and_parse_mo(
 
 def _authenticated_fields(
     spec: CarrierSpec,
-    config: Mapping[str, Any],
     section: str,
     method: str,
     headers: Mapping[str, str],
@@ -194,6 +186,9 @@ def _authenticated_fields(
 ) -> tuple[dict[str, Any], dict[str, Any], bytes]:
     """Authenticate a request the carrier sent us per one section of its spec (`callbacks`, `mo`), and only
     then read it: (extracted single-valued fields, flat parameters, raw body)."""
+    config = spec.data.get(section)
+    if not config:
+        raise CallbackUnreadable(f"{spec.code} does not {_SENDS[section]}")
     checks = list(config.get("auth") or [])
     if not any(check.get("type") in CREDENTIAL_CHECKS for check in checks):
         raise CallbackRejected(f"{spec.code}: its spec has no credential check for {section}, so none is accepted")

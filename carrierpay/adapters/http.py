@@ -24,7 +24,7 @@ from yarl import URL
 
 from carrierpay.adapters.auth import AuthUnavailable, OutgoingRequest, build_auth, build_ssl_context
 from carrierpay.adapters.encodings import UnreadableResponse, encode_body, extract, parse_body
-from carrierpay.adapters.money import AmountError, format_amount, parse_amount
+from carrierpay.adapters.money import AmountError
 from carrierpay.adapters.ratelimit import RateLimiter
 from carrierpay.adapters.redact import Redactor
 from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, parse_report
@@ -182,11 +182,10 @@ class HttpConnector:
             carrier_message=_text_or_none(fields.get("message")) or exchange.message,
             carrier_ref=_text_or_none(_first_value(context["steps"], "carrier_ref")),
         )
-        amount_format, exponent = self.spec.amount["format"], self.spec.amount["exponent"]
         for source, target in (("amount", "amount_minor"), ("balance", "balance_minor")):
             if fields.get(source) is not None:
                 try:
-                    result[target] = parse_amount(fields[source], amount_format, exponent)
+                    result[target] = self.spec.minor_units(fields[source])
                 except AmountError as exc:
                     result["carrier_message"] = f"{result['carrier_message'] or ''} [{exc}]".strip()
         if name == "lookup":  # the network serving the number now (an HLR/MNP answer)
@@ -223,16 +222,15 @@ class HttpConnector:
     # ------------------------------------------------------------------ one HTTP exchange
 
     def _context(self, call: dict[str, Any]) -> dict[str, Any]:
-        amount_format, exponent = self.spec.amount["format"], self.spec.amount["exponent"]
         context: dict[str, Any] = {name: call.get(name) for name in CALL_FIELDS}
         context.update({key: value for key, value in call.items() if key not in context})
         context["currency"] = call.get("currency") or self.spec.currency
-        context["amount"] = format_amount(call.get("amount_minor"), amount_format, exponent)
+        context["amount"] = self.spec.wire_amount(call.get("amount_minor"))
         original = dict(call.get("original") or {})
         original.setdefault("correlator", None)
         original.setdefault("carrier_ref", None)
         original.setdefault("amount_minor", None)
-        original["amount"] = format_amount(original.get("amount_minor"), amount_format, exponent)
+        original["amount"] = self.spec.wire_amount(original.get("amount_minor"))
         context["original"] = original
         context["msisdn_digits"] = "".join(ch for ch in str(call.get("msisdn") or "") if ch.isdigit())
         context["call"] = call

@@ -41,7 +41,7 @@ async def lookup_number(database_url: str, carrier: str, msisdn: str, *,
         call = {"call_id": None, "operation": "lookup", "carrier": carrier, "msisdn": msisdn,
                 "correlator": f"lookup-{msisdn.lstrip('+')}", "attempt": 1}
         if connector is None:
-            shared = secrets if isinstance(secrets, Secrets) else Secrets(secrets)
+            shared = Secrets.of(secrets)
             built = build_connector(spec, secrets=shared, base_url=base_url)
             try:
                 result = await built.execute(call)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from carrierpay.adapters.encodings import UnreadableResponse, parse_document, select_records, xml_record_values
-from carrierpay.adapters.money import AmountError, parse_amount
+from carrierpay.adapters.money import AmountError
 from carrierpay.adapters.results import decide
 from carrierpay.adapters.spec import CarrierSpec
 
@@ -61,11 +61,9 @@ def parse_report(spec: CarrierSpec, body: bytes) -> list[dict[str, Any]]:
         if not fields.get("correlator"):
             continue
         decision = decide([("reports.results", config.get("results") or [])], fields)
-        amount_minor = None
-        if fields.get("amount") is not None:
-            try:
-                amount_minor = parse_amount(fields["amount"], spec.amount["format"], spec.amount["exponent"])
-            except AmountError as exc:
+        try:
+            amount_minor = spec.minor_units(fields.get("amount"))
+        except AmountError as exc:
                 raise ReportUnreadable(f"row {fields['correlator']}: {exc}") from exc
         results.append(
             {

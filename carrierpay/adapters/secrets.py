@@ -44,6 +44,11 @@ class Secrets:
     def from_environment(cls) -> Secrets:
         return cls()
 
+    @classmethod
+    def of(cls, secrets: Secrets | Mapping[str, str] | None) -> Secrets:
+        """`secrets` itself when it is a Secrets, else one over the values given."""
+        return secrets if isinstance(secrets, Secrets) else cls(secrets)
+
     def get(self, name: str) -> str:
         for source in (self._values, self._environ, self._file_values):
             if name in source and source[name] is not None:

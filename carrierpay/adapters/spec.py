@@ -26,6 +26,7 @@ from referencing import Registry, Resource
 
 from carrierpay.adapters import schemas
 from carrierpay.adapters.encodings import compile_jsonpath
+from carrierpay.adapters.money import JsonNumber, format_amount, parse_amount
 from carrierpay.adapters.templates import check_template, template_variables
 from carrierpay.parsing import yaml_problem
 from carrierpay.paths import carriers_root
@@ -288,6 +289,16 @@ class CarrierSpec:
     @property
     def amount(self) -> dict[str, Any]:
         return {**DEFAULT_AMOUNT, **(self.data.get("amount") or {})}
+
+    def wire_amount(self, amount_minor: int | None) -> str | int | JsonNumber | None:
+        """Minor units as this carrier writes an amount (`amount.format`, `amount.exponent`)."""
+        amount = self.amount
+        return format_amount(amount_minor, amount["format"], amount["exponent"])
+
+    def minor_units(self, value: Any) -> int | None:
+        """An amount as this carrier writes it, in minor units (None for none); raises AmountError."""
+        amount = self.amount
+        return parse_amount(value, amount["format"], amount["exponent"])
 
     @property
     def timeouts(self) -> dict[str, float]:

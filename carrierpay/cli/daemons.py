@@ -19,6 +19,7 @@ from carrierpay.daemon import install_stop_handlers
 from carrierpay.logmask import configure_logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+VerboseOption = typer.Option(False, "--verbose", "-v")  # debug logging
 CarrierOption = typer.Option(None, "--carrier", "-c",
                              help="Only this carrier (repeatable). Default: every enabled one.")
 CallbackBaseOption = typer.Option(
@@ -85,7 +86,7 @@ def adapters_run(
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOption,
 ) -> None:
     """Run an adapter daemon until SIGTERM: each answer is recorded as it arrives (answers arriving within
     10 ms share a commit). Logs a line per carrier every 10 s of activity."""
@@ -114,7 +115,7 @@ def reconcile_run(
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOption,
 ) -> None:
     """Expire stale leases and settle unknown/awaited calls (status query, result file, late callback)."""
     from carrierpay.adapters.reconciler import Reconciler
@@ -171,7 +172,7 @@ def callbacks_serve(
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOption,
 ) -> None:
     """Serve /callbacks/{carrier} until SIGTERM."""
     from carrierpay.adapters.callback_server import serve
@@ -195,7 +196,7 @@ def scheduler_run(
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOption,
 ) -> None:
     """Queue due renewals and retries, fold hour statistics and rollups, judge circuit breakers, expire
     leases."""
@@ -227,7 +228,7 @@ def api_serve(
     database_url: str | None = DatabaseUrlOption,
     metrics_port: int | None = MetricsPortOption,
     metrics_host: str = MetricsHostOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOption,
 ) -> None:
     """Serve the merchant HTTP API (and its document at /openapi.yaml) until SIGTERM. The database login
     must be a member of carrierpay_gateway: it acts for a merchant only by SET ROLE to the merchant's role."""
@@ -259,7 +260,7 @@ def metrics_serve(
                                        help="Seconds between checks of unbalanced journals (the ledger fold and the "
                                             "journals since)."),
     database_url: str | None = DatabaseUrlOption,
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VerboseOption,
 ) -> None:
     """Serve the database collector on /metrics until SIGTERM (read-only: the report views)."""
     import signal

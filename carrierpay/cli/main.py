@@ -22,27 +22,33 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(carriers_cmd.app, name="carrier")
-app.add_typer(merchants.app, name="merchant")
-app.add_typer(products.app, name="product")
-app.add_typer(subscribers.app, name="subscriber")
-app.add_typer(pay.app, name="pay")
-app.add_typer(webhooks.app, name="webhooks")
-app.add_typer(calls_cmd.app, name="calls")
-app.add_typer(history.app, name="history")
-app.add_typer(shards.app, name="shards")
-app.command("report")(report.report)
-app.command("bench")(bench_cmd.bench)
-app.command("demo")(demo_cmd.demo)
-app.command("up")(up_cmd.up)
-app.command("dashboard")(dashboard_cmd.dashboard)
-app.add_typer(daemons_cmd.adapters_app, name="adapters")
-app.add_typer(daemons_cmd.reconcile_app, name="reconcile")
-app.add_typer(daemons_cmd.callbacks_app, name="callbacks")
-app.add_typer(daemons_cmd.scheduler_app, name="scheduler")
-app.add_typer(daemons_cmd.api_app, name="api")
-app.add_typer(daemons_cmd.metrics_app, name="metrics")
+for name, group in {
+    "db": db_cmd.app,
+    "carrier": carriers_cmd.app,
+    "merchant": merchants.app,
+    "product": products.app,
+    "subscriber": subscribers.app,
+    "pay": pay.app,
+    "webhooks": webhooks.app,
+    "calls": calls_cmd.app,
+    "history": history.app,
+    "shards": shards.app,
+    "adapters": daemons_cmd.adapters_app,
+    "reconcile": daemons_cmd.reconcile_app,
+    "callbacks": daemons_cmd.callbacks_app,
+    "scheduler": daemons_cmd.scheduler_app,
+    "api": daemons_cmd.api_app,
+    "metrics": daemons_cmd.metrics_app,
+}.items():
+    app.add_typer(group, name=name)
+for name, command in {
+    "report": report.report,
+    "bench": bench_cmd.bench,
+    "demo": demo_cmd.demo,
+    "up": up_cmd.up,
+    "dashboard": dashboard_cmd.dashboard,
+}.items():
+    app.command(name)(command)
 pauses.register(carriers_cmd.app, merchants.app, products.app)
 
 

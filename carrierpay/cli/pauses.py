@@ -25,32 +25,31 @@ def resume(scope: str, code: str, database_url: str | None) -> None:
     console.print(f"{scope} {code}: " + ("sending resumed" if was else "was not paused"), markup=False)
 
 
+def register_pause_commands(group: typer.Typer, scope: str, pause_help: str, resume_help: str) -> None:
+    """`<scope> pause CODE` and `<scope> resume CODE`, for the scopes a single code names."""
+
+    @group.command("pause", help=pause_help)
+    @user_errors
+    def pause_command(code: str, reason: str = ReasonOption, database_url: str | None = DatabaseUrlOption) -> None:
+        pause(scope, code, reason, database_url)
+
+    @group.command("resume", help=resume_help)
+    @user_errors
+    def resume_command(code: str, database_url: str | None = DatabaseUrlOption) -> None:
+        resume(scope, code, database_url)
+
+
 def register(carrier_app: typer.Typer, merchant_app: typer.Typer, product_app: typer.Typer) -> None:
     """Add the pause, resume and breaker commands to their groups."""
 
-    @carrier_app.command("pause")
-    @user_errors
-    def carrier_pause(code: str, reason: str = ReasonOption, database_url: str | None = DatabaseUrlOption) -> None:
-        """Hold every queued call of a carrier until `carrier resume` (payments are still taken)."""
-        pause("carrier", code, reason, database_url)
-
-    @carrier_app.command("resume")
-    @user_errors
-    def carrier_resume(code: str, database_url: str | None = DatabaseUrlOption) -> None:
-        """Send a paused carrier's calls again."""
-        resume("carrier", code, database_url)
-
-    @merchant_app.command("pause")
-    @user_errors
-    def merchant_pause(code: str, reason: str = ReasonOption, database_url: str | None = DatabaseUrlOption) -> None:
-        """Hold every queued call of a merchant, on every carrier, until `merchant resume`."""
-        pause("merchant", code, reason, database_url)
-
-    @merchant_app.command("resume")
-    @user_errors
-    def merchant_resume(code: str, database_url: str | None = DatabaseUrlOption) -> None:
-        """Send a paused merchant's calls again."""
-        resume("merchant", code, database_url)
+    register_pause_commands(
+        carrier_app, "carrier",
+        "Hold every queued call of a carrier until `carrier resume` (payments are still taken).",
+        "Send a paused carrier's calls again.")
+    register_pause_commands(
+        merchant_app, "merchant",
+        "Hold every queued call of a merchant, on every carrier, until `merchant resume`.",
+        "Send a paused merchant's calls again.")
 
     @product_app.command("pause")
     @user_errors

@@ -170,18 +170,21 @@ class ApiServer(GuardedServer):
         app.router.add_post(f"{cb}/payments", self._operation("createPayment", None,
                                                               pipelined=(queries.HTTP_CREATE_PAYMENT_LOCAL, 201)))
         app.router.add_get(f"{cb}/payments", self._operation("retrievePayments", self.retrieve_payments))
-        app.router.add_get(f"{cb}/payments/{{paymentId}}", self._operation("retrievePayment", self.retrieve_payment))
-        app.router.add_post(f"{cb}/payments/prepare", self._operation("preparePayment", self.prepare_payment))
+        app.router.add_get(f"{cb}/payments/{{paymentId}}",
+                           self._operation("retrievePayment", _one_document(queries.HTTP_READ_PAYMENT, 200)))
+        app.router.add_post(f"{cb}/payments/prepare",
+                            self._operation("preparePayment", _one_document(queries.HTTP_PREPARE_PAYMENT, 201)))
         for step, status in (("validate", 204), ("confirm", 202), ("cancel", 202)):
             app.router.add_post(f"{cb}/payments/{{paymentId}}/{step}",
                                 self._operation(f"{step}Payment", self._second_step(step, status)))
         rf = "/carrier-billing-refund/v0.3/payments/{paymentId}/refunds"
-        app.router.add_post(rf, self._operation("createRefund", self.create_refund))
+        app.router.add_post(rf, self._operation("createRefund", _one_document(queries.HTTP_CREATE_REFUND, 201)))
         app.router.add_get(rf, self._operation("retrieveRefunds", self.retrieve_refunds))
         # Before {refundId}, which would match it too.
-        app.router.add_get(f"{rf}/remaining-amount",
-                           self._operation("retrievePaymentRemainingAmount", self.retrieve_remaining_amount))
-        app.router.add_get(f"{rf}/{{refundId}}", self._operation("retrieveRefund", self.retrieve_refund))
+        app.router.add_get(f"{rf}/remaining-amount", self._operation(
+            "retrievePaymentRemainingAmount", _one_document(queries.HTTP_READ_REMAINING_AMOUNT, 200)))
+        app.router.add_get(f"{rf}/{{refundId}}",
+                           self._operation("retrieveRefund", _one_document(queries.HTTP_READ_REFUND, 200)))
         ext = "/carrierpay/v1"
         for method, path, operation_id, sql, status in (
                 ("POST", "/subscriptions", "createSubscription", queries.HTTP_CREATE_SUBSCRIPTION, 201),
@@ -369,19 +372,9 @@ class ApiServer(GuardedServer):
 
     # ------------------------------------------------------------------ operations
 
-    async def retrieve_payment(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
-                               body: Any) -> web.Response:
-        cur = await conn.execute(queries.HTTP_READ_PAYMENT, {**who, "payment_id": request.match_info["paymentId"]})
-        return _json((await cur.fetchone())[0], 200)
-
     async def retrieve_payments(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                                 body: Any) -> web.Response:
         return await _page(conn, queries.HTTP_LIST_PAYMENTS, request, "payment", who)
-
-    async def prepare_payment(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
-                              body: Any) -> web.Response:
-        cur = await conn.execute(queries.HTTP_PREPARE_PAYMENT, {**who, "request": body})
-        return _json((await cur.fetchone())[0], 201)
 
     def _second_step(self, step: str, status: int) -> Handler:
         sql = {"validate": queries.HTTP_VALIDATE_PAYMENT, "confirm": queries.HTTP_CONFIRM_PAYMENT,
@@ -398,28 +391,10 @@ class ApiServer(GuardedServer):
                                      body: Any) -> web.Response:
         return await _page(conn, queries.HTTP_LIST_SUBSCRIPTIONS, request, "subscription", who, dates=False)
 
-    async def create_refund(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
-                            body: Any) -> web.Response:
-        cur = await conn.execute(queries.HTTP_CREATE_REFUND, {
-            **who, "payment_id": request.match_info["paymentId"], "request": body})
-        return _json((await cur.fetchone())[0], 201)
-
     async def retrieve_refunds(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
                                body: Any) -> web.Response:
         return await _page(conn, queries.HTTP_LIST_REFUNDS, request, "refund",
                            {**who, "payment_id": request.match_info["paymentId"]})
-
-    async def retrieve_refund(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
-                              body: Any) -> web.Response:
-        cur = await conn.execute(queries.HTTP_READ_REFUND, {
-            **who, "payment_id": request.match_info["paymentId"], "refund_id": request.match_info["refundId"]})
-        return _json((await cur.fetchone())[0], 200)
-
-    async def retrieve_remaining_amount(self, request: web.Request, conn: psycopg.AsyncConnection, who: dict,
-                                        body: Any) -> web.Response:
-        cur = await conn.execute(queries.HTTP_READ_REMAINING_AMOUNT, {
-            **who, "payment_id": request.match_info["paymentId"]})
-        return _json((await cur.fetchone())[0], 200)
 
     # ------------------------------------------------------------------ token, document, health
 
@@ -561,12 +536,7 @@ async def serve(url: str, *, host: str = "127.0.0.1", port: int = 8443, cert: st
     async with ApiServer(url, host=host, port=port, ssl_context=context, limits=limits, rate_limit=rate_limit,
                          processes=processes, reuse_port=processes > 1) as server:
         log.info("merchant API listening on %s (document at %s/openapi.yaml)", server.base_url, server.base_url)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=60)
-            except TimeoutError:
-                counts = {**server.counts, **server.listener.counts}
-                log.info("api: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        await server.log_counts_until(stop, log, "api")
 
 
 def serve_processes(url: str, *, processes: int, **options: Any) -> None:

@@ -32,6 +32,8 @@ ERROR_CODES = {
 class AggregatorSimulator(Simulator):
     dialect = "aggregator"
     txid_prefix = "AG"
+    currency = "NGN"
+    timezone = "Africa/Lagos"
 
     def __init__(
         self,
@@ -40,11 +42,9 @@ class AggregatorSimulator(Simulator):
         api_secret: str = "aggregator-signing-secret",
         callback_secret: str = "aggregator-callback-secret",
         service_id: str = "svc-100",
-        currency: str = "NGN",
-        timezone: str = "Africa/Lagos",
         **options: Any,
     ) -> None:
-        super().__init__(currency=currency, timezone=timezone, **options)
+        super().__init__(**options)
         self.api_key = api_key
         self.api_secret = api_secret
         self.callback_secret = callback_secret

@@ -416,13 +416,15 @@ class Simulator:
 
     dialect = "base"
     txid_prefix = "TX"
+    currency = ""  # the dialect's home currency and timezone; an instance may be given others
+    timezone = ""
 
     def __init__(
         self,
         *,
         seed: int = 0,
-        currency: str,
-        timezone: str,
+        currency: str | None = None,
+        timezone: str | None = None,
         exponent: int = 2,
         clock: SimClock | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -430,11 +432,11 @@ class Simulator:
         self.rng = random.Random(seed)
         self.ssl_context = ssl_context  # serve HTTPS (and require client certificates if it says so)
         self.clock = clock or SimClock()
-        self.currency = currency
+        self.currency = self.currency if currency is None else currency
         self.exponent = exponent
-        self.timezone = timezone
+        self.timezone = self.timezone if timezone is None else timezone
         self.billing = Billing(
-            clock=self.clock, rng=self.rng, currency=currency, timezone=timezone, txid_prefix=self.txid_prefix
+            clock=self.clock, rng=self.rng, currency=self.currency, timezone=self.timezone, txid_prefix=self.txid_prefix
         )
         self.faults = Faults()
         self.received: list[dict[str, Any]] = []  # every request as it arrived, for tests to inspect

@@ -39,18 +39,18 @@ class Accepted:
 class BatchSimulator(Simulator):
     dialect = "batch"
     txid_prefix = "BT"
+    currency = "INR"
+    timezone = "Asia/Kolkata"
 
     def __init__(
         self,
         *,
         username: str = "carrierpay",
         password: str = "batch-password",
-        currency: str = "INR",
-        timezone: str = "Asia/Kolkata",
         report_delay: timedelta = timedelta(hours=1),
         **options: Any,
     ) -> None:
-        super().__init__(currency=currency, timezone=timezone, **options)
+        super().__init__(**options)
         self.username = username
         self.password = password
         self.report_delay = report_delay

@@ -34,18 +34,18 @@ DENIAL_REASONS = {
 class CamaraSimulator(Simulator):
     dialect = "camara"
     txid_prefix = "CB"
+    currency = "EUR"
+    timezone = "Europe/Madrid"
 
     def __init__(
         self,
         *,
         client_id: str = "carrierpay",
         client_secret: str = "camara-client-secret",
-        currency: str = "EUR",
-        timezone: str = "Europe/Madrid",
         token_ttl_s: float = 3600.0,
         **options: Any,
     ) -> None:
-        super().__init__(currency=currency, timezone=timezone, **options)
+        super().__init__(**options)
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl_s = token_ttl_s

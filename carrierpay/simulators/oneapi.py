@@ -59,9 +59,16 @@ def _xml(name: str, value: Any) -> str:
     return f"<{name}>{escape(str(value))}</{name}>"
 
 
+def charging_information(transaction: dict[str, Any] | None) -> dict[str, Any]:
+    """An amountTransaction's paymentAmount.chargingInformation ({} when it has none)."""
+    return ((transaction or {}).get("paymentAmount") or {}).get("chargingInformation") or {}
+
+
 class OneApiSimulator(Simulator):
     dialect = "oneapi"
     txid_prefix = "OA"
+    currency = "GBP"
+    timezone = "Europe/London"
 
     def __init__(
         self,
@@ -72,11 +79,9 @@ class OneApiSimulator(Simulator):
         mo_username: str = "oneapi-mo",
         mo_password: str = "oneapi-mo-password",
         flavor: OneApiFlavor | None = None,
-        currency: str = "GBP",
-        timezone: str = "Europe/London",
         **options: Any,
     ) -> None:
-        super().__init__(currency=currency, timezone=timezone, **options)
+        super().__init__(**options)
         self.client_id = client_id
         self.client_secret = client_secret
         self.api_key = api_key
@@ -168,6 +173,17 @@ class OneApiSimulator(Simulator):
     def unauthorised(self) -> web.Response:
         return web.json_response({"error": "invalid_token"}, status=401)
 
+    async def admit(self, request: web.Request, operation: str) -> tuple[web.Response | None, str | None]:
+        """How a request whose body decides nothing starts: credentials, latency, then the fault drawn for
+        `operation`. Returns the answer that refuses it (None: go on) and that fault."""
+        if not self.authorised(request):
+            return self.unauthorised(), None
+        await self.latency()
+        fault = self.pre_fault(operation)
+        if refusal := refusal_code(fault):
+            return self.error(refusal), fault
+        return None, fault
+
     @staticmethod
     def msisdn_of(request: web.Request) -> str:
         end_user = request.match_info["end_user"]
@@ -186,7 +202,7 @@ class OneApiSimulator(Simulator):
     def transaction_document(self, result: Result, status: str, body: dict[str, Any] | None = None):
         transaction = result.transaction
         assert transaction is not None
-        info = ((body or {}).get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         return {
             "amountTransaction": {
                 "endUserId": f"tel:{transaction.msisdn}",
@@ -248,7 +264,7 @@ class OneApiSimulator(Simulator):
         fault = self.pre_fault(operation)
         if refusal := refusal_code(fault):
             return self.error(refusal)
-        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid", variables=["chargingInformation.amount/currency"])
@@ -267,13 +283,10 @@ class OneApiSimulator(Simulator):
         return self.answer(201, self.transaction_document(result, operation_status, body))
 
     async def status(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
+        refused, _ = await self.admit(request, "status")
+        if refused is not None:
+            return refused
         correlator = request.query.get("clientCorrelator", "")
-        fault = self.pre_fault("status")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
         for kind, status in (("charge", "Charged"), ("capture", "Charged"), ("refund", "Refunded")):
             if kind not in self.flavor.status_kinds:
                 continue
@@ -296,7 +309,7 @@ class OneApiSimulator(Simulator):
         fault = self.pre_fault("reserve")
         if refusal := refusal_code(fault):
             return self.error(refusal)
-        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None or info.get("currency") != self.currency:
             return self.error("invalid")
@@ -317,7 +330,7 @@ class OneApiSimulator(Simulator):
         fault = self.pre_fault("capture")
         if refusal := refusal_code(fault):
             return self.error(refusal)
-        info = (body.get("paymentAmount") or {}).get("chargingInformation") or {}
+        info = charging_information(body)
         amount_minor = self.amount_from_wire(info.get("amount"))
         if amount_minor is None:
             return self.error("invalid")
@@ -347,12 +360,9 @@ class OneApiSimulator(Simulator):
 
     async def number_lookup(self, request: web.Request) -> web.Response:
         """An HLR/MNP query: which network serves this number now."""
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
-        fault = self.pre_fault("lookup")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
+        refused, fault = await self.admit(request, "lookup")
+        if refused is not None:
+            return refused
         msisdn = self.msisdn_of(request)
         mcc, mnc = self.ported.get(msisdn, self.network)
         await self.after_apply(fault, request, "lookup")  # `faults.hold("lookup")`: an HLR that does not answer
@@ -360,12 +370,9 @@ class OneApiSimulator(Simulator):
                                                   "ported": msisdn in self.ported}})
 
     async def balance_query(self, request: web.Request) -> web.Response:
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
-        fault = self.pre_fault("balance")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
+        refused, _ = await self.admit(request, "balance")
+        if refused is not None:
+            return refused
         msisdn = self.msisdn_of(request)
         balance = self.billing.balance(msisdn)
         if balance is None:
@@ -376,12 +383,9 @@ class OneApiSimulator(Simulator):
 
     async def send_sms(self, request: web.Request) -> web.Response:
         """OneAPI SMS: outboundSMSMessageRequest to one or more tel: addresses; clientCorrelator dedupes."""
-        if not self.authorised(request):
-            return self.unauthorised()
-        await self.latency()
-        fault = self.pre_fault("send_sms")
-        if refusal := refusal_code(fault):
-            return self.error(refusal)
+        refused, _ = await self.admit(request, "send_sms")
+        if refused is not None:
+            return refused
         try:
             document = json.loads(await request.read(), parse_float=Decimal)
             body = document["outboundSMSMessageRequest"]

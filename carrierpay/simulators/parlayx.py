@@ -44,17 +44,17 @@ def _text(element: etree._Element, name: str) -> str:
 class ParlayXSimulator(Simulator):
     dialect = "parlayx"
     txid_prefix = "PX"
+    currency = "ZAR"
+    timezone = "Africa/Johannesburg"
 
     def __init__(
         self,
         *,
         sp_id: str = "000201",
         sp_password: str = "parlayx-sp-password",
-        currency: str = "ZAR",
-        timezone: str = "Africa/Johannesburg",
         **options: Any,
     ) -> None:
-        super().__init__(currency=currency, timezone=timezone, **options)
+        super().__init__(**options)
         self.sp_id = sp_id
         self.sp_password = sp_password
         self.rejected_digests = 0

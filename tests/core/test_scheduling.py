@@ -65,11 +65,30 @@ def run_due(conn, limit: int = 1000, lookahead: int = 60) -> int:
     return conn.execute("select sched.run_due(%s, %s)", [limit, lookahead]).fetchone()[0]
 
 
+def queue_renewal(conn, sub_id: int) -> int:
+    """Move the clock just past the subscription's next charge and queue what is due (how many)."""
+    set_clock(conn, field(conn, sub_id, "next_charge_at") + timedelta(minutes=1))
+    return run_due(conn)
+
+
+def claimed_charges(conn) -> list[dict]:
+    """The charges among the calls test_ng's adapter claims now."""
+    return [d for d in claim(conn, "test_ng") if d["operation"] == "charge"]
+
+
+def first_renewal_failed(conn, reason: str) -> tuple[int, dict]:
+    """A new subscription whose first renewal test_ng claims and fails with `reason`: (its id, the claimed call)."""
+    load_world(conn)
+    sub = subscribe(conn)
+    queue_renewal(conn, sub)
+    [doc] = claimed_charges(conn)
+    settle(conn, doc["procedure_id"], "failed", reason)
+    return sub, doc
+
+
 def renew(conn, sub_id: int, outcome: str, reason: str | None = None, carrier: str = "test_ng") -> dict:
     """Move the clock to the subscription's next charge, queue it, claim it and settle it."""
-    due = field(conn, sub_id, "next_charge_at")
-    set_clock(conn, due + timedelta(minutes=1))
-    assert run_due(conn) == 1
+    assert queue_renewal(conn, sub_id) == 1
     claim(conn, carrier)
     proc = last_charge(conn, sub_id)
     settle(conn, proc["procedure_id"], outcome, reason)
@@ -247,12 +266,7 @@ def test_permanent_refusal_cancels_at_once(conn, reason):
 
 
 def test_throttled_requeues_the_same_call(conn):
-    load_world(conn)
-    sub = subscribe(conn)
-    set_clock(conn, field(conn, sub, "next_charge_at") + timedelta(minutes=1))
-    run_due(conn)
-    [doc] = [d for d in claim(conn, "test_ng") if d["operation"] == "charge"]
-    settle(conn, doc["procedure_id"], "failed", "throttled")
+    sub, doc = first_renewal_failed(conn, "throttled")
     call = conn.execute("select status::text, correlator, attempt from cp.carrier_call where call_id = %s",
                         [doc["call_id"]]).fetchone()
     assert call == ("queued", doc["correlator"], 1)
@@ -261,28 +275,23 @@ def test_throttled_requeues_the_same_call(conn):
     assert conn.execute("select status::text from cp.procedure where procedure_id = %s",
                         [doc["procedure_id"]]).fetchone()[0] == "in_flight"
     # Not ready before the pause (5 s by default) is over; then the very same call comes back.
-    assert [d for d in claim(conn, "test_ng") if d["operation"] == "charge"] == []
+    assert claimed_charges(conn) == []
     conn.execute("select admin.advance_clock(interval '6 seconds')")
-    [again] = [d for d in claim(conn, "test_ng") if d["operation"] == "charge"]
+    [again] = claimed_charges(conn)
     assert (again["call_id"], again["correlator"]) == (doc["call_id"], doc["correlator"])
     settle(conn, doc["procedure_id"], "succeeded")
     assert field(conn, sub, "period_index") == 2
 
 
 def test_transient_failure_is_a_new_attempt_with_a_new_correlator(conn):
-    load_world(conn)
-    sub = subscribe(conn)
-    set_clock(conn, field(conn, sub, "next_charge_at") + timedelta(minutes=1))
-    run_due(conn)
-    [doc] = [d for d in claim(conn, "test_ng") if d["operation"] == "charge"]
-    settle(conn, doc["procedure_id"], "failed", "transient")
+    sub, doc = first_renewal_failed(conn, "transient")
     calls = conn.execute("select call_id, status::text, attempt, correlator from cp.carrier_call "
                          "where procedure_id = %s order by call_id", [doc["procedure_id"]]).fetchall()
     assert [(c[1], c[2]) for c in calls] == [("failed", 1), ("queued", 2)]
     assert calls[1][3] != calls[0][3]
     assert field(conn, sub, "next_charge_at") is None  # still the same renewal, not a new one
     conn.execute("select admin.advance_clock(interval '31 seconds')")
-    [retry] = [d for d in claim(conn, "test_ng") if d["operation"] == "charge"]
+    [retry] = claimed_charges(conn)
     assert (retry["call_id"], retry["attempt"], retry["amount_minor"]) == (calls[1][0], 2, doc["amount_minor"])
     settle(conn, doc["procedure_id"], "succeeded")
     assert (field(conn, sub, "status"), field(conn, sub, "period_index")) == ("active", 2)
@@ -446,8 +455,7 @@ def test_subscriber_timing_retries_at_once_just_after_a_top_up(conn):
 def test_cancelled_while_in_flight_success_stops_renewals_and_can_be_refunded(conn):
     load_world(conn)
     sub = subscribe(conn)
-    set_clock(conn, field(conn, sub, "next_charge_at") + timedelta(minutes=1))
-    run_due(conn)
+    queue_renewal(conn, sub)
     claim(conn, "test_ng")
     proc = last_charge(conn, sub)
     conn.execute("select api.cancel_subscription('acme', %s, 'user asked')", [sub])
@@ -467,8 +475,7 @@ def test_cancelled_while_in_flight_success_stops_renewals_and_can_be_refunded(co
 def test_cancelled_while_in_flight_failure_schedules_nothing(conn):
     load_world(conn)
     sub = subscribe(conn)
-    set_clock(conn, field(conn, sub, "next_charge_at") + timedelta(minutes=1))
-    run_due(conn)
+    queue_renewal(conn, sub)
     claim(conn, "test_ng")
     conn.execute("select api.cancel_subscription('acme', %s)", [sub])
     settle(conn, last_charge(conn, sub)["procedure_id"], "failed", "insufficient_funds")
@@ -485,8 +492,7 @@ def test_clock_moved_backwards_never_charges_a_period_twice(conn):
         set_clock(conn, late + timedelta(hours=hours))
         assert run_due(conn) == 0
     # A renewal in flight, then the clock jumps back: it is not queued again.
-    set_clock(conn, field(conn, sub, "next_charge_at") + timedelta(minutes=1))
-    assert run_due(conn) == 1
+    assert queue_renewal(conn, sub) == 1
     set_clock(conn, late - timedelta(days=2))
     assert run_due(conn) == 0
     # Even a direct second start for the same period is refused by the unique index.

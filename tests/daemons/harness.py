@@ -19,6 +19,7 @@ from carrierpay.adapters.callback_server import CallbackServer
 from carrierpay.adapters.daemon import AdapterDaemon
 from carrierpay.adapters.reconciler import Reconciler
 from carrierpay.adapters.registry import connector_factory
+from carrierpay.daemon import stop_tasks
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 
@@ -128,17 +129,25 @@ class World(Statements):
         self.tasks.append(asyncio.ensure_future(self.reconciler.run(self.stop)))
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        self.stop.set()
-        for task in self.tasks:
-            try:
-                await asyncio.wait_for(task, 5)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
+        await stop_tasks(self.stop, self.tasks, grace_s=5)
         if self.conn is not None:
             await self.conn.close()
         await self._stack.aclose()
 
     # ------------------------------------------------------------------ database helpers
+
+    def subscriber(self, carrier: str, n: int, balance_minor: int) -> str:
+        """The number of a new subscriber of `carrier` (msisdn(carrier, n)) whose balance there is `balance_minor`."""
+        number = msisdn(carrier, n)
+        self.sims[carrier].add_subscriber(number, balance_minor)
+        return number
+
+    async def paid(self, carrier: str, n: int, balance_minor: int, key: str) -> tuple[str, int]:
+        """A new subscriber (as `subscriber` makes one) charged once, successfully: (the number, the payment)."""
+        number = self.subscriber(carrier, n, balance_minor)
+        payment = await self.charge(number, key)
+        assert await self.settled(carrier, payment) == "succeeded"  # batch_in: by the day's result file
+        return number, payment
 
     async def charge(self, number: str, key: str, metadata: dict | None = None) -> int:
         document = await self.one("select api.charge(%s, %s, %s, %s, null, %s)", MERCHANT, number, PRODUCT, key,
@@ -193,10 +202,16 @@ class World(Statements):
     async def settled(self, carrier: str, procedure_id: int) -> str:
         """Its final status; the batch operator's result file comes two hours after acceptance."""
         if carrier == "batch_in":
-            await self.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
-                                  "where procedure_id = %s", procedure_id)
+            await self.awaiting_result(procedure_id)
             await self.advance(timedelta(hours=2))
         return await self.wait_status(procedure_id)
+
+    async def awaiting_result(self, procedure_id: int) -> str:
+        """Wait until the carrier has accepted the procedure's call and its result is awaited; the call's
+        correlator."""
+        await self.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
+                              "where procedure_id = %s", procedure_id)
+        return await self.one("select correlator from cp.carrier_call where procedure_id = %s", procedure_id)
 
     async def wait_until(self, sql: str, *params: Any, timeout: float = 20.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from harness import CARRIERS, SECRETS, World, msisdn
+from harness import CARRIERS, SECRETS, World
 
 NG = "aggregator_ng"
 AMOUNT = CARRIERS[NG][2]
@@ -24,8 +24,7 @@ async def test_early_and_duplicate_callbacks_settle_the_charge_once(db_url):
         sim = world.sims[NG]
         sim.callback_before_response = True  # the result arrives before the "accepted" answer
         sim.callback_duplicates = 3
-        number = msisdn(NG, 201)
-        sim.add_subscriber(number, AMOUNT * 2)
+        number = world.subscriber(NG, 201, AMOUNT * 2)
         payment = await world.charge(number, "k-early")
         assert await world.wait_status(payment) == "succeeded"
         # the callback, then the synchronous "accepted" (a no-op on a settled call)
@@ -45,12 +44,9 @@ async def test_forged_callback_is_refused_and_changes_nothing_then_the_real_one_
     async with World(db_url, carriers=[NG]) as world:
         sim = world.sims[NG]
         sim.callback_attempts = 0  # hold the real callback back
-        number = msisdn(NG, 202)
-        sim.add_subscriber(number, AMOUNT * 2)
+        number = world.subscriber(NG, 202, AMOUNT * 2)
         payment = await world.charge(number, "k-forged")
-        await world.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
-                               "where procedure_id = %s", payment)
-        correlator = await world.one("select correlator from cp.carrier_call where procedure_id = %s", payment)
+        correlator = await world.awaiting_result(payment)
         forged = sim.callback_fields(sim.billing.lookup(correlator))
         forged["status"], forged["sig"] = "ok", "0" * 32
         url = world.callbacks.callback_url(NG)
@@ -74,9 +70,7 @@ async def test_forged_callback_is_refused_and_changes_nothing_then_the_real_one_
 
 async def test_a_failed_result_by_callback_fails_the_payment(db_url):
     async with World(db_url, carriers=[NG]) as world:
-        sim = world.sims[NG]
-        number = msisdn(NG, 203)
-        sim.add_subscriber(number, 1)
+        number = world.subscriber(NG, 203, 1)
         payment = await world.charge(number, "k-nofunds")
         assert await world.wait_status(payment) == "failed"
         assert await world.one("select reason from cp.procedure where procedure_id = %s", payment) == \
@@ -100,12 +94,9 @@ async def test_callbacks_over_https_settle_and_plain_http_to_the_https_port_chan
     async with World(db_url, carriers=[NG]) as world:
         sim = world.sims[NG]
         sim.callback_attempts = 0  # the carrier's own callback goes nowhere: the test delivers it
-        number = msisdn(NG, 204)
-        sim.add_subscriber(number, AMOUNT * 2)
+        number = world.subscriber(NG, 204, AMOUNT * 2)
         payment = await world.charge(number, "k-https")
-        await world.wait_until("select bool_or(status = 'awaiting_result') from cp.carrier_call "
-                               "where procedure_id = %s", payment)
-        correlator = await world.one("select correlator from cp.carrier_call where procedure_id = %s", payment)
+        correlator = await world.awaiting_result(payment)
         genuine = sim.callback_fields(sim.billing.lookup(correlator))
         forged = {**genuine, "sig": "0" * 32}
 

@@ -14,11 +14,8 @@ from psycopg.types.json import Jsonb
 async def test_charge_succeeds_once_and_the_ledger_balances(db_url, carrier):
     async with World(db_url, carriers=[carrier], reconciler=True) as world:
         sim = world.sims[carrier]
-        number = msisdn(carrier, 101)
         amount = CARRIERS[carrier][2]
-        sim.add_subscriber(number, amount * 3)
-        payment = await world.charge(number, "k-1")
-        assert await world.settled(carrier, payment) == "succeeded"  # batch_in: by the day's result file
+        number, _ = await world.paid(carrier, 101, amount * 3, "k-1")
         assert len(sim.ledger.charges(number)) == 1
         assert sim.ledger.charged_total(number) == amount
         assert await world.journals_balanced()
@@ -29,8 +26,7 @@ async def test_charge_succeeds_once_and_the_ledger_balances(db_url, carrier):
 async def test_insufficient_funds_fails_without_charging(db_url, carrier):
     async with World(db_url, carriers=[carrier], reconciler=True) as world:
         sim = world.sims[carrier]
-        number = msisdn(carrier, 102)
-        sim.add_subscriber(number, CARRIERS[carrier][2] - 1)
+        number = world.subscriber(carrier, 102, CARRIERS[carrier][2] - 1)
         payment = await world.charge(number, "k-poor")
         status = await world.settled(carrier, payment)
         assert status == "failed"
@@ -44,11 +40,8 @@ async def test_insufficient_funds_fails_without_charging(db_url, carrier):
 async def test_refund_reverses_the_charge_at_the_carrier_and_in_the_ledger(db_url, carrier):
     async with World(db_url, carriers=[carrier], reconciler=True) as world:
         sim = world.sims[carrier]
-        number = msisdn(carrier, 103)
         amount = CARRIERS[carrier][2]
-        sim.add_subscriber(number, amount * 2)
-        payment = await world.charge(number, "k-r")
-        assert await world.settled(carrier, payment) == "succeeded"
+        number, payment = await world.paid(carrier, 103, amount * 2, "k-r")
         refund = (await world.one("select api.refund(%s, %s, 'r-1')", MERCHANT, payment))["id"]
         status = await world.settled(carrier, refund)
         assert status == "succeeded"
@@ -62,8 +55,7 @@ async def test_refund_reverses_the_charge_at_the_carrier_and_in_the_ledger(db_ur
 @pytest.mark.parametrize("carrier", list(CARRIERS))
 async def test_balance_check_reports_the_carriers_balance(db_url, carrier):
     async with World(db_url, carriers=[carrier]) as world:
-        number = msisdn(carrier, 104)
-        world.sims[carrier].add_subscriber(number, 12_345)
+        number = world.subscriber(carrier, 104, 12_345)
         check = (await world.one("select api.check_balance(%s, %s, 20000, %s)", MERCHANT, number,
                                  f"balance-{carrier}"))["id"]
         assert await world.wait_status(check) == "succeeded"
@@ -75,8 +67,7 @@ async def test_balance_check_reports_the_carriers_balance(db_url, carrier):
 async def test_a_throttled_charge_is_requeued_with_the_same_correlator_and_charged_once(db_url, carrier):
     async with World(db_url, carriers=[carrier], reconciler=True) as world:
         sim = world.sims[carrier]
-        number = msisdn(carrier, 105)
-        sim.add_subscriber(number, 100_000)
+        number = world.subscriber(carrier, 105, 100_000)
         sim.faults.inject("throttle", operation="charge", times=2)
         payment = await world.charge(number, "k-t")
         # Throttled calls wait 5 s of database time before their next turn.
@@ -101,9 +92,8 @@ async def test_timeout_after_charge_is_unknown_then_reconciled_without_a_second_
         sim.faults.late_response_s = 1.0
         if carrier == "aggregator_ng":
             sim.callback_attempts = 0  # the result callback is lost too: only a status query can tell
-        number = msisdn(carrier, 106)
         amount = CARRIERS[carrier][2]
-        sim.add_subscriber(number, amount * 5)
+        number = world.subscriber(carrier, 106, amount * 5)
         sim.faults.inject("timeout_after_charge", operation="charge")
         payment = await world.charge(number, "k-u")
         assert await world.wait_status(payment, ("unknown",)) == "unknown"
@@ -147,9 +137,8 @@ async def test_a_refund_no_route_can_settle_is_left_to_an_operator(db_url):
         spec["operations"]["refund"]["safe_to_repeat"] = False
         spec["operations"]["status"]["covers"] = ["charge"]
         await world.q("select admin.onboard_carrier(%s)", Jsonb(spec))
-        number = msisdn("oneapi_gb", 501)
         amount = CARRIERS["oneapi_gb"][2]
-        sim.add_subscriber(number, amount * 2)
+        number = world.subscriber("oneapi_gb", 501, amount * 2)
         payment = await world.charge(number, "k-paid")
         assert await world.wait_status(payment) == "succeeded"
 

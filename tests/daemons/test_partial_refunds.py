@@ -4,7 +4,7 @@ rest; each carrier's own ledger shows exactly what we booked, and the merchant h
 from __future__ import annotations
 
 import pytest
-from harness import CARRIERS, MERCHANT, World, msisdn
+from harness import CARRIERS, MERCHANT, World
 
 
 @pytest.mark.parametrize("carrier", list(CARRIERS))
@@ -12,11 +12,8 @@ async def test_a_payment_refunded_in_two_parts(db_url, carrier):
     async with World(db_url, carriers=[carrier], reconciler=True) as world:
         sim = world.sims[carrier]
         await world.q("update cp.merchant set webhook_url = 'https://acme.example/hooks' where code = %s", MERCHANT)
-        number = msisdn(carrier, 701)
         amount = CARRIERS[carrier][2]
-        sim.add_subscriber(number, amount * 3)
-        payment = await world.charge(number, f"k-{carrier}")
-        assert await world.settled(carrier, payment) == "succeeded"
+        number, payment = await world.paid(carrier, 701, amount * 3, f"k-{carrier}")
 
         part = amount // 5 * 2
         first = (await world.one("select api.refund(%s, %s, 'r-1', %s, 'part')", MERCHANT, payment, part))["id"]

@@ -724,10 +724,10 @@ def _that_payment(ctx):
     ctx.path_params["paymentId"] = ctx.payment["paymentId"]
 
 
-@step(r'the path parameter "paymentId" is compliant with the schema but does not identify a valid payment in the '
-      r'environment')
-def _unknown_payment(ctx):
-    ctx.path_params["paymentId"] = str(random.randint(10 ** 12, 10 ** 13))
+@step(r'the path parameter "(?P<name>paymentId|refundId)" is compliant with the schema but does not identify a '
+      r'valid (?:payment|refund) in the environment')
+def _unknown_id(ctx, name):
+    ctx.path_params[name] = str(random.randint(10 ** 12, 10 ** 13))
 
 
 @step(r'the path parameter "paymentId" is set to a valid value of a payment whose "paymentStatus" != "succeeded"')
@@ -757,12 +757,6 @@ def _refund_id(ctx):
 @step(r'the path parameter "refundId" is set to the value for this refund')
 def _this_refund(ctx):
     ctx.path_params["refundId"] = ctx.refund["refundId"]
-
-
-@step(r'the path parameter "refundId" is compliant with the schema but does not identify a valid refund in the '
-      r'environment')
-def _unknown_refund(ctx):
-    ctx.path_params["refundId"] = str(random.randint(10 ** 12, 10 ** 13))
 
 
 @step(r'the query parameter "(?P<name>[^"]+)" is set to "(?P<value>[^"]*)"')

@@ -12,6 +12,8 @@ import pytest
 
 from carrierpay.embedded import EmbeddedCluster, create_available_extensions
 from carrierpay.shards import fanout, front
+from carrierpay.simulators import Simulator
+from carrierpay.simulators.fleet import spec_for
 from tests.front_kit import DATABASE, clusters_root, start_cluster
 
 # A carrier whose numbers the tests use (+447700900…), in the spec form admin.onboard_carrier takes.
@@ -60,6 +62,17 @@ def merchant(sharded: Sharded, code: str) -> dict:
     sharded.admin("add_product", p_merchant=code, p_code="gems", p_name="Gems")
     sharded.admin("add_price_point", p_merchant=code, p_product="gems", p_plan="one_time", p_amount_minor=300,
                   p_currency="GBP", p_variant="gems_100", p_carrier="shard_gb")
+    return document
+
+
+def simulated_merchant(sharded: Sharded, code: str, sim: Simulator, carrier: str = "oneapi_gb") -> dict:
+    """A merchant as `merchant` makes one whose gems also sell on `carrier`, simulated by `sim` (the shards'
+    clock set to the simulator's)."""
+    sharded.admin("set_clock", p_at=sim.clock.now())
+    sharded.admin("onboard_carrier", p_spec=spec_for(carrier, sim.url, tps=100, rules={"optin_one_time": False}))
+    document = merchant(sharded, code)
+    sharded.admin("add_price_point", p_merchant=code, p_product="gems", p_plan="one_time", p_amount_minor=300,
+                  p_currency="GBP", p_variant="gems_100", p_carrier=carrier)
     return document
 
 

@@ -12,8 +12,8 @@ from carrierpay.adapters.daemon import AdapterDaemon
 from carrierpay.adapters.registry import connector_factory
 from carrierpay.migrate import PARTITION_ID_BITS
 from carrierpay.simulators import SimClock
-from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
-from tests.shards.conftest import login_url, merchant, msisdn_on
+from carrierpay.simulators.fleet import SECRETS, make_simulators
+from tests.shards.conftest import login_url, msisdn_on, simulated_merchant
 
 CARRIER = "oneapi_gb"
 
@@ -34,16 +34,7 @@ async def test_an_adapter_per_shard_settles_its_shards_charges(sharded):
     clock = SimClock()
     sim = make_simulators(clock, codes=[CARRIER])[CARRIER]
     async with sim:
-        def configure() -> dict:
-            sharded.admin("set_clock", p_at=clock.now())
-            spec = spec_for(CARRIER, sim.url, tps=100, rules={"optin_one_time": False})
-            sharded.admin("onboard_carrier", p_spec=spec)
-            document = merchant(sharded, "daemon_shop")
-            sharded.admin("add_price_point", p_merchant="daemon_shop", p_product="gems", p_plan="one_time",
-                          p_amount_minor=300, p_currency="GBP", p_variant="gems_100", p_carrier=CARRIER)
-            return document
-
-        document = await asyncio.to_thread(configure)
+        document = await asyncio.to_thread(simulated_merchant, sharded, "daemon_shop", sim, CARRIER)
         payments: dict[int, list[int]] = {0: [], 1: []}
         async with await psycopg.AsyncConnection.connect(login_url(sharded, document), autocommit=True) as api:
             for partition in (0, 1):

@@ -16,8 +16,8 @@ from carrierpay.adapters.reconciler import Reconciler
 from carrierpay.adapters.registry import connector_factory
 from carrierpay.migrate import PARTITION_ID_BITS
 from carrierpay.simulators import SimClock
-from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
-from tests.shards.conftest import login_url, merchant, msisdn_on
+from carrierpay.simulators.fleet import SECRETS, make_simulators
+from tests.shards.conftest import login_url, merchant, msisdn_on, simulated_merchant
 
 CARRIER = "oneapi_gb"
 
@@ -65,16 +65,7 @@ async def test_a_returned_partition_settles_what_was_in_flight_with_its_own_daem
     clock = SimClock()
     sim = make_simulators(clock, codes=[CARRIER])[CARRIER]
     async with sim:
-        def configure() -> dict:
-            sharded.admin("set_clock", p_at=clock.now())
-            sharded.admin("onboard_carrier", p_spec=spec_for(CARRIER, sim.url, tps=100,
-                                                             rules={"optin_one_time": False}))
-            document = merchant(sharded, "return_shop")
-            sharded.admin("add_price_point", p_merchant="return_shop", p_product="gems", p_plan="one_time",
-                          p_amount_minor=300, p_currency="GBP", p_variant="gems_100", p_carrier=CARRIER)
-            return document
-
-        document = await asyncio.to_thread(configure)
+        document = await asyncio.to_thread(simulated_merchant, sharded, "return_shop", sim, CARRIER)
         away, staying = msisdn_on(sharded, 1, 700, prefix="+4477009"), msisdn_on(sharded, 0, 700, prefix="+4477009")
         for number in (away, staying):
             sim.add_subscriber(number, 10_000)
