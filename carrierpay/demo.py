@@ -57,9 +57,9 @@ from aiohttp import web
 from psycopg.types.json import Jsonb
 
 from carrierpay import config, migrate, queries
-from carrierpay.daemon import stop_tasks
 from carrierpay.db import redact_url
 from carrierpay.demo_http import major
+from carrierpay.lifecycle import stop_tasks
 from carrierpay.logmask import MaskingFormatter
 from carrierpay.loopback_http import LoopbackServer
 from carrierpay.simulators import SimClock
@@ -1003,7 +1003,7 @@ class Demo:
     async def hold(self) -> None:
         """--keep: the simulators and daemons keep running (the scheduler on a real-time tick) until
         Ctrl-C or SIGTERM, so charges made by hand settle."""
-        from carrierpay.daemon import install_stop_handlers
+        from carrierpay.lifecycle import install_stop_handlers
         from carrierpay.scheduler import run as run_scheduler
 
         held = asyncio.Event()

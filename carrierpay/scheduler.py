@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from carrierpay import metrics, queries
-from carrierpay.daemon import run_until_stopped, sleep_or_stop
+from carrierpay.lifecycle import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.scheduler")
 

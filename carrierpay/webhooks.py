@@ -31,7 +31,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from carrierpay import config, metrics, queries
-from carrierpay.daemon import run_until_stopped, sleep_or_stop
+from carrierpay.lifecycle import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.webhooks")
 

@@ -40,9 +40,9 @@ from carrierpay.adapters.callbacks import (
 )
 from carrierpay.adapters.secrets import Secrets
 from carrierpay.adapters.spec import CarrierSpec, SpecError, load_spec
-from carrierpay.daemon import install_stop_handlers
 from carrierpay.errors import BadCallback, InvalidArgument, translate
 from carrierpay.guarded_http import GuardedServer, HttpLimits
+from carrierpay.lifecycle import install_stop_handlers
 
 log = logging.getLogger("carrierpay.callbacks")
 SPEC_CACHE_SECONDS = 30.0

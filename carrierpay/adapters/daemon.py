@@ -34,7 +34,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from carrierpay import metrics, queries
-from carrierpay.daemon import run_until_stopped
+from carrierpay.lifecycle import run_until_stopped
 
 log = logging.getLogger("carrierpay.adapters")
 

@@ -40,7 +40,7 @@ import psycopg
 from carrierpay import metrics, queries, vocabulary
 from carrierpay.adapters.daemon import ConnectorFactory, call_safely, close_connector, complete_results
 from carrierpay.adapters.reports import ReportNotReady, ReportUnavailable, ReportUnreadable
-from carrierpay.daemon import run_until_stopped, sleep_or_stop
+from carrierpay.lifecycle import run_until_stopped, sleep_or_stop
 
 log = logging.getLogger("carrierpay.reconciler")
 

@@ -144,7 +144,7 @@ class FastCarrier:
 def run_daemon_process(url: str, batch: int, ledger_file: str) -> None:
     """One adapter daemon process with the fast carrier; writes its carrier ledger at exit (SIGTERM)."""
     from carrierpay.adapters.daemon import AdapterDaemon
-    from carrierpay.daemon import install_stop_handlers
+    from carrierpay.lifecycle import install_stop_handlers
 
     carrier = FastCarrier()
 

@@ -15,7 +15,7 @@ import typer
 
 from carrierpay import db, metrics
 from carrierpay.cli.common import DatabaseUrlOption, MetricsHostOption, MetricsPortOption, fail, user_errors
-from carrierpay.daemon import install_stop_handlers
+from carrierpay.lifecycle import install_stop_handlers
 from carrierpay.logmask import configure_logging
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -9,7 +9,7 @@ import typer
 
 from carrierpay import db
 from carrierpay.cli.common import DatabaseUrlOption, user_errors
-from carrierpay.daemon import install_stop_handlers
+from carrierpay.lifecycle import install_stop_handlers
 from carrierpay.logmask import configure_logging
 
 

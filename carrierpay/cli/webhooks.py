@@ -9,7 +9,7 @@ import typer
 
 from carrierpay import db
 from carrierpay.cli.common import DatabaseUrlOption, MetricsHostOption, MetricsPortOption, user_errors
-from carrierpay.daemon import install_stop_handlers
+from carrierpay.lifecycle import install_stop_handlers
 from carrierpay.logmask import configure_logging
 
 app = typer.Typer(help="Merchant webhooks.\n\nExample:\n\n  carrierpay webhooks run --interval 1", no_args_is_help=True)

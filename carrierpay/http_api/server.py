@@ -49,10 +49,10 @@ from aiohttp import web
 from openapi_schema_validator import OAS30Validator
 
 from carrierpay import queries
-from carrierpay.daemon import install_stop_handlers
 from carrierpay.guarded_http import GuardedServer, HttpLimits
 from carrierpay.http_api import errors
 from carrierpay.http_api.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, retry_after
+from carrierpay.lifecycle import install_stop_handlers
 
 log = logging.getLogger("carrierpay.api")
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")

@@ -19,7 +19,7 @@ from carrierpay.adapters.callback_server import CallbackServer
 from carrierpay.adapters.daemon import AdapterDaemon
 from carrierpay.adapters.reconciler import Reconciler
 from carrierpay.adapters.registry import connector_factory
-from carrierpay.daemon import stop_tasks
+from carrierpay.lifecycle import stop_tasks
 from carrierpay.simulators import SimClock
 from carrierpay.simulators.fleet import SECRETS, make_simulators, spec_for
 

@@ -15,7 +15,7 @@ import psycopg
 
 from carrierpay import metrics
 
-log = logging.getLogger("carrierpay.daemon")
+log = logging.getLogger("carrierpay.lifecycle")
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:
