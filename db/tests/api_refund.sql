@@ -2,6 +2,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
+\ir fixtures/collected_payment.sql
 select plan(43);
 
 -- A collected NG payment of 20000 NGN.

@@ -5,6 +5,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
+\ir fixtures/collected_payment.sql
 select plan(26);
 
 create temp table pay as select pg_temp.pay('c1') as id;

@@ -5,6 +5,7 @@
 \set QUIET on
 begin;
 \ir fixtures/world.sql
+\ir fixtures/collected_payment.sql
 select plan(17);
 
 -- The full sums the views must equal: every entry of every account, every journal not summing to zero.
