@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ def home():
     cluster = EmbeddedCluster(path)
     if cluster.is_initialized() and cluster.status().running:
         cluster.stop()
+    shutil.rmtree(path, ignore_errors=True)  # a cluster's files: tens of megabytes a test
 
 
 @pytest.mark.parametrize(("files", "refused_by", "message"), [

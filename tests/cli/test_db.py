@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ def cli_env():
     env |= {"CARRIERPAY_HOME": str(home), "COLUMNS": "200"}
     yield env
     carrierpay("db", "down", env=env)
+    shutil.rmtree(home, ignore_errors=True)  # the cluster's files: tens of megabytes a test
 
 
 def test_up_migrate_twice_url_status_down(cli_env):
