@@ -41,12 +41,6 @@ CALL_FIELDS = (
 )  # fmt: skip
 
 
-def _coerce_secrets(secrets: Secrets | Mapping[str, str] | None) -> Secrets:
-    if isinstance(secrets, Secrets):
-        return secrets
-    return Secrets(secrets)
-
-
 @dataclass
 class Exchange:
     """One HTTP request/response of an operation, already classified."""
@@ -76,7 +70,7 @@ class HttpConnector:
         callback_url: str | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, CarrierSpec) else load_spec(spec)
-        self.secrets = _coerce_secrets(secrets)
+        self.secrets = Secrets.of(secrets)
         self.base_url = (base_url or self.spec.base_url).rstrip("/")
         self.callback_url = callback_url or self._default_callback_url()
         self._session = session

@@ -63,8 +63,7 @@ def build_connector(
     cp.carrier.spec), a carrier code or a file; base URL: argument, CARRIERPAY_BASE_URL_<CODE>, spec."""
     if not isinstance(spec, CarrierSpec) or base_url:
         spec = load_spec(spec.data if isinstance(spec, CarrierSpec) else spec, base_url=base_url)
-    if not isinstance(secrets, Secrets):
-        secrets = Secrets(secrets) if secrets else Secrets.from_environment()
+    secrets = Secrets.of(secrets)  # none given: the environment and CARRIERPAY_SECRETS_FILE
     transport = spec.data.get("transport", "http")
     builder = _TRANSPORTS.get(transport)
     if builder is None:
