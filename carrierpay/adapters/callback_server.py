@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 from aiohttp import web
+from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 
 from carrierpay import metrics, queries
@@ -124,9 +125,10 @@ class CallbackServer(GuardedServer):
             return web.Response(status=503, text="try again")
 
     async def _verified(self, verify: Callable[..., dict[str, Any]], spec: CarrierSpec, request: web.Request,
-                        what: str) -> dict[str, Any] | web.Response:
+                        what: str, metric: Counter | None = None) -> dict[str, Any] | web.Response:
         """What `verify` (verify_and_parse_callback or _mo) reads from the request, or the answer to a request
-        it refuses: 403 rejected, 400 unreadable (both counted), 503 when a secret it needs is not set."""
+        it refuses: 403 rejected, 400 unreadable (both counted, in `metric` too when given), 503 when a
+        secret it needs is not set."""
         code = request.match_info["carrier"]
         body = await request.read()  # already read by the listener's middleware, within its limits
         try:
@@ -138,6 +140,8 @@ class CallbackServer(GuardedServer):
                 return web.Response(status=503, text="try again")
             kind = "rejected" if exc.status == 403 else "unreadable"
             self.counts[kind] += 1
+            if metric is not None:
+                metric.labels(result=kind).inc()
             log.warning("%s for %s from %s %s: %s", what, code, request.remote, kind, exc)
             return web.Response(status=exc.status, text=kind)
 
@@ -155,10 +159,8 @@ class CallbackServer(GuardedServer):
         if spec is None:
             log.warning("callback for unknown carrier %r from %s", code[:70], request.remote)
             return web.Response(status=404, text="unknown carrier")
-        parsed = await self._verified(verify_and_parse_callback, spec, request, "callback")
+        parsed = await self._verified(verify_and_parse_callback, spec, request, "callback", metrics.CALLBACKS)
         if isinstance(parsed, web.Response):
-            if parsed.status != 503:
-                metrics.CALLBACKS.labels(result=parsed.text).inc()
             return parsed
         payload = {key: value for key, value in parsed.items() if value is not None}
         try:
