@@ -9,6 +9,7 @@ module is in that module.
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -32,15 +33,19 @@ def rule_rows() -> list[tuple[str, list[str]]]:
     return rows
 
 
+ROWS = rule_rows()
+
+
+@cache
 def sql_sources() -> str:
     return "\n".join(p.read_text() for p in sorted((ROOT / "db").rglob("*")) if p.suffix in (".sql", ".py"))
 
 
 def test_the_table_has_rows():
-    assert len(rule_rows()) >= 40
+    assert len(ROWS) >= 40
 
 
-@pytest.mark.parametrize(("rule", "names"), rule_rows(), ids=[rule[:60] for rule, _ in rule_rows()])
+@pytest.mark.parametrize(("rule", "names"), ROWS, ids=[rule[:60] for rule, _ in ROWS])
 def test_every_owner_a_row_names_exists(rule, names):
     paths = [n for n in names if "/" in n and "<" not in n and " " not in n]
     missing = [p for p in paths if not (ROOT / p.rstrip("/")).exists()]
